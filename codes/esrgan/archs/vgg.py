@@ -1,0 +1,100 @@
+"""VGG19 feature extractor for ESRGAN's perceptual loss: conv5_4 *before* its ReLU (layer 34).
+
+The paper (section 3.3) uses features before activation because the activated deep features are sparse and
+give weaker supervision. Weights come from a local file, torchvision's ImageNet weights in the torch cache, or
+(only when an option file explicitly allows it) random initialisation for demos and tests.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class WeightsUnavailableError(OSError):
+    """The requested VGG weights cannot be found or downloaded."""
+
+
+def imagenet_weights_url(use_bn: bool) -> str:
+    weights = torchvision.models.VGG19_BN_Weights if use_bn else torchvision.models.VGG19_Weights
+    return weights.IMAGENET1K_V1.url
+
+
+def torchvision_cache_file(use_bn: bool) -> Path:
+    """Where torchvision keeps (or would download) the ImageNet VGG19 weights."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(imagenet_weights_url(use_bn))
+
+
+def load_vgg_state_dict(weights: str, use_bn: bool, allow_random: bool) -> dict[str, torch.Tensor] | None:
+    """Return torchvision-layout VGG19 weights, or None when random weights are allowed and none are at hand.
+
+    `weights` is 'imagenet' (torch cache, downloaded if missing and random weights are not allowed), 'random'
+    (needs `allow_random`) or a file.
+    """
+    if weights == "random":
+        if not allow_random:
+            raise WeightsUnavailableError("network_F.weights: 'random' needs network_F.allow_random_weights: true")
+        return None
+    if weights != "imagenet":
+        path = Path(weights)
+        if not path.is_file():
+            raise WeightsUnavailableError(f"network_F.weights: no file {path}")
+        return torch.load(path, map_location="cpu", weights_only=True)
+    cached = torchvision_cache_file(use_bn)
+    if cached.is_file():
+        return torch.load(cached, map_location="cpu", weights_only=True)
+    if allow_random:
+        # Never reach for the network here: demos and tests must run offline and deterministically.
+        return None
+    try:
+        return torch.hub.load_state_dict_from_url(imagenet_weights_url(use_bn), map_location="cpu",
+                                                  progress=True, weights_only=True)
+    except Exception as err:
+        raise WeightsUnavailableError(
+            f"could not get the ImageNet VGG19 weights ({err}). Download "
+            f"{cached.name} from torchvision and put it at {cached}, or set network_F.weights to a local "
+            "copy of torchvision's vgg19 state dict") from err
+
+
+class VGGFeatureExtractor(nn.Module):
+    """torchvision VGG19 `features[:feature_layer + 1]`, frozen and in eval mode; inputs are RGB in [0, 1]."""
+
+    def __init__(self, feature_layer: int = 34, use_bn: bool = False, use_input_norm: bool = True,
+                 state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        super().__init__()
+        vgg = torchvision.models.vgg19_bn(weights=None) if use_bn else torchvision.models.vgg19(weights=None)
+        if state_dict is not None:
+            vgg.load_state_dict(_as_full_vgg_state_dict(state_dict, vgg), strict=True)
+        self.use_input_norm = use_input_norm
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+        self.features = nn.Sequential(*list(vgg.features.children())[: feature_layer + 1])
+        for param in self.features.parameters():
+            param.requires_grad = False
+        self.eval()
+
+    def train(self, mode: bool = True) -> VGGFeatureExtractor:
+        # A loss network stays in eval mode whatever the model around it does (matters with use_bn).
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.use_input_norm:
+            x = (x - self.mean) / self.std
+        return self.features(x)
+
+
+def _as_full_vgg_state_dict(state_dict: dict[str, torch.Tensor], vgg: nn.Module) -> dict[str, torch.Tensor]:
+    """Accept a full torchvision VGG state dict, or one of its `features` alone (keys `features.N.*` or `N.*`)."""
+    full = vgg.state_dict()
+    if all(k.startswith("features.") for k in state_dict):
+        return {**full, **state_dict}
+    if all(k.split(".")[0].isdigit() for k in state_dict):
+        return {**full, **{f"features.{k}": v for k, v in state_dict.items()}}
+    return state_dict

@@ -1,0 +1,53 @@
+"""Command-line entry points: `train.py` / `esrgan-train` and `test.py` / `esrgan-test`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+
+from .options import OptionError, TestOptions, TrainOptions, load_options
+
+
+def _parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("-opt", "--opt", required=True, help="path to the YAML option file")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override an option, e.g. --set train.gan.niter=1000 (value parsed as YAML; "
+                             "repeatable)")
+    return parser
+
+
+def _run(job: Callable[[], object]) -> int:
+    """Run a job; bad input (options, files, weights) ends with a one-line message instead of a traceback."""
+    try:
+        job()
+    except (OptionError, ValueError, OSError) as err:
+        if os.environ.get("ESRGAN_TRACEBACK"):
+            raise
+        print(f"error: {err}\n(set ESRGAN_TRACEBACK=1 to see the traceback)", file=sys.stderr)
+        return 2
+    return 0
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    args = _parser("Train ESRGAN (or a PSNR-oriented RRDBNet) from a YAML option file.").parse_args(argv)
+
+    def job() -> None:
+        from .engine.trainer import train
+
+        train(load_options(TrainOptions, args.opt, args.set))
+
+    return _run(job)
+
+
+def test_main(argv: list[str] | None = None) -> int:
+    args = _parser("Super-resolve test sets with a trained generator and score them.").parse_args(argv)
+
+    def job() -> None:
+        from .engine.tester import test
+
+        test(load_options(TestOptions, args.opt, args.set))
+
+    return _run(job)

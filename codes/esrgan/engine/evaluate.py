@@ -1,0 +1,27 @@
+"""Scoring SR results the way SR papers do: uint8 images, Y channel, `scale` pixels cropped at the border."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..data.imresize import imresize
+from ..metrics import calculate_psnr, calculate_ssim
+from ..utils.image import to_uint8
+
+
+@dataclass
+class Scores:
+    psnr: float
+    ssim: float
+
+
+def score(sr: np.ndarray, gt: np.ndarray, crop_border: int) -> Scores:
+    """PSNR/SSIM on Y of two uint8 RGB images of the same size."""
+    return Scores(calculate_psnr(sr, gt, crop_border), calculate_ssim(sr, gt, crop_border))
+
+
+def bicubic_upscale(lq: np.ndarray, scale: int) -> np.ndarray:
+    """The bicubic baseline: MATLAB bicubic upscaling of a [0, 1] float LQ image, as uint8."""
+    return to_uint8(imresize(lq, scale=float(scale)))

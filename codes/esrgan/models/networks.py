@@ -1,0 +1,80 @@
+"""Option names -> networks, and loading weights into them with errors that list what does not fit."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..archs.discriminator import Discriminator_VGG_128
+from ..archs.rrdbnet import RRDBNet
+from ..archs.vgg import VGGFeatureExtractor, load_vgg_state_dict, torchvision_cache_file
+from ..options import NetworkDOpt, NetworkFOpt, NetworkGOpt
+
+log = logging.getLogger(__name__)
+
+GENERATORS = {"RRDBNet": RRDBNet}
+DISCRIMINATORS = {"discriminator_vgg_128": Discriminator_VGG_128}
+MAX_KEYS_SHOWN = 10
+
+
+def build_generator(o: NetworkGOpt, scale: int) -> nn.Module:
+    return GENERATORS[o.which_model_G](in_nc=o.in_nc, out_nc=o.out_nc, nf=o.nf, nb=o.nb, gc=o.gc, scale=scale)
+
+
+def build_discriminator(o: NetworkDOpt) -> nn.Module:
+    return DISCRIMINATORS[o.which_model_D](in_nc=o.in_nc, nf=o.nf)
+
+
+def build_feature_extractor(o: NetworkFOpt) -> tuple[VGGFeatureExtractor, bool]:
+    """The frozen VGG and whether its weights are random (allowed only by network_F.allow_random_weights)."""
+    state = load_vgg_state_dict(o.weights, o.use_bn, o.allow_random_weights)
+    if state is None:
+        log.warning("network_F: the ImageNet VGG19 weights are not at %s; the perceptual loss uses a RANDOMLY "
+                    "initialised VGG19 (network_F.allow_random_weights is true). Fine for a demo, meaningless "
+                    "for real training.", torchvision_cache_file(o.use_bn))
+    net = VGGFeatureExtractor(o.feature_layer, o.use_bn, o.use_input_norm, state_dict=state)
+    return net, state is None
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Load a weights file safely (no arbitrary unpickling) and unwrap the common containers."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(f"{path} is not a plain weights file (it needs arbitrary code to unpickle, which is "
+                         f"refused for safety): {str(err).splitlines()[0]}") from None
+    except (OSError, RuntimeError, EOFError) as err:
+        raise ValueError(f"cannot read weights file {path}: {err}") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} does not hold a state dict (found {type(state).__name__})")
+    for wrapper in ("params_ema", "params", "state_dict"):
+        if isinstance(state.get(wrapper), dict):
+            log.info("%s: using the %r entry", path, wrapper)
+            state = state[wrapper]
+            break
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_weights(net: nn.Module, path: str | Path, strict: bool = True, what: str = "network") -> None:
+    """Load `path` into `net`; a mismatch names the missing, unexpected and wrongly shaped keys."""
+    state = read_state_dict(path)
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+              if k in state and state[k].shape != v.shape]
+    if shapes or (strict and (missing or unexpected)):
+        def listing(keys: list[str]) -> str:
+            more = f" ... (+{len(keys) - MAX_KEYS_SHOWN} more)" if len(keys) > MAX_KEYS_SHOWN else ""
+            return ", ".join(keys[:MAX_KEYS_SHOWN]) + more
+        parts = [f"{len(missing)} missing keys: {listing(missing)}" if missing else "",
+                 f"{len(unexpected)} unexpected keys: {listing(unexpected)}" if unexpected else "",
+                 f"{len(shapes)} tensors of another shape (file vs network): {listing(shapes)}" if shapes else ""]
+        raise ValueError(f"the weights in {path} do not fit the configured {what} "
+                         f"({type(net).__name__}): " + "; ".join(p for p in parts if p)
+                         + ". Check the network options (nf, nb, gc, scale) against the file.")
+    net.load_state_dict(state, strict=strict)

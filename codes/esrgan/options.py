@@ -1,0 +1,488 @@
+"""YAML option files -> typed, validated options.
+
+Every option, its default and its documentation live in the dataclasses below, and nowhere else. Parsing
+rejects unknown keys (with the nearest valid name), wrong types and out-of-range values, naming the full key
+path; cross-field checks run before anything is built. `--set a.b=value` overrides are applied to the raw
+YAML first, so they are validated like the file. Relative paths resolve against the repository root.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class OptionError(ValueError):
+    """An option file or override is invalid; the message names the key and says what to do."""
+
+
+def opt(default: Any = dataclasses.MISSING, doc: str = "", *, lo: float | None = None, hi: float | None = None,
+        path: bool = False, factory: Any = dataclasses.MISSING) -> Any:
+    """A documented option field. `lo`/`hi` bound numbers (inclusive); `path` marks repo-relative paths."""
+    meta = {"doc": doc, "lo": lo, "hi": hi, "path": path}
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# --------------------------------------------------------------------------------------------- networks
+@dataclass
+class NetworkGOpt:
+    which_model_G: Literal["RRDBNet"] = opt("RRDBNet", "generator architecture")
+    in_nc: int = opt(3, "input channels", lo=1)
+    out_nc: int = opt(3, "output channels", lo=1)
+    nf: int = opt(64, "feature channels of the trunk", lo=1)
+    nb: int = opt(23, "number of RRDB blocks", lo=1)
+    gc: int = opt(32, "growth channels inside each dense block", lo=1)
+
+
+@dataclass
+class NetworkDOpt:
+    which_model_D: Literal["discriminator_vgg_128"] = opt("discriminator_vgg_128",
+                                                          "discriminator architecture (128x128 input)")
+    in_nc: int = opt(3, "input channels", lo=1)
+    nf: int = opt(64, "channels of the first conv; later stages use 2x, 4x, 8x, 8x", lo=1)
+
+
+@dataclass
+class NetworkFOpt:
+    feature_layer: int = opt(34, "last VGG19 `features` index used; 34 = conv5_4 before its ReLU", lo=0, hi=36)
+    use_bn: bool = opt(False, "use VGG19 with batch norm (the paper uses the plain one)")
+    use_input_norm: bool = opt(True, "normalise [0,1] RGB inputs with the ImageNet mean and std")
+    weights: str = opt("imagenet", "'imagenet' (torchvision's weights in the torch cache, downloaded if "
+                                   "missing), the path of a torchvision VGG19 state dict, or 'random' (needs "
+                                   "allow_random_weights)")
+    allow_random_weights: bool = opt(False, "only for demos and tests: if the ImageNet weights are not in the "
+                                            "cache, use a randomly initialised VGG (with a warning) instead of "
+                                            "stopping")
+
+
+# --------------------------------------------------------------------------------------------- datasets
+@dataclass
+class DatasetOpt:
+    name: str = opt("", "a label for logs and result folders (defaults to the dataset's key)")
+    dataroot_GT: str | None = opt(None, "folder of ground-truth (HR) images", path=True)
+    dataroot_LQ: str | None = opt(None, "folder of low-quality (LR) images with the same file names as GT; "
+                                        "leave empty to make them from GT by MATLAB bicubic x1/scale",
+                                  path=True)
+
+
+@dataclass
+class TrainSetOpt(DatasetOpt):
+    GT_size: int = opt(128, "size of the square GT training patch; the LQ patch is GT_size/scale", lo=4)
+    use_flip: bool = opt(True, "random horizontal and vertical flips")
+    use_rot: bool = opt(True, "random 90-degree rotations")
+    batch_size: int = opt(16, "patches per iteration (per process)", lo=1)
+    n_workers: int = opt(4, "data-loader worker processes (0 loads in the training process)", lo=0)
+    use_shuffle: bool = opt(True, "shuffle the images every epoch")
+
+
+@dataclass
+class TrainDatasetsOpt:
+    train: TrainSetOpt = opt(factory=TrainSetOpt, doc="the training set")
+    val: DatasetOpt | None = opt(None, "the validation set (whole images); leave out to skip validation")
+
+
+# --------------------------------------------------------------------------------------------- training
+@dataclass
+class OptimOpt:
+    lr: float = opt(1e-4, "Adam learning rate", lo=0)
+    beta1: float = opt(0.9, "Adam beta1", lo=0, hi=1)
+    beta2: float = opt(0.99, "Adam beta2 (the paper: 0.999; the original code: 0.99)", lo=0, hi=1)
+    weight_decay: float = opt(0.0, "Adam weight decay", lo=0)
+
+
+@dataclass
+class SchedulerOpt:
+    type: Literal["MultiStepLR", "CosineAnnealingRestartLR"] = opt("MultiStepLR", "learning-rate schedule")
+    milestones: list[int] = opt(factory=list, doc="MultiStepLR: iterations (counted from the start of the "
+                                                  "phase) at which the lr is multiplied by gamma")
+    gamma: float = opt(0.5, "MultiStepLR: the factor applied at each milestone", lo=0)
+    periods: list[int] = opt(factory=list, doc="CosineAnnealingRestartLR: length of each cosine cycle, in "
+                                               "iterations")
+    restart_weights: list[float] = opt(factory=list, doc="CosineAnnealingRestartLR: lr multiplier at the start "
+                                                         "of each cycle (default 1 for every cycle)")
+    eta_min: float = opt(1e-7, "CosineAnnealingRestartLR: the lowest lr", lo=0)
+
+
+@dataclass
+class PsnrPhaseOpt:
+    niter: int = opt(0, "iterations of the PSNR-oriented phase (L1 only) before the GAN phase; for model 'sr' "
+                        "this is the whole run", lo=0)
+    pixel_criterion: Literal["l1", "l2", "charbonnier"] = opt("l1", "pixel loss of the PSNR phase")
+    optim_G: OptimOpt = opt(factory=lambda: OptimOpt(lr=2e-4), doc="Adam of G in the PSNR phase")
+    scheduler: SchedulerOpt = opt(factory=SchedulerOpt, doc="lr schedule of the PSNR phase")
+
+
+@dataclass
+class GanPhaseOpt:
+    niter: int = opt(0, "iterations of the GAN phase (after the PSNR phase)", lo=0)
+    pixel_criterion: Literal["l1", "l2", "charbonnier"] = opt("l1", "pixel loss of the GAN phase")
+    pixel_weight: float = opt(1e-2, "w_pix (the paper's eta)", lo=0)
+    feature_criterion: Literal["l1", "l2"] = opt("l1", "distance between VGG features of SR and GT")
+    feature_weight: float = opt(1.0, "w_fea; 0 disables the perceptual loss and the VGG network", lo=0)
+    gan_type: Literal["gan", "ragan", "lsgan"] = opt("ragan", "adversarial loss: ragan (relativistic average, "
+                                                              "the paper), gan (BCE), lsgan (least squares)")
+    gan_weight: float = opt(5e-3, "w_gan (the paper's lambda)", lo=0)
+    D_update_ratio: int = opt(1, "G is updated every D_update_ratio-th GAN-phase iteration", lo=1)
+    D_init_iters: int = opt(0, "GAN-phase iterations at the start that update D only", lo=0)
+    optim_G: OptimOpt = opt(factory=OptimOpt, doc="Adam of G in the GAN phase (a fresh optimizer)")
+    optim_D: OptimOpt = opt(factory=OptimOpt, doc="Adam of D")
+    scheduler: SchedulerOpt = opt(factory=SchedulerOpt, doc="lr schedule of the GAN phase, for G and D")
+
+
+@dataclass
+class TrainOpt:
+    manual_seed: int = opt(0, "seed of Python, NumPy and torch RNGs (data order, crops, init)", lo=0)
+    psnr: PsnrPhaseOpt = opt(factory=PsnrPhaseOpt, doc="phase 1: PSNR-oriented pre-training")
+    gan: GanPhaseOpt = opt(factory=GanPhaseOpt, doc="phase 2: RaGAN + perceptual + pixel loss")
+    val_freq: int = opt(5000, "validate every val_freq iterations (and at the end)", lo=1)
+
+
+@dataclass
+class TrainPathOpt:
+    experiments_root: str = opt("experiments", "runs are written to <experiments_root>/<name>/", path=True)
+    pretrain_model_G: str | None = opt(None, "generator weights to start from (e.g. the PSNR model)", path=True)
+    pretrain_model_D: str | None = opt(None, "discriminator weights to start from", path=True)
+    strict_load: bool = opt(True, "pretrained weights must match the network key for key")
+    resume_state: str | None = opt(None, "a training_state/<iter>.state file to continue from", path=True)
+
+
+@dataclass
+class LoggerOpt:
+    print_freq: int = opt(100, "log losses every print_freq iterations", lo=1)
+    save_freq: int = opt(5000, "save checkpoints every save_freq iterations (and at the end)", lo=1)
+    use_tb_logger: bool = opt(True, "write TensorBoard event files to <run>/tb_logger")
+    tb_images: int = opt(4, "validation images shown in TensorBoard (SR next to GT)", lo=0)
+
+
+@dataclass
+class TrainOptions:
+    name: str = opt(doc="run name: the folder experiments/<name>/")
+    model: Literal["esrgan", "sr"] = opt("esrgan", "esrgan: PSNR phase then GAN phase; sr: PSNR phase only")
+    scale: int = opt(4, "upscaling factor (2 or 4)", lo=2, hi=4)
+    device: str = opt("auto", "auto (CUDA when available, else CPU), cpu, cuda or cuda:N")
+    datasets: TrainDatasetsOpt = opt(factory=TrainDatasetsOpt, doc="training and validation data")
+    network_G: NetworkGOpt = opt(factory=NetworkGOpt, doc="the generator")
+    network_D: NetworkDOpt = opt(factory=NetworkDOpt, doc="the discriminator (model esrgan)")
+    network_F: NetworkFOpt = opt(factory=NetworkFOpt, doc="the VGG19 feature extractor (model esrgan)")
+    path: TrainPathOpt = opt(factory=TrainPathOpt, doc="input and output paths")
+    train: TrainOpt = opt(factory=TrainOpt, doc="losses, optimizers, schedules")
+    logger: LoggerOpt = opt(factory=LoggerOpt, doc="logging and checkpoints")
+
+    @property
+    def total_iters(self) -> int:
+        return self.train.psnr.niter + (self.train.gan.niter if self.model == "esrgan" else 0)
+
+
+@dataclass
+class TestPathOpt:
+    pretrain_model_G: str = opt(doc="generator weights to test", path=True)
+    strict_load: bool = opt(True, "the weights must match the network key for key")
+    results_root: str = opt("results", "SR images and metrics go to <results_root>/<name>/<set>/", path=True)
+
+
+@dataclass
+class TestOptions:
+    name: str = opt(doc="test run name: the folder results/<name>/")
+    scale: int = opt(4, "upscaling factor of the model (2 or 4)", lo=2, hi=4)
+    device: str = opt("auto", "auto (CUDA when available, else CPU), cpu, cuda or cuda:N")
+    datasets: dict[str, DatasetOpt] = opt(factory=dict, doc="test sets by key: GT+LQ folders, GT only "
+                                                            "(bicubic LQ made on the fly) or LQ only (no metrics)")
+    network_G: NetworkGOpt = opt(factory=NetworkGOpt, doc="the generator")
+    path: TestPathOpt = opt(factory=lambda: TestPathOpt(pretrain_model_G=""), doc="input and output paths")
+
+
+# ------------------------------------------------------------------------------------------ the parser
+def _suggest(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    return f" did you mean {close[0]}?" if close else f" valid keys: {', '.join(valid)}"
+
+
+def _schema_keys(cls: type, prefix: str = "") -> list[str]:
+    """Every dotted key path of an option class (dataset mappings are skipped)."""
+    keys = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = _join(prefix, f.name)
+        keys.append(key)
+        inner = [a for a in (typing.get_args(hints[f.name]) or (hints[f.name],)) if dataclasses.is_dataclass(a)]
+        if inner:
+            keys += _schema_keys(inner[0], key)
+    return keys
+
+
+def _unknown_key_message(root_cls: type, prefix: str, key: str, valid: list[str]) -> str:
+    """Suggest the nearest key of the same section, else the nearest key of the same name anywhere."""
+    full = _join(prefix, key)
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    if close:
+        return f"unknown option {full}: did you mean {_join(prefix, close[0])}?"
+    everywhere = _schema_keys(root_cls)
+    by_leaf: dict[str, str] = {}
+    for path in everywhere:
+        by_leaf.setdefault(path.rsplit(".", 1)[-1], path)
+    close = difflib.get_close_matches(key, list(by_leaf), n=1, cutoff=0.75)
+    if close:
+        return f"unknown option {full}: did you mean {by_leaf[close[0]]}?"
+    return f"unknown option {full}: valid keys here are {', '.join(valid)}"
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def _convert(value: Any, tp: Any, key: str, root_cls: type) -> Any:
+    """Convert a YAML value to the annotated type, or raise OptionError naming the key."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(value, inner, key, root_cls)
+    if origin is Literal:
+        if value not in args:
+            raise OptionError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}."
+                              + (_suggest(str(value), [str(a) for a in args]) if isinstance(value, str) else ""))
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise OptionError(f"{key}: expected a list, got {value!r}")
+        return [_convert(v, args[0], f"{key}[{i}]", root_cls) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise OptionError(f"{key}: expected a mapping of names to entries, got {value!r}")
+        return {str(k): _convert(v, args[1], _join(key, str(k)), root_cls) for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key, root_cls)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise OptionError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        # YAML reads `5e3` as a string and `5e3`-style numbers are common in option files: accept integral ones.
+        number = _as_number(value)
+        if number is None or float(number) != int(number):
+            raise OptionError(f"{key}: expected an integer, got {value!r}")
+        return int(number)
+    if tp is float:
+        number = _as_number(value)
+        if number is None:
+            raise OptionError(f"{key}: expected a number, got {value!r}")
+        return float(number)
+    if tp is str:
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise OptionError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    raise TypeError(f"unsupported option type {tp} at {key}")
+
+
+def _as_number(value: Any) -> float | int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return value
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _build(cls: type, raw: Any, prefix: str, root_cls: type | None = None) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise OptionError(f"{prefix or 'the option file'}: expected a mapping of keys, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in raw:
+        if key not in fields:
+            raise OptionError(_unknown_key_message(root_cls or cls, prefix, str(key), list(fields)))
+    values = {}
+    for name, f in fields.items():
+        key = _join(prefix, name)
+        if name not in raw:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise OptionError(f"missing option {key}: {f.metadata.get('doc', '')}")
+            continue
+        value = _convert(raw[name], hints[name], key, root_cls or cls)
+        lo, hi = f.metadata.get("lo"), f.metadata.get("hi")
+        for item in value if isinstance(value, list) else [value]:
+            numeric = isinstance(item, int | float) and not isinstance(item, bool)
+            if numeric and ((lo is not None and item < lo) or (hi is not None and item > hi)):
+                bounds = f">= {lo}" if hi is None else f"in [{lo}, {hi}]" if lo is not None else f"<= {hi}"
+                raise OptionError(f"{key}: {item!r} is out of range; it must be {bounds}")
+        values[name] = value
+    return cls(**values)
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply `dotted.key=value` strings (value parsed as YAML) to the raw option tree."""
+    for item in overrides:
+        if "=" not in item:
+            raise OptionError(f"--set {item!r}: expected dotted.key=value, e.g. train.gan.niter=1000")
+        dotted, text = item.split("=", 1)
+        parts = dotted.strip().split(".")
+        node = raw
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise OptionError(f"--set {dotted}: {part!r} holds a value, not a section")
+            node = child
+        node[parts[-1]] = yaml.safe_load(text)
+    return raw
+
+
+def _resolve_paths(obj: Any, root: Path) -> None:
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if f.metadata.get("path") and isinstance(value, str) and value:
+            setattr(obj, f.name, str((root / Path(value).expanduser()).resolve()))
+        elif dataclasses.is_dataclass(value):
+            _resolve_paths(value, root)
+        elif isinstance(value, dict):
+            for entry in value.values():
+                if dataclasses.is_dataclass(entry):
+                    _resolve_paths(entry, root)
+
+
+def _require_dir(path: str | None, key: str, check: bool) -> None:
+    if check and path is not None and not Path(path).is_dir():
+        raise OptionError(f"{key}: folder {path} does not exist (relative paths start at the repository root "
+                          f"{REPO_ROOT})")
+
+
+def _require_file(path: str | None, key: str, check: bool) -> None:
+    if check and path and not Path(path).is_file():
+        raise OptionError(f"{key}: file {path} does not exist (relative paths start at the repository root "
+                          f"{REPO_ROOT})")
+
+
+def _check_dataset(ds: DatasetOpt, key: str, need_gt: bool, check: bool) -> None:
+    if ds.dataroot_GT is None and (need_gt or ds.dataroot_LQ is None):
+        raise OptionError(f"{key}.dataroot_GT: a GT folder is required"
+                          + ("" if need_gt else " (or give dataroot_LQ alone to upscale without metrics)"))
+    _require_dir(ds.dataroot_GT, f"{key}.dataroot_GT", check)
+    _require_dir(ds.dataroot_LQ, f"{key}.dataroot_LQ", check)
+
+
+def _check_train(o: TrainOptions, check: bool) -> None:
+    from .archs.discriminator import INPUT_SIZE
+    from .archs.rrdbnet import SUPPORTED_SCALES
+
+    if o.scale not in SUPPORTED_SCALES:
+        raise OptionError(f"scale: {o.scale} is not supported; RRDBNet upscales by {SUPPORTED_SCALES}")
+    tr = o.datasets.train
+    if tr.GT_size % o.scale:
+        raise OptionError(f"datasets.train.GT_size: {tr.GT_size} is not a multiple of scale {o.scale}")
+    _check_dataset(tr, "datasets.train", need_gt=True, check=check)
+    if o.datasets.val is not None:
+        _check_dataset(o.datasets.val, "datasets.val", need_gt=True, check=check)
+    _require_file(o.path.pretrain_model_G, "path.pretrain_model_G", check)
+    _require_file(o.path.pretrain_model_D, "path.pretrain_model_D", check)
+    _require_file(o.path.resume_state, "path.resume_state", check)
+    if o.model == "sr":
+        if o.train.gan.niter:
+            raise OptionError("train.gan.niter: model 'sr' has no GAN phase; set it to 0 or use model esrgan")
+        if o.train.psnr.niter == 0:
+            raise OptionError("train.psnr.niter: model 'sr' trains the PSNR phase only and needs niter > 0")
+    else:
+        if tr.GT_size != INPUT_SIZE:
+            raise OptionError(f"datasets.train.GT_size: {tr.GT_size} differs from the discriminator's input size "
+                              f"{INPUT_SIZE} (network_D.which_model_D = {o.network_D.which_model_D})")
+        if o.train.gan.niter == 0:
+            raise OptionError("train.gan.niter: model 'esrgan' needs a GAN phase (niter > 0); use model sr for "
+                              "PSNR-only training")
+        if o.network_F.weights == "random" and not o.network_F.allow_random_weights:
+            raise OptionError("network_F.weights: 'random' needs network_F.allow_random_weights: true")
+        if o.network_F.weights not in ("imagenet", "random"):
+            _require_file(o.network_F.weights, "network_F.weights", check)
+    if o.total_iters == 0:
+        raise OptionError("train: nothing to do, train.psnr.niter and train.gan.niter are both 0")
+
+
+def _check_test(o: TestOptions, check: bool) -> None:
+    from .archs.rrdbnet import SUPPORTED_SCALES
+
+    if o.scale not in SUPPORTED_SCALES:
+        raise OptionError(f"scale: {o.scale} is not supported; RRDBNet upscales by {SUPPORTED_SCALES}")
+    if not o.datasets:
+        raise OptionError("datasets: name at least one test set")
+    for key, ds in o.datasets.items():
+        ds.name = ds.name or key
+        _check_dataset(ds, f"datasets.{key}", need_gt=False, check=check)
+    if not o.path.pretrain_model_G:
+        raise OptionError("path.pretrain_model_G: name the generator weights to test")
+    _require_file(o.path.pretrain_model_G, "path.pretrain_model_G", check)
+
+
+def _check_scheduler(o: SchedulerOpt, key: str) -> None:
+    if o.type == "CosineAnnealingRestartLR":
+        if not o.periods:
+            raise OptionError(f"{key}.periods: CosineAnnealingRestartLR needs at least one period")
+        if o.restart_weights and len(o.restart_weights) != len(o.periods):
+            raise OptionError(f"{key}.restart_weights: {len(o.restart_weights)} weights for "
+                              f"{len(o.periods)} periods; give one per period or none")
+
+
+def parse_options(cls: type, raw: dict, root: Path = REPO_ROOT, check_paths: bool = True) -> Any:
+    """Validate a raw option tree into `cls` (TrainOptions or TestOptions), resolve paths, run the checks.
+
+    `check_paths=False` skips the existence checks of input paths (for inspecting option files elsewhere).
+    """
+    options = _build(cls, raw, "")
+    _resolve_paths(options, root)
+    if isinstance(options, TrainOptions):
+        if options.network_F.weights not in ("imagenet", "random"):
+            options.network_F.weights = str((root / Path(options.network_F.weights).expanduser()).resolve())
+        options.datasets.train.name = options.datasets.train.name or "train"
+        if options.datasets.val is not None:
+            options.datasets.val.name = options.datasets.val.name or "val"
+        _check_scheduler(options.train.psnr.scheduler, "train.psnr.scheduler")
+        _check_scheduler(options.train.gan.scheduler, "train.gan.scheduler")
+        _check_train(options, check_paths)
+    else:
+        _check_test(options, check_paths)
+    return options
+
+
+def load_options(cls: type, path: str | Path, overrides: list[str] | None = None) -> Any:
+    """Read a YAML option file, apply `--set` overrides and validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise OptionError(f"option file {path} does not exist")
+    with open(path, encoding="utf-8") as fh:
+        try:
+            raw = yaml.safe_load(fh) or {}
+        except yaml.YAMLError as err:
+            raise OptionError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise OptionError(f"{path}: the top level must be a mapping of option keys")
+    try:
+        return parse_options(cls, apply_overrides(raw, overrides or []))
+    except OptionError as err:
+        raise OptionError(f"{path}: {err}") from None
+
+
+def to_dict(options: Any) -> dict:
+    """The resolved options as plain data, for writing next to a run."""
+    return dataclasses.asdict(options)
+
+
+def dump_yaml(options: Any, path: Path) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        yaml.safe_dump(to_dict(options), fh, sort_keys=False)

@@ -1,0 +1,76 @@
+"""Image files <-> arrays <-> tensors. The framework is RGB throughout; OpenCV's BGR stops at this module.
+
+Conversions of unusual inputs are explicit: grayscale is replicated to three channels, an alpha channel is
+dropped, 16-bit images are scaled to [0, 1] like 8-bit ones. Each kind is reported once per process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+_warned: set[str] = set()
+
+
+def _warn_once(kind: str, message: str) -> None:
+    if kind not in _warned:
+        _warned.add(kind)
+        log.warning(message)
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files directly inside `folder`, sorted by name."""
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image as float32 RGB HxWx3 in [0, 1]."""
+    img = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise OSError(f"cannot decode image {path}: the file is missing, truncated or not an image")
+    if img.dtype == np.uint16:
+        _warn_once("16bit", f"16-bit image {path} (and any others) scaled to [0, 1] by 65535")
+        img = img.astype(np.float32) / 65535.0
+    elif img.dtype == np.uint8:
+        img = img.astype(np.float32) / 255.0
+    else:
+        raise OSError(f"image {path} has unsupported sample type {img.dtype}; use 8- or 16-bit images")
+    if img.ndim == 2:
+        _warn_once("gray", f"grayscale image {path} (and any others) replicated to 3 channels")
+        return np.repeat(img[:, :, None], 3, axis=2)
+    if img.shape[2] == 4:
+        _warn_once("alpha", f"image {path} (and any others) has an alpha channel; it is dropped")
+        img = img[:, :, :3]
+    return np.ascontiguousarray(img[:, :, ::-1])
+
+
+def write_image(path: str | Path, img: np.ndarray) -> None:
+    """Write an RGB uint8 HxWx3 image; the folder is created if needed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(os.fspath(path), np.ascontiguousarray(img[:, :, ::-1])):
+        raise OSError(f"could not write image {path}")
+
+
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    """[0, 1] float -> uint8 with rounding, the quantisation SR results are scored after."""
+    return (np.clip(img, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+
+
+def img2tensor(img: np.ndarray) -> torch.Tensor:
+    """HxWxC float array -> CxHxW float tensor."""
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float()
+
+
+def tensor2img(t: torch.Tensor) -> np.ndarray:
+    """CxHxW (or 1xCxHxW) tensor in [0, 1] -> HxWxC uint8 RGB, rounded."""
+    arr = t.detach().squeeze(0).float().clamp_(0, 1).cpu().numpy().transpose(1, 2, 0)
+    return (arr * 255.0).round().astype(np.uint8)

@@ -1,0 +1,139 @@
+"""RRDBNet, Discriminator_VGG_128 and the VGG feature extractor: sizes, keys, shapes, init, weights."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from esrgan.archs.discriminator import Discriminator_VGG_128
+from esrgan.archs.rrdbnet import RRDBNet
+from esrgan.archs.vgg import VGGFeatureExtractor, WeightsUnavailableError, load_vgg_state_dict
+
+
+def published_esrgan_keys(nb: int = 23) -> list[str]:
+    """The key list of the published RRDB_ESRGAN_x4.pth, written out from its layout."""
+    keys = ["conv_first.weight", "conv_first.bias"]
+    for i in range(nb):
+        for k in (1, 2, 3):
+            for j in (1, 2, 3, 4, 5):
+                keys += [f"RRDB_trunk.{i}.RDB{k}.conv{j}.weight", f"RRDB_trunk.{i}.RDB{k}.conv{j}.bias"]
+    for name in ("trunk_conv", "upconv1", "upconv2", "HRconv", "conv_last"):
+        keys += [f"{name}.weight", f"{name}.bias"]
+    return keys
+
+
+def test_default_rrdbnet_has_the_papers_parameter_count():
+    net = RRDBNet(3, 3, 64, 23, gc=32)
+    assert sum(p.numel() for p in net.parameters()) == 16_697_987
+
+
+def test_default_rrdbnet_state_dict_keys_are_the_published_ones_in_order():
+    assert list(RRDBNet(3, 3, 64, 23, gc=32).state_dict()) == published_esrgan_keys()
+
+
+def test_dense_block_shapes_follow_the_growth_channels():
+    sd = RRDBNet(3, 3, 64, 1, gc=32).state_dict()
+    assert sd["RRDB_trunk.0.RDB1.conv1.weight"].shape == (32, 64, 3, 3)
+    assert sd["RRDB_trunk.0.RDB1.conv4.weight"].shape == (32, 64 + 3 * 32, 3, 3)
+    assert sd["RRDB_trunk.0.RDB1.conv5.weight"].shape == (64, 64 + 4 * 32, 3, 3)
+
+
+@pytest.mark.parametrize(("scale", "size"), [(4, (2, 3, 40, 28)), (2, (2, 3, 20, 14))])
+def test_output_shape_is_scale_times_the_input(scale, size):
+    net = RRDBNet(3, 3, nf=8, nb=1, gc=4, scale=scale)
+    assert net(torch.rand(2, 3, 10, 7)).shape == size
+
+
+def test_scale_2_has_a_single_upsampling_stage():
+    keys = RRDBNet(3, 3, nf=8, nb=1, gc=4, scale=2).state_dict()
+    assert "upconv1.weight" in keys and "upconv2.weight" not in keys
+
+
+def test_unsupported_scale_is_rejected_with_the_supported_ones():
+    with pytest.raises(ValueError, match="scale 2 or 4, got 3"):
+        RRDBNet(scale=3)
+
+
+def test_dense_block_init_is_kaiming_scaled_by_a_tenth_with_zero_bias():
+    torch.manual_seed(0)
+    conv = RRDBNet(3, 3, 64, 1, gc=32).RRDB_trunk[0].RDB1.conv5  # fan_in = 192 * 9
+    expected_std = 0.1 * math.sqrt(2.0 / (192 * 9))
+    assert conv.weight.std().item() == pytest.approx(expected_std, rel=0.02)
+    assert torch.count_nonzero(conv.bias) == 0
+
+
+def test_rrdbnet_residual_scaling_is_0_2():
+    rrdb = RRDBNet(3, 3, 4, 1, gc=2).RRDB_trunk[0]
+    for rdb in (rrdb.RDB1, rrdb.RDB2, rrdb.RDB3):
+        rdb.conv5.weight.data.zero_()
+        rdb.conv5.bias.data.fill_(1.0)  # every dense block then adds 0.2 * 1 to its input
+    x = torch.zeros(1, 4, 3, 3)
+    # RDB outputs 0.2, 0.4, 0.6; RRDB returns 0.6 * 0.2 + 0 = 0.12
+    assert torch.allclose(rrdb(x), torch.full_like(x, 0.12))
+
+
+def test_discriminator_parameter_count_and_keys():
+    net = Discriminator_VGG_128(3, 64)
+    # conv0_0 + conv0_1/bn0_1 + four stages of (3x3 conv, bn, 4x4 conv, bn) + linear1 + linear2, by hand
+    expected = (1792 + 65536 + 128 + 73728 + 256 + 262144 + 256 + 294912 + 512 + 1048576 + 512
+                + 1179648 + 1024 + 4194304 + 1024 + 2359296 + 1024 + 4194304 + 1024 + 819300 + 101)
+    assert sum(p.numel() for p in net.parameters()) == expected == 14_499_401
+    params = [k for k, _ in net.named_parameters()]
+    assert params[:4] == ["conv0_0.weight", "conv0_0.bias", "conv0_1.weight", "bn0_1.weight"]
+    assert params[-4:] == ["linear1.weight", "linear1.bias", "linear2.weight", "linear2.bias"]
+    assert "conv1_0.bias" not in params  # only conv0_0 has a bias
+
+
+def test_discriminator_gives_one_logit_per_128_patch():
+    assert Discriminator_VGG_128(3, 8)(torch.rand(2, 3, 128, 128)).shape == (2, 1)
+
+
+def test_discriminator_rejects_other_sizes_naming_the_option():
+    with pytest.raises(ValueError, match="GT_size"):
+        Discriminator_VGG_128(3, 8)(torch.rand(1, 3, 96, 96))
+
+
+def test_vgg_extractor_stops_at_conv5_4_before_its_relu():
+    net = VGGFeatureExtractor(feature_layer=34)
+    assert len(net.features) == 35
+    assert isinstance(net.features[34], nn.Conv2d) and net.features[34].out_channels == 512
+    assert net(torch.rand(1, 3, 32, 32)).shape == (1, 512, 2, 2)
+    assert net(torch.rand(1, 3, 32, 32)).min() < 0  # no ReLU after the last conv
+
+
+def test_vgg_extractor_is_frozen_and_stays_in_eval_mode():
+    net = VGGFeatureExtractor(feature_layer=4, use_bn=True)
+    net.train()
+    assert not net.training and not net.features.training
+    assert not any(p.requires_grad for p in net.parameters())
+
+
+def test_vgg_input_normalisation_uses_imagenet_statistics():
+    net = VGGFeatureExtractor(feature_layer=0)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1).expand(1, 3, 4, 4)
+    conv = net.features[0]
+    expected = conv(torch.zeros(1, 3, 4, 4))  # the mean maps to zero after normalisation
+    assert torch.allclose(net(mean), expected, atol=1e-6)
+
+
+def test_vgg_weights_load_from_a_local_features_file(tmp_path):
+    torch.manual_seed(1)
+    source = VGGFeatureExtractor(feature_layer=34)
+    path = tmp_path / "vgg_features.pth"
+    torch.save({f"features.{k}": v for k, v in source.features.state_dict().items()}, path)
+    state = load_vgg_state_dict(str(path), use_bn=False, allow_random=False)
+    loaded = VGGFeatureExtractor(feature_layer=34, state_dict=state)
+    x = torch.rand(1, 3, 32, 32)
+    assert torch.equal(loaded(x), source(x))
+
+
+def test_missing_vgg_file_is_an_error_naming_it(tmp_path):
+    with pytest.raises(WeightsUnavailableError, match=r"nope\.pth"):
+        load_vgg_state_dict(str(tmp_path / "nope.pth"), use_bn=False, allow_random=False)
+
+
+def test_random_vgg_weights_need_explicit_permission():
+    assert load_vgg_state_dict("random", use_bn=False, allow_random=True) is None
+    with pytest.raises(WeightsUnavailableError, match="allow_random_weights"):
+        load_vgg_state_dict("random", use_bn=False, allow_random=False)
