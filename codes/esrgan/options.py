@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -80,7 +81,7 @@ class DatasetOpt:
 class TrainSetOpt(DatasetOpt):
     GT_size: int = opt(128, "size of the square GT training patch; the LQ patch is GT_size/scale", lo=4)
     use_flip: bool = opt(True, "random horizontal and vertical flips")
-    use_rot: bool = opt(True, "random 90-degree rotations")
+    use_rot: bool = opt(True, "random transposition; with use_flip, all eight 90-degree rotations and mirrorings")
     batch_size: int = opt(16, "patches per iteration (per process)", lo=1)
     n_workers: int = opt(4, "data-loader worker processes (0 loads in the training process)", lo=0)
     use_shuffle: bool = opt(True, "shuffle the images every epoch")
@@ -227,13 +228,12 @@ def _unknown_key_message(root_cls: type, prefix: str, key: str, valid: list[str]
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
     if close:
         return f"unknown option {full}: did you mean {_join(prefix, close[0])}?"
-    everywhere = _schema_keys(root_cls)
-    by_leaf: dict[str, str] = {}
-    for path in everywhere:
-        by_leaf.setdefault(path.rsplit(".", 1)[-1], path)
+    by_leaf: dict[str, list[str]] = {}
+    for path in _schema_keys(root_cls):
+        by_leaf.setdefault(path.rsplit(".", 1)[-1], []).append(path)
     close = difflib.get_close_matches(key, list(by_leaf), n=1, cutoff=0.75)
     if close:
-        return f"unknown option {full}: did you mean {by_leaf[close[0]]}?"
+        return f"unknown option {full}: did you mean {' or '.join(by_leaf[close[0]])}?"
     return f"unknown option {full}: valid keys here are {', '.join(valid)}"
 
 
@@ -272,12 +272,12 @@ def _convert(value: Any, tp: Any, key: str, root_cls: type) -> Any:
     if tp is int:
         # YAML reads `5e3` as a string and `5e3`-style numbers are common in option files: accept integral ones.
         number = _as_number(value)
-        if number is None or float(number) != int(number):
+        if number is None or not math.isfinite(number) or float(number) != int(number):
             raise OptionError(f"{key}: expected an integer, got {value!r}")
         return int(number)
     if tp is float:
         number = _as_number(value)
-        if number is None:
+        if number is None or math.isnan(number):
             raise OptionError(f"{key}: expected a number, got {value!r}")
         return float(number)
     if tp is str:

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 import torchvision
 from torch import nn
+from torchvision.models import vgg as vgg_models
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -64,18 +65,30 @@ def load_vgg_state_dict(weights: str, use_bn: bool, allow_random: bool) -> dict[
 
 
 class VGGFeatureExtractor(nn.Module):
-    """torchvision VGG19 `features[:feature_layer + 1]`, frozen and in eval mode; inputs are RGB in [0, 1]."""
+    """torchvision VGG19 `features[:feature_layer + 1]`, frozen and in eval mode; inputs are RGB in [0, 1].
+
+    `state_dict` is a torchvision VGG19 state dict (the classifier, if present, is ignored) or one of its
+    `features` alone; None keeps the random initialisation.
+    """
 
     def __init__(self, feature_layer: int = 34, use_bn: bool = False, use_input_norm: bool = True,
                  state_dict: dict[str, torch.Tensor] | None = None) -> None:
         super().__init__()
-        vgg = torchvision.models.vgg19_bn(weights=None) if use_bn else torchvision.models.vgg19(weights=None)
+        # Only the convolutional part is built: the classifier (120M parameters) is never used.
+        features = vgg_models.make_layers(vgg_models.cfgs["E"], batch_norm=use_bn)
         if state_dict is not None:
-            vgg.load_state_dict(_as_full_vgg_state_dict(state_dict, vgg), strict=True)
+            features.load_state_dict(_features_only(state_dict), strict=True)
+        else:
+            # torchvision's VGG initialisation; PyTorch's default conv init would shrink the features layer
+            # after layer and leave a random-weight perceptual loss near zero.
+            for m in features.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                    nn.init.zeros_(m.bias)
         self.use_input_norm = use_input_norm
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
-        self.features = nn.Sequential(*list(vgg.features.children())[: feature_layer + 1])
+        self.features = nn.Sequential(*list(features.children())[: feature_layer + 1])
         for param in self.features.parameters():
             param.requires_grad = False
         self.eval()
@@ -90,11 +103,8 @@ class VGGFeatureExtractor(nn.Module):
         return self.features(x)
 
 
-def _as_full_vgg_state_dict(state_dict: dict[str, torch.Tensor], vgg: nn.Module) -> dict[str, torch.Tensor]:
-    """Accept a full torchvision VGG state dict, or one of its `features` alone (keys `features.N.*` or `N.*`)."""
-    full = vgg.state_dict()
-    if all(k.startswith("features.") for k in state_dict):
-        return {**full, **state_dict}
+def _features_only(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Keys `features.N.*` (torchvision's layout) or `N.*` -> `N.*`; classifier entries dropped."""
     if all(k.split(".")[0].isdigit() for k in state_dict):
-        return {**full, **{f"features.{k}": v for k, v in state_dict.items()}}
-    return state_dict
+        return dict(state_dict)
+    return {k.removeprefix("features."): v for k, v in state_dict.items() if k.startswith("features.")}

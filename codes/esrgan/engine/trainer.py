@@ -8,6 +8,7 @@ not wait for the GPU every step.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -170,8 +171,10 @@ def train(o: TrainOptions) -> Path:
 
     meter = LossMeter()
     step = start_step
-    bar = tqdm(total=total, initial=start_step, dynamic_ncols=True, desc=model.phase(step + 1))
-    tick = time.time()
+    # Outside a terminal (CI, nohup) a bar redrawn 10x a second only fills the log.
+    bar = tqdm(total=total, initial=start_step, dynamic_ncols=True, desc=model.phase(step + 1),
+               mininterval=0.1 if sys.stderr.isatty() else 30.0)
+    tick, tick_step = time.time(), step
     while step < total:
         for batch in train_loader:
             step += 1
@@ -185,10 +188,10 @@ def train(o: TrainOptions) -> Path:
 
             if step % o.logger.print_freq == 0 or step == total:
                 values = meter.read()
-                elapsed, tick = time.time() - tick, time.time()
+                seconds_per_iter = (time.time() - tick) / (step - tick_step)
+                tick, tick_step = time.time(), step
                 bar.set_postfix({k: f"{v:.3g}" for k, v in values.items() if not k.startswith("lr")})
-                log.info("iter %d (%s) %.3fs/it | %s", step, model.phase(step),
-                         elapsed / o.logger.print_freq,
+                log.info("iter %d (%s) %.3fs/it | %s", step, model.phase(step), seconds_per_iter,
                          ", ".join(f"{k} {v:.4e}" for k, v in values.items()))
                 if writer is not None:
                     for key, value in values.items():

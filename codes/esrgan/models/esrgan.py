@@ -11,6 +11,7 @@ device tensors in `log_dict`; reading them (a host-device sync) is left to the l
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -129,7 +130,11 @@ class ESRGANModel(SRModel):
         if gan_step % g.D_update_ratio == 0 and gan_step > g.D_init_iters:
             log |= self.optimize_generator()
         log |= self.optimize_discriminator()
-        self.schedulers["G"].step()
+        with warnings.catch_warnings():
+            # G's schedule counts GAN-phase iterations, as in the original code, even while D_init_iters or
+            # D_update_ratio skip G's optimizer; torch warns about exactly that.
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+            self.schedulers["G"].step()
         self.schedulers["D"].step()
         log |= {"lr_G": self.optimizers["G"].param_groups[0]["lr"],
                 "lr_D": self.optimizers["D"].param_groups[0]["lr"]}

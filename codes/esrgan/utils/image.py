@@ -32,32 +32,50 @@ def list_images(folder: str | Path) -> list[Path]:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image as float32 RGB HxWx3 in [0, 1]."""
+    """Read an image file as float32 RGB HxWx3 in [0, 1]."""
     img = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise OSError(f"cannot decode image {path}: the file is missing, truncated or not an image")
+    return to_float_rgb(img, str(path))
+
+
+def to_float_rgb(img: np.ndarray, source: str) -> np.ndarray:
+    """A decoded OpenCV array (uint8/uint16; gray, BGR or BGRA) -> float32 RGB HxWx3 in [0, 1].
+
+    `source` names the file (or LMDB key) in warnings and errors.
+    """
     if img.dtype == np.uint16:
-        _warn_once("16bit", f"16-bit image {path} (and any others) scaled to [0, 1] by 65535")
+        _warn_once("16bit", f"16-bit image {source} (and any others) scaled to [0, 1] by 65535")
         img = img.astype(np.float32) / 65535.0
     elif img.dtype == np.uint8:
         img = img.astype(np.float32) / 255.0
     else:
-        raise OSError(f"image {path} has unsupported sample type {img.dtype}; use 8- or 16-bit images")
+        raise OSError(f"image {source} has unsupported sample type {img.dtype}; use 8- or 16-bit images")
     if img.ndim == 2:
-        _warn_once("gray", f"grayscale image {path} (and any others) replicated to 3 channels")
+        _warn_once("gray", f"grayscale image {source} (and any others) replicated to 3 channels")
         return np.repeat(img[:, :, None], 3, axis=2)
     if img.shape[2] == 4:
-        _warn_once("alpha", f"image {path} (and any others) has an alpha channel; it is dropped")
+        _warn_once("alpha", f"image {source} (and any others) has an alpha channel; it is dropped")
         img = img[:, :, :3]
     return np.ascontiguousarray(img[:, :, ::-1])
 
 
-def write_image(path: str | Path, img: np.ndarray) -> None:
-    """Write an RGB uint8 HxWx3 image; the folder is created if needed."""
+def write_image(path: str | Path, img: np.ndarray, png_level: int | None = None) -> None:
+    """Write an RGB (or gray / RGBA, written as given) uint8 or uint16 image atomically: to a temporary file in
+    the same folder, then renamed, so that an interrupted run never leaves a truncated image behind.
+    `png_level` is the PNG compression level 0-9 (OpenCV's default 1 when None)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(os.fspath(path), np.ascontiguousarray(img[:, :, ::-1])):
-        raise OSError(f"could not write image {path}")
+    if img.ndim == 3 and img.shape[2] in (3, 4):
+        img = img[:, :, [2, 1, 0, 3][: img.shape[2]]]  # RGB(A) -> OpenCV's BGR(A)
+    params = [cv2.IMWRITE_PNG_COMPRESSION, png_level] if png_level is not None else []
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        if not cv2.imwrite(os.fspath(tmp), np.ascontiguousarray(img), params):
+            raise OSError(f"could not write image {path}")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:
@@ -72,5 +90,5 @@ def img2tensor(img: np.ndarray) -> torch.Tensor:
 
 def tensor2img(t: torch.Tensor) -> np.ndarray:
     """CxHxW (or 1xCxHxW) tensor in [0, 1] -> HxWxC uint8 RGB, rounded."""
-    arr = t.detach().squeeze(0).float().clamp_(0, 1).cpu().numpy().transpose(1, 2, 0)
+    arr = t.detach().squeeze(0).float().clamp(0, 1).cpu().numpy().transpose(1, 2, 0)
     return (arr * 255.0).round().astype(np.uint8)

@@ -1,0 +1,248 @@
+"""Specification of the paired folder dataset, its augmentation and the image/tensor conversions."""
+
+import random
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from esrgan.data.imresize import imresize
+from esrgan.data.paired import PairedImageDataset, augment
+from esrgan.utils.image import read_image, tensor2img
+
+
+def write_rgb(path: Path, rgb: np.ndarray) -> Path:
+    """Write an RGB uint8/uint16 array (or a 2-D grayscale one) with OpenCV, which expects BGR."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), rgb if rgb.ndim == 2 else np.ascontiguousarray(rgb[:, :, ::-1]))
+    return path
+
+
+def random_rgb(h: int, w: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+
+
+def nearest_up(lq: np.ndarray, scale: int) -> np.ndarray:
+    return np.kron(lq, np.ones((scale, scale, 1), dtype=lq.dtype))
+
+
+def as_uint8(t: torch.Tensor) -> np.ndarray:
+    """A CxHxW sample tensor of an 8-bit image back to its HxWxC uint8 values."""
+    return np.round(t.numpy().transpose(1, 2, 0) * 255.0).astype(np.uint8)
+
+
+def dihedral_poses(img: np.ndarray) -> list[np.ndarray]:
+    """The 8 rotations/reflections of a square HxWxC image, built with np.rot90 (independently of `augment`)."""
+    return [np.rot90(base, k) for base in (img, img[:, ::-1]) for k in range(4)]
+
+
+def make_pairs(root: Path, scale: int, lq_shapes: list[tuple[int, int]]) -> tuple[str, str, list[np.ndarray]]:
+    """GT = nearest-neighbour upscaling of a random LQ, same file names in GT/ and LQ/."""
+    lqs = []
+    for i, (h, w) in enumerate(lq_shapes):
+        lq = random_rgb(h, w, seed=i)
+        write_rgb(root / "LQ" / f"im{i}.png", lq)
+        write_rgb(root / "GT" / f"im{i}.png", nearest_up(lq, scale))
+        lqs.append(lq)
+    return str(root / "GT"), str(root / "LQ"), lqs
+
+
+# ------------------------------------------------------------------------------------------ training crops
+@pytest.mark.parametrize("scale", [2, 4])
+def test_training_crops_of_gt_and_lq_are_aligned(tmp_path, scale):
+    gt_dir, lq_dir, lqs = make_pairs(tmp_path, scale, [(12, 16), (10, 9), (14, 11)])
+    gt_size = 8 * scale
+    ds = PairedImageDataset("t", scale, gt_dir, lq_dir, gt_size=gt_size, use_flip=True, use_rot=True)
+    random.seed(0)
+    for draw in range(60):
+        index = draw % len(ds)
+        sample = ds[index]
+        gt, lq = as_uint8(sample["GT"]), as_uint8(sample["LQ"])
+        assert gt.shape == (gt_size, gt_size, 3)
+        assert lq.shape == (8, 8, 3)
+        np.testing.assert_array_equal(gt, nearest_up(lq, scale))
+        # and the LQ patch is a pose of some 8x8 window of its source image
+        src = lqs[index]
+        windows = [src[y: y + 8, x: x + 8] for y in range(src.shape[0] - 7) for x in range(src.shape[1] - 7)]
+        assert any(np.array_equal(lq, pose) for win in windows for pose in dihedral_poses(win))
+
+
+def distinct_lq_patches(tmp_path: Path, use_flip: bool, use_rot: bool, draws: int = 200) -> set[bytes]:
+    """LQ patches drawn from one 8x8 image cropped to 8x8: only the augmentation can change them."""
+    gt_dir, lq_dir, _ = make_pairs(tmp_path, 4, [(8, 8)])
+    ds = PairedImageDataset("t", 4, gt_dir, lq_dir, gt_size=32, use_flip=use_flip, use_rot=use_rot)
+    random.seed(1)
+    return {as_uint8(ds[0]["LQ"]).tobytes() for _ in range(draws)}
+
+
+def test_flips_and_rotations_produce_all_eight_poses(tmp_path):
+    poses = {np.ascontiguousarray(p).tobytes() for p in dihedral_poses(random_rgb(8, 8, seed=0))}
+    assert len(poses) == 8  # the image has no symmetry
+    assert distinct_lq_patches(tmp_path, use_flip=True, use_rot=True) == poses
+
+
+def test_flips_alone_produce_the_four_flip_poses(tmp_path):
+    img = random_rgb(8, 8, seed=0)
+    flips = {np.ascontiguousarray(p).tobytes() for p in (img, img[:, ::-1], img[::-1], img[::-1, ::-1])}
+    assert distinct_lq_patches(tmp_path, use_flip=True, use_rot=False) == flips
+
+
+def test_without_augmentation_the_patch_is_unchanged(tmp_path):
+    assert distinct_lq_patches(tmp_path, use_flip=False, use_rot=False) == {random_rgb(8, 8, seed=0).tobytes()}
+
+
+# ------------------------------------------------------------------------------------------ augment
+LABELLED = np.array([[1, 2, 3], [4, 5, 6]])[:, :, None]
+
+
+@pytest.mark.parametrize(
+    ("hflip", "vflip", "rot90", "expected"),
+    [
+        (False, False, False, [[1, 2, 3], [4, 5, 6]]),
+        (True, False, False, [[3, 2, 1], [6, 5, 4]]),
+        (False, True, False, [[4, 5, 6], [1, 2, 3]]),
+        (False, False, True, [[1, 4], [2, 5], [3, 6]]),
+        (True, True, False, [[6, 5, 4], [3, 2, 1]]),
+        (True, False, True, [[3, 6], [2, 5], [1, 4]]),
+        (False, True, True, [[4, 1], [5, 2], [6, 3]]),
+        (True, True, True, [[6, 3], [5, 2], [4, 1]]),
+    ],
+)
+def test_augment_gives_the_expected_pose(hflip, vflip, rot90, expected):
+    (out,) = augment([LABELLED], hflip, vflip, rot90)
+    np.testing.assert_array_equal(out[:, :, 0], np.array(expected))
+
+
+def test_augment_applies_the_same_pose_to_every_image():
+    big = nearest_up(LABELLED, 2)
+    small, large = augment([LABELLED, big], True, False, True)
+    np.testing.assert_array_equal(large, nearest_up(small, 2))
+
+
+# ------------------------------------------------------------------------------------------ folder checks
+def test_gt_images_without_lq_are_listed(tmp_path):
+    for name in ("a", "b", "c"):
+        write_rgb(tmp_path / "GT" / f"{name}.png", random_rgb(8, 8, seed=0))
+    write_rgb(tmp_path / "LQ" / "b.png", random_rgb(2, 2, seed=0))
+    with pytest.raises(ValueError, match="2 GT images") as info:
+        PairedImageDataset("t", 4, str(tmp_path / "GT"), str(tmp_path / "LQ"))
+    assert "a, c" in str(info.value)
+
+
+def test_more_than_twenty_missing_lq_images_are_summarised(tmp_path):
+    for i in range(25):
+        write_rgb(tmp_path / "GT" / f"img{i:02d}.png", random_rgb(4, 4, seed=i))
+    (tmp_path / "LQ").mkdir()
+    with pytest.raises(ValueError) as info:
+        PairedImageDataset("t", 4, str(tmp_path / "GT"), str(tmp_path / "LQ"))
+    message = str(info.value)
+    assert ", ".join(f"img{i:02d}" for i in range(20)) + " ... and 5 more" in message
+    assert "img20" not in message
+
+
+def test_an_image_too_small_for_the_patch_is_named(tmp_path):
+    gt_dir, lq_dir, _ = make_pairs(tmp_path, 4, [(6, 7)])
+    ds = PairedImageDataset("t", 4, gt_dir, lq_dir, gt_size=32)
+    with pytest.raises(ValueError, match="image im0 is too small for GT_size 32") as info:
+        ds[0]
+    assert "7x6" in str(info.value)
+
+
+# ------------------------------------------------------------------------------------------ GT only, LQ only
+def test_without_lq_folder_lq_is_matlab_bicubic_of_the_modcropped_gt(tmp_path):
+    gt = random_rgb(37, 50, seed=3)
+    write_rgb(tmp_path / "GT" / "x.png", gt)
+    sample = PairedImageDataset("t", 4, str(tmp_path / "GT"), None)[0]
+    assert tuple(sample["GT"].shape) == (3, 36, 48)
+    assert tuple(sample["LQ"].shape) == (3, 9, 12)
+    np.testing.assert_array_equal(as_uint8(sample["GT"]), gt[:36, :48])
+    expected_lq = imresize(gt[:36, :48], scale=1 / 4).astype(np.float32) / 255.0
+    np.testing.assert_array_equal(sample["LQ"].numpy().transpose(1, 2, 0), expected_lq)
+
+
+def test_validation_gt_is_cut_to_scale_times_the_lq(tmp_path):
+    gt = random_rgb(37, 50, seed=4)
+    write_rgb(tmp_path / "GT" / "x.png", gt)
+    write_rgb(tmp_path / "LQ" / "x.png", random_rgb(9, 12, seed=5))
+    sample = PairedImageDataset("t", 4, str(tmp_path / "GT"), str(tmp_path / "LQ"))[0]
+    assert tuple(sample["LQ"].shape) == (3, 9, 12)
+    np.testing.assert_array_equal(as_uint8(sample["GT"]), gt[:36, :48])
+
+
+def test_validation_gt_smaller_than_scale_times_lq_names_both_files(tmp_path):
+    gt_path = write_rgb(tmp_path / "GT" / "x.png", random_rgb(35, 48, seed=4))
+    lq_path = write_rgb(tmp_path / "LQ" / "x.png", random_rgb(9, 12, seed=5))
+    ds = PairedImageDataset("t", 4, str(tmp_path / "GT"), str(tmp_path / "LQ"))
+    with pytest.raises(ValueError) as info:
+        ds[0]
+    assert str(gt_path) in str(info.value)
+    assert str(lq_path) in str(info.value)
+
+
+def test_an_lq_only_dataset_has_no_gt(tmp_path):
+    lq = random_rgb(5, 6, seed=6)
+    write_rgb(tmp_path / "LQ" / "only.png", lq)
+    sample = PairedImageDataset("t", 4, None, str(tmp_path / "LQ"))[0]
+    assert "GT" not in sample
+    assert sample["name"] == "only"
+    np.testing.assert_array_equal(as_uint8(sample["LQ"]), lq)
+
+
+# ------------------------------------------------------------------------------------------ read_image
+def test_read_image_scales_16_bit_by_65535(tmp_path):
+    rgb = np.array([[[0, 257, 65535], [32768, 1, 4096]]], dtype=np.uint16)
+    img = read_image(write_rgb(tmp_path / "deep.png", rgb))
+    assert img.dtype == np.float32
+    np.testing.assert_array_equal(img, rgb.astype(np.float32) / 65535.0)
+
+
+def test_read_image_replicates_grayscale_to_three_channels(tmp_path):
+    gray = np.array([[0, 51], [102, 255]], dtype=np.uint8)
+    img = read_image(write_rgb(tmp_path / "gray.png", gray))
+    assert img.shape == (2, 2, 3)
+    for c in range(3):
+        np.testing.assert_array_equal(img[:, :, c], gray.astype(np.float32) / 255.0)
+
+
+def test_read_image_drops_the_alpha_channel(tmp_path):
+    bgra = np.array([[[0, 0, 255, 7], [255, 51, 0, 200]]], dtype=np.uint8)
+    path = tmp_path / "alpha.png"
+    assert cv2.imwrite(str(path), bgra)
+    np.testing.assert_array_equal(read_image(path), np.array([[[1, 0, 0], [0, 0.2, 1]]], dtype=np.float32))
+
+
+def test_read_image_returns_rgb(tmp_path):
+    path = tmp_path / "red.png"
+    assert cv2.imwrite(str(path), np.array([[[0, 0, 255]]], dtype=np.uint8))  # OpenCV's BGR red
+    np.testing.assert_array_equal(read_image(path), np.array([[[1.0, 0.0, 0.0]]], dtype=np.float32))
+
+
+def test_read_image_of_a_corrupt_file_names_it(tmp_path):
+    path = tmp_path / "broken.png"
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 64, dtype=np.uint8).tobytes())
+    with pytest.raises(OSError) as info:
+        read_image(path)
+    assert str(path) in str(info.value)
+
+
+# ------------------------------------------------------------------------------------------ tensor2img
+def test_tensor2img_rounds_to_the_nearest_level_and_clamps():
+    row = torch.tensor([-0.2, 0.49 / 255, 0.51 / 255, 200.49 / 255, 200.51 / 255, 1.0, 1.3])
+    img = tensor2img(row.view(1, 1, -1).repeat(3, 1, 1))
+    assert img.dtype == np.uint8
+    assert img.shape == (1, 7, 3)
+    np.testing.assert_array_equal(img[0, :, 0], [0, 0, 1, 200, 201, 255, 255])
+
+
+def test_tensor2img_moves_channels_last_and_drops_the_batch_axis():
+    t = torch.tensor([10.0, 20.0, 30.0]).view(1, 3, 1, 1) / 255
+    np.testing.assert_array_equal(tensor2img(t), np.array([[[10, 20, 30]]], dtype=np.uint8))
+
+
+def test_tensor2img_leaves_its_input_unchanged():
+    t = torch.tensor([-0.2, 0.5, 1.3]).view(1, 1, 3).repeat(3, 1, 1)
+    before = t.clone()
+    tensor2img(t)
+    assert torch.equal(t, before)

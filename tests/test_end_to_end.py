@@ -1,0 +1,147 @@
+"""train.py then test.py on the bundled demo data, as a user runs them (tiny network, a few iterations)."""
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+import torch
+import yaml
+
+from esrgan.archs.rrdbnet import RRDBNet
+from esrgan.options import REPO_ROOT
+
+TINY_G = ["network_G.nf=8", "network_G.nb=1", "network_G.gc=4"]
+TRAIN_SETTINGS = [*TINY_G, "name=e2e", "network_D.nf=4", "train.psnr.niter=4", "train.gan.niter=2",
+                  "datasets.train.batch_size=2", "datasets.train.n_workers=0", "train.val_freq=3",
+                  "logger.save_freq=3", "logger.print_freq=2", "network_F.weights=imagenet",
+                  "network_F.allow_random_weights=true"]
+
+
+def run(script: str, option_file: str, overrides: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """Run a launcher from another working directory, as `python <repo>/train.py -opt ... --set ...`."""
+    args = [sys.executable, str(REPO_ROOT / script), "-opt", str(REPO_ROOT / option_file)]
+    for item in overrides:
+        args += ["--set", item]
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    result = run("train.py", "options/train_demo.yml", [*TRAIN_SETTINGS, f"path.experiments_root={root}"],
+                 cwd=tmp_path_factory.mktemp("elsewhere"))
+    return root / "e2e", result.stdout + result.stderr
+
+
+def test_training_writes_models_states_and_options(trained):
+    run_dir, _ = trained
+    models = {p.name for p in (run_dir / "models").iterdir()}
+    assert {"3_G.pth", "3_D.pth", "6_G.pth", "6_D.pth", "latest_G.pth"} <= models
+    assert {p.name for p in (run_dir / "training_state").iterdir()} == {"3.state", "6.state"}
+    assert not list(run_dir.rglob("*.tmp"))
+    (options_file,) = run_dir.glob("options_*.yml")
+    resolved = yaml.safe_load(options_file.read_text())
+    assert resolved["network_F"]["weights"] == "random"  # the fallback is recorded, not hidden
+
+
+def test_saved_generator_is_a_raw_state_dict_with_the_seed_keys(trained):
+    run_dir, _ = trained
+    state = torch.load(run_dir / "models" / "latest_G.pth", weights_only=True)
+    net = RRDBNet(3, 3, nf=8, nb=1, gc=4)
+    assert list(state) == list(net.state_dict())
+    net.load_state_dict(state, strict=True)
+    assert torch.equal(state["conv_last.weight"],
+                       torch.load(run_dir / "models" / "6_G.pth", weights_only=True)["conv_last.weight"])
+
+
+def test_training_logs_losses_phases_and_validation_against_bicubic(trained):
+    run_dir, output = trained
+    assert "RANDOMLY initialised VGG19" in output
+    assert "GAN phase starts" in output
+    assert "bicubic baseline: PSNR" in output
+    assert "Validation demo_val at iter 6: PSNR" in output
+    (log_file,) = run_dir.glob("train_e2e_*.log")
+    assert "l_d_real" in log_file.read_text()
+    assert {p.name for p in (run_dir / "val_images").iterdir()} == {"brick", "grass", "gravel"}
+    assert (run_dir / "val_images" / "brick" / "brick_6.png").is_file()
+
+
+def test_tensorboard_holds_losses_learning_rates_metrics_and_images(trained):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir, _ = trained
+    events = EventAccumulator(str(run_dir / "tb_logger"), size_guidance={"images": 0, "scalars": 0}).Reload()
+    scalars = set(events.Tags()["scalars"])
+    expected = {f"train/{k}" for k in ("l_g_pix", "l_g_fea", "l_g_gan", "l_d_real", "l_d_fake", "D_real",
+                                       "D_fake", "lr_G", "lr_D")}
+    assert expected | {"val/psnr", "val/ssim", "val/psnr_bicubic"} <= scalars
+    assert [e.step for e in events.Scalars("val/psnr")] == [3, 6]
+    images = events.Tags()["images"]
+    assert len(images) == 3
+    image = events.Images(images[0])[-1]
+    assert (image.width, image.height) == (2 * 192, 192)  # SR next to GT
+
+
+def test_test_script_writes_images_and_metrics_next_to_bicubic(trained, tmp_path):
+    run_dir, _ = trained
+    results = tmp_path / "results"
+    output = run("test.py", "options/test_demo.yml",
+                 [*TINY_G, f"path.pretrain_model_G={run_dir / 'models' / 'latest_G.pth'}",
+                  f"path.results_root={results}"], cwd=tmp_path)
+    set_dir = results / "demo_ESRGAN_x4" / "demo_val"
+    for name in ("brick", "grass", "gravel"):
+        assert cv2.imread(str(set_dir / f"{name}.png")).shape == (192, 192, 3)
+    rows = list(csv.DictReader((set_dir / "metrics.csv").read_text().splitlines()))
+    assert [r["name"] for r in rows] == ["brick", "grass", "gravel", "mean"]
+    for row in rows:
+        assert 5 < float(row["psnr"]) < 60 and -1 < float(row["ssim"]) <= 1
+        assert 15 < float(row["psnr_bicubic"]) < 40
+    mean = sum(float(r["psnr"]) for r in rows[:3]) / 3
+    assert float(rows[3]["psnr"]) == pytest.approx(mean)
+    assert "bicubic PSNR" in output.stdout + output.stderr
+
+
+def test_resuming_continues_from_the_saved_iteration_in_the_same_folder(trained, tmp_path):
+    run_dir, _ = trained
+    root = run_dir.parent
+    result = run("train.py", "options/train_demo.yml",
+                 [*TRAIN_SETTINGS, f"path.experiments_root={root}", "train.gan.niter=4",
+                  f"path.resume_state={run_dir / 'training_state' / '6.state'}"], cwd=tmp_path)
+    assert "Resumed from" in result.stderr and "at iteration 6 (gan phase)" in result.stderr
+    assert (run_dir / "training_state" / "8.state").is_file()
+    assert not list(root.glob("e2e_archived_*"))
+
+
+def test_a_new_run_archives_an_existing_folder_of_the_same_name(tmp_path):
+    (tmp_path / "e2e" / "models").mkdir(parents=True)
+    (tmp_path / "e2e" / "models" / "keep.pth").write_bytes(b"x")
+    run("train.py", "options/train_demo.yml",
+        [*TRAIN_SETTINGS, f"path.experiments_root={tmp_path}", "model=sr", "train.gan.niter=0",
+         "train.psnr.niter=1", "datasets.val=~"], cwd=tmp_path)
+    (archived,) = tmp_path.glob("e2e_archived_*")
+    assert (archived / "models" / "keep.pth").read_bytes() == b"x"
+    assert (tmp_path / "e2e" / "models" / "1_G.pth").is_file()
+
+
+def test_option_errors_end_with_a_message_not_a_traceback(tmp_path):
+    args = [sys.executable, str(REPO_ROOT / "train.py"), "-opt", str(REPO_ROOT / "options/train_demo.yml"),
+            "--set", "train.pixel_weigth=1"]
+    result = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "did you mean train.gan.pixel_weight" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_weights_that_do_not_fit_the_network_list_the_keys(tmp_path):
+    torch.save(RRDBNet(3, 3, nf=8, nb=2, gc=4).state_dict(), tmp_path / "g.pth")
+    args = [sys.executable, str(REPO_ROOT / "test.py"), "-opt", str(REPO_ROOT / "options/test_demo.yml")]
+    for item in [*TINY_G, f"path.pretrain_model_G={tmp_path / 'g.pth'}", f"path.results_root={tmp_path}"]:
+        args += ["--set", item]
+    result = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "unexpected keys: RRDB_trunk.1.RDB1.conv1.weight" in result.stderr

@@ -1,0 +1,165 @@
+"""One training step of the ESRGAN model: which network each step touches, phases, losses logged."""
+
+import io
+
+import pytest
+import torch
+
+from esrgan.archs.discriminator import Discriminator_VGG_128
+from esrgan.archs.rrdbnet import RRDBNet
+from esrgan.archs.vgg import VGGFeatureExtractor
+from esrgan.models.esrgan import ESRGANModel, SRModel
+from esrgan.options import GanPhaseOpt, OptimOpt, PsnrPhaseOpt
+
+CPU = torch.device("cpu")
+
+
+def tiny_model(psnr_iters: int = 2, **gan_overrides) -> ESRGANModel:
+    torch.manual_seed(0)
+    net_g = RRDBNet(3, 3, nf=8, nb=1, gc=4, scale=4)
+    net_d = Discriminator_VGG_128(3, nf=4)
+    net_f = VGGFeatureExtractor(feature_layer=4)
+    gan = GanPhaseOpt(niter=5, optim_G=OptimOpt(lr=1e-3), optim_D=OptimOpt(lr=1e-3), **gan_overrides)
+    return ESRGANModel(net_g, net_d, net_f, PsnrPhaseOpt(niter=psnr_iters), gan, CPU)
+
+
+def feed(model: SRModel, seed: int = 0) -> None:
+    g = torch.Generator().manual_seed(seed)
+    model.feed_data({"LQ": torch.rand(2, 3, 32, 32, generator=g), "GT": torch.rand(2, 3, 128, 128, generator=g)})
+
+
+def params(net: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in net.parameters()]
+
+
+def changed(before: list[torch.Tensor], net: torch.nn.Module) -> bool:
+    return any(not torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))
+
+
+def test_psnr_phase_trains_g_and_never_touches_d():
+    model = tiny_model(psnr_iters=3)
+    g0, d0 = params(model.net_g), params(model.net_d)
+    d_buffers = [b.clone() for b in model.net_d.buffers()]
+    for step in (1, 2, 3):
+        feed(model, step)
+        model.optimize_parameters(step)
+    assert changed(g0, model.net_g)
+    assert not changed(d0, model.net_d)
+    assert all(torch.equal(a, b) for a, b in zip(d_buffers, model.net_d.buffers(), strict=True))
+    assert model.optimizers["D"].state == {} and model.optimizers["G"].state == {}
+    assert set(model.log_dict) == {"l_g_pix", "lr_G"}
+
+
+def test_phase_switches_after_n_iterations():
+    model = tiny_model(psnr_iters=2)
+    assert [model.phase(s) for s in (1, 2, 3, 4)] == ["psnr", "psnr", "gan", "gan"]
+    for step in (1, 2):
+        feed(model, step)
+        model.optimize_parameters(step)
+    assert model.optimizers["G"].state == {}
+    feed(model, 3)
+    model.optimize_parameters(3)
+    assert model.optimizers["G"].state != {} and model.optimizers["D"].state != {}
+    assert len(model.optimizers["G_psnr"].state) > 0
+
+
+def test_gan_g_step_changes_g_and_not_d_parameters():
+    model = tiny_model()
+    feed(model)
+    model.fake = model.net_g(model.lq)
+    g0, d0 = params(model.net_g), params(model.net_d)
+    model.optimize_generator()
+    assert changed(g0, model.net_g)
+    assert not changed(d0, model.net_d)
+    assert all(p.grad is None for p in model.net_d.parameters())  # D was frozen: no gradient accumulated
+    assert all(p.requires_grad for p in model.net_d.parameters())  # and unfrozen again for its own step
+
+
+def test_gan_d_step_changes_d_and_not_g():
+    model = tiny_model()
+    feed(model)
+    model.fake = model.net_g(model.lq)
+    g0, d0 = params(model.net_g), params(model.net_d)
+    model.optimize_discriminator()
+    assert changed(d0, model.net_d)
+    assert not changed(g0, model.net_g)
+    assert all(p.grad is None for p in model.net_g.parameters())  # the fake was detached
+
+
+def test_adversarial_term_alone_sends_gradient_into_g():
+    model = tiny_model(pixel_weight=0.0, feature_weight=0.0, gan_weight=1.0)
+    assert model.net_f is None  # feature_weight 0 drops the VGG
+    feed(model)
+    model.fake = model.net_g(model.lq)
+    g0 = params(model.net_g)
+    model.optimize_generator()
+    grads = [p.grad for p in model.net_g.parameters()]
+    assert all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0
+    assert changed(g0, model.net_g)
+
+
+def test_gan_step_logs_every_loss_as_a_device_tensor():
+    model = tiny_model(psnr_iters=0)
+    feed(model)
+    model.optimize_parameters(1)
+    tensors = {"l_g_pix", "l_g_fea", "l_g_gan", "l_d_real", "l_d_fake", "D_real", "D_fake"}
+    assert set(model.log_dict) == tensors | {"lr_G", "lr_D"}
+    assert all(isinstance(model.log_dict[k], torch.Tensor) and model.log_dict[k].ndim == 0 for k in tensors)
+    assert model.log_dict["lr_G"] == pytest.approx(1e-3)
+
+
+def test_logged_gan_losses_equal_the_weighted_terms():
+    model = tiny_model(psnr_iters=0)
+    feed(model)
+    with torch.no_grad():
+        expected_pix = 1e-2 * (model.net_g(model.lq) - model.gt).abs().mean()
+    model.optimize_parameters(1)
+    assert model.log_dict["l_g_pix"].item() == pytest.approx(expected_pix.item(), rel=1e-5)
+
+
+def test_d_init_iters_holds_g_while_d_learns():
+    model = tiny_model(psnr_iters=0, D_init_iters=2)
+    g0, d0 = params(model.net_g), params(model.net_d)
+    for step in (1, 2):
+        feed(model, step)
+        model.optimize_parameters(step)
+    assert not changed(g0, model.net_g) and changed(d0, model.net_d)
+    assert "l_g_gan" not in model.log_dict
+    feed(model, 3)
+    model.optimize_parameters(3)
+    assert changed(g0, model.net_g)
+
+
+def test_d_update_ratio_updates_g_every_kth_step():
+    model = tiny_model(psnr_iters=0, D_update_ratio=2)
+    feed(model)
+    model.optimize_parameters(1)
+    assert "l_g_gan" not in model.log_dict
+    model.optimize_parameters(2)
+    assert "l_g_gan" in model.log_dict
+
+
+def test_state_saved_and_loaded_safely_continues_identically():
+    model = tiny_model(psnr_iters=1)
+    for step in (1, 2):
+        feed(model, step)
+        model.optimize_parameters(step)
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    buffer.seek(0)
+    fresh = tiny_model(psnr_iters=1)
+    fresh.load_state_dict(torch.load(buffer, weights_only=True))
+    feed(model, 3)
+    feed(fresh, 3)
+    model.optimize_parameters(3)
+    fresh.optimize_parameters(3)
+    assert all(torch.equal(a, b) for a, b in zip(model.net_g.parameters(), fresh.net_g.parameters(), strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(model.net_d.parameters(), fresh.net_d.parameters(), strict=True))
+
+
+def test_sr_model_has_no_gan_phase():
+    torch.manual_seed(0)
+    model = SRModel(RRDBNet(3, 3, nf=8, nb=1, gc=4), PsnrPhaseOpt(niter=3), CPU)
+    feed(model)
+    model.optimize_parameters(5)
+    assert model.phase(5) == "psnr" and set(model.networks()) == {"G"}

@@ -1,0 +1,312 @@
+"""Specification of the option files: schema, error messages, YAML quirks, cross-field checks, overrides, paths."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from esrgan.options import (
+    REPO_ROOT,
+    OptionError,
+    TrainOptions,
+    apply_overrides,
+    load_options,
+    parse_options,
+)
+from esrgan.options import TestOptions as OptionsOfTest  # not `TestOptions`: pytest would try to collect it
+
+OPTIONS_DIR = REPO_ROOT / "options"
+DEMO_TRAIN = "datasets/demo/train"
+DEMO_VAL = "datasets/demo/val"
+
+
+def minimal_train() -> dict:
+    """The smallest valid raw TrainOptions tree (model esrgan, GT_size 128, both phases), on the demo data."""
+    return {
+        "name": "spec",
+        "model": "esrgan",
+        "scale": 4,
+        "datasets": {
+            "train": {"dataroot_GT": DEMO_TRAIN, "dataroot_LQ": None, "GT_size": 128},
+            "val": {"dataroot_GT": str(REPO_ROOT / DEMO_VAL)},
+        },
+        "train": {"psnr": {"niter": 10}, "gan": {"niter": 10}},
+    }
+
+
+def with_value(raw: dict, dotted: str, value) -> dict:
+    """A copy of `raw` with `dotted` set to `value` (sections created as needed)."""
+    raw = copy.deepcopy(raw)
+    *sections, leaf = dotted.split(".")
+    node = raw
+    for part in sections:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+    return raw
+
+
+def error_of(raw: dict, cls: type = TrainOptions, **kwargs) -> str:
+    with pytest.raises(OptionError) as info:
+        parse_options(cls, raw, **kwargs)
+    return str(info.value)
+
+
+def test_the_minimal_options_parse():
+    options = parse_options(TrainOptions, minimal_train())
+    assert options.name == "spec"
+    assert options.total_iters == 20
+
+
+# ------------------------------------------------------------------------------------------ unknown keys
+def test_unknown_key_suggests_the_same_name_in_another_section():
+    message = error_of(with_value(minimal_train(), "train.pixel_weigth", 1))
+    assert "unknown option train.pixel_weigth" in message
+    assert "did you mean train.gan.pixel_weight" in message
+
+
+def test_misspelled_top_level_section_suggests_the_section():
+    raw = minimal_train()
+    raw["netwrk_G"] = {"nf": 32}
+    message = error_of(raw)
+    assert "unknown option netwrk_G" in message
+    assert "did you mean network_G" in message
+
+
+def test_misspelled_key_suggests_the_nearest_key_of_the_same_section():
+    message = error_of(with_value(minimal_train(), "train.gan.gan_wieght", 1e-3))
+    assert "unknown option train.gan.gan_wieght" in message
+    assert "did you mean train.gan.gan_weight" in message
+
+
+# ------------------------------------------------------------------------------------------ types
+def test_wrong_type_for_an_integer_names_the_key_and_the_value():
+    message = error_of(with_value(minimal_train(), "train.val_freq", "abc"))
+    assert "train.val_freq" in message
+    assert "'abc'" in message
+
+
+def test_an_integer_is_not_a_boolean():
+    message = error_of(with_value(minimal_train(), "datasets.train.use_flip", 3))
+    assert "datasets.train.use_flip" in message
+    assert "true or false" in message
+    assert "3" in message
+
+
+def test_a_literal_with_a_wrong_value_lists_the_choices():
+    message = error_of(with_value(minimal_train(), "train.gan.gan_type", "wgan"))
+    assert "train.gan.gan_type" in message
+    assert "'wgan'" in message
+    assert "'gan', 'ragan', 'lsgan'" in message
+
+
+# ------------------------------------------------------------------------------------------ ranges
+def test_batch_size_zero_is_out_of_range():
+    message = error_of(with_value(minimal_train(), "datasets.train.batch_size", 0))
+    assert "datasets.train.batch_size" in message
+    assert ">= 1" in message
+
+
+def test_adam_beta1_above_one_is_out_of_range():
+    message = error_of(with_value(minimal_train(), "train.gan.optim_G.beta1", 1.5))
+    assert "train.gan.optim_G.beta1" in message
+    assert "1.5" in message
+    assert "in [0, 1]" in message
+
+
+# ------------------------------------------------------------------------------------------ YAML quirks
+def test_exponent_without_a_dot_is_a_string_to_pyyaml_and_accepted_as_a_float():
+    value = yaml.safe_load("lr: 1e-4")["lr"]
+    assert value == "1e-4"  # YAML 1.1 needs `1.0e-4`; PyYAML gives the string
+    options = parse_options(TrainOptions, with_value(minimal_train(), "train.gan.optim_G.lr", value))
+    assert options.train.gan.optim_G.lr == 1e-4
+    assert type(options.train.gan.optim_G.lr) is float
+
+
+def test_integral_exponent_notation_is_accepted_for_integers():
+    value = yaml.safe_load("val_freq: 5e3")["val_freq"]
+    options = parse_options(TrainOptions, with_value(minimal_train(), "train.val_freq", value))
+    assert options.train.val_freq == 5000
+    assert type(options.train.val_freq) is int
+
+
+def test_a_fraction_is_rejected_for_an_integer():
+    message = error_of(with_value(minimal_train(), "train.val_freq", 5.5))
+    assert "train.val_freq" in message
+    assert "expected an integer" in message
+
+
+@pytest.mark.parametrize("text", [".inf", ".nan", "1e400"])
+def test_a_non_finite_number_is_an_option_error_for_an_integer(text):
+    value = yaml.safe_load(f"v: {text}")["v"]
+    message = error_of(with_value(minimal_train(), "train.val_freq", value))
+    assert "train.val_freq" in message
+
+
+def test_nan_is_rejected_for_a_float():
+    value = yaml.safe_load("lr: .nan")["lr"]
+    message = error_of(with_value(minimal_train(), "train.gan.optim_G.lr", value))
+    assert "train.gan.optim_G.lr" in message
+
+
+# ------------------------------------------------------------------------------------------ cross-field checks
+def test_gt_size_must_be_a_multiple_of_the_scale():
+    message = error_of(with_value(minimal_train(), "datasets.train.GT_size", 130))
+    assert "datasets.train.GT_size" in message
+    assert "not a multiple of scale 4" in message
+
+
+def test_model_esrgan_needs_the_discriminator_input_size():
+    message = error_of(with_value(minimal_train(), "datasets.train.GT_size", 96))
+    assert "datasets.train.GT_size" in message
+    assert "discriminator" in message
+    assert "128" in message
+
+
+def test_model_sr_takes_any_gt_size_that_is_a_multiple_of_the_scale():
+    raw = with_value(minimal_train(), "model", "sr")
+    raw = with_value(with_value(raw, "train.gan.niter", 0), "datasets.train.GT_size", 96)
+    assert parse_options(TrainOptions, raw).datasets.train.GT_size == 96
+
+
+def test_a_missing_dataroot_folder_names_the_key_and_the_path(tmp_path):
+    missing = tmp_path / "no_such_folder"
+    message = error_of(with_value(minimal_train(), "datasets.train.dataroot_GT", str(missing)))
+    assert "datasets.train.dataroot_GT" in message
+    assert str(missing) in message
+
+
+def test_missing_folders_are_not_checked_without_check_paths(tmp_path):
+    missing = str(tmp_path / "no_such_folder")
+    options = parse_options(TrainOptions, with_value(minimal_train(), "datasets.val.dataroot_LQ", missing),
+                            check_paths=False)
+    assert options.datasets.val.dataroot_LQ == missing
+
+
+def test_model_sr_with_a_gan_phase_is_rejected():
+    message = error_of(with_value(minimal_train(), "model", "sr"))
+    assert "train.gan.niter" in message
+    assert "'sr'" in message
+
+
+def test_scale_3_is_rejected():
+    raw = with_value(with_value(minimal_train(), "model", "sr"), "train.gan.niter", 0)
+    message = error_of(with_value(with_value(raw, "scale", 3), "datasets.train.GT_size", 129))
+    assert "scale" in message
+    assert "not supported" in message
+
+
+def test_cosine_annealing_without_periods_is_rejected():
+    message = error_of(with_value(minimal_train(), "train.psnr.scheduler", {"type": "CosineAnnealingRestartLR"}))
+    assert "train.psnr.scheduler.periods" in message
+
+
+# ------------------------------------------------------------------------------------------ --set overrides
+def test_override_values_are_parsed_as_yaml():
+    raw = apply_overrides(minimal_train(), ["train.gan.niter=7", "datasets.train.dataroot_LQ=~",
+                                            "train.psnr.scheduler.milestones=[1, 2]", "name=run 2"])
+    assert raw["train"]["gan"]["niter"] == 7
+    assert type(raw["train"]["gan"]["niter"]) is int
+    assert raw["datasets"]["train"]["dataroot_LQ"] is None
+    assert raw["train"]["psnr"]["scheduler"]["milestones"] == [1, 2]
+    assert raw["name"] == "run 2"
+
+
+def test_override_creates_missing_sections():
+    assert apply_overrides({}, ["train.gan.optim_D.lr=2e-4"]) == {"train": {"gan": {"optim_D": {"lr": "2e-4"}}}}
+
+
+def test_override_without_an_equals_sign_is_an_option_error():
+    with pytest.raises(OptionError, match=r"expected dotted\.key=value"):
+        apply_overrides(minimal_train(), ["train.gan.niter"])
+
+
+def test_override_below_a_plain_value_is_an_option_error():
+    with pytest.raises(OptionError, match="'name' holds a value"):
+        apply_overrides(minimal_train(), ["name.sub=1"])
+
+
+def test_overrides_are_validated_like_the_file():
+    message = error_of(apply_overrides(minimal_train(), ["train.gan.nitr=5"]))
+    assert "unknown option train.gan.nitr" in message
+    assert "did you mean train.gan.niter" in message
+
+
+# ------------------------------------------------------------------------------------------ paths
+def test_relative_paths_resolve_against_the_repository_root(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    options = parse_options(TrainOptions, minimal_train())
+    assert options.datasets.train.dataroot_GT == str(REPO_ROOT / DEMO_TRAIN)
+    assert options.path.experiments_root == str(REPO_ROOT / "experiments")
+
+
+def test_absolute_paths_are_kept():
+    options = parse_options(TrainOptions, minimal_train())
+    assert options.datasets.val.dataroot_GT == str(REPO_ROOT / DEMO_VAL)
+
+
+# ------------------------------------------------------------------------------------------ load_options
+def write_yaml(path: Path, data) -> Path:
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def test_load_options_prefixes_the_file_name(tmp_path):
+    path = write_yaml(tmp_path / "bad.yml", with_value(minimal_train(), "train.pixel_weigth", 1))
+    with pytest.raises(OptionError) as info:
+        load_options(TrainOptions, path)
+    assert str(info.value).startswith(f"{path}: unknown option train.pixel_weigth")
+
+
+def test_load_options_applies_overrides(tmp_path):
+    path = write_yaml(tmp_path / "ok.yml", minimal_train())
+    assert load_options(TrainOptions, path, ["train.gan.niter=7"]).train.gan.niter == 7
+
+
+def test_load_options_of_a_missing_file_is_an_option_error(tmp_path):
+    path = tmp_path / "nowhere.yml"
+    with pytest.raises(OptionError, match="does not exist") as info:
+        load_options(TrainOptions, path)
+    assert str(path) in str(info.value)
+
+
+def test_load_options_of_a_yaml_list_is_an_option_error(tmp_path):
+    path = write_yaml(tmp_path / "list.yml", ["name", "scale"])
+    with pytest.raises(OptionError, match="top level must be a mapping") as info:
+        load_options(TrainOptions, path)
+    assert str(path) in str(info.value)
+
+
+def test_load_options_of_invalid_yaml_is_an_option_error(tmp_path):
+    path = tmp_path / "broken.yml"
+    path.write_text("name: [unclosed\n", encoding="utf-8")
+    with pytest.raises(OptionError, match="not valid YAML"):
+        load_options(TrainOptions, path)
+
+
+# ------------------------------------------------------------------------------------------ the shipped files
+def test_the_demo_option_file_parses_with_path_checks():
+    options = load_options(TrainOptions, OPTIONS_DIR / "train_demo.yml")
+    assert options.datasets.train.dataroot_GT == str(REPO_ROOT / DEMO_TRAIN)
+    assert options.model == "esrgan"
+
+
+@pytest.mark.parametrize("path", sorted(OPTIONS_DIR.glob("train_*.yml")), ids=lambda p: p.name)
+def test_every_train_option_file_parses(path):
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert isinstance(parse_options(TrainOptions, raw, check_paths=False), TrainOptions)
+
+
+@pytest.mark.parametrize("path", sorted(OPTIONS_DIR.glob("test*.yml")), ids=lambda p: p.name)
+def test_every_test_option_file_parses(path):
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert isinstance(parse_options(OptionsOfTest, raw, check_paths=False), OptionsOfTest)
+
+
+# ------------------------------------------------------------------------------------------ defaults
+def test_defaults_are_the_papers():
+    options = parse_options(TrainOptions, minimal_train())
+    assert (options.network_G.nf, options.network_G.nb, options.network_G.gc) == (64, 23, 32)
+    assert options.network_F.feature_layer == 34
+    gan = options.train.gan
+    assert (gan.pixel_weight, gan.feature_weight, gan.gan_weight, gan.gan_type) == (1e-2, 1.0, 5e-3, "ragan")
