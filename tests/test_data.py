@@ -142,11 +142,10 @@ def test_more_than_twenty_missing_lq_images_are_summarised(tmp_path):
     assert "img20" not in message
 
 
-def test_an_image_too_small_for_the_patch_is_named(tmp_path):
+def test_an_image_too_small_for_the_patch_is_named_when_the_dataset_is_built(tmp_path):
     gt_dir, lq_dir, _ = make_pairs(tmp_path, 4, [(6, 7)])
-    ds = PairedImageDataset("t", 4, gt_dir, lq_dir, gt_size=32)
-    with pytest.raises(ValueError, match="image im0 is too small for GT_size 32") as info:
-        ds[0]
+    with pytest.raises(ValueError, match="im0 is too small for GT_size 32") as info:
+        PairedImageDataset("t", 4, gt_dir, lq_dir, gt_size=32)
     assert "7x6" in str(info.value)
 
 
@@ -174,9 +173,8 @@ def test_validation_gt_is_cut_to_scale_times_the_lq(tmp_path):
 def test_validation_gt_smaller_than_scale_times_lq_names_both_files(tmp_path):
     gt_path = write_rgb(tmp_path / "GT" / "x.png", random_rgb(35, 48, seed=4))
     lq_path = write_rgb(tmp_path / "LQ" / "x.png", random_rgb(9, 12, seed=5))
-    ds = PairedImageDataset("t", 4, str(tmp_path / "GT"), str(tmp_path / "LQ"))
     with pytest.raises(ValueError) as info:
-        ds[0]
+        PairedImageDataset("t", 4, str(tmp_path / "GT"), str(tmp_path / "LQ"))
     assert str(gt_path) in str(info.value)
     assert str(lq_path) in str(info.value)
 
@@ -246,3 +244,72 @@ def test_tensor2img_leaves_its_input_unchanged():
     before = t.clone()
     tensor2img(t)
     assert torch.equal(t, before)
+
+
+# ------------------------------------------------------------------------------------------ checks at start-up
+def test_all_pairing_problems_are_reported_together_before_training(tmp_path):
+    write_rgb(tmp_path / "GT" / "wrong_scale.png", random_rgb(40, 40, seed=0))
+    write_rgb(tmp_path / "LQ" / "wrong_scale.png", random_rgb(8, 8, seed=0))  # 40 is not 4 x 8
+    write_rgb(tmp_path / "GT" / "too_small.png", random_rgb(16, 16, seed=0))
+    write_rgb(tmp_path / "LQ" / "too_small.png", random_rgb(4, 4, seed=0))
+    write_rgb(tmp_path / "GT" / "fine.png", random_rgb(32, 32, seed=0))
+    write_rgb(tmp_path / "LQ" / "fine.png", random_rgb(8, 8, seed=0))
+    with pytest.raises(ValueError, match="2 images do not fit") as info:
+        PairedImageDataset("t", 4, str(tmp_path / "GT"), str(tmp_path / "LQ"), gt_size=32)
+    message = str(info.value)
+    assert "wrong_scale" in message and "40x40" in message and "8x8" in message
+    assert "too_small is too small for GT_size 32" in message
+    assert "fine" not in message.replace("do not fit", "")
+
+
+def test_gt_only_images_too_small_for_the_crop_are_reported(tmp_path):
+    write_rgb(tmp_path / "GT" / "tiny.png", random_rgb(30, 60, seed=0))
+    with pytest.raises(ValueError, match="tiny is too small for GT_size 32: its LQ is 15x7"):
+        PairedImageDataset("t", 4, str(tmp_path / "GT"), None, gt_size=32)
+
+
+def test_unreadable_files_are_listed_at_start_up_or_left_out_on_request(tmp_path):
+    write_rgb(tmp_path / "GT" / "good.png", random_rgb(32, 32, seed=0))
+    (tmp_path / "GT" / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match=r"broken\.png"):
+        PairedImageDataset("t", 4, str(tmp_path / "GT"), None, gt_size=32)
+    ds = PairedImageDataset("t", 4, str(tmp_path / "GT"), None, gt_size=32, skip_corrupt=True)
+    assert ds.keys == ["good"]
+
+
+def truncate_pixels(path: Path) -> None:
+    """Keep the PNG header (size readable) but cut the pixel data, so only decoding fails."""
+    path.write_bytes(path.read_bytes()[:60])
+
+
+def test_an_image_that_fails_to_decode_during_training_names_file_and_dataset(tmp_path):
+    write_rgb(tmp_path / "GT" / "a.png", random_rgb(32, 32, seed=0))
+    truncate_pixels(tmp_path / "GT" / "a.png")
+    ds = PairedImageDataset("mytrain", 4, str(tmp_path / "GT"), None, gt_size=32)
+    with pytest.raises(OSError, match="dataset mytrain") as info:
+        ds[0]
+    assert "a.png" in str(info.value) and "skip_corrupt" in str(info.value)
+
+
+def test_skip_corrupt_replaces_an_undecodable_image_and_counts_it(tmp_path):
+    write_rgb(tmp_path / "GT" / "a.png", random_rgb(32, 32, seed=0))
+    write_rgb(tmp_path / "GT" / "b.png", random_rgb(32, 32, seed=1))
+    truncate_pixels(tmp_path / "GT" / "a.png")
+    ds = PairedImageDataset("t", 4, str(tmp_path / "GT"), None, gt_size=32, skip_corrupt=True)
+    sample = ds[(0, 123)]
+    assert sample["name"] == "b" and ds.skipped >= 1
+
+
+def test_a_sample_seed_fixes_crop_and_augmentation(tmp_path):
+    gt_dir, lq_dir, _ = make_pairs(tmp_path, 4, [(20, 24)])
+    ds = PairedImageDataset("t", 4, gt_dir, lq_dir, gt_size=16, use_flip=True, use_rot=True)
+    assert torch.equal(ds[(0, 7)]["LQ"], ds[(0, 7)]["LQ"])
+    assert len({ds[(0, seed)]["LQ"].numpy().tobytes() for seed in range(20)}) > 1
+
+
+def test_cv2_bicubic_degradation_is_available_and_differs_from_matlab(tmp_path):
+    write_rgb(tmp_path / "GT" / "x.png", random_rgb(32, 32, seed=3))
+    matlab = PairedImageDataset("t", 4, str(tmp_path / "GT"), None)[0]["LQ"]
+    opencv = PairedImageDataset("t", 4, str(tmp_path / "GT"), None, degradation="cv2_bicubic")[0]["LQ"]
+    assert matlab.shape == opencv.shape == (3, 8, 8)
+    assert not torch.equal(matlab, opencv)

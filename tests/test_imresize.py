@@ -202,3 +202,15 @@ def test_bicubic_degrade_is_imresize_of_the_modcropped_image() -> None:
     lr = bicubic_degrade(img, 4)
     assert lr.shape == (4, 3, 3)
     np.testing.assert_array_equal(lr, imresize(img[:16, :12], 0.25))
+
+
+@pytest.mark.parametrize("scale", [0.25, 1 / 3, 0.5, 2.0, 4.0])
+def test_torch_resize_equals_the_numpy_float_resize(scale):
+    import torch
+
+    from esrgan.data.imresize import imresize_torch
+
+    img = np.random.default_rng(0).random((2, 3, 13, 18))  # NCHW
+    expected = np.stack([imresize(im.transpose(1, 2, 0), scale=scale).transpose(2, 0, 1) for im in img])
+    got = imresize_torch(torch.from_numpy(img), scale).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-12)

@@ -71,10 +71,17 @@ class NetworkFOpt:
 @dataclass
 class DatasetOpt:
     name: str = opt("", "a label for logs and result folders (defaults to the dataset's key)")
-    dataroot_GT: str | None = opt(None, "folder of ground-truth (HR) images", path=True)
-    dataroot_LQ: str | None = opt(None, "folder of low-quality (LR) images with the same file names as GT; "
-                                        "leave empty to make them from GT by MATLAB bicubic x1/scale",
+    dataroot_GT: str | None = opt(None, "folder (or .lmdb) of ground-truth (HR) images", path=True)
+    dataroot_LQ: str | None = opt(None, "folder (or .lmdb) of low-quality (LR) images named as the GT images; "
+                                        "leave empty to make them from GT by bicubic x1/scale",
                                   path=True)
+    data_type: Literal["auto", "folder", "lmdb"] = opt("auto", "how the dataroots are read: image folders or "
+                                                               "LMDBs; auto: LMDB for paths ending in .lmdb")
+    degradation: Literal["matlab_bicubic", "cv2_bicubic"] = opt(
+        "matlab_bicubic", "how LQ is made when there is no dataroot_LQ: MATLAB-compatible bicubic (the SR "
+                          "papers' convention) or OpenCV's bicubic (no antialiasing)")
+    skip_corrupt: bool = opt(False, "leave out images that cannot be decoded (with a counted warning) instead "
+                                    "of stopping")
 
 
 @dataclass
@@ -85,6 +92,8 @@ class TrainSetOpt(DatasetOpt):
     batch_size: int = opt(16, "patches per iteration (per process)", lo=1)
     n_workers: int = opt(4, "data-loader worker processes (0 loads in the training process)", lo=0)
     use_shuffle: bool = opt(True, "shuffle the images every epoch")
+    dataset_enlarge_ratio: int = opt(1, "one epoch visits every image this many times (keeps the workers of "
+                                        "small datasets busy)", lo=1)
 
 
 @dataclass

@@ -22,8 +22,12 @@ axis, because MATLAB's per-axis resampler returns an array of the input class.
 """
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 # MATLAB's bicubic kernel spans 4 input pixels (2 on each side of the sample position).
 _KERNEL_WIDTH = 4.0
@@ -159,3 +163,23 @@ def bicubic_degrade(img: np.ndarray, scale: int) -> np.ndarray:
     h, w = hr.shape[:2]
     # Passing the exact output size gives the per-axis scale (h/s)/h, the same double as 1/s.
     return imresize(hr, output_shape=(h // scale, w // scale))
+
+
+def imresize_torch(x: "torch.Tensor", scale: float, antialiasing: bool = True) -> "torch.Tensor":
+    """MATLAB bicubic resize of a float tensor ``(..., H, W)`` (CHW, NCHW) on its own device.
+
+    The same per-axis weight matrices as :func:`imresize`, applied as two batched matrix products; values are
+    neither rounded nor clipped (the float path of ``imresize``). For on-the-fly degradation on the GPU.
+    """
+    import torch
+
+    if not x.is_floating_point():
+        raise TypeError(f"imresize_torch expects a float tensor, got {x.dtype}")
+    if not scale > 0:
+        raise ValueError(f"imresize_torch scale must be positive, got {scale}")
+    h, w = x.shape[-2:]
+    out_h, out_w = math.ceil(scale * h), math.ceil(scale * w)
+    # Both axes share the scale, so MATLAB's order (smaller scale first) is rows then columns.
+    rows = torch.from_numpy(_weight_matrix(h, out_h, scale, antialiasing)).to(x.device, torch.float64)
+    cols = torch.from_numpy(_weight_matrix(w, out_w, scale, antialiasing)).to(x.device, torch.float64)
+    return (rows @ x.double() @ cols.T).to(x.dtype)

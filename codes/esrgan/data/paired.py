@@ -1,23 +1,35 @@
-"""Paired GT/LQ image datasets read from folders.
+"""Paired GT/LQ image datasets read from folders or LMDBs.
 
-GT and LQ are matched by file name stem. Without an LQ folder, LQ is made from GT with MATLAB-compatible
-bicubic downscaling (the convention of SR papers) and quantised to 8 bits, as a saved LR PNG would be.
-Training samples are aligned random crops with flips and 90-degree rotations; evaluation samples are whole
-images with GT cut to exactly `scale` times the LQ size.
+GT and LQ are matched by name. Without LQ images, LQ is made from GT by MATLAB-compatible bicubic downscaling
+(the convention of SR papers) and quantised to 8 bits, as a saved LR PNG would be; `cv2` bicubic is available
+as an explicit alternative. All pairs are checked when the dataset is built (every GT has its LQ, GT is `scale`
+times its LQ, nothing is smaller than the crop), so bad data stops a run before its first iteration.
+
+Training samples are aligned random crops with flips and 90-degree rotations. A sampler may hand over
+`(index, seed)` instead of an index: the crop and augmentation then depend on that seed only, not on which
+worker process draws the sample, so a seed fixes the data exactly.
 """
 
 from __future__ import annotations
 
+import logging
 import random
+from typing import Literal
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..utils.image import img2tensor, list_images, read_image
+from ..utils.image import img2tensor
 from .imresize import imresize, modcrop
+from .sources import Backend, ImageSource, open_source
 
+log = logging.getLogger(__name__)
+
+Degradation = Literal["matlab_bicubic", "cv2_bicubic"]
 MAX_LISTED = 20
+MAX_SKIPS = 10
 
 
 def _listing(names: list[str]) -> str:
@@ -25,11 +37,19 @@ def _listing(names: list[str]) -> str:
     return shown + (f" ... and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else "")
 
 
-def bicubic_lq(gt: np.ndarray, scale: int) -> np.ndarray:
-    """LQ of a [0, 1] float GT image as an 8-bit LR file made by MATLAB would hold it: `imresize` of the
-    uint8 image by 1/scale (MATLAB rounds uint8 results after each axis), back in [0, 1]."""
+def bicubic_lq(gt: np.ndarray, scale: int, degradation: Degradation = "matlab_bicubic") -> np.ndarray:
+    """LQ of a [0, 1] float GT image as an 8-bit LR file would hold it, back in [0, 1].
+
+    MATLAB's `imresize` works on the uint8 image (rounding after each axis, as MATLAB does); `cv2_bicubic`
+    is OpenCV's non-antialiased bicubic, which some projects use instead (it gives different PSNR figures).
+    """
     gt_u8 = np.round(gt * 255.0).astype(np.uint8)
-    return imresize(gt_u8, scale=1.0 / scale).astype(np.float32) / 255.0
+    if degradation == "cv2_bicubic":
+        h, w = gt_u8.shape[:2]
+        lq = cv2.resize(gt_u8, (w // scale, h // scale), interpolation=cv2.INTER_CUBIC)
+    else:
+        lq = imresize(gt_u8, scale=1.0 / scale)
+    return lq.astype(np.float32) / 255.0
 
 
 def augment(imgs: list[np.ndarray], hflip: bool, vflip: bool, rot90: bool) -> list[np.ndarray]:
@@ -47,65 +67,115 @@ def augment(imgs: list[np.ndarray], hflip: bool, vflip: bool, rot90: bool) -> li
 
 
 class PairedImageDataset(Dataset):
-    """GT + LQ pairs from folders; GT only (LQ by bicubic on the fly); or LQ only (no GT, for upscaling)."""
+    """GT + LQ pairs; GT only (LQ by bicubic on the fly); or LQ only (no GT, for upscaling).
+
+    `gt_size` set: training samples (random aligned crops); None: whole images with GT cut to scale x LQ.
+    """
 
     def __init__(self, name: str, scale: int, dataroot_GT: str | None, dataroot_LQ: str | None,
-                 gt_size: int | None = None, use_flip: bool = False, use_rot: bool = False) -> None:
+                 gt_size: int | None = None, use_flip: bool = False, use_rot: bool = False,
+                 data_type: Backend = "auto", degradation: Degradation = "matlab_bicubic",
+                 skip_corrupt: bool = False) -> None:
         self.name = name
         self.scale = scale
         self.gt_size = gt_size
         self.use_flip = use_flip
         self.use_rot = use_rot
-        gt = {p.stem: p for p in list_images(dataroot_GT)} if dataroot_GT else {}
-        lq = {p.stem: p for p in list_images(dataroot_LQ)} if dataroot_LQ else {}
-        if dataroot_GT and dataroot_LQ:
-            missing = sorted(set(gt) - set(lq))
-            if missing:
-                raise ValueError(f"dataset {name}: {len(missing)} GT images in {dataroot_GT} have no LQ image of "
-                                 f"the same name in {dataroot_LQ}: {_listing(missing)}")
-        self.keys = sorted(gt or lq)
+        self.degradation = degradation
+        self.skip_corrupt = skip_corrupt
+        self.skipped = 0
+        self.gt: ImageSource | None = open_source(dataroot_GT, data_type) if dataroot_GT else None
+        self.lq: ImageSource | None = open_source(dataroot_LQ, data_type) if dataroot_LQ else None
+        self.keys = sorted((self.gt or self.lq).keys())
         if not self.keys:
             raise ValueError(f"dataset {name}: no images found in {dataroot_GT or dataroot_LQ}")
-        self.gt_paths = gt
-        self.lq_paths = lq
+        self._check_pairs()
+
+    def _check_pairs(self) -> None:
+        """Every problem of the whole dataset in one error, before training starts."""
+        gt, lq, s = self.gt, self.lq, self.scale
+        if gt is not None and lq is not None:
+            missing = sorted(set(self.keys) - set(lq.keys()))
+            if missing:
+                raise ValueError(f"dataset {self.name}: {len(missing)} GT images in {gt.root} have no LQ image of "
+                                 f"the same name in {lq.root}: {_listing(missing)}")
+        gt_sizes = gt.sizes() if gt is not None else {}
+        lq_sizes = lq.sizes() if lq is not None else {k: v and (v[0] // s, v[1] // s) for k, v in gt_sizes.items()}
+        unreadable = [src.describe(k) for src, sizes in ((gt, gt_sizes), (lq, lq_sizes)) if src is not None
+                      for k in self.keys if sizes.get(k) is None]
+        if unreadable:
+            if not self.skip_corrupt:
+                raise ValueError(f"dataset {self.name}: {len(unreadable)} images cannot be read: "
+                                 f"{_listing(unreadable)} (or set skip_corrupt: true to leave them out)")
+            log.warning("dataset %s: leaving out %d unreadable images: %s", self.name, len(unreadable),
+                        _listing(unreadable))
+            self.keys = [k for k in self.keys if (gt is None or gt_sizes[k] is not None) and lq_sizes[k] is not None]
+            if not self.keys:
+                raise ValueError(f"dataset {self.name}: no readable images left")
+        problems = []
+        for key in self.keys:
+            lh, lw = lq_sizes[key]
+            if key in gt_sizes:
+                gh, gw = gt_sizes[key]
+                # GT may exceed scale x LQ by less than `scale` (an HR image that was not mod-cropped); it is cut.
+                if not (lh * s <= gh < (lh + 1) * s and lw * s <= gw < (lw + 1) * s):
+                    where = f"{gt.describe(key)} is {gw}x{gh}"
+                    if lq is not None:
+                        where += f", {lq.describe(key)} is {lw}x{lh}"
+                    problems.append(f"{key} ({where}; GT must be {s} x LQ)")
+                    continue
+            if self.gt_size is not None and min(lh, lw) < self.gt_size // s:
+                problems.append(f"{key} is too small for GT_size {self.gt_size}: its LQ is {lw}x{lh}, smaller "
+                                f"than {self.gt_size // s}x{self.gt_size // s}")
+        if problems:
+            raise ValueError(f"dataset {self.name}: {len(problems)} images do not fit: {_listing(problems)}")
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def _load_pair(self, key: str) -> tuple[np.ndarray | None, np.ndarray]:
-        gt = read_image(self.gt_paths[key]) if self.gt_paths else None
-        if not self.lq_paths:
+        gt = self.gt.read(key) if self.gt is not None else None
+        if self.lq is None:
             gt = modcrop(gt, self.scale)
-            return gt, bicubic_lq(gt, self.scale)
-        lq = read_image(self.lq_paths[key])
+            return gt, bicubic_lq(gt, self.scale, self.degradation)
+        lq = self.lq.read(key)
         if gt is not None:
             h, w = lq.shape[:2]
-            if gt.shape[0] < h * self.scale or gt.shape[1] < w * self.scale:
-                raise ValueError(f"dataset {self.name}: GT {self.gt_paths[key]} is {gt.shape[1]}x{gt.shape[0]}, "
-                                 f"smaller than scale {self.scale} x LQ {self.lq_paths[key]} ({w}x{h})")
             gt = gt[: h * self.scale, : w * self.scale]
         return gt, lq
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
-        key = self.keys[index]
-        gt, lq = self._load_pair(key)
+    def __getitem__(self, item: int | tuple[int, int]) -> dict[str, torch.Tensor | str]:
+        index, seed = item if isinstance(item, tuple) else (item, None)
+        rng = random.Random(seed) if seed is not None else random
+        for _ in range(MAX_SKIPS + 1):
+            key = self.keys[index]
+            try:
+                gt, lq = self._load_pair(key)
+                break
+            except OSError as err:
+                if not self.skip_corrupt:
+                    raise OSError(f"dataset {self.name}: {err} (set skip_corrupt: true in the dataset options to "
+                                  "skip unreadable images)") from err
+                self.skipped += 1
+                log.warning("dataset %s: skipped unreadable image %s (%d skipped so far in this process): %s",
+                            self.name, key, self.skipped, err)
+                index = rng.randrange(len(self.keys))
+        else:
+            raise OSError(f"dataset {self.name}: {MAX_SKIPS + 1} unreadable images in a row; check the data")
         if self.gt_size is not None:
-            gt, lq = self._random_crop(key, gt, lq)
+            gt, lq = self._random_crop(rng, gt, lq)
             if self.use_flip or self.use_rot:
-                gt, lq = augment([gt, lq], self.use_flip and random.random() < 0.5,
-                                 self.use_flip and random.random() < 0.5, self.use_rot and random.random() < 0.5)
+                gt, lq = augment([gt, lq], self.use_flip and rng.random() < 0.5,
+                                 self.use_flip and rng.random() < 0.5, self.use_rot and rng.random() < 0.5)
         sample: dict[str, torch.Tensor | str] = {"LQ": img2tensor(lq), "name": key}
         if gt is not None:
             sample["GT"] = img2tensor(gt)
         return sample
 
-    def _random_crop(self, key: str, gt: np.ndarray, lq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _random_crop(self, rng: random.Random, gt: np.ndarray, lq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         lq_size = self.gt_size // self.scale
         h, w = lq.shape[:2]
-        if h < lq_size or w < lq_size:
-            raise ValueError(f"dataset {self.name}: image {key} is too small for GT_size {self.gt_size}: its LQ "
-                             f"is {w}x{h}, smaller than {lq_size}x{lq_size}")
-        top, left = random.randint(0, h - lq_size), random.randint(0, w - lq_size)
+        top, left = rng.randint(0, h - lq_size), rng.randint(0, w - lq_size)
         lq = lq[top: top + lq_size, left: left + lq_size]
         s = self.scale
         gt = gt[top * s: (top + lq_size) * s, left * s: (left + lq_size) * s]

@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ..data.loader import build_train_loader, prefetch_to_device
 from ..data.paired import PairedImageDataset
 from ..models.esrgan import ESRGANModel, SRModel
 from ..models.networks import build_discriminator, build_feature_extractor, build_generator, load_weights
@@ -49,25 +50,20 @@ def build_model(o: TrainOptions, device: torch.device) -> tuple[SRModel, bool]:
     return ESRGANModel(net_g, net_d, net_f, o.train.psnr, o.train.gan, device), random_vgg
 
 
-def build_train_loader(o: TrainOptions, device: torch.device) -> DataLoader:
-    ds_opt = o.datasets.train
-    dataset = PairedImageDataset(ds_opt.name, o.scale, ds_opt.dataroot_GT, ds_opt.dataroot_LQ,
-                                 gt_size=ds_opt.GT_size, use_flip=ds_opt.use_flip, use_rot=ds_opt.use_rot)
-    if len(dataset) < ds_opt.batch_size:
-        raise ValueError(f"datasets.train: {len(dataset)} images are fewer than batch_size {ds_opt.batch_size}; "
-                         "with drop_last no batch could be formed")
-    generator = torch.Generator().manual_seed(o.train.manual_seed)
-    return DataLoader(dataset, batch_size=ds_opt.batch_size, shuffle=ds_opt.use_shuffle,
-                      num_workers=ds_opt.n_workers, drop_last=True, pin_memory=device.type == "cuda",
-                      persistent_workers=ds_opt.n_workers > 0, generator=generator)
-
-
-def build_val_loader(o: TrainOptions) -> DataLoader | None:
-    ds_opt = o.datasets.val
-    if ds_opt is None:
-        return None
-    dataset = PairedImageDataset(ds_opt.name, o.scale, ds_opt.dataroot_GT, ds_opt.dataroot_LQ)
-    return DataLoader(dataset, batch_size=1, shuffle=False, num_workers=0)
+def build_datasets(o: TrainOptions) -> tuple[PairedImageDataset, PairedImageDataset | None]:
+    """Both datasets, with every pair checked before training starts."""
+    tr = o.datasets.train
+    train_set = PairedImageDataset(tr.name, o.scale, tr.dataroot_GT, tr.dataroot_LQ, gt_size=tr.GT_size,
+                                   use_flip=tr.use_flip, use_rot=tr.use_rot, data_type=tr.data_type,
+                                   degradation=tr.degradation, skip_corrupt=tr.skip_corrupt)
+    if len(train_set) * tr.dataset_enlarge_ratio < tr.batch_size:
+        raise ValueError(f"datasets.train: {len(train_set)} images are fewer than batch_size {tr.batch_size}; "
+                         "with drop_last no batch could be formed (raise dataset_enlarge_ratio)")
+    va = o.datasets.val
+    val_set = None if va is None else PairedImageDataset(va.name, o.scale, va.dataroot_GT, va.dataroot_LQ,
+                                                         data_type=va.data_type, degradation=va.degradation,
+                                                         skip_corrupt=va.skip_corrupt)
+    return train_set, val_set
 
 
 def prepare_run_dir(o: TrainOptions, resuming: bool) -> Path:
@@ -145,8 +141,11 @@ def train(o: TrainOptions) -> Path:
     if random_vgg:
         o.network_F.weights = "random"  # so that the resolved options say what was really used
     dump_yaml(o, run_dir / f"options_{timestamp()}.yml")
-    train_loader = build_train_loader(o, device)
-    val_loader = build_val_loader(o)
+    train_set, val_set = build_datasets(o)
+    tr = o.datasets.train
+    train_loader = build_train_loader(train_set, tr.batch_size, tr.n_workers, o.train.manual_seed, tr.use_shuffle,
+                                      tr.dataset_enlarge_ratio, pin_memory=device.type == "cuda")
+    val_loader = None if val_set is None else DataLoader(val_set, batch_size=1, shuffle=False, num_workers=0)
 
     start_step = 0
     if resume is not None:
@@ -175,8 +174,12 @@ def train(o: TrainOptions) -> Path:
     bar = tqdm(total=total, initial=start_step, dynamic_ncols=True, desc=model.phase(step + 1),
                mininterval=0.1 if sys.stderr.isatty() else 30.0)
     tick, tick_step = time.time(), step
+    iters_per_epoch = len(train_loader)
     while step < total:
-        for batch in train_loader:
+        # The data position follows from the iteration, so a resumed run continues with the very next batch.
+        epoch, position = divmod(step, iters_per_epoch)
+        train_loader.sampler.set_epoch(epoch, start=position * tr.batch_size)
+        for batch in prefetch_to_device(iter(train_loader), device):
             step += 1
             if step == o.train.psnr.niter + 1 and o.model == "esrgan" and step > 1:
                 log.info("Iteration %d: PSNR phase done, GAN phase starts", step)

@@ -11,6 +11,7 @@ device tensors in `log_dict`; reading them (a host-device sync) is left to the l
 
 from __future__ import annotations
 
+import re
 import warnings
 from typing import Any
 
@@ -133,7 +134,7 @@ class ESRGANModel(SRModel):
         with warnings.catch_warnings():
             # G's schedule counts GAN-phase iterations, as in the original code, even while D_init_iters or
             # D_update_ratio skip G's optimizer; torch warns about exactly that.
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+            warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
             self.schedulers["G"].step()
         self.schedulers["D"].step()
         log |= {"lr_G": self.optimizers["G"].param_groups[0]["lr"],

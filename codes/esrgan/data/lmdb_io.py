@@ -1,0 +1,280 @@
+"""LMDB storage of images in BasicSR's layout, so that LMDBs made by either tool are read by the other.
+
+An `X.lmdb` folder holds LMDB's `data.mdb` / `lock.mdb` and, beside them, `meta_info.txt` with one line per
+image, sorted by key: `<key>.png (<h>,<w>,<c>) <compress_level>` (c is 1 for gray images). Keys are image file
+names without their extension, UTF-8 encoded; values are the PNG encoding of the image exactly as stored on
+disk (16-bit, gray and alpha survive; conversion to the framework's float RGB happens when reading).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import re
+import struct
+from collections.abc import Iterator
+from functools import partial
+from itertools import chain, islice
+from pathlib import Path
+
+import cv2
+import lmdb
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from ..utils.image import list_images, to_float_rgb
+
+log = logging.getLogger(__name__)
+
+META_INFO = "meta_info.txt"
+# Anchored at the end so that keys keep their dots: BasicSR's reader splits at the first dot, which turns
+# `0001.x4` into `0001`.
+_META_LINE = re.compile(r"^(?P<key>.*)\.png \((?P<h>\d+),(?P<w>\d+),(?P<c>\d+)\) (?P<level>\d+)$")
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}  # IHDR colour type -> channels (a palette decodes to RGB)
+
+_ESTIMATE_SAMPLES = 8  # images encoded before the map size is chosen
+_IMAP_CHUNKSIZE = 4  # amortises inter-process traffic while keeping few large images in flight
+# A batch is kept in memory until committed, so that it can be re-written after growing the map; this bounds it
+# for large images whatever `commit_every` is.
+_MAX_BATCH_BYTES = 256 << 20
+
+
+def read_meta_info(lmdb_path: str | Path) -> dict[str, tuple[int, int, int]]:
+    """key -> (h, w, c) for every image listed in the LMDB's `meta_info.txt`, in file order."""
+    meta_path = Path(lmdb_path) / META_INFO
+    if not meta_path.is_file():
+        raise FileNotFoundError(
+            f"{meta_path} not found: it lists the images of an LMDB and is needed to read one; "
+            "make the LMDB with scripts/create_lmdb.py (or BasicSR's create_lmdb), which writes it"
+        )
+    entries: dict[str, tuple[int, int, int]] = {}
+    for number, line in enumerate(meta_path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        match = _META_LINE.match(line)
+        if match is None:
+            raise ValueError(
+                f"{meta_path}, line {number}: {line!r} is not of the form '<key>.png (<h>,<w>,<c>) <level>'"
+            )
+        entries[match["key"]] = (int(match["h"]), int(match["w"]), int(match["c"]))
+    return entries
+
+
+def write_meta_info(lmdb_path: str | Path, entries: dict[str, tuple[int, int, int]], compress_level: int) -> None:
+    """Write `meta_info.txt` for `entries` (key -> (h, w, c)), sorted by key, atomically."""
+    meta_path = Path(lmdb_path) / META_INFO
+    text = "".join(f"{key}.png ({h},{w},{c}) {compress_level}\n" for key, (h, w, c) in sorted(entries.items()))
+    tmp = meta_path.with_name(f".{META_INFO}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8", newline="\n")
+        os.replace(tmp, meta_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# Read-only environments of this process, by resolved path: py-lmdb refuses to open one environment twice in a
+# process, so all readers of an LMDB share one.
+_readonly_envs: dict[str, lmdb.Environment] = {}
+_readonly_envs_pid = os.getpid()
+
+
+def _readonly_env(path: Path) -> lmdb.Environment:
+    global _readonly_envs_pid
+    if _readonly_envs_pid != os.getpid():
+        # A forked child (a DataLoader worker) inherits its parent's environments. LMDB forbids using them across
+        # processes and py-lmdb still counts them as open, so the child closes its copies (the parent's stay
+        # open) and opens its own.
+        for env in _readonly_envs.values():
+            env.close()
+        _readonly_envs.clear()
+        _readonly_envs_pid = os.getpid()
+    resolved = os.path.realpath(path)
+    env = _readonly_envs.get(resolved)
+    if env is None:
+        if not (path / "data.mdb").is_file():
+            raise FileNotFoundError(f"{path} is not an LMDB: it has no data.mdb")
+        env = lmdb.open(resolved, readonly=True, lock=False, readahead=False, meminit=False)
+        _readonly_envs[resolved] = env
+    return env
+
+
+class LmdbImageReader:
+    """Reads images from an LMDB. The environment is opened on first use, and again in every new process:
+    DataLoader workers are forked or spawned, and an LMDB environment must not be shared across processes.
+    Readers hold no environment themselves, so they can be pickled for spawned workers."""
+
+    def __init__(self, lmdb_path: str | Path) -> None:
+        self.path = Path(lmdb_path)
+
+    def get_bytes(self, key: str) -> bytes:
+        """The stored (PNG-encoded) value of `key`."""
+        with _readonly_env(self.path).begin(write=False) as txn:
+            value = txn.get(key.encode("utf-8"))
+        if value is None:
+            raise KeyError(f"image {key!r} is not in the LMDB {self.path}")
+        return value
+
+    def read(self, key: str) -> np.ndarray:
+        """The image `key` as float32 RGB HxWx3 in [0, 1], like `utils.image.read_image`."""
+        img = cv2.imdecode(np.frombuffer(self.get_bytes(key), np.uint8), cv2.IMREAD_UNCHANGED)
+        source = f"{self.path}:{key}"
+        if img is None:
+            raise OSError(f"cannot decode image {source}: the stored value is not a valid image")
+        return to_float_rgb(img, source)
+
+
+def _png_shape(png: bytes | memoryview, source: str) -> tuple[int, int, int]:
+    """(h, w, c) from a PNG's IHDR chunk, without decoding pixels."""
+    head = bytes(png[:26])
+    if len(head) < 26 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR" or head[25] not in _PNG_CHANNELS:
+        raise ValueError(f"{source} is not a PNG image")
+    width, height = struct.unpack(">II", head[16:24])
+    return height, width, _PNG_CHANNELS[head[25]]
+
+
+def _encode_image(path: Path, compress_level: int) -> bytes:
+    """The image file as PNG bytes, pixels unchanged (bit depth, gray and alpha kept)."""
+    img = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise OSError(f"cannot decode image {path}: the file is missing, truncated or not an image")
+    ok, buf = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, compress_level])
+    if not ok:
+        raise OSError(f"cannot encode image {path} ({img.dtype}, shape {img.shape}) as PNG")
+    return buf.tobytes()
+
+
+def _pixel_count(path: Path) -> int | None:
+    try:
+        with Image.open(path) as img:  # reads the header only
+            return img.width * img.height
+    except (OSError, Image.DecompressionBombError):
+        return None  # the estimate falls back to the samples' mean
+
+
+def _estimate_map_size(samples: list[bytes], rest: list[Path]) -> int:
+    """Map size for the encoded `samples` plus the images in `rest`, extrapolated per pixel from the samples,
+    with headroom for LMDB's pages and the estimate's error."""
+    sample_pixels = [h * w for h, w, _ in (_png_shape(s, "encoded image") for s in samples)]
+    bytes_per_pixel = sum(map(len, samples)) / max(sum(sample_pixels), 1)
+    mean_pixels = sum(sample_pixels) / max(len(sample_pixels), 1)
+    rest_pixels = sum(n if n is not None else mean_pixels for n in map(_pixel_count, rest))
+    return int((sum(map(len, samples)) + bytes_per_pixel * rest_pixels) * 1.5) + (64 << 20)
+
+
+@contextlib.contextmanager
+def _encoded(paths: list[Path], compress_level: int, workers: int) -> Iterator[Iterator[bytes]]:
+    """PNG encodings of `paths`, in order, computed lazily by `workers` processes."""
+    encode = partial(_encode_image, compress_level=compress_level)
+    if workers <= 1 or len(paths) <= 1:
+        yield map(encode, paths)
+        return
+    with multiprocessing.Pool(min(workers, len(paths))) as pool:
+        yield pool.imap(encode, paths, chunksize=_IMAP_CHUNKSIZE)
+
+
+def _commit(env: lmdb.Environment, batch: list[tuple[bytes, bytes]]) -> None:
+    """Write `batch` in one transaction, growing the map until it fits."""
+    while True:
+        try:
+            with env.begin(write=True) as txn:
+                for key, value in batch:
+                    txn.put(key, value)
+            return
+        except lmdb.MapFullError:
+            # The transaction was aborted on the way out of `with`, so the map can be resized and the batch
+            # written again.
+            new_size = env.info()["map_size"] * 2
+            log.info("LMDB map full; growing it to %.1f MiB", new_size / 2**20)
+            env.set_mapsize(new_size)
+
+
+def _keys_of(files: list[Path]) -> dict[str, Path]:
+    by_key: dict[str, list[Path]] = {}
+    for path in files:
+        by_key.setdefault(path.stem, []).append(path)
+    clashes = [" / ".join(p.name for p in paths) for paths in by_key.values() if len(paths) > 1]
+    if clashes:
+        raise ValueError(
+            "several files share a name and differ only by extension, so they would get the same LMDB key: "
+            + ", ".join(clashes)
+        )
+    unwritable = [key for key in by_key if "\n" in key or "\r" in key]
+    if unwritable:
+        raise ValueError(f"file names with line breaks cannot be listed in {META_INFO}: {unwritable}")
+    return {key: paths[0] for key, paths in by_key.items()}
+
+
+def create_lmdb(
+    input_dir: str | Path,
+    output_path: str | Path,
+    compress_level: int = 1,
+    workers: int = 1,
+    commit_every: int = 1000,
+    progress: bool = True,
+) -> int:
+    """Store the images directly in `input_dir` in the LMDB `output_path` and write its `meta_info.txt`;
+    returns the number of images.
+
+    Resumable: keys already in the LMDB (batches committed by an interrupted run) are skipped, so re-running
+    with the same arguments finishes the job. Encoding runs in `workers` processes; the map grows as needed.
+    """
+    input_dir, output_path = Path(input_dir), Path(output_path)
+    if not 0 <= compress_level <= 9:
+        raise ValueError(f"compress_level must be 0-9, got {compress_level}")
+    if commit_every < 1 or workers < 1:
+        raise ValueError(f"commit_every and workers must be at least 1, got {commit_every} and {workers}")
+    if not input_dir.is_dir():
+        raise FileNotFoundError(f"input folder {input_dir} does not exist")
+    keys = _keys_of(list_images(input_dir))
+    if not keys:
+        raise ValueError(f"no images in {input_dir}")
+
+    output_path.mkdir(parents=True, exist_ok=True)
+    env = lmdb.open(os.fspath(output_path), meminit=False)
+    try:
+        with env.begin() as txn:
+            existing = {bytes(k).decode("utf-8") for k in txn.cursor().iternext(keys=True, values=False)}
+        foreign = sorted(existing - keys.keys())
+        if foreign:
+            raise ValueError(
+                f"{output_path} holds {len(foreign)} images that are not in {input_dir} (e.g. {foreign[:5]}); "
+                "it was made from another folder: delete it or choose another output path"
+            )
+        todo = [key for key in keys if key not in existing]
+        with (
+            _encoded([keys[k] for k in todo], compress_level, workers) as encoded,
+            tqdm(total=len(keys), initial=len(existing), unit="img", desc="LMDB", disable=not progress) as bar,
+        ):
+            samples = list(islice(encoded, _ESTIMATE_SAMPLES))
+            used = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+            env.set_mapsize(used + _estimate_map_size(samples, [keys[k] for k in todo[len(samples):]]))
+            batch: list[tuple[bytes, bytes]] = []
+            batch_bytes = 0
+            for key, value in zip(todo, chain(samples, encoded), strict=True):
+                batch.append((key.encode("utf-8"), value))
+                batch_bytes += len(value)
+                bar.update()
+                if len(batch) >= commit_every or batch_bytes >= _MAX_BATCH_BYTES:
+                    _commit(env, batch)
+                    batch, batch_bytes = [], 0
+            if batch:
+                _commit(env, batch)
+
+        # Guards against another process having written to the same LMDB meanwhile.
+        entries = env.stat()["entries"]
+        if entries != len(keys):
+            raise RuntimeError(f"{output_path} holds {entries} images but {input_dir} has {len(keys)}")
+        shapes = {}
+        with env.begin(buffers=True) as txn:  # buffers: only each value's header is read, not copied whole
+            for raw_key, value in txn.cursor():
+                key = bytes(raw_key).decode("utf-8")
+                shapes[key] = _png_shape(value, f"{output_path}:{key}")
+    finally:
+        env.close()
+    write_meta_info(output_path, shapes, compress_level)
+    return len(keys)

@@ -1,0 +1,285 @@
+"""LMDB storage: BasicSR-compatible layout, exact round trips, resumable and parallel creation, per-process
+readers, and the create_lmdb.py command line."""
+
+from __future__ import annotations
+
+import importlib.util
+import multiprocessing
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import lmdb
+import numpy as np
+import pytest
+
+from esrgan.data import lmdb_io
+from esrgan.data.lmdb_io import LmdbImageReader, create_lmdb, read_meta_info, write_meta_info
+from esrgan.utils.image import read_image
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "create_lmdb.py"
+
+
+def _image(shape: tuple[int, ...], dtype: type = np.uint8, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, np.iinfo(dtype).max, size=shape, endpoint=True, dtype=dtype)
+
+
+def _folder(root: Path, names: list[str], shape: tuple[int, ...] = (3, 4, 3)) -> Path:
+    """A folder of small random images; cv2.imwrite keeps the array as given (channel order is irrelevant)."""
+    root.mkdir(parents=True, exist_ok=True)
+    for seed, name in enumerate(names):
+        assert cv2.imwrite(str(root / name), _image(shape, seed=seed))
+    return root
+
+
+def _stored_values(lmdb_path: Path) -> dict[str, bytes]:
+    with lmdb.open(str(lmdb_path), readonly=True, lock=False) as env, env.begin() as txn:
+        return {k.decode(): v for k, v in txn.cursor()}
+
+
+def test_keys_with_dots_spaces_and_unicode_round_trip(tmp_path):
+    names = ["0001.x4.png", "a b.png", "日本語_画像.png"]
+    src = _folder(tmp_path / "in", names)
+
+    create_lmdb(src, tmp_path / "out.lmdb", progress=False)
+
+    keys = ["0001.x4", "a b", "日本語_画像"]
+    assert list(read_meta_info(tmp_path / "out.lmdb")) == keys
+    reader = LmdbImageReader(tmp_path / "out.lmdb")
+    for key, name in zip(keys, names, strict=True):
+        assert np.array_equal(reader.read(key), read_image(src / name))
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype"),
+    [((3, 4, 3), np.uint8), ((3, 4, 3), np.uint16), ((3, 4), np.uint8), ((3, 4, 4), np.uint8)],
+    ids=["rgb8", "rgb16", "gray", "rgba"],
+)
+def test_read_decodes_exactly_like_read_image(tmp_path, shape, dtype):
+    (tmp_path / "in").mkdir()
+    assert cv2.imwrite(str(tmp_path / "in" / "img.png"), _image(shape, dtype))
+
+    create_lmdb(tmp_path / "in", tmp_path / "out.lmdb", progress=False)
+    got = LmdbImageReader(tmp_path / "out.lmdb").read("img")
+
+    assert got.dtype == np.float32
+    assert np.array_equal(got, read_image(tmp_path / "in" / "img.png"))
+
+
+def test_meta_info_lists_key_shape_and_level_per_line_sorted_by_key(tmp_path):
+    (tmp_path / "in").mkdir()
+    cv2.imwrite(str(tmp_path / "in" / "b.png"), _image((3, 4, 3)))
+    cv2.imwrite(str(tmp_path / "in" / "a.jpg"), _image((2, 5)))
+
+    create_lmdb(tmp_path / "in", tmp_path / "out.lmdb", compress_level=3, progress=False)
+
+    assert (tmp_path / "out.lmdb" / "meta_info.txt").read_text(encoding="utf-8") == (
+        "a.png (2,5,1) 3\nb.png (3,4,3) 3\n"
+    )
+
+
+def test_read_meta_info_parses_a_basicsr_file(tmp_path):
+    (tmp_path / "meta_info.txt").write_text("0001_s001.png (480,480,3) 1\nimg.v2.png (120,80,1) 9\n")
+
+    assert read_meta_info(tmp_path) == {"0001_s001": (480, 480, 3), "img.v2": (120, 80, 1)}
+
+
+def test_write_meta_info_sorts_by_key(tmp_path):
+    write_meta_info(tmp_path, {"b": (1, 2, 3), "a": (4, 5, 1)}, compress_level=0)
+
+    assert (tmp_path / "meta_info.txt").read_text() == "a.png (4,5,1) 0\nb.png (1,2,3) 0\n"
+
+
+def test_malformed_meta_info_line_is_reported_with_its_number(tmp_path):
+    (tmp_path / "meta_info.txt").write_text("a.png (1,2,3) 1\nb.png (1,2) 1\n")
+
+    with pytest.raises(ValueError, match=r"meta_info\.txt, line 2: 'b\.png \(1,2\) 1'"):
+        read_meta_info(tmp_path)
+
+
+def test_missing_meta_info_says_how_to_make_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"meta_info\.txt not found.*create_lmdb"):
+        read_meta_info(tmp_path)
+
+
+def test_rerun_encodes_only_images_not_yet_stored(tmp_path, monkeypatch):
+    src = _folder(tmp_path / "in", ["1.png", "2.png", "3.png"])
+    create_lmdb(src, tmp_path / "out.lmdb", progress=False)
+    _folder(src, ["4.png", "5.png"])
+    encoded = []
+    real_encode = lmdb_io._encode_image
+
+    def spy(path: Path, compress_level: int) -> bytes:
+        encoded.append(path.name)
+        return real_encode(path, compress_level)
+
+    monkeypatch.setattr(lmdb_io, "_encode_image", spy)
+
+    assert create_lmdb(src, tmp_path / "out.lmdb", progress=False) == 5
+
+    assert encoded == ["4.png", "5.png"]
+    assert list(read_meta_info(tmp_path / "out.lmdb")) == ["1", "2", "3", "4", "5"]
+
+
+def test_interrupted_run_keeps_committed_batches_and_a_rerun_finishes(tmp_path, monkeypatch):
+    src = _folder(tmp_path / "in", [f"{i:02d}.png" for i in range(10)])
+    real_encode = lmdb_io._encode_image
+
+    def fail_on_last(path: Path, compress_level: int) -> bytes:
+        if path.name == "09.png":
+            raise KeyboardInterrupt
+        return real_encode(path, compress_level)
+
+    monkeypatch.setattr(lmdb_io, "_ESTIMATE_SAMPLES", 2)  # batches are written only once the samples are encoded
+    monkeypatch.setattr(lmdb_io, "_encode_image", fail_on_last)
+    with pytest.raises(KeyboardInterrupt):
+        create_lmdb(src, tmp_path / "out.lmdb", commit_every=2, progress=False)
+    monkeypatch.setattr(lmdb_io, "_encode_image", real_encode)
+
+    assert len(_stored_values(tmp_path / "out.lmdb")) == 8  # 00-07; 08 was in the uncommitted batch
+    assert not (tmp_path / "out.lmdb" / "meta_info.txt").exists()
+    assert create_lmdb(src, tmp_path / "out.lmdb", progress=False) == 10
+    assert len(read_meta_info(tmp_path / "out.lmdb")) == 10
+
+
+def test_map_grows_when_the_size_estimate_is_too_small(tmp_path, monkeypatch):
+    # Random pixels do not compress: three 128x128 RGB images take about 150 KB, more than twice the 64 KiB map.
+    src = _folder(tmp_path / "in", ["a.png", "b.png", "c.png"], shape=(128, 128, 3))
+    monkeypatch.setattr(lmdb_io, "_estimate_map_size", lambda samples, rest: 64 << 10)
+
+    create_lmdb(src, tmp_path / "out.lmdb", commit_every=10, progress=False)
+
+    reader = LmdbImageReader(tmp_path / "out.lmdb")
+    assert all(np.array_equal(reader.read(k), read_image(src / f"{k}.png")) for k in "abc")
+
+
+def test_parallel_workers_store_the_same_bytes_as_one(tmp_path):
+    src = _folder(tmp_path / "in", [f"{i}.png" for i in range(6)])
+
+    create_lmdb(src, tmp_path / "serial.lmdb", progress=False)
+    create_lmdb(src, tmp_path / "parallel.lmdb", workers=2, commit_every=2, progress=False)
+
+    assert _stored_values(tmp_path / "parallel.lmdb") == _stored_values(tmp_path / "serial.lmdb")
+
+
+def test_files_sharing_a_stem_are_rejected_by_name(tmp_path):
+    _folder(tmp_path / "in", ["a.png", "a.jpg", "b.png"])
+
+    with pytest.raises(ValueError, match=r"a\.jpg / a\.png"):
+        create_lmdb(tmp_path / "in", tmp_path / "out.lmdb", progress=False)
+
+
+def test_empty_input_folder_is_rejected(tmp_path):
+    (tmp_path / "in").mkdir()
+
+    with pytest.raises(ValueError, match="no images in"):
+        create_lmdb(tmp_path / "in", tmp_path / "out.lmdb", progress=False)
+
+
+def test_lmdb_made_from_another_folder_is_not_completed(tmp_path):
+    create_lmdb(_folder(tmp_path / "one", ["x.png"]), tmp_path / "out.lmdb", progress=False)
+
+    with pytest.raises(ValueError, match=r"1 images that are not in .*\['x'\]"):
+        create_lmdb(_folder(tmp_path / "two", ["y.png"]), tmp_path / "out.lmdb", progress=False)
+
+
+def test_missing_key_error_names_key_and_lmdb(tmp_path):
+    create_lmdb(_folder(tmp_path / "in", ["a.png"]), tmp_path / "out.lmdb", progress=False)
+
+    with pytest.raises(KeyError, match=r"'nope' is not in the LMDB .*out\.lmdb"):
+        LmdbImageReader(tmp_path / "out.lmdb").get_bytes("nope")
+
+
+def test_reader_of_a_missing_lmdb_raises_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"absent\.lmdb is not an LMDB"):
+        LmdbImageReader(tmp_path / "absent.lmdb").read("a")
+
+
+def _read_in_child(reader: LmdbImageReader, opens: list[int], queue: multiprocessing.Queue) -> None:
+    try:
+        queue.put((reader.read("a"), len(opens)))
+    except Exception as exc:  # reported to the test instead of leaving it waiting
+        queue.put((repr(exc), len(opens)))
+
+
+def test_forked_child_opens_its_own_environment_and_parent_keeps_reading(tmp_path, monkeypatch):
+    src = _folder(tmp_path / "in", ["a.png"])
+    create_lmdb(src, tmp_path / "out.lmdb", progress=False)
+    opens: list[int] = []
+    real_open = lmdb.open
+
+    def counting_open(*args, **kwargs) -> lmdb.Environment:
+        opens.append(1)
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(lmdb, "open", counting_open)
+    reader = LmdbImageReader(tmp_path / "out.lmdb")
+    reader.read("a")  # the parent's environment, inherited by the child
+
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_read_in_child, args=(reader, opens, queue))
+    child.start()
+    image, opens_in_child = queue.get(timeout=10)
+    child.join(timeout=10)
+
+    assert opens_in_child == 2
+    assert np.array_equal(image, read_image(src / "a.png"))
+    assert np.array_equal(reader.read("a"), image)  # the child closing its copy leaves the parent's open
+
+
+def test_two_readers_of_one_lmdb_read_in_the_same_process(tmp_path):
+    src = _folder(tmp_path / "in", ["a.png"])
+    create_lmdb(src, tmp_path / "out.lmdb", progress=False)
+    first, second = LmdbImageReader(tmp_path / "out.lmdb"), LmdbImageReader(tmp_path / "out.lmdb")
+
+    assert np.array_equal(first.read("a"), second.read("a"))
+
+
+def test_reader_can_be_pickled_after_use_for_spawned_workers(tmp_path):
+    src = _folder(tmp_path / "in", ["a.png"])
+    create_lmdb(src, tmp_path / "out.lmdb", progress=False)
+    reader = LmdbImageReader(tmp_path / "out.lmdb")
+    reader.read("a")
+
+    copy = pickle.loads(pickle.dumps(reader))
+
+    assert np.array_equal(copy.read("a"), read_image(src / "a.png"))
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("create_lmdb_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cli_help_exits_zero(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _load_script().main(["--help"])
+
+    assert exit_info.value.code == 0
+    assert "--compress-level" in capsys.readouterr().out
+
+
+def test_cli_refuses_an_output_not_ending_in_lmdb(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _load_script().main(["--input", str(tmp_path), "--output", str(tmp_path / "out")])
+
+    assert exit_info.value.code == 2
+    assert "must be a folder name ending in .lmdb" in capsys.readouterr().err
+
+
+def test_cli_run_from_another_directory_creates_the_lmdb(tmp_path):
+    _folder(tmp_path / "in", ["a.png", "b.png"])
+
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--input", "in", "--output", "out.lmdb", "--workers", "1"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert f"2 images in out.lmdb; image list: {Path('out.lmdb', 'meta_info.txt')}" in result.stdout
+    assert list(read_meta_info(tmp_path / "out.lmdb")) == ["a", "b"]
