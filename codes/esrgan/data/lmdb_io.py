@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ..utils.image import list_images, to_float_rgb
+from ..utils.image import images_by_stem, to_float_rgb
 
 log = logging.getLogger(__name__)
 
@@ -193,20 +193,12 @@ def _commit(env: lmdb.Environment, batch: list[tuple[bytes, bytes]]) -> None:
             env.set_mapsize(new_size)
 
 
-def _keys_of(files: list[Path]) -> dict[str, Path]:
-    by_key: dict[str, list[Path]] = {}
-    for path in files:
-        by_key.setdefault(path.stem, []).append(path)
-    clashes = [" / ".join(p.name for p in paths) for paths in by_key.values() if len(paths) > 1]
-    if clashes:
-        raise ValueError(
-            "several files share a name and differ only by extension, so they would get the same LMDB key: "
-            + ", ".join(clashes)
-        )
-    unwritable = [key for key in by_key if "\n" in key or "\r" in key]
+def _keys_of(folder: str | Path) -> dict[str, Path]:
+    keys = images_by_stem(folder)
+    unwritable = [key for key in keys if "\n" in key or "\r" in key]
     if unwritable:
         raise ValueError(f"file names with line breaks cannot be listed in {META_INFO}: {unwritable}")
-    return {key: paths[0] for key, paths in by_key.items()}
+    return keys
 
 
 def create_lmdb(
@@ -230,7 +222,7 @@ def create_lmdb(
         raise ValueError(f"commit_every and workers must be at least 1, got {commit_every} and {workers}")
     if not input_dir.is_dir():
         raise FileNotFoundError(f"input folder {input_dir} does not exist")
-    keys = _keys_of(list_images(input_dir))
+    keys = _keys_of(input_dir)
     if not keys:
         raise ValueError(f"no images in {input_dir}")
 

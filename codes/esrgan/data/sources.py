@@ -8,13 +8,12 @@ first iteration instead of failing inside a worker hours later.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Literal, Protocol
 
 import numpy as np
 from PIL import Image
 
-from ..utils.image import list_images, read_image
+from ..utils.image import images_by_stem, read_image
 from .lmdb_io import LmdbImageReader, read_meta_info
 
 Backend = Literal["auto", "folder", "lmdb"]
@@ -44,15 +43,7 @@ class FolderSource:
 
     def __init__(self, root: str) -> None:
         self.root = root
-        self.paths: dict[str, Path] = {}
-        duplicates = []
-        for path in list_images(root):
-            if path.stem in self.paths:
-                duplicates.append(f"{self.paths[path.stem].name} / {path.name}")
-            self.paths[path.stem] = path
-        if duplicates:
-            raise ValueError(f"{root}: several files share a name and differ only by extension: "
-                             + ", ".join(duplicates[:20]))
+        self.paths = images_by_stem(root)
 
     def keys(self) -> list[str]:
         return list(self.paths)

@@ -27,8 +27,25 @@ def _warn_once(kind: str, message: str) -> None:
 
 
 def list_images(folder: str | Path) -> list[Path]:
-    """Image files directly inside `folder`, sorted by name."""
-    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    """Image files directly inside `folder`, sorted by name. Hidden files (macOS `._*` companions, the temporary
+    files of an interrupted atomic write) are not images of the dataset."""
+    return sorted(p for p in Path(folder).iterdir()
+                  if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file())
+
+
+def images_by_stem(folder: str | Path) -> dict[str, Path]:
+    """The images of `folder` keyed by file name without extension (the key that pairs GT with LQ).
+
+    Two files that differ only by extension would get one key: that is an error listing all such clashes.
+    """
+    by_stem: dict[str, list[Path]] = {}
+    for path in list_images(folder):
+        by_stem.setdefault(path.stem, []).append(path)
+    clashes = [" / ".join(p.name for p in paths) for paths in by_stem.values() if len(paths) > 1]
+    if clashes:
+        raise ValueError(f"{folder}: several files share a name and differ only by extension, so they would get "
+                         f"the same key: {', '.join(clashes[:20])}" + (" ..." if len(clashes) > 20 else ""))
+    return {stem: paths[0] for stem, paths in by_stem.items()}
 
 
 def read_image(path: str | Path) -> np.ndarray:

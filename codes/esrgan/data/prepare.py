@@ -1,0 +1,294 @@
+"""Dataset preparation: crop large images into sub-images and make MATLAB-bicubic LR images.
+
+This is the library behind ``scripts/extract_subimages.py`` and ``scripts/generate_lr.py``. Training
+reads a random patch of each image, and reading it from a 480x480 sub-image instead of a 2K PNG is
+what keeps data loading fast (the ESRGAN / BasicSR recipe). The LR inputs of the SR benchmarks are
+MATLAB's ``imresize(hr, 1/scale, 'bicubic')`` of the mod-cropped HR image.
+
+Images are read with ``cv2.IMREAD_UNCHANGED`` and written with their samples exactly as stored:
+8 or 16 bit, gray, colour or with alpha. Every output is written atomically (temporary file, then
+rename), so an existing output is complete; a job whose outputs all exist is skipped, and an
+interrupted run is resumed by running it again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import multiprocessing
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
+
+import cv2
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from esrgan.data.imresize import bicubic_degrade, imresize, modcrop
+from esrgan.utils.image import write_image
+
+R = TypeVar("R")
+
+
+# ------------------------------------------------------------------------------------------ image files
+def match_lr(hr_stem: str, lr_files: dict[str, Path], scale: int) -> Path:
+    """The LR image of the HR image ``hr_stem``: the one with the same stem, else ``<hr_stem>x<scale>``.
+
+    The second form is the DIV2K naming (``0001.png`` <-> ``0001x4.png``). Only that trailing suffix
+    is tried, so a stem with ``x4`` inside (``0801x4_rock``) is never cut short.
+    """
+    for stem in (hr_stem, f"{hr_stem}x{scale}"):
+        if stem in lr_files:
+            return lr_files[stem]
+    raise FileNotFoundError(f"no LR image for {hr_stem}: looked for the stems {hr_stem} and {hr_stem}x{scale}")
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(width, height)`` of an image file, read from its header without decoding the pixels."""
+    with Image.open(path) as img:
+        return img.size
+
+
+def _read_raw(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """Decode an image as stored (OpenCV channel order), checking it against its header ``size``."""
+    img = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise OSError(f"cannot decode image {path}: the file is truncated or not an image")
+    # Crops are planned from the header; a disagreeing decoder would silently yield clipped crops.
+    if (img.shape[1], img.shape[0]) != size:
+        raise OSError(f"image {path} decodes to {img.shape[1]}x{img.shape[0]}, its header says {size[0]}x{size[1]}")
+    return img
+
+
+def _write_raw(path: Path, img: np.ndarray, png_level: int) -> None:
+    """Write an array in OpenCV channel order through ``write_image``, which expects RGB(A)."""
+    if img.ndim == 3 and img.shape[2] in (3, 4):
+        img = img[:, :, [2, 1, 0, 3][: img.shape[2]]]
+    write_image(path, img, png_level)
+
+
+# ------------------------------------------------------------------------------------------ sub-images
+def check_crop_settings(crop_size: int, step: int, thresh_size: int, scale: int | None = None) -> None:
+    """Raise ``ValueError`` for crop settings that cannot be used (with LR crops at ``scale`` if given)."""
+    if crop_size < 1 or step < 1:
+        raise ValueError(f"crop size ({crop_size}) and step ({step}) must be positive")
+    if thresh_size < 0:
+        raise ValueError(f"thresh size must not be negative, got {thresh_size}")
+    if scale is not None:
+        if scale < 1:
+            raise ValueError(f"scale must be a positive integer, got {scale}")
+        if crop_size % scale or step % scale:
+            raise ValueError(f"crop size ({crop_size}) and step ({step}) must be multiples of the scale ({scale}), "
+                             "so that every HR crop has an LR crop of exactly 1/scale its size and position")
+
+
+def crop_positions(length: int, crop_size: int, step: int, thresh_size: int) -> list[int]:
+    """Start offsets of the crops along one axis of ``length`` pixels.
+
+    Crops start at 0, step, 2*step, ... while they fit. If the pixels left after the last one are more
+    than ``thresh_size``, one more crop is aligned to the end. An axis shorter than the crop has none.
+    """
+    check_crop_settings(crop_size, step, thresh_size)
+    if length < crop_size:
+        return []
+    positions = list(range(0, length - crop_size + 1, step))
+    if length - (positions[-1] + crop_size) > thresh_size:
+        positions.append(length - crop_size)
+    return positions
+
+
+def crop_grid(
+    height: int, width: int, crop_size: int, step: int, thresh_size: int, scale: int | None = None
+) -> list[tuple[int, int]]:
+    """Top-left corners ``(y, x)`` of the crops of a ``height x width`` image, row-major.
+
+    With ``scale`` every corner is a multiple of it, so the LR crop sits exactly at ``corner / scale``:
+    the end-aligned crop is moved up / left to the scale grid, and dropped if that puts it on the crop
+    before it (fewer than ``scale`` pixels were left).
+    """
+    check_crop_settings(crop_size, step, thresh_size, scale)
+    axes = [crop_positions(length, crop_size, step, thresh_size) for length in (height, width)]
+    if scale is not None:
+        axes = [list(dict.fromkeys(p - p % scale for p in positions)) for positions in axes]
+    return [(y, x) for y in axes[0] for x in axes[1]]
+
+
+def crop_names(stem: str, count: int) -> list[str]:
+    """File names of the ``count`` crops of image ``stem``: ``<stem>_s001.png``, ... (more digits past 999)."""
+    digits = max(3, len(str(count)))
+    return [f"{stem}_s{i:0{digits}d}.png" for i in range(1, count + 1)]
+
+
+class Extracted(NamedTuple):
+    """What ``extract_subimages`` did with one image."""
+
+    crops: int  # crops the image has; 0 when it is smaller than the crop size
+    written: int  # crops written now (the others existed already)
+
+
+def extract_subimages(
+    hr_path: str | Path,
+    out_dir: str | Path,
+    crop_size: int,
+    step: int,
+    thresh_size: int,
+    png_level: int,
+    lr_path: str | Path | None = None,
+    lr_out_dir: str | Path | None = None,
+    scale: int | None = None,
+) -> Extracted:
+    """Crop one image into ``out_dir/<stem>_s001.png``, ... (see ``crop_grid`` and ``crop_names``).
+
+    With ``lr_path``, ``lr_out_dir`` and ``scale``, the LR image of ``hr_path`` is cropped at the
+    same places divided by ``scale``, into files of the same names, so GT and LQ crops pair by name.
+    Only missing crops are written, and the image is not decoded when none is missing.
+    """
+    hr_path, out_dir = Path(hr_path), Path(out_dir)
+    with_lr = (lr_path is not None, lr_out_dir is not None, scale is not None)
+    if any(with_lr) and not all(with_lr):
+        raise ValueError("LR crops need all of lr_path, lr_out_dir and scale")
+
+    hr_size = image_size(hr_path)
+    out_dirs = [out_dir]
+    if lr_path is not None:
+        lr_path, lr_out_dir = Path(lr_path), Path(lr_out_dir)
+        out_dirs.append(lr_out_dir)
+        lr_size = image_size(lr_path)
+        expected = (hr_size[0] // scale, hr_size[1] // scale)
+        if lr_size != expected:
+            raise ValueError(f"LR image {lr_path} is {lr_size[0]}x{lr_size[1]}, but HR image {hr_path} "
+                             f"({hr_size[0]}x{hr_size[1]}) at scale {scale} needs {expected[0]}x{expected[1]}")
+
+    corners = crop_grid(hr_size[1], hr_size[0], crop_size, step, thresh_size, scale)
+    names = crop_names(hr_path.stem, len(corners))
+    # missing[k]: indices of the crops whose file in out_dirs[k] does not exist yet; an image is
+    # decoded only if one of its crops is missing.
+    missing = [[i for i, name in enumerate(names) if not (folder / name).exists()] for folder in out_dirs]
+    written: set[int] = set()
+    sources = [(hr_path, hr_size, 1)]
+    if lr_path is not None:
+        sources.append((lr_path, lr_size, scale))
+    for (path, size, factor), folder, todo in zip(sources, out_dirs, missing, strict=True):
+        if not todo:
+            continue
+        img = _read_raw(path, size)
+        side = crop_size // factor
+        for i in todo:
+            y, x = corners[i][0] // factor, corners[i][1] // factor
+            _write_raw(folder / names[i], img[y : y + side, x : x + side], png_level)
+        written.update(todo)
+    return Extracted(len(corners), len(written))
+
+
+# ------------------------------------------------------------------------------------------ LR images
+def generate_lr(
+    hr_path: str | Path,
+    lr_out: str | Path,
+    scale: int,
+    png_level: int,
+    hr_mod_out: str | Path | None = None,
+    bic_out: str | Path | None = None,
+) -> bool:
+    """Write the MATLAB-bicubic LR image of ``hr_path``, ``imresize(modcrop(hr, scale), 1/scale)``.
+
+    The HR image is mod-cropped at its bottom / right edges to a multiple of ``scale`` and resized in
+    its own sample type (uint8 or uint16). Optionally also written: the mod-cropped HR image
+    (``hr_mod_out``) and the LR image bicubic-upsampled back to its size (``bic_out``).
+    Only missing outputs are written; returns False, without decoding, when none is missing.
+    """
+    outputs = {"lr": lr_out, "hr_mod": hr_mod_out, "bic": bic_out}
+    missing = {key for key, path in outputs.items() if path is not None and not Path(path).exists()}
+    if not missing:
+        return False
+
+    hr_path = Path(hr_path)
+    size = image_size(hr_path)
+    if min(size) < scale:
+        raise ValueError(f"image {hr_path} ({size[0]}x{size[1]}) is smaller than the scale {scale}")
+    hr = _read_raw(hr_path, size)
+    hr_mod = modcrop(hr, scale)
+    if "hr_mod" in missing:
+        _write_raw(Path(hr_mod_out), hr_mod, png_level)
+    lr = bicubic_degrade(hr, scale)
+    if "lr" in missing:
+        _write_raw(Path(lr_out), lr, png_level)
+    if "bic" in missing:
+        _write_raw(Path(bic_out), imresize(lr, output_shape=hr_mod.shape[:2]), png_level)
+    return True
+
+
+# ------------------------------------------------------------------------------------------ running jobs
+def _run_guarded(fn: Callable[..., Any], indexed_job: tuple[int, tuple]) -> tuple[int, bool, Any]:
+    """Call ``fn(*job)``; an exception becomes its message, so one bad image does not stop the others."""
+    index, job = indexed_job
+    try:
+        return index, True, fn(*job)
+    except Exception as exc:
+        return index, False, f"{type(exc).__name__}: {exc}"
+
+
+def run_jobs(
+    fn: Callable[..., R], jobs: Sequence[tuple], workers: int, desc: str
+) -> tuple[list[tuple[tuple, R]], list[tuple[tuple, str]]]:
+    """Call ``fn(*job)`` for every job, in ``workers`` processes when more than one, with a progress bar.
+
+    ``fn`` must be picklable (a module-level function or a ``functools.partial`` of one) when
+    ``workers > 1``. Returns ``(job, result)`` of the jobs that succeeded and ``(job, error message)``
+    of those that raised, both in job order.
+    """
+    call = functools.partial(_run_guarded, fn)
+    outcomes: list[tuple[int, bool, Any]] = []
+    with tqdm(total=len(jobs), desc=desc, unit="img") as bar:
+        if workers > 1 and len(jobs) > 1:
+            with multiprocessing.Pool(min(workers, len(jobs))) as pool:
+                for outcome in pool.imap_unordered(call, enumerate(jobs)):
+                    outcomes.append(outcome)
+                    bar.update()
+        else:
+            for outcome in map(call, enumerate(jobs)):
+                outcomes.append(outcome)
+                bar.update()
+    outcomes.sort(key=lambda outcome: outcome[0])
+    results = [(jobs[i], value) for i, ok, value in outcomes if ok]
+    errors = [(jobs[i], value) for i, ok, value in outcomes if not ok]
+    return results, errors
+
+
+# ------------------------------------------------------------------------------------------ script helpers
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``--png-level`` and ``--workers`` options shared by the preparation scripts."""
+
+    def positive_int(text: str) -> int:
+        value = int(text)
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+        return value
+
+    parser.add_argument("--png-level", type=int, choices=range(10), default=3, metavar="0-9",
+                        help="PNG compression level, 0 (fastest, largest) to 9 (default: %(default)s)")
+    parser.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1,
+                        help="parallel processes (default: the number of CPUs, %(default)s here)")
+
+
+def check_distinct_folders(inputs: Sequence[str | Path], outputs: Sequence[str | Path]) -> None:
+    """Raise ``ValueError`` unless every output folder differs from the inputs and from the other outputs.
+
+    Outputs are named after the input stems, so a shared folder would overwrite inputs or other outputs.
+    """
+    seen: dict[Path, str | Path] = {Path(p).resolve(): p for p in inputs}
+    for folder in outputs:
+        resolved = Path(folder).resolve()
+        if resolved in seen:
+            raise ValueError(f"output folder {folder} is the same folder as {seen[resolved]}; give it one of its own")
+        seen[resolved] = folder
+
+
+def print_errors(errors: Sequence[tuple[tuple, str]]) -> None:
+    """Print the failed jobs (named by their first argument, the input image) to stderr."""
+    noun = "image" if len(errors) == 1 else "images"
+    print(f"failed on {len(errors)} {noun}:", file=sys.stderr)
+    for job, message in errors:
+        print(f"  {job[0]}: {message}", file=sys.stderr)

@@ -1,0 +1,110 @@
+"""Crop the images of a folder into overlapping sub-images, optionally with the matching LR crops.
+
+Training reads a random patch of every image; reading it from a 480x480 crop instead of a 2K image
+keeps data loading fast. Crops are named ``<stem>_s001.png``, ... row-major; LR crops get the names
+of their HR crops, so the two folders pair by name. A finished image is skipped, so an interrupted
+run is resumed by running the same command again.
+
+Usage::
+
+    python scripts/extract_subimages.py --input datasets/DIV2K/DIV2K_train_HR \\
+        --output datasets/DIV2K/DIV2K_train_HR_sub
+    python scripts/extract_subimages.py --input datasets/DIV2K/DIV2K_train_HR \\
+        --output datasets/DIV2K/DIV2K_train_HR_sub --lr-input datasets/DIV2K/DIV2K_train_LR_bicubic/X4 \\
+        --lr-output datasets/DIV2K/DIV2K_train_LR_bicubic_X4_sub --scale 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "codes"))
+
+from esrgan.data.prepare import (
+    add_run_arguments,
+    check_crop_settings,
+    check_distinct_folders,
+    extract_subimages,
+    match_lr,
+    print_errors,
+    run_jobs,
+)
+from esrgan.utils.image import images_by_stem
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Crop every image of a folder into overlapping sub-images (and, with --lr-input, the "
+        "LR images into the matching LR crops). Crops start every --step pixels; if more than --thresh-size "
+        "pixels remain at the right / bottom edge, one more crop is aligned to that edge. Images smaller "
+        "than the crop are skipped. LR images are matched by stem, or by the DIV2K name <stem>x<scale>.")
+    parser.add_argument("--input", required=True, type=Path, help="folder of HR images")
+    parser.add_argument("--output", required=True, type=Path, help="folder for the HR crops")
+    parser.add_argument("--lr-input", type=Path, help="folder of the LR images of the HR images")
+    parser.add_argument("--lr-output", type=Path, help="folder for the LR crops (with --lr-input)")
+    parser.add_argument("--scale", type=int, help="HR size / LR size (with --lr-input)")
+    parser.add_argument("--crop-size", type=int, default=480, help="HR crop side in pixels (default: %(default)s)")
+    parser.add_argument("--step", type=int, default=240, help="HR distance between crops (default: %(default)s)")
+    parser.add_argument("--thresh-size", type=int, default=0,
+                        help="edge remainder above which one more crop is taken (default: %(default)s)")
+    add_run_arguments(parser)
+    args = parser.parse_args(argv)
+
+    lr_args = (args.lr_input, args.lr_output, args.scale)
+    if any(a is not None for a in lr_args) and any(a is None for a in lr_args):
+        parser.error("--lr-input, --lr-output and --scale go together")
+    try:
+        check_crop_settings(args.crop_size, args.step, args.thresh_size, args.scale)
+        inputs = [args.input] + ([args.lr_input] if args.lr_input else [])
+        outputs = [args.output] + ([args.lr_output] if args.lr_output else [])
+        check_distinct_folders(inputs, outputs)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        hr_files = images_by_stem(args.input)
+        lr_files = images_by_stem(args.lr_input) if args.lr_input else {}
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if not hr_files:
+        print(f"error: no images in {args.input}", file=sys.stderr)
+        return 1
+
+    jobs: list[tuple] = []
+    unmatched: list[tuple[tuple, str]] = []
+    for stem, hr_path in hr_files.items():
+        job = (hr_path, args.output, args.crop_size, args.step, args.thresh_size, args.png_level)
+        if args.lr_input:
+            try:
+                job += (match_lr(stem, lr_files, args.scale), args.lr_output, args.scale)
+            except FileNotFoundError as exc:
+                unmatched.append(((hr_path,), str(exc)))
+                continue
+        jobs.append(job)
+
+    results, errors = run_jobs(extract_subimages, jobs, args.workers, "extract")
+    errors = unmatched + errors
+
+    written = [r.written for _, r in results if r.written]
+    lr_note = f" (and their LR crops to {args.lr_output})" if args.lr_input else ""
+    print(f"wrote {sum(written)} crops of {len(written)} image(s) to {args.output}{lr_note}")
+    print(f"skipped {sum(1 for _, r in results if r.crops and not r.written)} image(s) whose crops all exist")
+    small = [job[0].name for job, r in results if not r.crops]
+    if small:
+        print(f"skipped {len(small)} image(s) smaller than the {args.crop_size}x{args.crop_size} crop: "
+              + ", ".join(small))
+    if errors:
+        print_errors(errors)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Make the bicubic LR images of a folder of HR images, as MATLAB's imresize makes them.
+
+The LR inputs of the SR benchmarks (Set5, Set14, DIV2K, ...) are ``imresize(modcrop(hr, s), 1/s,
+'bicubic')`` in MATLAB; OpenCV's and PIL's bicubic resizers give other images. Each HR image is
+mod-cropped at its bottom / right edges to a multiple of the scale and downscaled in its own sample
+type (8 or 16 bit). Outputs are ``<stem>.png``; finished images are skipped, so an interrupted run
+is resumed by running the same command again.
+
+Usage::
+
+    python scripts/generate_lr.py --input datasets/Set14/HR --output datasets/Set14/LR_x4 --scale 4 \\
+        --hr-mod-output datasets/Set14/HR_mod4 --bic-output datasets/Set14/Bic_x4
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "codes"))
+
+from esrgan.data.prepare import (
+    add_run_arguments,
+    check_distinct_folders,
+    generate_lr,
+    print_errors,
+    run_jobs,
+)
+from esrgan.utils.image import images_by_stem
+
+
+def scale_type(text: str) -> int:
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be an integer of at least 2, got {value}")
+    return value
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Write the MATLAB-bicubic LR image of every image of a folder: the image is cropped at its "
+        "bottom / right edges to a multiple of --scale, then downscaled by 1/scale. Optionally also writes the "
+        "cropped HR images and the LR images upsampled back to HR size (the bicubic baseline).")
+    parser.add_argument("--input", required=True, type=Path, help="folder of HR images")
+    parser.add_argument("--output", required=True, type=Path, help="folder for the LR images")
+    parser.add_argument("--scale", required=True, type=scale_type, help="downscaling factor, an integer >= 2")
+    parser.add_argument("--hr-mod-output", type=Path, help="folder for the HR images cropped to a multiple of scale")
+    parser.add_argument("--bic-output", type=Path, help="folder for the LR images bicubic-upsampled to HR size")
+    add_run_arguments(parser)
+    args = parser.parse_args(argv)
+
+    outputs = [f for f in (args.output, args.hr_mod_output, args.bic_output) if f is not None]
+    try:
+        check_distinct_folders([args.input], outputs)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        hr_files = images_by_stem(args.input)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if not hr_files:
+        print(f"error: no images in {args.input}", file=sys.stderr)
+        return 1
+
+    def output(folder: Path | None, stem: str) -> Path | None:
+        return None if folder is None else folder / f"{stem}.png"
+
+    jobs = [
+        (path, output(args.output, stem), args.scale, args.png_level,
+         output(args.hr_mod_output, stem), output(args.bic_output, stem))
+        for stem, path in hr_files.items()
+    ]
+    results, errors = run_jobs(generate_lr, jobs, args.workers, f"LR x{args.scale}")
+
+    print(f"wrote the x{args.scale} LR images of {sum(1 for _, w in results if w)} image(s) to {args.output}")
+    print(f"skipped {sum(1 for _, w in results if not w)} image(s) whose outputs all exist")
+    if errors:
+        print_errors(errors)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
