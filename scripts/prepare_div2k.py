@@ -1,0 +1,66 @@
+"""Prepare DIV2K for options/train_ESRGAN.yml in one command: sub-images, x4 LR sub-images, both LMDBs.
+
+Given the unzipped DIV2K folders under --div2k (at least `DIV2K_train_HR/`; `DIV2K_train_LR_bicubic/X4/` is
+used when present, since DIV2K's own LR images were made with MATLAB's bicubic):
+
+    DIV2K800_sub/                 480x480 HR crops, step 240            (extract_subimages.py)
+    DIV2K800_sub_bicLRx4/         the matching 120x120 LR crops         (extract_subimages.py or generate_lr.py)
+    DIV2K800_sub.lmdb, DIV2K800_sub_bicLRx4.lmdb                        (create_lmdb.py)
+
+Every step skips what is already done, so an interrupted run is finished by running the command again.
+
+    python scripts/prepare_div2k.py --div2k datasets/DIV2K
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPTS = Path(__file__).resolve().parent
+SCALE = 4
+
+
+def run(script: str, *args: str | Path) -> None:
+    command = [sys.executable, str(SCRIPTS / script), *map(str, args)]
+    print("+", " ".join(command), flush=True)
+    subprocess.run(command, check=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--div2k", type=Path, required=True, help="folder holding DIV2K_train_HR/")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes per step")
+    parser.add_argument("--png-level", type=int, default=3, help="PNG compression of the crops (0-9)")
+    args = parser.parse_args(argv)
+    root = args.div2k
+    hr = root / "DIV2K_train_HR"
+    if not hr.is_dir():
+        parser.error(f"{hr} does not exist: unzip DIV2K_train_HR.zip into {root}")
+    lr = root / "DIV2K_train_LR_bicubic" / f"X{SCALE}"
+    hr_sub, lr_sub = root / "DIV2K800_sub", root / f"DIV2K800_sub_bicLRx{SCALE}"
+    common = ["--workers", str(args.workers), "--png-level", str(args.png_level)]
+    try:
+        if lr.is_dir():
+            run("extract_subimages.py", "--input", hr, "--output", hr_sub, "--lr-input", lr, "--lr-output", lr_sub,
+                "--scale", SCALE, *common)
+        else:
+            print(f"{lr} not found: making the LR sub-images with MATLAB-compatible bicubic", flush=True)
+            run("extract_subimages.py", "--input", hr, "--output", hr_sub, *common)
+            run("generate_lr.py", "--input", hr_sub, "--output", lr_sub, "--scale", SCALE, *common)
+        for folder in (hr_sub, lr_sub):
+            run("create_lmdb.py", "--input", folder, "--output", folder.with_name(folder.name + ".lmdb"),
+                "--workers", str(args.workers))
+    except subprocess.CalledProcessError as err:
+        print(f"prepare_div2k.py: a step failed (exit {err.returncode}); fix what it reported and run this "
+              "command again: finished work is kept", file=sys.stderr)
+        return 1
+    print(f"Done: {hr_sub}.lmdb and {lr_sub}.lmdb are ready for options/train_ESRGAN.yml")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""The README's DIV2K route: unzipped DIV2K folders -> prepare_div2k.py -> LMDBs -> train_ESRGAN.yml starts."""
+
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+
+from esrgan.data.lmdb_io import read_meta_info
+from esrgan.options import REPO_ROOT
+
+
+def test_prepared_div2k_lmdbs_train_with_the_paper_option_file(tmp_path):
+    rng = np.random.default_rng(0)
+    div2k = tmp_path / "DIV2K"
+    for name in ("0001", "0002"):
+        hr = rng.integers(0, 256, (500, 520, 3), dtype=np.uint8)
+        (div2k / "DIV2K_train_HR").mkdir(parents=True, exist_ok=True)
+        (div2k / "DIV2K_train_LR_bicubic" / "X4").mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(div2k / "DIV2K_train_HR" / f"{name}.png"), hr)
+        cv2.imwrite(str(div2k / "DIV2K_train_LR_bicubic" / "X4" / f"{name}x4.png"), hr[::4, ::4])
+    subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "prepare_div2k.py"), "--div2k", str(div2k),
+                    "--workers", "1"], check=True, capture_output=True, cwd=tmp_path)
+
+    hr_meta = read_meta_info(div2k / "DIV2K800_sub.lmdb")
+    lr_meta = read_meta_info(div2k / "DIV2K800_sub_bicLRx4.lmdb")
+    # 500 x 520 with crop 480, step 240: rows [0, 20], columns [0, 40] -> 4 crops per image
+    assert sorted(hr_meta) == sorted(lr_meta) == [f"{n}_s00{i}" for n in ("0001", "0002") for i in (1, 2, 3, 4)]
+    assert set(hr_meta.values()) == {(480, 480, 3)} and set(lr_meta.values()) == {(120, 120, 3)}
+
+    overrides = {"name": "div2k", "path.experiments_root": str(tmp_path / "runs"),
+                 "datasets.train.dataroot_GT": str(div2k / "DIV2K800_sub.lmdb"),
+                 "datasets.train.dataroot_LQ": str(div2k / "DIV2K800_sub_bicLRx4.lmdb"),
+                 "datasets.train.batch_size": 2, "datasets.train.n_workers": 1, "datasets.val": "~",
+                 "network_G.nf": 8, "network_G.nb": 1, "network_G.gc": 4, "network_D.nf": 4,
+                 "network_F.allow_random_weights": "true", "train.psnr.niter": 1, "train.gan.niter": 1}
+    args = [sys.executable, str(REPO_ROOT / "train.py"), "-opt", str(REPO_ROOT / "options" / "train_ESRGAN.yml")]
+    for key, value in overrides.items():
+        args += ["--set", f"{key}={value}"]
+    result = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "runs" / "div2k" / "models" / "2_G.pth").is_file()
