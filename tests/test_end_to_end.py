@@ -41,8 +41,9 @@ def trained(tmp_path_factory):
 def test_training_writes_models_states_and_options(trained):
     run_dir, _ = trained
     models = {p.name for p in (run_dir / "models").iterdir()}
-    assert {"3_G.pth", "3_D.pth", "6_G.pth", "6_D.pth", "latest_G.pth"} <= models
-    assert {p.name for p in (run_dir / "training_state").iterdir()} == {"3.state", "6.state"}
+    assert {"3_G.pth", "3_D.pth", "6_G.pth", "6_D.pth", "latest_G.pth", "best_G.pth"} <= models
+    assert {p.name for p in (run_dir / "training_state").iterdir()} == {"3.state", "6.state", "latest"}
+    assert (run_dir / "training_state" / "latest").read_text() == "6\n"
     assert not list(run_dir.rglob("*.tmp"))
     (options_file,) = run_dir.glob("options_*.yml")
     resolved = yaml.safe_load(options_file.read_text())

@@ -163,3 +163,47 @@ def test_sr_model_has_no_gan_phase():
     feed(model)
     model.optimize_parameters(5)
     assert model.phase(5) == "psnr" and set(model.networks()) == {"G"}
+
+
+def test_a_non_finite_loss_skips_the_step_on_the_device_and_is_counted():
+    model = tiny_model(psnr_iters=5)
+    feed(model)
+    model.gt = model.gt.clone()
+    model.gt[0, 0, 0, 0] = float("nan")
+    g0 = params(model.net_g)
+    model.optimize_parameters(1)
+    model.optimize_parameters(2)
+    assert not changed(g0, model.net_g)
+    health = {k: int(v) for k, v in model.health().items()}
+    assert health == {"skipped_G": 2, "consecutive_G": 2, "nonfinite_l_g_pix": 2}
+    feed(model)
+    model.optimize_parameters(3)
+    assert changed(g0, model.net_g)
+    assert int(model.health()["consecutive_G"]) == 0 and int(model.health()["skipped_G"]) == 2
+
+
+def test_a_non_finite_d_loss_skips_only_the_d_step():
+    model = tiny_model(psnr_iters=0)
+    feed(model)
+    model.fake = model.net_g(model.lq)
+    model.gt = torch.full_like(model.gt, float("inf"))
+    d0 = params(model.net_d)
+    model.optimize_discriminator()
+    assert not changed(d0, model.net_d)
+    assert int(model.health()["skipped_D"]) == 1
+
+
+def test_ema_follows_g_with_its_decay_and_ignores_skipped_steps():
+    torch.manual_seed(0)
+    model = SRModel(RRDBNet(3, 3, nf=8, nb=1, gc=4), PsnrPhaseOpt(niter=3), CPU, ema_decay=0.9)
+    ema0 = params(model.net_g_ema)
+    assert not changed(ema0, model.net_g)  # starts as a copy of G
+    feed(model)
+    model.optimize_parameters(1)
+    for e0, g, e in zip(ema0, model.net_g.parameters(), model.net_g_ema.parameters(), strict=True):
+        assert torch.allclose(e, 0.9 * e0 + 0.1 * g, atol=1e-7)
+    ema1 = params(model.net_g_ema)
+    model.gt = torch.full_like(model.gt, float("nan"))
+    model.optimize_parameters(2)
+    assert not changed(ema1, model.net_g_ema)
+    assert model.deployable_generator() is model.net_g_ema

@@ -32,12 +32,15 @@ def _run(job: Callable[[], object]) -> int:
 
 
 def train_main(argv: list[str] | None = None) -> int:
-    args = _parser("Train ESRGAN (or a PSNR-oriented RRDBNet) from a YAML option file.").parse_args(argv)
+    parser = _parser("Train ESRGAN (or a PSNR-oriented RRDBNet) from a YAML option file.")
+    parser.add_argument("--auto_resume", "--auto-resume", action="store_true",
+                        help="continue from the newest complete training state of this run, if there is one")
+    args = parser.parse_args(argv)
 
     def job() -> None:
         from .engine.trainer import train
 
-        train(load_options(TrainOptions, args.opt, args.set))
+        train(load_options(TrainOptions, args.opt, args.set), auto_resume=args.auto_resume)
 
     return _run(job)
 

@@ -6,6 +6,7 @@ than the *average* fake one, and the generator gets gradient from both the real 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -39,6 +40,9 @@ class GANLoss(nn.Module):
         if gan_type not in ("gan", "ragan", "lsgan"):
             raise ValueError(f"unknown gan_type {gan_type!r}; choose gan, ragan or lsgan")
         self.gan_type = gan_type
+        # RaGAN compares with the mean logit of the batch; with several processes the model replaces this by a
+        # mean over all their batches, so the loss is that of one large batch.
+        self.batch_mean: Callable[[torch.Tensor], torch.Tensor] = torch.mean
 
     def forward(self, logits: torch.Tensor, target_is_real: bool) -> torch.Tensor:
         target = torch.full_like(logits, 1.0 if target_is_real else 0.0)
@@ -49,15 +53,16 @@ class GANLoss(nn.Module):
     def generator_loss(self, fake_logits: torch.Tensor, real_logits: torch.Tensor | None) -> torch.Tensor:
         """Adversarial loss of G. `real_logits` (ragan only) must be detached: D is frozen in the G step."""
         if self.gan_type == "ragan":
-            return (self(real_logits - fake_logits.mean(), False) + self(fake_logits - real_logits.mean(), True)) / 2
+            mean = self.batch_mean
+            return (self(real_logits - mean(fake_logits), False) + self(fake_logits - mean(real_logits), True)) / 2
         return self(fake_logits, True)
 
     def discriminator_loss(self, real_logits: torch.Tensor,
                            fake_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(total, real term, fake term) of D. `fake_logits` come from a fake detached from G."""
         if self.gan_type == "ragan":
-            l_real = self(real_logits - fake_logits.mean(), True)
-            l_fake = self(fake_logits - real_logits.mean(), False)
+            l_real = self(real_logits - self.batch_mean(fake_logits), True)
+            l_fake = self(fake_logits - self.batch_mean(real_logits), False)
             return (l_real + l_fake) / 2, l_real, l_fake
         l_real = self(real_logits, True)
         l_fake = self(fake_logits, False)

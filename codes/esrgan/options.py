@@ -52,6 +52,8 @@ class NetworkDOpt:
                                                           "discriminator architecture (128x128 input)")
     in_nc: int = opt(3, "input channels", lo=1)
     nf: int = opt(64, "channels of the first conv; later stages use 2x, 4x, 8x, 8x", lo=1)
+    sync_bn: bool = opt(False, "multi-GPU: batch-norm statistics over the whole batch of all processes "
+                               "(SyncBatchNorm) instead of each process's own share")
 
 
 @dataclass
@@ -122,6 +124,8 @@ class SchedulerOpt:
     restart_weights: list[float] = opt(factory=list, doc="CosineAnnealingRestartLR: lr multiplier at the start "
                                                          "of each cycle (default 1 for every cycle)")
     eta_min: float = opt(1e-7, "CosineAnnealingRestartLR: the lowest lr", lo=0)
+    warmup_iters: int = opt(0, "linear lr warm-up over the first warmup_iters iterations of the phase (0: none)",
+                            lo=0)
 
 
 @dataclass
@@ -156,6 +160,12 @@ class TrainOpt:
     psnr: PsnrPhaseOpt = opt(factory=PsnrPhaseOpt, doc="phase 1: PSNR-oriented pre-training")
     gan: GanPhaseOpt = opt(factory=GanPhaseOpt, doc="phase 2: RaGAN + perceptual + pixel loss")
     val_freq: int = opt(5000, "validate every val_freq iterations (and at the end)", lo=1)
+    ema_decay: float = opt(0.0, "keep an exponential moving average of G with this decay (e.g. 0.999), used for "
+                                "validation and saved as the deployable generator; 0 disables it", lo=0, hi=0.999999)
+    dist_timeout: int = opt(1800, "multi-process runs: seconds a process waits for the others (at start-up, in "
+                                  "collectives, while rank 0 saves) before giving up", lo=1)
+    max_nonfinite: int = opt(100, "a step with a non-finite loss is skipped and counted; stop after this many "
+                                  "consecutive skips", lo=1)
 
 
 @dataclass
@@ -173,6 +183,8 @@ class LoggerOpt:
     save_freq: int = opt(5000, "save checkpoints every save_freq iterations (and at the end)", lo=1)
     use_tb_logger: bool = opt(True, "write TensorBoard event files to <run>/tb_logger")
     tb_images: int = opt(4, "validation images shown in TensorBoard (SR next to GT)", lo=0)
+    keep_last: int = opt(0, "keep only the newest keep_last checkpoints (pruned after a new one is complete); "
+                            "0 keeps all", lo=0)
 
 
 @dataclass

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from ..utils.files import atomic_write_text
 from ..utils.image import images_by_stem, to_float_rgb
 
 log = logging.getLogger(__name__)
@@ -69,12 +70,7 @@ def write_meta_info(lmdb_path: str | Path, entries: dict[str, tuple[int, int, in
     """Write `meta_info.txt` for `entries` (key -> (h, w, c)), sorted by key, atomically."""
     meta_path = Path(lmdb_path) / META_INFO
     text = "".join(f"{key}.png ({h},{w},{c}) {compress_level}\n" for key, (h, w, c) in sorted(entries.items()))
-    tmp = meta_path.with_name(f".{META_INFO}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8", newline="\n")
-        os.replace(tmp, meta_path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_text(meta_path, text)
 
 
 # Read-only environments of this process, by resolved path: py-lmdb refuses to open one environment twice in a

@@ -1,46 +1,103 @@
-"""Checkpoints written atomically: a crash during a save never leaves a half-written file behind.
+"""Checkpoints that survive crashes: atomic writes, a `latest` marker written last, pruning after success.
 
 Layout of a run folder:
-    models/<iter>_G.pth, models/latest_G.pth   generator, raw state dict with the seed's keys
+    models/<iter>_G.pth, models/latest_G.pth   deployable generator (the EMA when enabled): a raw state dict
+                                                with the seed's keys
     models/<iter>_D.pth                         discriminator
-    training_state/<iter>.state                 everything else needed to resume (see `save_checkpoint`)
+    models/best_G.pth                           the generator of the best validation PSNR
+    training_state/<iter>.state                 everything needed to resume (weights, optimizers, schedulers,
+                                                RNG states, iteration, best metrics)
+    training_state/latest                       the iteration of the newest complete state (written last)
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
+import logging
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..utils.files import atomic_save, atomic_write_text
 
-def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, flush it to disk, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+log = logging.getLogger(__name__)
+
+LATEST = "latest"
+DISK_HEADROOM = 1.2  # encoding overhead and a margin over the raw tensor bytes
+_STATE_NAME = re.compile(r"^(\d+)\.state$")
+_MODEL_NAME = re.compile(r"^(\d+)_[A-Za-z_]+\.pth$")
 
 
-def save_checkpoint(run_dir: Path, step: int, networks: dict[str, torch.nn.Module], state: dict[str, Any]) -> None:
-    """Write the networks of `step` to models/ and the training state to training_state/ (state last, so
-    that a state file only ever names weights that are complete)."""
+class DiskFullError(OSError):
+    """Not enough free space for a checkpoint."""
+
+
+def tensor_bytes(obj: Any) -> int:
+    """Bytes of all tensors in a nested container (what torch.save will write, give or take headers)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
+
+
+def check_disk_space(folder: Path, needed: int) -> None:
+    free = shutil.disk_usage(folder).free
+    if free < needed * DISK_HEADROOM:
+        raise DiskFullError(f"only {free / 2**20:.0f} MiB free in {folder}, a checkpoint needs about "
+                            f"{needed * DISK_HEADROOM / 2**20:.0f} MiB: free some space or lower logger.keep_last")
+
+
+def save_checkpoint(run_dir: Path, step: int, networks: dict[str, torch.nn.Module], state: dict[str, Any],
+                    keep_last: int = 0) -> None:
+    """Write the networks of `step`, then the training state, then the `latest` marker; only then prune old
+    checkpoints (keep_last > 0), so that at every moment the newest marked state is complete."""
+    weights = {name: {k: v.detach().cpu() for k, v in net.state_dict().items()} for name, net in networks.items()}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    check_disk_space(run_dir, tensor_bytes(state) + tensor_bytes(weights) * 2)
     models = run_dir / "models"
-    for name, net in networks.items():
-        weights = {k: v.detach().cpu() for k, v in net.state_dict().items()}
-        atomic_save(weights, models / f"{step}_{name}.pth")
+    for name, sd in weights.items():
+        atomic_save(sd, models / f"{step}_{name}.pth")
         if name == "G":
-            atomic_save(weights, models / "latest_G.pth")
-    atomic_save(state, run_dir / "training_state" / f"{step}.state")
+            atomic_save(sd, models / "latest_G.pth")
+    states = run_dir / "training_state"
+    atomic_save(state, states / f"{step}.state")
+    atomic_write_text(states / LATEST, f"{step}\n")
+    if keep_last > 0:
+        prune(run_dir, keep_last)
+
+
+def saved_iterations(run_dir: Path) -> list[int]:
+    """Iterations with a training state, oldest first."""
+    folder = run_dir / "training_state"
+    if not folder.is_dir():
+        return []
+    return sorted(int(m.group(1)) for p in folder.iterdir() if (m := _STATE_NAME.match(p.name)))
+
+
+def prune(run_dir: Path, keep_last: int) -> None:
+    """Delete the states and per-iteration model files of all but the newest `keep_last` iterations."""
+    keep = set(saved_iterations(run_dir)[-keep_last:])
+    for folder, pattern in ((run_dir / "training_state", _STATE_NAME), (run_dir / "models", _MODEL_NAME)):
+        for path in folder.iterdir():
+            match = pattern.match(path.name)
+            if match and int(match.group(1)) not in keep:
+                path.unlink()
+
+
+def find_resume_state(run_dir: Path) -> Path | None:
+    """The newest complete training state of a run: the `latest` marker's, else the highest-numbered one."""
+    marker = run_dir / "training_state" / LATEST
+    if marker.is_file():
+        path = run_dir / "training_state" / f"{marker.read_text().strip()}.state"
+        if path.is_file():
+            return path
+    iterations = saved_iterations(run_dir)
+    return run_dir / "training_state" / f"{iterations[-1]}.state" if iterations else None
 
 
 def load_training_state(path: str | Path) -> dict[str, Any]:

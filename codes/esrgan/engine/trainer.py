@@ -8,6 +8,9 @@ not wait for the GPU every step.
 from __future__ import annotations
 
 import logging
+import math
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -15,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..data.loader import build_train_loader, prefetch_to_device
@@ -23,10 +25,21 @@ from ..data.paired import PairedImageDataset
 from ..models.esrgan import ESRGANModel, SRModel
 from ..models.networks import build_discriminator, build_feature_extractor, build_generator, load_weights
 from ..options import TrainOptions, dump_yaml
+from ..utils.files import atomic_save
 from ..utils.image import tensor2img, write_image
 from ..utils.logger import setup_logging
 from ..utils.misc import archive_existing, rng_state, select_device, set_random_seed, set_rng_state, timestamp
-from .checkpoint import load_training_state, save_checkpoint
+from .checkpoint import DiskFullError, find_resume_state, load_training_state, save_checkpoint
+from .distributed import (
+    World,
+    all_mean,
+    any_rank,
+    barrier,
+    gather_objects,
+    global_mean,
+    init_distributed,
+    shutdown,
+)
 from .evaluate import Scores, bicubic_upscale, score
 
 log = logging.getLogger(__name__)
@@ -39,7 +52,7 @@ def build_model(o: TrainOptions, device: torch.device) -> tuple[SRModel, bool]:
         load_weights(net_g, o.path.pretrain_model_G, o.path.strict_load, "generator")
         log.info("G initialised from %s", o.path.pretrain_model_G)
     if o.model == "sr":
-        return SRModel(net_g, o.train.psnr, device), False
+        return SRModel(net_g, o.train.psnr, device, o.train.ema_decay), False
     net_d = build_discriminator(o.network_D)
     if o.path.pretrain_model_D:
         load_weights(net_d, o.path.pretrain_model_D, o.path.strict_load, "discriminator")
@@ -47,7 +60,8 @@ def build_model(o: TrainOptions, device: torch.device) -> tuple[SRModel, bool]:
     net_f, random_vgg = (None, False)
     if o.train.gan.feature_weight > 0:
         net_f, random_vgg = build_feature_extractor(o.network_F)
-    return ESRGANModel(net_g, net_d, net_f, o.train.psnr, o.train.gan, device), random_vgg
+    model = ESRGANModel(net_g, net_d, net_f, o.train.psnr, o.train.gan, device, o.train.ema_decay)
+    return model, random_vgg
 
 
 def build_datasets(o: TrainOptions) -> tuple[PairedImageDataset, PairedImageDataset | None]:
@@ -66,21 +80,25 @@ def build_datasets(o: TrainOptions) -> tuple[PairedImageDataset, PairedImageData
     return train_set, val_set
 
 
-def prepare_run_dir(o: TrainOptions, resuming: bool) -> Path:
+def prepare_run_dir(o: TrainOptions, resuming: bool, world: World) -> Path:
     run_dir = Path(o.path.experiments_root) / o.name
-    if not resuming:
-        archived = archive_existing(run_dir)
-        if archived is not None:
-            print(f"An earlier run {run_dir} was moved to {archived}")
-    for sub in ("models", "training_state", "val_images", "tb_logger"):
-        (run_dir / sub).mkdir(parents=True, exist_ok=True)
+    if world.is_main:
+        if not resuming:
+            archived = archive_existing(run_dir)
+            if archived is not None:
+                print(f"An earlier run {run_dir} was moved to {archived}")
+        for sub in ("models", "training_state", "val_images", "tb_logger"):
+            (run_dir / sub).mkdir(parents=True, exist_ok=True)
+    barrier(world)
     return run_dir
 
 
 class LossMeter:
-    """Sums loss tensors on their device between prints; `read` is the one host-device sync."""
+    """Sums loss tensors on their device between prints; `read` is the one host-device sync (and, with several
+    processes, the one all-reduce that averages the logged values over the ranks)."""
 
-    def __init__(self) -> None:
+    def __init__(self, world: World) -> None:
+        self.world = world
         self.sums: dict[str, torch.Tensor] = {}
         self.counts: dict[str, int] = {}
         self.last: dict[str, float] = {}
@@ -95,130 +113,227 @@ class LossMeter:
 
     def read(self) -> dict[str, float]:
         keys = list(self.sums)
-        means = torch.stack([self.sums[k] / self.counts[k] for k in keys]).tolist() if keys else []
+        means = []
+        if keys:
+            means = all_mean(torch.stack([self.sums[k] / self.counts[k] for k in keys]), self.world).tolist()
         out = dict(zip(keys, means, strict=True)) | self.last
         self.sums, self.counts = {}, {}
         return out
 
 
-def validate(model: SRModel, loader: DataLoader, scale: int, step: int, run_dir: Path,
-             writer: Any, tb_images: int) -> Scores:
-    """Super-resolve the whole validation set; mean Y-channel PSNR/SSIM with the border of `scale` cropped."""
-    psnrs, ssims = [], []
-    for i, batch in enumerate(loader):
-        name = batch["name"][0]
-        sr = tensor2img(model.test(batch["LQ"]))
-        gt = tensor2img(batch["GT"])
-        result = score(sr, gt, crop_border=scale)
-        psnrs.append(result.psnr)
-        ssims.append(result.ssim)
+def validate(model: SRModel, dataset: PairedImageDataset, scale: int, step: int, run_dir: Path, writer: Any,
+             tb_images: int, world: World) -> Scores:
+    """Super-resolve the validation set, shared out over the ranks; mean Y-channel PSNR/SSIM, border `scale`
+    cropped. Every rank gets the same means."""
+    results = []
+    for i in range(world.rank, len(dataset), world.world_size):
+        sample = dataset[i]
+        name = sample["name"]
+        sr = tensor2img(model.test(sample["LQ"][None]))
+        result = score(sr, tensor2img(sample["GT"]), crop_border=scale)
+        results.append((result.psnr, result.ssim))
         write_image(run_dir / "val_images" / name / f"{name}_{step}.png", sr)
         if writer is not None and i < tb_images:
-            side_by_side = np.concatenate([sr, gt], axis=1)
+            side_by_side = np.concatenate([sr, tensor2img(sample["GT"])], axis=1)
             writer.add_image(f"val/{name} (SR | GT)", side_by_side, step, dataformats="HWC")
-    return Scores(float(np.mean(psnrs)), float(np.mean(ssims)))
+    every = [r for part in gather_objects(results, world) for r in part]
+    return Scores(float(np.mean([p for p, _ in every])), float(np.mean([s for _, s in every])))
 
 
-def bicubic_baseline(loader: DataLoader, scale: int) -> Scores:
+def bicubic_baseline(dataset: PairedImageDataset, scale: int) -> Scores:
     psnrs, ssims = [], []
-    for batch in loader:
-        lq = batch["LQ"][0].numpy().transpose(1, 2, 0)
-        result = score(bicubic_upscale(lq, scale), tensor2img(batch["GT"]), crop_border=scale)
+    for sample in dataset:
+        lq = sample["LQ"].numpy().transpose(1, 2, 0)
+        result = score(bicubic_upscale(lq, scale), tensor2img(sample["GT"]), crop_border=scale)
         psnrs.append(result.psnr)
         ssims.append(result.ssim)
     return Scores(float(np.mean(psnrs)), float(np.mean(ssims)))
 
 
-def train(o: TrainOptions) -> Path:
+class StopRequest:
+    """SIGINT / SIGTERM (what a scheduler sends before it kills a job) ask the loop to stop after the current
+    iteration and save; a second signal ends the process at once."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal is not None:
+            os._exit(128 + signum)
+        self.signal = signum
+        log.warning("%s received: stopping after this iteration with a checkpoint (send it again to quit at once)",
+                    signal.Signals(signum).name)
+
+    def restore(self) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+def _check_health(model: SRModel, max_nonfinite: int, step: int) -> None:
+    """Report skipped steps and stop when one network skipped `max_nonfinite` steps in a row (one sync)."""
+    counters = {k: int(v) for k, v in model.health().items()}
+    skipped = {k.removeprefix("skipped_"): v for k, v in counters.items() if k.startswith("skipped_") and v}
+    if skipped:
+        terms = {k.removeprefix("nonfinite_"): v for k, v in counters.items() if k.startswith("nonfinite_") and v}
+        log.warning("non-finite losses so far: skipped steps %s; non-finite terms %s", skipped, terms)
+    worst = max((v for k, v in counters.items() if k.startswith("consecutive_")), default=0)
+    if worst >= max_nonfinite:
+        raise FloatingPointError(
+            f"iteration {step}: {worst} consecutive steps had a non-finite loss and were skipped. Lower the "
+            "learning rate (train.*.optim_*.lr), use fp32 instead of fp16, check the data for broken images, or "
+            "resume from an earlier training state.")
+
+
+def train(o: TrainOptions, auto_resume: bool = False) -> Path:
     """Run (or resume) the training described by `o`; returns the run folder."""
-    resume = load_training_state(o.path.resume_state) if o.path.resume_state else None
-    run_dir = prepare_run_dir(o, resuming=resume is not None)
-    setup_logging(run_dir / f"train_{o.name}_{timestamp()}.log")
-    set_random_seed(o.train.manual_seed)
     device = select_device(o.device)
+    world = init_distributed(device, o.train.dist_timeout)
+    if world.distributed and device.type == "cuda":
+        device = torch.device("cuda", world.local_rank)
+    resume_path = o.path.resume_state
+    if auto_resume and not resume_path:
+        found = find_resume_state(Path(o.path.experiments_root) / o.name)
+        resume_path = str(found) if found else None
+    resume = load_training_state(resume_path) if resume_path else None
+    run_dir = prepare_run_dir(o, resuming=resume is not None, world=world)
+    setup_logging(run_dir / f"train_{o.name}_{timestamp()}.log" if world.is_main else None,
+                  level=logging.INFO if world.is_main else logging.WARNING)
+    if auto_resume and resume is None:
+        log.info("--auto_resume: no training state in %s, starting from scratch", run_dir)
+    # The same seed on every rank: identical initial networks (and EMA copies); the data differs by rank
+    # through the sampler's shards.
+    set_random_seed(o.train.manual_seed)
 
     model, random_vgg = build_model(o, device)
     if random_vgg:
         o.network_F.weights = "random"  # so that the resolved options say what was really used
-    dump_yaml(o, run_dir / f"options_{timestamp()}.yml")
+    if world.is_main:
+        dump_yaml(o, run_dir / f"options_{timestamp()}.yml")
     train_set, val_set = build_datasets(o)
     tr = o.datasets.train
     train_loader = build_train_loader(train_set, tr.batch_size, tr.n_workers, o.train.manual_seed, tr.use_shuffle,
-                                      tr.dataset_enlarge_ratio, pin_memory=device.type == "cuda")
-    val_loader = None if val_set is None else DataLoader(val_set, batch_size=1, shuffle=False, num_workers=0)
+                                      tr.dataset_enlarge_ratio, pin_memory=device.type == "cuda",
+                                      rank=world.rank, world_size=world.world_size)
 
-    start_step = 0
+    start_step, best = 0, {"psnr": -math.inf, "ssim": -math.inf, "iter": 0}
     if resume is not None:
         model.load_state_dict(resume["model"])
         set_rng_state(resume["rng"])
-        start_step = resume["iter"]
-        log.info("Resumed from %s at iteration %d (%s phase)", o.path.resume_state, start_step,
-                 model.phase(start_step + 1))
+        start_step, best = resume["iter"], resume["best"]
+        log.info("Resumed from %s at iteration %d (%s phase)", resume_path, start_step, model.phase(start_step + 1))
+    if world.distributed:
+        if o.model == "esrgan" and o.network_D.sync_bn:
+            if device.type != "cuda":
+                raise ValueError("network_D.sync_bn: PyTorch's SyncBatchNorm runs on GPUs only; turn it off on CPU")
+            model.net_d = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model.net_d)
+        model.wrap_distributed([device.index] if device.type == "cuda" else None, global_mean)
     total = o.total_iters
-    log.info("Run %s on %s: %d iterations (PSNR phase %d, GAN phase %d), %d training images, batch %d",
-             o.name, device, total, o.train.psnr.niter, total - o.train.psnr.niter, len(train_loader.dataset),
-             o.datasets.train.batch_size)
+    log.info("Run %s on %s x %d: %d iterations (PSNR phase %d, GAN phase %d), %d training images, batch %d per "
+             "process", o.name, device, world.world_size, total, o.train.psnr.niter, total - o.train.psnr.niter,
+             len(train_set), tr.batch_size)
 
     writer = None
-    if o.logger.use_tb_logger:
+    if o.logger.use_tb_logger and world.is_main:
         from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(log_dir=str(run_dir / "tb_logger"), purge_step=start_step + 1)
-    if val_loader is not None:
-        bicubic = bicubic_baseline(val_loader, o.scale)
+    if val_set is not None:
+        bicubic = bicubic_baseline(val_set, o.scale)
         log.info("Validation %s, bicubic baseline: PSNR %.2f dB, SSIM %.4f (Y, crop %d)",
-                 o.datasets.val.name, bicubic.psnr, bicubic.ssim, o.scale)
+                 val_set.name, bicubic.psnr, bicubic.ssim, o.scale)
 
-    meter = LossMeter()
+    def save(step: int) -> None:
+        state = {"iter": step, "phase": model.phase(step), "model": model.state_dict(), "rng": rng_state(),
+                 "best": best, "epoch_position": list(divmod(step, iters_per_epoch))}
+        if world.is_main:
+            nets = {"G": model.deployable_generator()} | ({"D": model.net_d} if o.model == "esrgan" else {})
+            try:
+                save_checkpoint(run_dir, step, nets, state, o.logger.keep_last)
+                log.info("Saved models/%d_G.pth and training_state/%d.state", step, step)
+            except DiskFullError as err:
+                if step == total:
+                    raise
+                log.error("checkpoint of iteration %d NOT saved: %s", step, err)
+        barrier(world)
+
+    meter = LossMeter(world)
+    stop = StopRequest()
     step = start_step
     # Outside a terminal (CI, nohup) a bar redrawn 10x a second only fills the log.
     bar = tqdm(total=total, initial=start_step, dynamic_ncols=True, desc=model.phase(step + 1),
-               mininterval=0.1 if sys.stderr.isatty() else 30.0)
+               mininterval=0.1 if sys.stderr.isatty() else 30.0, disable=not world.is_main)
     tick, tick_step = time.time(), step
     iters_per_epoch = len(train_loader)
-    while step < total:
-        # The data position follows from the iteration, so a resumed run continues with the very next batch.
-        epoch, position = divmod(step, iters_per_epoch)
-        train_loader.sampler.set_epoch(epoch, start=position * tr.batch_size)
-        for batch in prefetch_to_device(iter(train_loader), device):
-            step += 1
-            if step == o.train.psnr.niter + 1 and o.model == "esrgan" and step > 1:
-                log.info("Iteration %d: PSNR phase done, GAN phase starts", step)
-            bar.set_description(model.phase(step))
-            model.feed_data(batch)
-            model.optimize_parameters(step)
-            meter.add(model.log_dict)
-            bar.update(1)
+    try:
+        while step < total:
+            # The data position follows from the iteration, so a resumed run continues with the very next batch.
+            epoch, position = divmod(step, iters_per_epoch)
+            train_loader.sampler.set_epoch(epoch, start=position * tr.batch_size)
+            for batch in prefetch_to_device(iter(train_loader), device):
+                step += 1
+                if step == o.train.psnr.niter + 1 and o.model == "esrgan" and step > 1:
+                    log.info("Iteration %d: PSNR phase done, GAN phase starts", step)
+                bar.set_description(model.phase(step))
+                model.feed_data(batch)
+                try:
+                    model.optimize_parameters(step)
+                except torch.cuda.OutOfMemoryError as err:
+                    raise torch.cuda.OutOfMemoryError(
+                        f"{err}\nOut of GPU memory at iteration {step}: lower datasets.train.batch_size or "
+                        "datasets.train.GT_size (with model sr), or network_G.nf / nb.") from None
+                meter.add(model.log_dict)
+                bar.update(1)
 
-            if step % o.logger.print_freq == 0 or step == total:
-                values = meter.read()
-                seconds_per_iter = (time.time() - tick) / (step - tick_step)
-                tick, tick_step = time.time(), step
-                bar.set_postfix({k: f"{v:.3g}" for k, v in values.items() if not k.startswith("lr")})
-                log.info("iter %d (%s) %.3fs/it | %s", step, model.phase(step), seconds_per_iter,
-                         ", ".join(f"{k} {v:.4e}" for k, v in values.items()))
-                if writer is not None:
-                    for key, value in values.items():
-                        writer.add_scalar(f"train/{key}", value, step)
+                printing = step % o.logger.print_freq == 0 or step == total
+                if printing:
+                    values = meter.read()
+                    seconds_per_iter = (time.time() - tick) / (step - tick_step)
+                    tick, tick_step = time.time(), step
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in values.items() if not k.startswith("lr")})
+                    log.info("iter %d (%s) %.3fs/it | %s", step, model.phase(step), seconds_per_iter,
+                             ", ".join(f"{k} {v:.4e}" for k, v in values.items()))
+                    if writer is not None:
+                        for key, value in values.items():
+                            writer.add_scalar(f"train/{key}", value, step)
+                if printing or step % o.train.max_nonfinite == 0:
+                    _check_health(model, o.train.max_nonfinite, step)
 
-            if val_loader is not None and (step % o.train.val_freq == 0 or step == total):
-                result = validate(model, val_loader, o.scale, step, run_dir, writer, o.logger.tb_images)
-                log.info("Validation %s at iter %d: PSNR %.2f dB (bicubic %.2f), SSIM %.4f (bicubic %.4f)",
-                         o.datasets.val.name, step, result.psnr, bicubic.psnr, result.ssim, bicubic.ssim)
-                if writer is not None:
-                    writer.add_scalar("val/psnr", result.psnr, step)
-                    writer.add_scalar("val/ssim", result.ssim, step)
-                    writer.add_scalar("val/psnr_bicubic", bicubic.psnr, step)
-                    writer.add_scalar("val/ssim_bicubic", bicubic.ssim, step)
+                if val_set is not None and (step % o.train.val_freq == 0 or step == total):
+                    result = validate(model, val_set, o.scale, step, run_dir, writer, o.logger.tb_images, world)
+                    log.info("Validation %s at iter %d: PSNR %.2f dB (bicubic %.2f), SSIM %.4f (bicubic %.4f)",
+                             val_set.name, step, result.psnr, bicubic.psnr, result.ssim, bicubic.ssim)
+                    if writer is not None:
+                        writer.add_scalar("val/psnr", result.psnr, step)
+                        writer.add_scalar("val/ssim", result.ssim, step)
+                        writer.add_scalar("val/psnr_bicubic", bicubic.psnr, step)
+                        writer.add_scalar("val/ssim_bicubic", bicubic.ssim, step)
+                    if result.psnr > best["psnr"]:
+                        best = {"psnr": result.psnr, "ssim": result.ssim, "iter": step}
+                        if world.is_main:
+                            atomic_save({k: v.detach().cpu() for k, v in
+                                         model.deployable_generator().state_dict().items()},
+                                        run_dir / "models" / "best_G.pth")
+                    log.info("Best validation so far: PSNR %.2f dB, SSIM %.4f at iter %d", best["psnr"],
+                             best["ssim"], best["iter"])
 
-            if step % o.logger.save_freq == 0 or step == total:
-                state = {"iter": step, "phase": model.phase(step), "model": model.state_dict(), "rng": rng_state()}
-                save_checkpoint(run_dir, step, model.networks(), state)
-                log.info("Saved models/%d_G.pth and training_state/%d.state", step, step)
-            if step >= total:
-                break
-    bar.close()
-    if writer is not None:
-        writer.close()
+                # A signal stops all ranks at the same step: a single process checks its flag every
+                # iteration, several agree when they print (their one synchronisation point anyway).
+                stopping = stop.signal is not None if not world.distributed else (
+                    printing and any_rank(stop.signal is not None, world, device))
+                if step % o.logger.save_freq == 0 or step == total or stopping:
+                    save(step)
+                if stopping:
+                    log.warning("Stopped by a signal at iteration %d; continue with --auto_resume (or "
+                                "path.resume_state=%s)", step, run_dir / "training_state" / f"{step}.state")
+                    return run_dir
+                if step >= total:
+                    break
+    finally:
+        stop.restore()
+        bar.close()
+        if writer is not None:
+            writer.close()
+        shutdown(world)
     log.info("Done. Generator: %s; TensorBoard: tensorboard --logdir %s", run_dir / "models" / "latest_G.pth",
              run_dir / "tb_logger")
     return run_dir

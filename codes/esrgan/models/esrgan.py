@@ -5,40 +5,70 @@ with the pixel loss. From step N+1 on, ESRGAN alternates a G step on
 
     L_G = w_pix * L_pix + w_fea * L_percep + w_gan * L_G^Ra        (paper, eq. 3)
 
-with D frozen, and a D step on L_D^Ra with the fake detached from G (paper, eq. 1-2). Losses are kept as
-device tensors in `log_dict`; reading them (a host-device sync) is left to the logger at print time.
+with D frozen, and a D step on L_D^Ra with the fake detached from G (paper, eq. 1-2).
+
+Nothing here waits for the device: losses stay device tensors in `log_dict`, and a non-finite loss skips its
+optimizer step on the device (fused Adam's `found_inf`), counted in device tensors that the training loop
+reads only when it prints.
 """
 
 from __future__ import annotations
 
+import copy
 import re
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from ..losses import GANLoss, pixel_loss
 from ..options import GanPhaseOpt, OptimOpt, PsnrPhaseOpt
 from .lr_scheduler import build_scheduler
 
+BatchMean = Callable[[torch.Tensor], torch.Tensor]
+
 
 def build_adam(params: Any, o: OptimOpt) -> torch.optim.Adam:
-    return torch.optim.Adam(params, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
+    # Fused Adam takes `found_inf` and skips the update on the device when it is set: no sync to decide.
+    return torch.optim.Adam(params, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay, fused=True)
+
+
+class PairForward(nn.Module):
+    """D on real and on fake patches as two separate forwards (BN statistics per batch, as in the original
+    code) inside one module call, so that a DistributedDataParallel wrapper sees one forward per backward."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.net(real), self.net(fake)
 
 
 class SRModel:
-    """PSNR-oriented training of a generator with a pixel loss."""
+    """PSNR-oriented training of a generator with a pixel loss, with an optional EMA of its weights."""
 
-    def __init__(self, net_g: nn.Module, psnr: PsnrPhaseOpt, device: torch.device) -> None:
+    def __init__(self, net_g: nn.Module, psnr: PsnrPhaseOpt, device: torch.device, ema_decay: float = 0.0) -> None:
         self.device = device
         self.net_g = net_g.to(device)
+        self.train_g: nn.Module = self.net_g  # the DDP wrapper when distributed
         self.psnr_iters = psnr.niter
         self.cri_pix_psnr = pixel_loss(psnr.pixel_criterion)
         self.optimizers: dict[str, torch.optim.Optimizer] = {"G_psnr": build_adam(self.net_g.parameters(),
                                                                                   psnr.optim_G)}
         self.schedulers = {"G_psnr": build_scheduler(self.optimizers["G_psnr"], psnr.scheduler)}
+        self.ema_decay = ema_decay
+        self.net_g_ema = None
+        if ema_decay > 0:
+            self.net_g_ema = copy.deepcopy(self.net_g).eval().requires_grad_(False)
         self.log_dict: dict[str, torch.Tensor | float] = {}
+        # Device-side health counters: skipped steps per network, consecutive skips, non-finite loss terms.
+        self.skipped: dict[str, torch.Tensor] = {}
+        self.consecutive: dict[str, torch.Tensor] = {}
+        self.nonfinite_terms: dict[str, torch.Tensor] = {}
         self.lq = self.gt = self.fake = None
 
     def phase(self, step: int) -> str:
@@ -52,28 +82,69 @@ class SRModel:
         self._psnr_step()
 
     def _psnr_step(self) -> None:
-        self.net_g.train()
+        self.train_g.train()
         optimizer = self.optimizers["G_psnr"]
         optimizer.zero_grad(set_to_none=True)
-        self.fake = self.net_g(self.lq)
+        self.fake = self.train_g(self.lq)
         l_pix = self.cri_pix_psnr(self.fake, self.gt)
         l_pix.backward()
-        optimizer.step()
+        skipped = self._guarded_step("G", optimizer, l_pix, {"l_g_pix": l_pix})
+        self._update_ema(skipped)
         self.schedulers["G_psnr"].step()
         self.log_dict = {"l_g_pix": l_pix.detach(), "lr_G": optimizer.param_groups[0]["lr"]}
 
+    def _guarded_step(self, name: str, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
+                      terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """optimizer.step(), skipped on the device when `loss` is not finite; returns the skip flag (0-dim)."""
+        bad = ~torch.isfinite(loss.detach())
+        optimizer.found_inf = bad.float()
+        optimizer.step()
+        self.skipped[name] = self.skipped.get(name, 0) + bad.long()
+        self.consecutive[name] = (self.consecutive.get(name, 0) + 1) * bad.long()
+        for term, value in terms.items():
+            self.nonfinite_terms[term] = self.nonfinite_terms.get(term, 0) + (~torch.isfinite(value.detach())).long()
+        return bad
+
+    @torch.no_grad()
+    def _update_ema(self, skipped: torch.Tensor) -> None:
+        """ema += (1 - decay) * (G - ema), with weight 0 when G's step was skipped, in multi-tensor ops."""
+        if self.net_g_ema is None:
+            return
+        weight = (1.0 - self.ema_decay) * (~skipped).float()
+        torch._foreach_lerp_(list(self.net_g_ema.parameters()), list(self.net_g.parameters()), weight)
+
+    def health(self) -> dict[str, torch.Tensor]:
+        """The device counters, for the loop to read when it prints."""
+        out = {f"skipped_{k}": v for k, v in self.skipped.items()}
+        out |= {f"consecutive_{k}": v for k, v in self.consecutive.items()}
+        out |= {f"nonfinite_{k}": v for k, v in self.nonfinite_terms.items()}
+        return {k: torch.as_tensor(v, device=self.device) for k, v in out.items()}
+
+    def deployable_generator(self) -> nn.Module:
+        """The generator to validate and ship: the EMA when enabled, else G itself."""
+        return self.net_g_ema if self.net_g_ema is not None else self.net_g
+
     @torch.no_grad()
     def test(self, lq: torch.Tensor) -> torch.Tensor:
-        """Super-resolve a batch of LQ images (any size) in eval mode."""
-        was_training = self.net_g.training
-        self.net_g.eval()
+        """Super-resolve a batch of LQ images (any size) in eval mode with the deployable generator."""
+        net = self.deployable_generator()
+        was_training = net.training
+        net.eval()
         try:
-            return self.net_g(lq.to(self.device))
+            return net(lq.to(self.device))
         finally:
-            self.net_g.train(was_training)
+            net.train(was_training)
 
     def networks(self) -> dict[str, nn.Module]:
-        return {"G": self.net_g}
+        nets = {"G": self.net_g}
+        if self.net_g_ema is not None:
+            nets["G_ema"] = self.net_g_ema
+        return nets
+
+    def wrap_distributed(self, device_ids: list[int] | None, batch_mean: BatchMean) -> None:
+        """Train through DistributedDataParallel; the raw networks stay available for saving and evaluation.
+        `batch_mean` is the mean over all processes' batches (for RaGAN's relativistic term)."""
+        self.train_g = DistributedDataParallel(self.net_g, device_ids=device_ids)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue training: weights, optimizers, schedulers (tensors and plain data)."""
@@ -87,18 +158,21 @@ class SRModel:
             missing = set(objects) - set(state[group])
             if missing:
                 raise ValueError(f"the training state has no {group} entry for {sorted(missing)}; was it saved "
-                                 "by another model type?")
+                                 "by another model type or with other options (ema_decay)?")
             for name, obj in objects.items():
                 obj.load_state_dict(state[group][name])
+        for opt in self.optimizers.values():
+            opt.__dict__.pop("found_inf", None)
 
 
 class ESRGANModel(SRModel):
     """PSNR phase for `psnr.niter` steps, then the RaGAN + perceptual + pixel phase."""
 
     def __init__(self, net_g: nn.Module, net_d: nn.Module, net_f: nn.Module | None, psnr: PsnrPhaseOpt,
-                 gan: GanPhaseOpt, device: torch.device) -> None:
-        super().__init__(net_g, psnr, device)
+                 gan: GanPhaseOpt, device: torch.device, ema_decay: float = 0.0) -> None:
+        super().__init__(net_g, psnr, device, ema_decay)
         self.net_d = net_d.to(device)
+        self.d_pair: nn.Module = PairForward(self.net_d)
         self.net_f = net_f.to(device) if net_f is not None and gan.feature_weight > 0 else None
         self.gan = gan
         self.cri_pix = pixel_loss(gan.pixel_criterion)
@@ -113,7 +187,12 @@ class ESRGANModel(SRModel):
         return "psnr" if step <= self.psnr_iters else "gan"
 
     def networks(self) -> dict[str, nn.Module]:
-        return {"G": self.net_g, "D": self.net_d}
+        return super().networks() | {"D": self.net_d}
+
+    def wrap_distributed(self, device_ids: list[int] | None, batch_mean: BatchMean) -> None:
+        super().wrap_distributed(device_ids, batch_mean)
+        self.d_pair = DistributedDataParallel(PairForward(self.net_d), device_ids=device_ids)
+        self.cri_gan.batch_mean = batch_mean
 
     def optimize_parameters(self, step: int) -> None:
         if step <= self.psnr_iters:
@@ -124,9 +203,9 @@ class ESRGANModel(SRModel):
     def _gan_step(self, gan_step: int) -> None:
         """One GAN-phase iteration (1-based within the phase), in the order of the original ESRGAN code."""
         g = self.gan
-        self.net_g.train()
+        self.train_g.train()
         self.net_d.train()
-        self.fake = self.net_g(self.lq)
+        self.fake = self.train_g(self.lq)
         log: dict[str, torch.Tensor | float] = {}
         if gan_step % g.D_update_ratio == 0 and gan_step > g.D_init_iters:
             log |= self.optimize_generator()
@@ -143,37 +222,34 @@ class ESRGANModel(SRModel):
 
     def optimize_generator(self) -> dict[str, torch.Tensor]:
         """G step on w_pix * L_pix + w_fea * L_percep + w_gan * L_G, with D frozen (it still runs in train mode,
-        as in the original code, so its BN statistics see these batches)."""
+        as in the original code, so its BN statistics see these batches). D runs unwrapped here: it gets no
+        gradient, so there is nothing for DDP to synchronise."""
         g = self.gan
         self.net_d.requires_grad_(False)
         opt_g = self.optimizers["G"]
         opt_g.zero_grad(set_to_none=True)
         l_g_pix = g.pixel_weight * self.cri_pix(self.fake, self.gt)
-        log = {"l_g_pix": l_g_pix.detach()}
-        l_g_total = l_g_pix
+        terms = {"l_g_pix": l_g_pix}
         if self.net_f is not None:
             with torch.no_grad():
                 real_fea = self.net_f(self.gt)
-            l_g_fea = g.feature_weight * self.cri_fea(self.net_f(self.fake), real_fea)
-            l_g_total = l_g_total + l_g_fea
-            log["l_g_fea"] = l_g_fea.detach()
+            terms["l_g_fea"] = g.feature_weight * self.cri_fea(self.net_f(self.fake), real_fea)
         pred_g_fake = self.net_d(self.fake)
         pred_d_real = self.net_d(self.gt).detach() if g.gan_type == "ragan" else None
-        l_g_gan = g.gan_weight * self.cri_gan.generator_loss(pred_g_fake, pred_d_real)
-        log["l_g_gan"] = l_g_gan.detach()
-        (l_g_total + l_g_gan).backward()
-        opt_g.step()
+        terms["l_g_gan"] = g.gan_weight * self.cri_gan.generator_loss(pred_g_fake, pred_d_real)
+        l_g_total = sum(terms.values())
+        l_g_total.backward()
+        self._update_ema(self._guarded_step("G", opt_g, l_g_total, terms))
         self.net_d.requires_grad_(True)
-        return log
+        return {k: v.detach() for k, v in terms.items()}
 
     def optimize_discriminator(self) -> dict[str, torch.Tensor]:
         """D step on real patches and on the current fake detached from G."""
         opt_d = self.optimizers["D"]
         opt_d.zero_grad(set_to_none=True)
-        pred_d_real = self.net_d(self.gt)
-        pred_d_fake = self.net_d(self.fake.detach())
+        pred_d_real, pred_d_fake = self.d_pair(self.gt, self.fake.detach())
         l_d_total, l_d_real, l_d_fake = self.cri_gan.discriminator_loss(pred_d_real, pred_d_fake)
         l_d_total.backward()
-        opt_d.step()
+        self._guarded_step("D", opt_d, l_d_total, {"l_d_real": l_d_real, "l_d_fake": l_d_fake})
         return {"l_d_real": l_d_real.detach(), "l_d_fake": l_d_fake.detach(),
                 "D_real": pred_d_real.detach().mean(), "D_fake": pred_d_fake.detach().mean()}

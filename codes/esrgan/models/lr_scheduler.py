@@ -1,20 +1,39 @@
-"""Learning-rate schedules: MultiStepLR (the paper's halving) and cosine annealing with restarts."""
+"""Learning-rate schedules, in closed form of the phase's iteration: multi-step (the paper's halving) and cosine
+annealing with restarts, both with an optional linear warm-up.
+
+Each schedule is a small callable object given to `LambdaLR`: its state is plain numbers and lists, so it is
+saved in (and restored from) a training state loaded with `weights_only=True`.
+"""
 
 from __future__ import annotations
 
+import bisect
 import math
 
 import torch
-from torch.optim.lr_scheduler import LRScheduler, MultiStepLR
+from torch.optim.lr_scheduler import LambdaLR
 
 from ..options import SchedulerOpt
 
 
-class CosineAnnealingRestartLR(LRScheduler):
-    """Cosine decay from `weight_i * base_lr` to `eta_min` over each period i, restarting after each one."""
+class MultiStepFactor:
+    """lr factor gamma^(milestones passed), times the warm-up ramp."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, periods: list[int], restart_weights: list[float],
-                 eta_min: float = 0.0, last_epoch: int = -1) -> None:
+    def __init__(self, milestones: list[int], gamma: float, warmup_iters: int = 0) -> None:
+        self.milestones = sorted(milestones)
+        self.gamma = gamma
+        self.warmup_iters = warmup_iters
+
+    def __call__(self, t: int) -> float:
+        return _warmup(t, self.warmup_iters) * self.gamma ** bisect.bisect_right(self.milestones, t)
+
+
+class CosineRestartFactor:
+    """Cosine decay from weight_i to eta_min/base over each period i, restarting after each; eta_min after the
+    last period. `eta_min_ratio` is eta_min / base lr."""
+
+    def __init__(self, periods: list[int], restart_weights: list[float], eta_min_ratio: float,
+                 warmup_iters: int = 0) -> None:
         if not periods:
             raise ValueError("CosineAnnealingRestartLR needs at least one period")
         if len(restart_weights) != len(periods):
@@ -22,24 +41,30 @@ class CosineAnnealingRestartLR(LRScheduler):
                              "the same length")
         self.periods = list(periods)
         self.restart_weights = list(restart_weights)
-        self.eta_min = eta_min
-        super().__init__(optimizer, last_epoch)
+        self.eta_min_ratio = eta_min_ratio
+        self.warmup_iters = warmup_iters
 
-    def get_lr(self) -> list[float]:
-        t = self.last_epoch
-        cycle = 0
-        while cycle < len(self.periods) - 1 and t >= self.periods[cycle]:
-            t -= self.periods[cycle]
+    def __call__(self, t: int) -> float:
+        cycle, start = 0, 0
+        while cycle < len(self.periods) - 1 and t >= start + self.periods[cycle]:
+            start += self.periods[cycle]
             cycle += 1
-        # After the last period the lr stays at eta_min.
-        progress = min(t / self.periods[cycle], 1.0)
+        progress = min((t - start) / self.periods[cycle], 1.0)
         weight = self.restart_weights[cycle]
-        return [self.eta_min + (weight * base - self.eta_min) * 0.5 * (1 + math.cos(math.pi * progress))
-                for base in self.base_lrs]
+        cosine = self.eta_min_ratio + (weight - self.eta_min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        return _warmup(t, self.warmup_iters) * cosine
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, o: SchedulerOpt) -> LRScheduler:
+def _warmup(t: int, warmup_iters: int) -> float:
+    """Linear ramp: the first update uses lr/warmup_iters, full lr from update `warmup_iters` on."""
+    return min(1.0, (t + 1) / warmup_iters) if warmup_iters > 0 else 1.0
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, o: SchedulerOpt) -> LambdaLR:
     if o.type == "MultiStepLR":
-        return MultiStepLR(optimizer, milestones=o.milestones, gamma=o.gamma)
-    weights = o.restart_weights or [1.0] * len(o.periods)
-    return CosineAnnealingRestartLR(optimizer, o.periods, weights, o.eta_min)
+        factor = MultiStepFactor(o.milestones, o.gamma, o.warmup_iters)
+    else:
+        base_lr = optimizer.param_groups[0]["lr"]
+        factor = CosineRestartFactor(o.periods, o.restart_weights or [1.0] * len(o.periods),
+                                     o.eta_min / base_lr if base_lr > 0 else 0.0, o.warmup_iters)
+    return LambdaLR(optimizer, factor)

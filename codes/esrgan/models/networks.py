@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import pickle
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..archs.discriminator import Discriminator_VGG_128
+from ..archs.layouts import describe_hparams, infer_hparams, load_generator_state, read_weights_file
 from ..archs.rrdbnet import RRDBNet
 from ..archs.vgg import VGGFeatureExtractor, load_vgg_state_dict, torchvision_cache_file
 from ..options import NetworkDOpt, NetworkFOpt, NetworkGOpt
@@ -40,28 +40,31 @@ def build_feature_extractor(o: NetworkFOpt) -> tuple[VGGFeatureExtractor, bool]:
     return net, state is None
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load a weights file safely (no arbitrary unpickling) and unwrap the common containers."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ValueError(f"{path} is not a plain weights file (it needs arbitrary code to unpickle, which is "
-                         f"refused for safety): {str(err).splitlines()[0]}") from None
-    except (OSError, RuntimeError, EOFError) as err:
-        raise ValueError(f"cannot read weights file {path}: {err}") from None
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} does not hold a state dict (found {type(state).__name__})")
-    for wrapper in ("params_ema", "params", "state_dict"):
-        if isinstance(state.get(wrapper), dict):
-            log.info("%s: using the %r entry", path, wrapper)
-            state = state[wrapper]
-            break
-    return {k.removeprefix("module."): v for k, v in state.items()}
+def read_state_dict(path: str | Path, convert_layout: bool = True) -> dict[str, torch.Tensor]:
+    """Load a weights file safely (no arbitrary unpickling; .pth or .safetensors) and unwrap the common containers.
+
+    With `convert_layout` (generators) any published ESRGAN layout (ours, old arch, BasicSR) comes back under our
+    keys; without it (the discriminator) the keys are kept as they are.
+    """
+    if not convert_layout:
+        state, used = read_weights_file(path)
+        log.info("%s: %s", path, used)
+        return state
+    state, hparams, description = load_generator_state(path)
+    log.info("%s: %s, %s", path, description, describe_hparams(hparams))
+    return state
+
+
+def infer_generator_options(path: str | Path) -> dict[str, int]:
+    """in_nc, out_nc, nf, nb, gc and scale of the generator weights in `path` (any published layout)."""
+    return load_generator_state(path)[1]
 
 
 def load_weights(net: nn.Module, path: str | Path, strict: bool = True, what: str = "network") -> None:
-    """Load `path` into `net`; a mismatch names the missing, unexpected and wrongly shaped keys."""
-    state = read_state_dict(path)
+    """Load `path` into `net`; a mismatch names the missing, unexpected and wrongly shaped keys (and, for a
+    generator, the sizes the file implies)."""
+    generator = isinstance(net, tuple(GENERATORS.values()))
+    state = read_state_dict(path, convert_layout=generator)
     own = net.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -74,7 +77,8 @@ def load_weights(net: nn.Module, path: str | Path, strict: bool = True, what: st
         parts = [f"{len(missing)} missing keys: {listing(missing)}" if missing else "",
                  f"{len(unexpected)} unexpected keys: {listing(unexpected)}" if unexpected else "",
                  f"{len(shapes)} tensors of another shape (file vs network): {listing(shapes)}" if shapes else ""]
+        hint = (f"The file holds {describe_hparams(infer_hparams(state))}: set the network_G options and scale to "
+                "match." if generator else "Check the network options against the file.")
         raise ValueError(f"the weights in {path} do not fit the configured {what} "
-                         f"({type(net).__name__}): " + "; ".join(p for p in parts if p)
-                         + ". Check the network options (nf, nb, gc, scale) against the file.")
+                         f"({type(net).__name__}): " + "; ".join(p for p in parts if p) + ". " + hint)
     net.load_state_dict(state, strict=strict)

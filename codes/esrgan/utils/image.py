@@ -14,6 +14,8 @@ import cv2
 import numpy as np
 import torch
 
+from .files import atomic_output
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -86,13 +88,9 @@ def write_image(path: str | Path, img: np.ndarray, png_level: int | None = None)
     if img.ndim == 3 and img.shape[2] in (3, 4):
         img = img[:, :, [2, 1, 0, 3][: img.shape[2]]]  # RGB(A) -> OpenCV's BGR(A)
     params = [cv2.IMWRITE_PNG_COMPRESSION, png_level] if png_level is not None else []
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
+    with atomic_output(path) as tmp:
         if not cv2.imwrite(os.fspath(tmp), np.ascontiguousarray(img), params):
             raise OSError(f"could not write image {path}")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:

@@ -1,0 +1,259 @@
+"""The published key layouts of ESRGAN generator weights, and safe reading, conversion and writing of them.
+
+The same RRDBNet circulates under three sets of state-dict keys:
+
+- ``esrgan``: the original ESRGAN repository's current ("new arch") keys, which are this project's own
+  (``conv_first``, ``RRDB_trunk.{i}.RDB{k}.conv{j}``, ``trunk_conv``, ``upconv1``, ``upconv2``, ``HRconv``,
+  ``conv_last``); the released ``RRDB_ESRGAN_x4.pth`` / ``RRDB_PSNR_x4.pth`` use them.
+- ``old``: the original repository's first ("old arch") release, a flattened ``nn.Sequential`` named ``model``:
+  ``model.0`` conv_first, ``model.1.sub.{i}.RDB{k}.conv{j}.0`` the dense-block convs, ``model.1.sub.{nb}`` the trunk
+  conv, then per x2 stage (Upsample, conv, LeakyReLU) and finally HRconv, LeakyReLU, conv_last. So the upsampling
+  convs sit at ``model.3`` and ``model.6``, HRconv at ``model.8`` and conv_last at ``model.10`` for x4, and at
+  ``model.3``, ``model.5``, ``model.7`` for x2.
+- ``basicsr``: BasicSR / Real-ESRGAN (``body.{i}.rdb{k}.conv{j}``, ``conv_body``, ``conv_up1``, ``conv_up2``,
+  ``conv_hr``), usually wrapped as ``{'params': ...}`` and/or ``{'params_ema': ...}``. BasicSR's x4 RRDBNet is ours;
+  its x2 and x1 models pixel-unshuffle the input before ``conv_first``, which our RRDBNet cannot do, so they are
+  refused.
+
+Files are read without arbitrary unpickling (``torch.load(weights_only=True)``) or from ``.safetensors`` (optional
+``safetensors`` package).
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import torch
+
+from ..utils.files import atomic_output, atomic_save
+
+Layout = Literal["esrgan", "old", "basicsr"]
+LAYOUTS: tuple[Layout, ...] = get_args(Layout)
+LAYOUT_NAMES: dict[Layout, str] = {"esrgan": "ESRGAN layout", "old": "old-arch layout", "basicsr": "BasicSR layout"}
+# Containers that training frameworks put around a state dict, in order of preference: BasicSR saves the EMA
+# generator (the one to use for inference) as params_ema next to the raw params.
+WRAPPERS = ("params_ema", "params", "state_dict", "model")
+KEYS_SHOWN = 5
+
+_FIRST_CONV: dict[Layout, str] = {"esrgan": "conv_first", "old": "model.0", "basicsr": "conv_first"}
+_BLOCK_INDEX: dict[Layout, re.Pattern[str]] = {"esrgan": re.compile(r"RRDB_trunk\.(\d+)\.RDB"),
+                                               "old": re.compile(r"model\.1\.sub\.(\d+)\.RDB"),
+                                               "basicsr": re.compile(r"body\.(\d+)\.rdb")}
+_BLOCK_CONV: dict[Layout, str] = {"esrgan": "RRDB_trunk.{i}.RDB{k}.conv{j}", "old": "model.1.sub.{i}.RDB{k}.conv{j}.0",
+                                  "basicsr": "body.{i}.rdb{k}.conv{j}"}
+_UPSAMPLE_STAGES = {2: 1, 4: 2}
+_CONV_PARAMS = ("weight", "bias")  # every tensor of RRDBNet, in state-dict order within a conv
+
+
+def _listing(items: list[str]) -> str:
+    more = f" ... (+{len(items) - KEYS_SHOWN} more)" if len(items) > KEYS_SHOWN else ""
+    return ", ".join(items[:KEYS_SHOWN]) + more
+
+
+def _single_convs(layout: Layout, nb: int, scale: int) -> dict[str, str]:
+    """Our names of the convs outside the trunk -> theirs."""
+    if layout == "esrgan":
+        names = ("conv_first", "trunk_conv", "upconv1", "upconv2", "HRconv", "conv_last")
+        return {n: n for n in names}
+    if layout == "basicsr":
+        return {"conv_first": "conv_first", "trunk_conv": "conv_body", "upconv1": "conv_up1", "upconv2": "conv_up2",
+                "HRconv": "conv_hr", "conv_last": "conv_last"}
+    # Old arch: model.2 .. model.{3 * stages + 1} are the (Upsample, conv, LeakyReLU) triples.
+    stages = _UPSAMPLE_STAGES[scale]
+    return {"conv_first": "model.0", "trunk_conv": f"model.1.sub.{nb}", "upconv1": "model.3", "upconv2": "model.6",
+            "HRconv": f"model.{3 * stages + 2}", "conv_last": f"model.{3 * stages + 4}"}
+
+
+def _module_table(layout: Layout, nb: int, scale: int) -> dict[str, str]:
+    """Every conv of RRDBNet(nb, scale), ours -> theirs, in our state-dict order."""
+    single = _single_convs(layout, nb, scale)
+    table = {"conv_first": single["conv_first"]}
+    for i in range(nb):
+        for k in (1, 2, 3):
+            for j in (1, 2, 3, 4, 5):
+                table[_BLOCK_CONV["esrgan"].format(i=i, k=k, j=j)] = _BLOCK_CONV[layout].format(i=i, k=k, j=j)
+    ends = ("trunk_conv", "upconv1", "upconv2", "HRconv", "conv_last") if scale == 4 else (
+        "trunk_conv", "upconv1", "HRconv", "conv_last")
+    return table | {name: single[name] for name in ends}
+
+
+def detect_layout(sd: Mapping[str, Any]) -> Layout:
+    """Which published layout the keys of `sd` (unwrapped, no ``module.`` prefix) follow."""
+    found = [layout for layout in LAYOUTS
+             if f"{_FIRST_CONV[layout]}.weight" in sd and any(_BLOCK_INDEX[layout].match(k) for k in sd)]
+    if len(found) != 1:
+        raise ValueError("the keys match no single known ESRGAN generator layout (ESRGAN: conv_first, RRDB_trunk.*; "
+                         "old arch: model.0, model.1.sub.*; BasicSR: conv_first, body.*); the file has "
+                         f"{len(sd)} keys: {_listing(list(sd))}")
+    return found[0]
+
+
+def _blocks_and_scale(sd: Mapping[str, torch.Tensor], layout: Layout) -> tuple[int, int]:
+    """The number of RRDBs (1 + the highest block index) and the scale that the keys of `sd` imply."""
+    nb = 1 + max((int(m.group(1)) for k in sd if (m := _BLOCK_INDEX[layout].match(k))), default=-1)
+    if layout != "old":
+        return nb, 4 if f"{_single_convs(layout, nb, 4)['upconv2']}.weight" in sd else 2
+    # The old arch has no names for the upsampling stages; the index of conv_last (3 * stages + 4) tells them.
+    last = max(int(m.group(1)) for k in sd if (m := re.match(r"model\.(\d+)\.", k)))
+    scales = {3 * stages + 4: scale for scale, stages in _UPSAMPLE_STAGES.items()}
+    if last not in scales:
+        raise ValueError(f"old-arch weights whose last layer is model.{last}: RRDBNet has conv_last at model.7 (x2) "
+                         "or model.10 (x4); other upsampling layouts are not supported")
+    return nb, scales[last]
+
+
+def _rename(sd: Mapping[str, torch.Tensor], table: dict[str, str], source: str) -> dict[str, torch.Tensor]:
+    """Rename the modules of `sd` by `table` (source -> target); the result follows the table's order."""
+    position = {name: n for n, name in enumerate(table)}
+    renamed, unknown = [], []
+    for key, tensor in sd.items():
+        module, _, param = key.rpartition(".")
+        if module in table and param in _CONV_PARAMS:
+            renamed.append(((position[module], _CONV_PARAMS.index(param)), f"{table[module]}.{param}", tensor))
+        else:
+            unknown.append(key)
+    if unknown:
+        raise ValueError(f"{len(unknown)} keys of the {source} have no counterpart in RRDBNet: {_listing(unknown)}")
+    return {key: tensor for _, key, tensor in sorted(renamed, key=lambda item: item[0])}
+
+
+def _refuse_pixel_unshuffle(sd: Mapping[str, torch.Tensor]) -> None:
+    in_ch, out_ch = sd["conv_first.weight"].shape[1], sd["conv_last.weight"].shape[0]
+    for factor, scale in ((2, 2), (4, 1)):
+        if in_ch == factor * factor * out_ch:
+            raise ValueError(
+                f"these are BasicSR / Real-ESRGAN x{scale} weights: conv_first takes {in_ch} = {factor * factor} x "
+                f"{out_ch} channels because that RRDBNet pixel-unshuffles the input by {factor} before it (and "
+                "upsamples x4 after the trunk). The original ESRGAN RRDBNet of this project has no pixel-unshuffle, "
+                "so these weights cannot be used with it")
+
+
+def to_esrgan(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The same tensors under our keys, in our order, whatever the published layout of `sd`."""
+    layout = detect_layout(sd)
+    if layout == "basicsr" and "conv_last.weight" in sd:
+        _refuse_pixel_unshuffle(sd)
+    nb, scale = _blocks_and_scale(sd, layout)
+    ours_to_theirs = _module_table(layout, nb, scale)
+    return _rename(sd, {theirs: ours for ours, theirs in ours_to_theirs.items()}, LAYOUT_NAMES[layout])
+
+
+def from_esrgan(sd: Mapping[str, torch.Tensor], layout: Layout) -> dict[str, torch.Tensor]:
+    """The same tensors under the keys of `layout` (`sd` in our layout)."""
+    given = detect_layout(sd)
+    if given != "esrgan":
+        raise ValueError(f"expected weights in the ESRGAN layout, got the {LAYOUT_NAMES[given]}")
+    nb, scale = _blocks_and_scale(sd, "esrgan")
+    if layout == "basicsr" and scale == 2:
+        raise ValueError("an x2 RRDBNet has no BasicSR layout: BasicSR's x2 RRDBNet pixel-unshuffles its input and "
+                         "keeps two x2 upsampling stages, so it cannot hold this network")
+    return _rename(sd, _module_table(layout, nb, scale), LAYOUT_NAMES["esrgan"])
+
+
+def infer_hparams(sd: Mapping[str, torch.Tensor]) -> dict[str, int]:
+    """RRDBNet's in_nc, out_nc, nf, nb, gc and scale from the shapes of a state dict in our layout."""
+    needed = ("conv_first.weight", "RRDB_trunk.0.RDB1.conv1.weight", "conv_last.weight")
+    missing = [k for k in needed if k not in sd]
+    if missing:
+        raise ValueError(f"cannot tell the RRDBNet size: {', '.join(missing)} missing")
+    nb, scale = _blocks_and_scale(sd, "esrgan")
+    nf, in_nc = sd["conv_first.weight"].shape[:2]
+    return {"in_nc": in_nc, "out_nc": sd["conv_last.weight"].shape[0], "nf": nf, "nb": nb,
+            "gc": sd["RRDB_trunk.0.RDB1.conv1.weight"].shape[0], "scale": scale}
+
+
+def describe_hparams(hparams: Mapping[str, int]) -> str:
+    """E.g. 'nf=64, nb=23, gc=32, scale 4 (in_nc=3, out_nc=3)'."""
+    return "nf={nf}, nb={nb}, gc={gc}, scale {scale} (in_nc={in_nc}, out_nc={out_nc})".format(**hparams)
+
+
+def unwrap(obj: Any) -> tuple[dict[str, torch.Tensor], str]:
+    """The state dict inside `obj` (raw, or under one of WRAPPERS) without DataParallel's ``module.`` prefix,
+    and what was used, e.g. 'params_ema' or "raw state dict, 'module.' prefix removed"."""
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"expected a state dict, found {type(obj).__name__}")
+    used = "raw state dict"
+    for wrapper in WRAPPERS:
+        if isinstance(obj.get(wrapper), Mapping):
+            obj, used = obj[wrapper], wrapper
+            break
+    others = [str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if others:
+        raise ValueError(f"not a state dict: {len(others)} entries are not tensors ({_listing(others)}); state dicts "
+                         f"are recognised raw or under one of {', '.join(WRAPPERS)}")
+    sd = {k.removeprefix("module."): v for k, v in obj.items()}
+    if any(k.startswith("module.") for k in obj):
+        used += ", 'module.' prefix removed"
+    return sd, used
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        import safetensors
+        from safetensors.torch import load_file
+    except ImportError:
+        raise ValueError(f"{path}: reading .safetensors files needs the optional safetensors package: "
+                         "pip install safetensors") from None
+    try:
+        return load_file(path, device="cpu")
+    except (OSError, safetensors.SafetensorError) as err:
+        raise ValueError(f"cannot read weights file {path}: {err}") from None
+
+
+def _read_torch(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # torch's message suggests weights_only=False; name the offending global instead.
+        needed = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        what = f" (it asks for {needed.group(1)})" if needed else ""
+        raise ValueError(f"refusing to unpickle {path}: it is not a plain weights file{what}, and unpickling it "
+                         "could run arbitrary code. If you trust its source, load it yourself and torch.save only "
+                         "its state dict") from None
+    except (OSError, RuntimeError, EOFError) as err:
+        raise ValueError(f"cannot read weights file {path}: {err}") from None
+
+
+def read_weights_file(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
+    """The unwrapped state dict of a .pth (or other torch.save file) or .safetensors file, and what was used."""
+    path = Path(path)
+    obj = _read_safetensors(path) if path.suffix == ".safetensors" else _read_torch(path)
+    try:
+        return unwrap(obj)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
+def load_generator_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, int], str]:
+    """Generator weights of any published layout as (our-layout state dict, inferred hparams, a description
+    such as 'old-arch layout, params_ema')."""
+    sd, used = read_weights_file(path)
+    try:
+        layout = detect_layout(sd)
+        ours = to_esrgan(sd)
+        return ours, infer_hparams(ours), f"{LAYOUT_NAMES[layout]}, {used}"
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
+def save_generator_state(sd: Mapping[str, torch.Tensor], path: str | Path, layout: Layout = "esrgan") -> None:
+    """Write our-layout weights `sd` in `layout`, atomically: .safetensors (with the hparams as metadata) by the
+    suffix of `path`, else a torch.save file (a raw state dict; BasicSR's wrapped as {'params': ...})."""
+    path = Path(path)
+    state = from_esrgan(sd, layout)
+    if path.suffix != ".safetensors":
+        atomic_save({"params": state} if layout == "basicsr" else state, path)
+        return
+    try:
+        from safetensors.torch import save_file
+    except ImportError:
+        raise ValueError(f"{path}: writing .safetensors files needs the optional safetensors package: "
+                         "pip install safetensors") from None
+    metadata = {name: str(value) for name, value in infer_hparams(sd).items()} | {"layout": layout}
+    with atomic_output(path) as tmp:
+        # safetensors stores each tensor as one contiguous buffer.
+        save_file({k: v.contiguous() for k, v in state.items()}, tmp, metadata=metadata)

@@ -1,0 +1,94 @@
+"""Distributed training on PyTorch's own engine: torchrun sets the environment, DDP averages gradients.
+
+`python train.py ...` is a world of one; `torchrun --nproc_per_node=N train.py ...` (or multi-node with
+`--nnodes`, `--node_rank`, `--rdzv_endpoint`) starts N processes that find rank and world size in the
+environment. NCCL on GPUs, gloo on CPUs.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device: torch.device, timeout_s: int = 1800) -> World:
+    """Join the process group torchrun describes in the environment; a plain run is a world of one.
+    `timeout_s` bounds every wait for the other processes (rank 0 may be saving while they wait)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return World()
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        timeout = datetime.timedelta(seconds=timeout_s)
+        store, rank, world_size = next(dist.rendezvous("env://", rank, world_size, timeout=timeout))
+        # After an elastic restart the workers may share torchrun's store with the attempt before; a prefix per
+        # attempt keeps them from reading the dead processes' addresses (seen as gloo start-up failures).
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        store = dist.PrefixStore(f"esrgan/attempt_{attempt}", store)
+        dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
+    return World(rank, world_size, local_rank)
+
+
+def all_mean(values: torch.Tensor, world: World) -> torch.Tensor:
+    """Mean of a tensor over all ranks (used only at print time)."""
+    if world.distributed:
+        values = values.clone()
+        dist.all_reduce(values)
+        values /= world.world_size
+    return values
+
+
+def any_rank(flag: bool, world: World, device: torch.device) -> bool:
+    """True if `flag` is true on any rank: every rank gets the same answer."""
+    if not world.distributed:
+        return flag
+    t = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def gather_objects(obj: object, world: World) -> list:
+    if not world.distributed:
+        return [obj]
+    out: list = [None] * world.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier(world: World) -> None:
+    if world.distributed:
+        dist.barrier()
+
+
+def shutdown(world: World) -> None:
+    if world.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def global_mean(x: torch.Tensor) -> torch.Tensor:
+    """Differentiable mean of `x` over the batches of all ranks (equal batch sizes)."""
+    import torch.distributed.nn.functional as dist_fn
+
+    return dist_fn.all_reduce(x.sum()) / (x.numel() * dist.get_world_size())

@@ -1,0 +1,34 @@
+"""Run by tests/test_distributed.py under torchrun: a few ESRGAN steps on rank-specific data, each rank saving
+its weights, so the test can compare the ranks."""
+
+import sys
+from pathlib import Path
+
+import torch
+
+from esrgan.archs.discriminator import Discriminator_VGG_128
+from esrgan.archs.rrdbnet import RRDBNet
+from esrgan.archs.vgg import VGGFeatureExtractor
+from esrgan.engine.distributed import global_mean, init_distributed, shutdown
+from esrgan.models.esrgan import ESRGANModel
+from esrgan.options import GanPhaseOpt, PsnrPhaseOpt
+
+
+def main(out: Path) -> None:
+    world = init_distributed(torch.device("cpu"))
+    torch.manual_seed(world.rank)  # different initial weights: DDP must make them equal
+    model = ESRGANModel(RRDBNet(3, 3, nf=8, nb=1, gc=4), Discriminator_VGG_128(3, nf=4),
+                        VGGFeatureExtractor(feature_layer=4), PsnrPhaseOpt(niter=2), GanPhaseOpt(niter=2),
+                        torch.device("cpu"), ema_decay=0.9)
+    model.wrap_distributed(None, global_mean)
+    for step in range(1, 5):
+        g = torch.Generator().manual_seed(100 * world.rank + step)
+        model.feed_data({"LQ": torch.rand(2, 3, 32, 32, generator=g), "GT": torch.rand(2, 3, 128, 128, generator=g)})
+        model.optimize_parameters(step)
+    torch.save({"G": model.net_g.state_dict(), "D": dict(model.net_d.named_parameters())},
+               out / f"rank{world.rank}.pt")
+    shutdown(world)
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))

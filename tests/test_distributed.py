@@ -1,0 +1,85 @@
+"""Multi-process training with torchrun on CPU (gloo): ranks stay identical, and 2 processes x batch B make the
+same update as 1 process x batch 2B."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from esrgan.engine import checkpoint
+from esrgan.options import REPO_ROOT
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+ENV = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "codes"), "OMP_NUM_THREADS": "1"}
+SETTINGS = {"datasets.train.dataroot_GT": str(REPO_ROOT / "datasets" / "demo" / "val"), "network_G.nf": 8,
+            "network_G.nb": 1, "network_G.gc": 4, "datasets.train.n_workers": 0, "datasets.val": "~",
+            "logger.print_freq": 1, "logger.use_tb_logger": "false", "model": "sr", "train.gan.niter": 0,
+            "train.psnr.niter": 3, "logger.save_freq": 3, "datasets.train.dataset_enlarge_ratio": 2,
+            "name": "run"}
+
+
+def train_args(root: Path, **extra) -> list[str]:
+    args = [str(REPO_ROOT / "train.py"), "-opt", str(REPO_ROOT / "options" / "train_demo.yml")]
+    for key, value in (SETTINGS | {"path.experiments_root": str(root)} | extra).items():
+        args += ["--set", f"{key}={value}"]
+    return args
+
+
+def test_ranks_hold_identical_weights_after_ddp_steps(tmp_path):
+    subprocess.run([*TORCHRUN, str(REPO_ROOT / "tests" / "ddp_worker.py"), str(tmp_path)], check=True, env=ENV,
+                   capture_output=True, timeout=300)
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    for net in ("G", "D"):
+        for key, value in rank0[net].items():
+            assert torch.equal(value, rank1[net][key]), f"{net}.{key}"
+
+
+def test_two_processes_with_batch_b_update_like_one_process_with_batch_2b(tmp_path):
+    one = subprocess.run([sys.executable, *train_args(tmp_path / "one", **{"datasets.train.batch_size": 2})],
+                         env=ENV, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([*TORCHRUN, *train_args(tmp_path / "two", **{"datasets.train.batch_size": 1})],
+                         env=ENV, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr
+    a = torch.load(tmp_path / "one" / "run" / "models" / "3_G.pth", weights_only=True)
+    b = torch.load(tmp_path / "two" / "run" / "models" / "3_G.pth", weights_only=True)
+    for key, value in a.items():
+        assert torch.allclose(value, b[key], rtol=1e-4, atol=1e-6), key
+    assert "x 2:" in two.stderr + two.stdout  # the run reported two processes
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker processes through /proc")
+def test_a_killed_worker_is_restarted_by_torchrun_and_the_job_resumes_and_finishes(tmp_path):
+    args = [*TORCHRUN[:-1], "--nproc_per_node=2", "--max-restarts=1",
+            *train_args(tmp_path, **{"train.psnr.niter": 30, "logger.save_freq": 1, "datasets.train.batch_size": 1,
+                                     "train.dist_timeout": 60}),
+            "--auto_resume"]
+    proc = subprocess.Popen(args, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = tmp_path / "run"
+    deadline = time.time() + 120
+    while not checkpoint.saved_iterations(run):
+        assert time.time() < deadline and proc.poll() is None, "training did not start"
+        time.sleep(0.05)
+    workers = children(proc.pid)
+    assert len(workers) == 2
+    os.kill(workers[1], 9)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert "Resumed from" in err
+    assert checkpoint.saved_iterations(run)[-1] == 30

@@ -1,0 +1,365 @@
+"""Specification of the published ESRGAN weight layouts (``esrgan.archs.layouts``), of loading them into the
+configured generator, and of the convert_weights.py and net_interp.py scripts."""
+
+import logging
+import pathlib
+import runpy
+import sys
+
+import pytest
+import torch
+
+from esrgan.archs.discriminator import Discriminator_VGG_128
+from esrgan.archs.layouts import (
+    detect_layout,
+    from_esrgan,
+    infer_hparams,
+    load_generator_state,
+    read_weights_file,
+    to_esrgan,
+    unwrap,
+)
+from esrgan.archs.rrdbnet import RRDBNet
+from esrgan.models.networks import infer_generator_options, load_weights, read_state_dict
+from esrgan.options import REPO_ROOT
+
+LAYOUT_CASES = [("esrgan", 4), ("esrgan", 2), ("old", 4), ("old", 2), ("basicsr", 4)]
+
+
+def tiny_net(scale: int = 4, nf: int = 8, nb: int = 2, gc: int = 4, in_nc: int = 3, out_nc: int = 3,
+             seed: int = 0) -> RRDBNet:
+    torch.manual_seed(seed)
+    return RRDBNet(in_nc, out_nc, nf=nf, nb=nb, gc=gc, scale=scale).eval()
+
+
+def non_block_keys(sd: dict) -> list[str]:
+    return [k for k in sd if "RDB" not in k and "rdb" not in k]
+
+
+def script(name: str):
+    return runpy.run_path(str(REPO_ROOT / "scripts" / name))["main"]
+
+
+# ------------------------------------------------------------------------------------------ layouts
+def test_old_arch_x4_keys_follow_the_flattened_sequential():
+    old = from_esrgan(tiny_net(scale=4).state_dict(), "old")
+    assert non_block_keys(old) == ["model.0.weight", "model.0.bias", "model.1.sub.2.weight", "model.1.sub.2.bias",
+                                   "model.3.weight", "model.3.bias", "model.6.weight", "model.6.bias",
+                                   "model.8.weight", "model.8.bias", "model.10.weight", "model.10.bias"]
+    assert list(old)[2:4] == ["model.1.sub.0.RDB1.conv1.0.weight", "model.1.sub.0.RDB1.conv1.0.bias"]
+
+
+def test_old_arch_x2_has_one_upsampling_stage():
+    old = from_esrgan(tiny_net(scale=2).state_dict(), "old")
+    assert non_block_keys(old) == ["model.0.weight", "model.0.bias", "model.1.sub.2.weight", "model.1.sub.2.bias",
+                                   "model.3.weight", "model.3.bias", "model.5.weight", "model.5.bias",
+                                   "model.7.weight", "model.7.bias"]
+
+
+def test_basicsr_keys():
+    basicsr = from_esrgan(tiny_net(scale=4).state_dict(), "basicsr")
+    assert non_block_keys(basicsr) == ["conv_first.weight", "conv_first.bias", "conv_body.weight", "conv_body.bias",
+                                       "conv_up1.weight", "conv_up1.bias", "conv_up2.weight", "conv_up2.bias",
+                                       "conv_hr.weight", "conv_hr.bias", "conv_last.weight", "conv_last.bias"]
+    assert list(basicsr)[-12:-10] == ["body.1.rdb3.conv5.weight", "body.1.rdb3.conv5.bias"]
+
+
+@pytest.mark.parametrize(("layout", "scale"), LAYOUT_CASES)
+def test_each_layout_is_detected_and_converts_back_to_the_same_tensors_in_our_order(layout, scale):
+    ours = tiny_net(scale=scale).state_dict()
+    theirs = from_esrgan(ours, layout)
+    assert detect_layout(theirs) == layout
+    back = to_esrgan(theirs)
+    assert list(back) == list(ours)
+    assert all(back[k] is ours[k] for k in ours)
+
+
+def test_conversion_puts_the_keys_in_our_order_whatever_the_order_of_the_file():
+    ours = tiny_net().state_dict()
+    shuffled = dict(reversed(from_esrgan(ours, "basicsr").items()))
+    assert list(to_esrgan(shuffled)) == list(ours)
+
+
+@pytest.mark.parametrize(("layout", "scale"), LAYOUT_CASES)
+def test_a_file_in_each_layout_loads_into_a_network_with_identical_outputs(tmp_path, layout, scale):
+    net = tiny_net(scale=scale)
+    theirs = from_esrgan(net.state_dict(), layout)
+    torch.save({"params": theirs} if layout == "basicsr" else theirs, tmp_path / "g.pth")
+    state, hparams, _ = load_generator_state(tmp_path / "g.pth")
+    loaded = RRDBNet(**hparams).eval()
+    loaded.load_state_dict(state)
+    x = torch.rand(1, 3, 6, 5)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), net(x))
+
+
+def test_the_description_names_the_layout_and_the_wrapper(tmp_path):
+    torch.save({"params_ema": from_esrgan(tiny_net().state_dict(), "old")}, tmp_path / "g.pth")
+    assert load_generator_state(tmp_path / "g.pth")[2] == "old-arch layout, params_ema"
+
+
+def test_unknown_keys_are_refused_with_a_few_of_them():
+    with pytest.raises(ValueError, match="no single known ESRGAN generator layout") as info:
+        detect_layout({"encoder.weight": torch.zeros(1), "decoder.weight": torch.zeros(1)})
+    assert "the file has 2 keys: encoder.weight, decoder.weight" in str(info.value)
+
+
+def test_keys_outside_the_network_are_refused_by_name():
+    old = from_esrgan(tiny_net().state_dict(), "old") | {"model.1.sub.0.RDB1.extra.weight": torch.zeros(1)}
+    with pytest.raises(ValueError, match=r"1 keys of the old-arch layout have no counterpart in RRDBNet: "
+                                         r"model\.1\.sub\.0\.RDB1\.extra\.weight$"):
+        to_esrgan(old)
+
+
+def test_an_old_arch_model_with_another_upsampling_is_refused():
+    old = from_esrgan(tiny_net(scale=4).state_dict(), "old") | {"model.13.weight": torch.zeros(1)}
+    with pytest.raises(ValueError, match=r"last layer is model\.13"):
+        to_esrgan(old)
+
+
+@pytest.mark.parametrize(("in_nc", "scale"), [(12, 2), (48, 1)])
+def test_basicsr_pixel_unshuffle_models_are_refused(in_nc, scale):
+    # BasicSR's x2 (x1) RRDBNet: pixel-unshuffle by 2 (4), so conv_first sees 4 (16) x 3 channels; upsampling x4.
+    basicsr = from_esrgan(tiny_net(in_nc=in_nc, scale=4).state_dict(), "basicsr")
+    with pytest.raises(ValueError, match=f"BasicSR / Real-ESRGAN x{scale} weights: conv_first takes {in_nc} = "
+                                         f"{in_nc // 3} x 3 channels .* no pixel-unshuffle"):
+        to_esrgan(basicsr)
+
+
+def test_an_x2_network_has_no_basicsr_layout():
+    with pytest.raises(ValueError, match="an x2 RRDBNet has no BasicSR layout"):
+        from_esrgan(tiny_net(scale=2).state_dict(), "basicsr")
+
+
+@pytest.mark.parametrize(("kwargs", "expected"), [
+    ({"scale": 4}, {"in_nc": 3, "out_nc": 3, "nf": 8, "nb": 2, "gc": 4, "scale": 4}),
+    ({"scale": 2}, {"in_nc": 3, "out_nc": 3, "nf": 8, "nb": 2, "gc": 4, "scale": 2}),
+    ({"scale": 4, "nf": 16, "nb": 3, "gc": 8}, {"in_nc": 3, "out_nc": 3, "nf": 16, "nb": 3, "gc": 8, "scale": 4}),
+    ({"scale": 2, "nf": 4, "nb": 1, "gc": 2, "in_nc": 1, "out_nc": 2},
+     {"in_nc": 1, "out_nc": 2, "nf": 4, "nb": 1, "gc": 2, "scale": 2}),
+])
+def test_hyperparameters_are_read_from_the_shapes(kwargs, expected):
+    assert infer_hparams(tiny_net(**kwargs).state_dict()) == expected
+
+
+def test_the_size_cannot_be_inferred_without_its_key_tensors():
+    sd = tiny_net().state_dict()
+    del sd["conv_last.weight"]
+    with pytest.raises(ValueError, match=r"cannot tell the RRDBNet size: conv_last\.weight missing"):
+        infer_hparams(sd)
+
+
+# ------------------------------------------------------------------------------------------ unwrap
+def test_unwrap_prefers_params_ema_over_params():
+    ema, raw = {"a": torch.ones(1)}, {"a": torch.zeros(1)}
+    assert unwrap({"params": raw, "params_ema": ema}) == (ema, "params_ema")
+    assert unwrap({"params": raw}) == (raw, "params")
+
+
+@pytest.mark.parametrize("wrapper", ["state_dict", "model"])
+def test_unwrap_accepts_the_other_wrappers_next_to_training_bookkeeping(wrapper):
+    sd = {"a": torch.ones(1)}
+    assert unwrap({wrapper: sd, "epoch": 3}) == (sd, wrapper)
+
+
+def test_unwrap_strips_the_data_parallel_prefix():
+    t = torch.ones(1)
+    assert unwrap({"module.conv_first.weight": t}) == ({"conv_first.weight": t},
+                                                       "raw state dict, 'module.' prefix removed")
+    assert unwrap({"conv_first.weight": t}) == ({"conv_first.weight": t}, "raw state dict")
+
+
+def test_unwrap_refuses_what_is_not_a_state_dict():
+    with pytest.raises(ValueError, match=r"not a state dict: 2 entries are not tensors \(epoch, net_g\)"):
+        unwrap({"epoch": 3, "net_g": {"a": torch.ones(1)}, "a": torch.ones(1)})
+    with pytest.raises(ValueError, match="expected a state dict, found list"):
+        unwrap([torch.ones(1)])
+
+
+# ------------------------------------------------------------------------------------------ reading files
+class Payload:
+    """Unpickling this creates `marker`: a stand-in for code that a crafted .pth runs when loaded."""
+
+    def __init__(self, marker: pathlib.Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return pathlib.Path.touch, (self.marker,)
+
+
+def test_the_crafted_file_really_runs_code_when_unpickled_without_restrictions(tmp_path):
+    torch.save({"conv_first.weight": Payload(tmp_path / "ran")}, tmp_path / "evil.pth")
+    torch.load(tmp_path / "evil.pth", weights_only=False)
+    assert (tmp_path / "ran").exists()
+
+
+def test_a_file_that_would_run_code_is_refused_and_the_code_does_not_run(tmp_path):
+    torch.save({"conv_first.weight": Payload(tmp_path / "pwned")}, tmp_path / "evil.pth")
+    with pytest.raises(ValueError, match=r"refusing to unpickle .*evil\.pth: it is not a plain weights file "
+                                         r"\(it asks for getattr\)"):
+        load_generator_state(tmp_path / "evil.pth")
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_safetensors_without_the_package_says_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "safetensors", None)
+    monkeypatch.setitem(sys.modules, "safetensors.torch", None)
+    (tmp_path / "g.safetensors").write_bytes(b"unused")
+    with pytest.raises(ValueError, match="needs the optional safetensors package: pip install safetensors"):
+        read_weights_file(tmp_path / "g.safetensors")
+
+
+def test_a_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match=r"cannot read weights file .*nothing\.pth"):
+        read_weights_file(tmp_path / "nothing.pth")
+
+
+# ------------------------------------------------------------------------------------------ networks.py
+def test_read_state_dict_converts_and_logs_the_layout(tmp_path, caplog):
+    net = tiny_net()
+    torch.save({"params_ema": {f"module.{k}": v for k, v in from_esrgan(net.state_dict(), "old").items()}},
+               tmp_path / "g.pth")
+    with caplog.at_level(logging.INFO, logger="esrgan.models.networks"):
+        state = read_state_dict(tmp_path / "g.pth")
+    assert list(state) == list(net.state_dict())
+    assert "old-arch layout, params_ema, 'module.' prefix removed, nf=8, nb=2, gc=4, scale 4" in caplog.text
+
+
+def test_load_weights_fills_the_generator_from_another_layout(tmp_path):
+    net = tiny_net(scale=2)
+    torch.save(from_esrgan(net.state_dict(), "old"), tmp_path / "g.pth")
+    fresh = tiny_net(scale=2, seed=1)
+    load_weights(fresh, tmp_path / "g.pth", what="generator")
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in net.state_dict().items())
+
+
+def test_a_mismatch_lists_the_tensors_and_says_what_the_file_holds(tmp_path):
+    torch.save(from_esrgan(tiny_net(nb=2).state_dict(), "basicsr"), tmp_path / "g.pth")
+    with pytest.raises(ValueError) as info:
+        load_weights(RRDBNet(3, 3, nf=8, nb=1, gc=8), tmp_path / "g.pth", what="generator")
+    message = str(info.value)
+    assert "30 unexpected keys: RRDB_trunk.1.RDB1.conv1.weight" in message
+    assert "tensors of another shape (file vs network): RRDB_trunk.0.RDB1.conv1.weight (4, 8, 3, 3) vs (8, 8, 3, 3)" \
+        in message
+    assert message.endswith("The file holds nf=8, nb=2, gc=4, scale 4 (in_nc=3, out_nc=3): set the network_G "
+                            "options and scale to match.")
+
+
+def test_the_discriminator_is_unwrapped_but_not_renamed(tmp_path):
+    torch.manual_seed(0)
+    d = Discriminator_VGG_128(3, 4)
+    torch.save({"params": {f"module.{k}": v for k, v in d.state_dict().items()}}, tmp_path / "d.pth")
+    fresh = Discriminator_VGG_128(3, 4)
+    load_weights(fresh, tmp_path / "d.pth", what="discriminator")
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in d.state_dict().items())
+
+
+def test_generator_options_are_inferred_from_a_file(tmp_path):
+    torch.save(from_esrgan(tiny_net(scale=2, nf=4, nb=3, gc=2).state_dict(), "old"), tmp_path / "g.pth")
+    assert infer_generator_options(tmp_path / "g.pth") == {"in_nc": 3, "out_nc": 3, "nf": 4, "nb": 3, "gc": 2,
+                                                           "scale": 2}
+
+
+# ------------------------------------------------------------------------------------------ convert_weights.py
+@pytest.mark.parametrize("layout", ["basicsr", "old"])
+def test_convert_weights_round_trip_keeps_tensors_and_key_order(tmp_path, layout):
+    ours = tiny_net().state_dict()
+    torch.save(ours, tmp_path / "ours.pth")
+    convert = script("convert_weights.py")
+    assert convert([str(tmp_path / "ours.pth"), str(tmp_path / "theirs.pth"), "--to", layout]) == 0
+    assert convert([str(tmp_path / "theirs.pth"), str(tmp_path / "back.pth")]) == 0
+    back = torch.load(tmp_path / "back.pth", weights_only=True)
+    assert list(back) == list(ours)
+    assert all(torch.equal(back[k], v) for k, v in ours.items())
+
+
+def test_convert_weights_wraps_basicsr_as_params(tmp_path):
+    torch.save(tiny_net().state_dict(), tmp_path / "ours.pth")
+    assert script("convert_weights.py")([str(tmp_path / "ours.pth"), str(tmp_path / "b.pth"), "--to", "basicsr"]) == 0
+    assert list(torch.load(tmp_path / "b.pth", weights_only=True)) == ["params"]
+
+
+def test_convert_weights_writes_safetensors_with_the_hyperparameters(tmp_path):
+    safetensors = pytest.importorskip("safetensors")
+    ours = tiny_net(scale=2).state_dict()
+    torch.save(ours, tmp_path / "ours.pth")
+    assert script("convert_weights.py")([str(tmp_path / "ours.pth"), str(tmp_path / "g.safetensors")]) == 0
+    with safetensors.safe_open(tmp_path / "g.safetensors", framework="pt") as fh:
+        assert fh.metadata() == {"in_nc": "3", "out_nc": "3", "nf": "8", "nb": "2", "gc": "4", "scale": "2",
+                                 "layout": "esrgan"}
+    state, hparams, description = load_generator_state(tmp_path / "g.safetensors")
+    assert description == "ESRGAN layout, raw state dict"
+    assert hparams == {"in_nc": 3, "out_nc": 3, "nf": 8, "nb": 2, "gc": 4, "scale": 2}
+    assert all(torch.equal(state[k], v) for k, v in ours.items())
+
+
+def test_convert_weights_reports_a_refused_file(tmp_path, capsys):
+    torch.save({"unrelated.weight": torch.zeros(1)}, tmp_path / "x.pth")
+    assert script("convert_weights.py")([str(tmp_path / "x.pth"), str(tmp_path / "y.pth")]) == 1
+    assert "no single known ESRGAN generator layout" in capsys.readouterr().err
+    assert not (tmp_path / "y.pth").exists()
+
+
+# ------------------------------------------------------------------------------------------ net_interp.py
+@pytest.fixture
+def psnr_and_gan(tmp_path):
+    """A 'PSNR' model in the old arch and a 'GAN' model in the BasicSR layout, both x4 nf 8 nb 2 gc 4."""
+    psnr, gan = tiny_net(seed=1).state_dict(), tiny_net(seed=2).state_dict()
+    torch.save(from_esrgan(psnr, "old"), tmp_path / "psnr.pth")
+    torch.save({"params_ema": from_esrgan(gan, "basicsr")}, tmp_path / "gan.pth")
+    return psnr, gan
+
+
+def test_interpolation_ends_are_the_inputs_and_the_middle_is_the_mean(tmp_path, psnr_and_gan):
+    psnr, gan = psnr_and_gan
+    argv = ["--psnr", str(tmp_path / "psnr.pth"), "--gan", str(tmp_path / "gan.pth"), "--alpha", "0", "0.5", "1",
+            "-o", str(tmp_path / "out")]
+    assert script("net_interp.py")(argv) == 0
+    outputs = {alpha: torch.load(tmp_path / "out" / f"interp_{alpha}.pth", weights_only=True)
+               for alpha in ("0", "0.5", "1")}
+    assert all(list(o) == list(psnr) for o in outputs.values())
+    assert all(torch.equal(outputs["0"][k], v) for k, v in psnr.items())
+    assert all(torch.equal(outputs["1"][k], v) for k, v in gan.items())
+    assert all(torch.equal(outputs["0.5"][k], (psnr[k] + gan[k]) / 2) for k in psnr)
+
+
+def test_interpolation_follows_the_papers_formula(tmp_path, psnr_and_gan):
+    psnr, gan = psnr_and_gan
+    argv = ["--psnr", str(tmp_path / "psnr.pth"), "--gan", str(tmp_path / "gan.pth"), "--alpha", "0.8",
+            "-o", str(tmp_path / "interp_08.pth")]
+    assert script("net_interp.py")(argv) == 0
+    out = torch.load(tmp_path / "interp_08.pth", weights_only=True)
+    assert torch.equal(out["conv_last.weight"], 0.2 * psnr["conv_last.weight"] + 0.8 * gan["conv_last.weight"])
+
+
+def test_interpolation_outputs_can_follow_a_pattern(tmp_path, psnr_and_gan):
+    argv = ["--psnr", str(tmp_path / "psnr.pth"), "--gan", str(tmp_path / "gan.pth"), "--alpha", "0.2", "0.9",
+            "-o", str(tmp_path / "models" / "esrgan_{alpha}.pth")]
+    assert script("net_interp.py")(argv) == 0
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["esrgan_0.2.pth", "esrgan_0.9.pth"]
+
+
+def test_interpolation_refuses_different_networks_listing_the_differences(tmp_path, capsys):
+    torch.save(tiny_net(nb=1).state_dict(), tmp_path / "a.pth")
+    torch.save(tiny_net(nb=2, gc=8).state_dict(), tmp_path / "b.pth")
+    argv = ["--psnr", str(tmp_path / "a.pth"), "--gan", str(tmp_path / "b.pth"), "--alpha", "0.8",
+            "-o", str(tmp_path / "out.pth")]
+    assert script("net_interp.py")(argv) == 1
+    err = capsys.readouterr().err
+    assert "are not the same network (57 differences): RRDB_trunk.1.RDB1.conv1.weight only in the GAN model;" in err
+    assert not (tmp_path / "out.pth").exists()
+
+
+def test_interpolation_refuses_alpha_outside_0_1(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        script("net_interp.py")(["--psnr", "a", "--gan", "b", "--alpha", "1.5", "-o", str(tmp_path)])
+    assert info.value.code == 2
+    assert "must be between 0 (the PSNR model) and 1 (the GAN model), got 1.5" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["convert_weights.py", "net_interp.py"])
+def test_script_help_exits_0(name, capsys):
+    with pytest.raises(SystemExit) as info:
+        script(name)(["--help"])
+    assert info.value.code == 0
+    assert "usage:" in capsys.readouterr().out

@@ -1,0 +1,146 @@
+"""Long runs: exact resume, auto-resume, signals, SIGKILL at a random moment, non-finite losses, EMA, pruning."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from esrgan.engine import checkpoint
+from esrgan.engine.trainer import train
+from esrgan.options import REPO_ROOT, TrainOptions, apply_overrides, parse_options
+
+# The small validation photos as training set: the same code path, less decoding per sample.
+TINY = {"datasets.train.dataroot_GT": str(REPO_ROOT / "datasets" / "demo" / "val"),
+        "network_G.nf": 8, "network_G.nb": 1, "network_G.gc": 4, "network_D.nf": 4,
+        "datasets.train.batch_size": 2, "datasets.train.n_workers": 0, "datasets.val": None,
+        "network_F.feature_layer": 8, "logger.print_freq": 1, "logger.use_tb_logger": False}
+
+
+def options(root: Path, **overrides) -> TrainOptions:
+    raw = yaml.safe_load((REPO_ROOT / "options" / "train_demo.yml").read_text())
+    settings = TINY | {"name": "run", "path.experiments_root": str(root)} | overrides
+    apply_overrides(raw, [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+                          for k, v in settings.items()])
+    return parse_options(TrainOptions, raw)
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)
+
+
+@pytest.mark.parametrize("psnr_iters", [3, 2], ids=["resume-at-phase-switch", "resume-inside-gan-phase"])
+def test_stop_and_resume_gives_bitwise_the_same_weights_as_a_straight_run(tmp_path, psnr_iters):
+    settings = {"train.psnr.niter": psnr_iters, "train.gan.niter": 6 - psnr_iters, "logger.save_freq": 3,
+                "train.ema_decay": 0.9, "datasets.train.dataset_enlarge_ratio": 1}
+    straight = train(options(tmp_path / "a", **settings))
+    state = straight / "training_state" / "3.state"
+    resumed = train(options(tmp_path / "b", **settings, **{"path.resume_state": str(state)}))
+    a, b = checkpoint.load_training_state(straight / "training_state" / "6.state"), \
+        checkpoint.load_training_state(resumed / "training_state" / "6.state")
+    for net in ("G", "G_ema", "D"):
+        for key, value in a["model"]["networks"][net].items():
+            assert torch.equal(value, b["model"]["networks"][net][key]), f"{net}.{key}"
+    for name in ("6_G.pth", "6_D.pth"):
+        assert all(torch.equal(v, weights(resumed / "models" / name)[k])
+                   for k, v in weights(straight / "models" / name).items())
+
+
+def test_auto_resume_without_a_state_starts_fresh_and_with_one_continues(tmp_path):
+    run = train(options(tmp_path, **{"model": "sr", "train.gan.niter": 0, "train.psnr.niter": 2}),
+                auto_resume=True)
+    assert checkpoint.saved_iterations(run) == [2]
+    again = train(options(tmp_path, **{"model": "sr", "train.gan.niter": 0, "train.psnr.niter": 4}),
+                  auto_resume=True)
+    assert again == run and checkpoint.saved_iterations(run) == [2, 4]
+    assert not list(tmp_path.glob("run_archived_*"))
+
+
+def test_the_latest_marker_names_the_newest_complete_state(tmp_path):
+    run = tmp_path / "run"
+    net = torch.nn.Linear(1, 1)
+    checkpoint.save_checkpoint(run, 5, {"G": net}, {"iter": 5})
+    checkpoint.save_checkpoint(run, 10, {"G": net}, {"iter": 10})
+    assert checkpoint.find_resume_state(run) == run / "training_state" / "10.state"
+    (run / "training_state" / "latest").write_text("5\n")
+    assert checkpoint.find_resume_state(run) == run / "training_state" / "5.state"
+    (run / "training_state" / "latest").unlink()
+    assert checkpoint.find_resume_state(run) == run / "training_state" / "10.state"
+
+
+def test_keep_last_prunes_old_checkpoints_only_after_the_new_one(tmp_path):
+    net = torch.nn.Linear(1, 1)
+    for step in (1, 2, 3):
+        checkpoint.save_checkpoint(tmp_path, step, {"G": net, "D": net}, {"iter": step}, keep_last=2)
+    assert checkpoint.saved_iterations(tmp_path) == [2, 3]
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [
+        "2_D.pth", "2_G.pth", "3_D.pth", "3_G.pth", "latest_G.pth"]
+
+
+def test_a_save_without_enough_disk_space_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda _: type("U", (), {"free": 1000})())
+    with pytest.raises(checkpoint.DiskFullError, match="MiB free"):
+        checkpoint.save_checkpoint(tmp_path, 1, {"G": torch.nn.Linear(100, 100)}, {"iter": 1})
+    assert not (tmp_path / "models").exists() or not list((tmp_path / "models").iterdir())
+
+
+def test_training_state_holds_only_safely_loadable_data(tmp_path):
+    run = train(options(tmp_path, **{"train.psnr.niter": 1, "train.gan.niter": 1, "train.ema_decay": 0.5}))
+    state = torch.load(run / "training_state" / "2.state", weights_only=True)
+    assert set(state) == {"iter", "phase", "model", "rng", "best", "epoch_position"}
+    assert set(state["model"]["optimizers"]) == {"G_psnr", "G", "D"}
+    assert state["rng"]["torch"].dtype == torch.uint8
+
+
+def launch(root: Path, *extra: str, total: int = 24) -> subprocess.Popen:
+    args = [sys.executable, str(REPO_ROOT / "train.py"), "-opt", str(REPO_ROOT / "options" / "train_demo.yml")]
+    settings = TINY | {"name": "run", "path.experiments_root": str(root), "model": "sr", "train.gan.niter": 0,
+                       "train.psnr.niter": total, "logger.save_freq": 1, "logger.keep_last": 3}
+    for key, value in settings.items():
+        args += ["--set", f"{key}={'~' if value is None else value}"]
+    return subprocess.Popen([*args, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=root.parent)
+
+
+def wait_for_state(run: Path, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while not checkpoint.saved_iterations(run):
+        assert time.time() < deadline, "no training state appeared"
+        time.sleep(0.05)
+
+
+def test_sigterm_saves_a_complete_state_and_auto_resume_finishes(tmp_path):
+    proc = launch(tmp_path / "exp")
+    wait_for_state(tmp_path / "exp" / "run")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "Stopped by a signal at iteration" in err
+    stopped_at = checkpoint.saved_iterations(tmp_path / "exp" / "run")[-1]
+    assert stopped_at < 24
+    proc = launch(tmp_path / "exp", "--auto_resume")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert f"at iteration {stopped_at}" in err
+    assert checkpoint.saved_iterations(tmp_path / "exp" / "run")[-1] == 24
+
+
+def test_sigkill_at_a_random_moment_then_auto_resume_completes(tmp_path):
+    rng = random.Random(os.getpid())
+    proc = launch(tmp_path / "exp")
+    wait_for_state(tmp_path / "exp" / "run")
+    time.sleep(rng.uniform(0.0, 1.5))  # saves happen every iteration: the kill often lands inside one
+    proc.kill()
+    proc.wait(timeout=60)
+    proc = launch(tmp_path / "exp", "--auto_resume")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert "Resumed from" in err
+    final = checkpoint.load_training_state(tmp_path / "exp" / "run" / "training_state" / "24.state")
+    assert final["iter"] == 24
