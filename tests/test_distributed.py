@@ -83,3 +83,22 @@ def test_a_killed_worker_is_restarted_by_torchrun_and_the_job_resumes_and_finish
     assert proc.returncode == 0, err
     assert "Resumed from" in err
     assert checkpoint.saved_iterations(run)[-1] == 30
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="SyncBatchNorm runs on GPUs only; needs 2 GPUs")
+def test_gan_phase_with_sync_bn_two_processes_update_like_one_with_the_double_batch(tmp_path):
+    gan = {"model": "esrgan", "train.psnr.niter": 1, "train.gan.niter": 2, "network_D.nf": 4,
+           "network_F.allow_random_weights": "true", "device": "cuda"}
+    one = subprocess.run([sys.executable, *train_args(tmp_path / "one", **gan, **{"datasets.train.batch_size": 2})],
+                         env=ENV, capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([*TORCHRUN, *train_args(tmp_path / "two", **gan, **{"datasets.train.batch_size": 1,
+                                                                              "network_D.sync_bn": "true"})],
+                         env=ENV, capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr
+    for name in ("3_G.pth", "3_D.pth"):
+        a = torch.load(tmp_path / "one" / "run" / "models" / name, weights_only=True)
+        b = torch.load(tmp_path / "two" / "run" / "models" / name, weights_only=True)
+        for key, value in a.items():
+            if value.is_floating_point():
+                assert torch.allclose(value, b[key], rtol=1e-3, atol=1e-5), f"{name} {key}"
