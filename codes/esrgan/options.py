@@ -188,6 +188,17 @@ class LoggerOpt:
 
 
 @dataclass
+class SpeedOpt:
+    precision: Literal["fp32", "bf16", "fp16"] = opt("fp32", "autocast precision of the forward passes: fp32, "
+                                                              "bf16 (CUDA, or CPU), fp16 (CUDA; with a gradient "
+                                                              "scaler per network)")
+    channels_last: bool = opt(False, "channels_last memory format for G, D, VGG and the batches")
+    compile: bool = opt(False, "torch.compile the networks (slow first iterations while it compiles)")
+    cudnn_benchmark: bool = opt(True, "CUDA: let cuDNN pick the fastest convolution algorithms (fixed shapes)")
+    deterministic: bool = opt(False, "use deterministic algorithms only (reproducible on GPU, slower)")
+
+
+@dataclass
 class TrainOptions:
     name: str = opt(doc="run name: the folder experiments/<name>/")
     model: Literal["esrgan", "sr"] = opt("esrgan", "esrgan: PSNR phase then GAN phase; sr: PSNR phase only")
@@ -200,6 +211,7 @@ class TrainOptions:
     path: TrainPathOpt = opt(factory=TrainPathOpt, doc="input and output paths")
     train: TrainOpt = opt(factory=TrainOpt, doc="losses, optimizers, schedules")
     logger: LoggerOpt = opt(factory=LoggerOpt, doc="logging and checkpoints")
+    speed: SpeedOpt = opt(factory=SpeedOpt, doc="speed settings (the plain fp32 path is the default)")
 
     @property
     def total_iters(self) -> int:
@@ -207,21 +219,54 @@ class TrainOptions:
 
 
 @dataclass
+class TestNetworkGOpt:
+    which_model_G: Literal["RRDBNet"] = opt("RRDBNet", "generator architecture")
+    in_nc: int | None = opt(None, "input channels; ~: read from the weights", lo=1)
+    out_nc: int | None = opt(None, "output channels; ~: read from the weights", lo=1)
+    nf: int | None = opt(None, "feature channels of the trunk; ~: read from the weights", lo=1)
+    nb: int | None = opt(None, "number of RRDB blocks; ~: read from the weights", lo=1)
+    gc: int | None = opt(None, "growth channels inside each dense block; ~: read from the weights", lo=1)
+
+
+@dataclass
 class TestPathOpt:
-    pretrain_model_G: str = opt(doc="generator weights to test", path=True)
+    pretrain_model_G: str = opt(doc="generator weights to test (any published ESRGAN layout, .pth or "
+                                    ".safetensors); with interp_gan_model: the PSNR-oriented model", path=True)
     strict_load: bool = opt(True, "the weights must match the network key for key")
     results_root: str = opt("results", "SR images and metrics go to <results_root>/<name>/<set>/", path=True)
+    interp_gan_model: str | None = opt(None, "network-interpolation sweep: the GAN generator; each alpha of "
+                                             "test.interp_alphas tests (1 - alpha) * pretrain_model_G + alpha * "
+                                             "this model, results in <set>/alpha_<alpha>/", path=True)
+
+
+@dataclass
+class TestRunOpt:
+    tile: int = opt(0, "super-resolve in tiles of at most tile x tile LR pixels (bounds the GPU memory); 0: the "
+                       "whole image at once", lo=0)
+    tile_overlap: int = opt(16, "LR pixels of context around each tile, cropped from the output; tiles join "
+                                "without seams when it covers the network's reach", lo=0)
+    precision: Literal["fp32", "fp16", "bf16"] = opt("fp32", "fp32; bf16 (autocast, CUDA or CPU); fp16 "
+                                                             "(autocast, CUDA only; an overflow stops the run)")
+    channels_last: bool = opt(False, "run the generator in the channels_last memory format")
+    self_ensemble: bool = opt(False, "x8 geometric self-ensemble: average the outputs of the 8 flipped and "
+                                     "transposed inputs (the '+' results of SR papers; 8 times slower)")
+    batch_size: int = opt(1, "images of the same size super-resolved together", lo=1)
+    interp_alphas: list[float] = opt(factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+                                     doc="with path.interp_gan_model: the alphas (weight of the GAN model) to "
+                                         "test", lo=0, hi=1)
 
 
 @dataclass
 class TestOptions:
     name: str = opt(doc="test run name: the folder results/<name>/")
-    scale: int = opt(4, "upscaling factor of the model (2 or 4)", lo=2, hi=4)
+    scale: int | None = opt(None, "upscaling factor of the model (2 or 4); ~: read from the weights", lo=2, hi=4)
     device: str = opt("auto", "auto (CUDA when available, else CPU), cpu, cuda or cuda:N")
     datasets: dict[str, DatasetOpt] = opt(factory=dict, doc="test sets by key: GT+LQ folders, GT only "
                                                             "(bicubic LQ made on the fly) or LQ only (no metrics)")
-    network_G: NetworkGOpt = opt(factory=NetworkGOpt, doc="the generator")
+    network_G: TestNetworkGOpt = opt(factory=TestNetworkGOpt, doc="the generator; sizes left out (~) are read "
+                                                                  "from the weights")
     path: TestPathOpt = opt(factory=lambda: TestPathOpt(pretrain_model_G=""), doc="input and output paths")
+    test: TestRunOpt = opt(factory=TestRunOpt, doc="how the images are super-resolved")
 
 
 # ------------------------------------------------------------------------------------------ the parser
@@ -439,7 +484,7 @@ def _check_train(o: TrainOptions, check: bool) -> None:
 def _check_test(o: TestOptions, check: bool) -> None:
     from .archs.rrdbnet import SUPPORTED_SCALES
 
-    if o.scale not in SUPPORTED_SCALES:
+    if o.scale is not None and o.scale not in SUPPORTED_SCALES:
         raise OptionError(f"scale: {o.scale} is not supported; RRDBNet upscales by {SUPPORTED_SCALES}")
     if not o.datasets:
         raise OptionError("datasets: name at least one test set")
@@ -449,6 +494,13 @@ def _check_test(o: TestOptions, check: bool) -> None:
     if not o.path.pretrain_model_G:
         raise OptionError("path.pretrain_model_G: name the generator weights to test")
     _require_file(o.path.pretrain_model_G, "path.pretrain_model_G", check)
+    _require_file(o.path.interp_gan_model, "path.interp_gan_model", check)
+    if o.path.interp_gan_model:
+        alphas = o.test.interp_alphas
+        if not alphas:
+            raise OptionError("test.interp_alphas: path.interp_gan_model is set; give at least one alpha")
+        if len({f"{a:g}" for a in alphas}) != len(alphas):
+            raise OptionError(f"test.interp_alphas: {alphas} repeats a value (each alpha gets a folder alpha_<a>)")
 
 
 def _check_scheduler(o: SchedulerOpt, key: str) -> None:

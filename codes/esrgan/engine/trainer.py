@@ -51,8 +51,9 @@ def build_model(o: TrainOptions, device: torch.device) -> tuple[SRModel, bool]:
     if o.path.pretrain_model_G:
         load_weights(net_g, o.path.pretrain_model_G, o.path.strict_load, "generator")
         log.info("G initialised from %s", o.path.pretrain_model_G)
+    speed = {"precision": o.speed.precision, "channels_last": o.speed.channels_last}
     if o.model == "sr":
-        return SRModel(net_g, o.train.psnr, device, o.train.ema_decay), False
+        return SRModel(net_g, o.train.psnr, device, o.train.ema_decay, **speed), False
     net_d = build_discriminator(o.network_D)
     if o.path.pretrain_model_D:
         load_weights(net_d, o.path.pretrain_model_D, o.path.strict_load, "discriminator")
@@ -60,8 +61,17 @@ def build_model(o: TrainOptions, device: torch.device) -> tuple[SRModel, bool]:
     net_f, random_vgg = (None, False)
     if o.train.gan.feature_weight > 0:
         net_f, random_vgg = build_feature_extractor(o.network_F)
-    model = ESRGANModel(net_g, net_d, net_f, o.train.psnr, o.train.gan, device, o.train.ema_decay)
+    model = ESRGANModel(net_g, net_d, net_f, o.train.psnr, o.train.gan, device, o.train.ema_decay, **speed)
     return model, random_vgg
+
+
+def configure_backends(cudnn_benchmark: bool, deterministic: bool) -> None:
+    """cuDNN autotuning for speed, or deterministic algorithms for bitwise-reproducible GPU runs."""
+    torch.backends.cudnn.benchmark = cudnn_benchmark and not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required by deterministic cuBLAS
+        torch.use_deterministic_algorithms(True)
 
 
 def build_datasets(o: TrainOptions) -> tuple[PairedImageDataset, PairedImageDataset | None]:
@@ -201,6 +211,7 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
                   level=logging.INFO if world.is_main else logging.WARNING)
     if auto_resume and resume is None:
         log.info("--auto_resume: no training state in %s, starting from scratch", run_dir)
+    configure_backends(o.speed.cudnn_benchmark, o.speed.deterministic)
     # The same seed on every rank: identical initial networks (and EMA copies); the data differs by rank
     # through the sampler's shards.
     set_random_seed(o.train.manual_seed)
@@ -228,6 +239,8 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
                 raise ValueError("network_D.sync_bn: PyTorch's SyncBatchNorm runs on GPUs only; turn it off on CPU")
             model.net_d = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model.net_d)
         model.wrap_distributed([device.index] if device.type == "cuda" else None, global_mean)
+    if o.speed.compile:
+        model.compile()
     total = o.total_iters
     log.info("Run %s on %s x %d: %d iterations (PSNR phase %d, GAN phase %d), %d training images, batch %d per "
              "process", o.name, device, world.world_size, total, o.train.psnr.niter, total - o.train.psnr.niter,

@@ -36,6 +36,29 @@ def build_adam(params: Any, o: OptimOpt) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay, fused=True)
 
 
+class Precision:
+    """Autocast for the forward passes and, in fp16, one gradient scaler per network. Scaler steps skip
+    non-finite gradients on the device too (fused Adam takes the scaler's `found_inf`)."""
+
+    def __init__(self, precision: str, device: torch.device) -> None:
+        if precision == "fp16" and device.type != "cuda":
+            raise ValueError("speed.precision: fp16 needs CUDA; use bf16 or fp32 on the CPU")
+        self.precision = precision
+        self.device_type = device.type
+        self.dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        self.scalers: dict[str, torch.amp.GradScaler] = {}
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device_type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None)
+
+    def scaler(self, name: str) -> torch.amp.GradScaler | None:
+        if self.precision != "fp16":
+            return None
+        if name not in self.scalers:
+            self.scalers[name] = torch.amp.GradScaler(self.device_type)
+        return self.scalers[name]
+
+
 class PairForward(nn.Module):
     """D on real and on fake patches as two separate forwards (BN statistics per batch, as in the original
     code) inside one module call, so that a DistributedDataParallel wrapper sees one forward per backward."""
@@ -51,9 +74,12 @@ class PairForward(nn.Module):
 class SRModel:
     """PSNR-oriented training of a generator with a pixel loss, with an optional EMA of its weights."""
 
-    def __init__(self, net_g: nn.Module, psnr: PsnrPhaseOpt, device: torch.device, ema_decay: float = 0.0) -> None:
+    def __init__(self, net_g: nn.Module, psnr: PsnrPhaseOpt, device: torch.device, ema_decay: float = 0.0,
+                 precision: str = "fp32", channels_last: bool = False) -> None:
         self.device = device
-        self.net_g = net_g.to(device)
+        self.amp = Precision(precision, device)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.net_g = net_g.to(device, memory_format=self.memory_format)
         self.train_g: nn.Module = self.net_g  # the DDP wrapper when distributed
         self.psnr_iters = psnr.niter
         self.cri_pix_psnr = pixel_loss(psnr.pixel_criterion)
@@ -75,8 +101,10 @@ class SRModel:
         return "psnr"
 
     def feed_data(self, batch: dict[str, Any]) -> None:
-        self.lq = batch["LQ"].to(self.device, non_blocking=True)
-        self.gt = batch["GT"].to(self.device, non_blocking=True) if "GT" in batch else None
+        self.lq = batch["LQ"].to(self.device, non_blocking=True, memory_format=self.memory_format)
+        self.gt = None
+        if "GT" in batch:
+            self.gt = batch["GT"].to(self.device, non_blocking=True, memory_format=self.memory_format)
 
     def optimize_parameters(self, step: int) -> None:
         self._psnr_step()
@@ -85,20 +113,28 @@ class SRModel:
         self.train_g.train()
         optimizer = self.optimizers["G_psnr"]
         optimizer.zero_grad(set_to_none=True)
-        self.fake = self.train_g(self.lq)
-        l_pix = self.cri_pix_psnr(self.fake, self.gt)
-        l_pix.backward()
-        skipped = self._guarded_step("G", optimizer, l_pix, {"l_g_pix": l_pix})
+        with self.amp.autocast():
+            self.fake = self.train_g(self.lq)
+            l_pix = self.cri_pix_psnr(self.fake, self.gt)
+        skipped = self._backward_and_step("G", optimizer, l_pix, {"l_g_pix": l_pix})
         self._update_ema(skipped)
         self.schedulers["G_psnr"].step()
         self.log_dict = {"l_g_pix": l_pix.detach(), "lr_G": optimizer.param_groups[0]["lr"]}
 
-    def _guarded_step(self, name: str, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
-                      terms: dict[str, torch.Tensor]) -> torch.Tensor:
-        """optimizer.step(), skipped on the device when `loss` is not finite; returns the skip flag (0-dim)."""
+    def _backward_and_step(self, name: str, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
+                           terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """backward + optimizer.step(), the step skipped on the device when `loss` is not finite (in fp16 the
+        gradient scaler skips it, and also steps whose gradients overflowed); returns the skip flag (0-dim)."""
         bad = ~torch.isfinite(loss.detach())
-        optimizer.found_inf = bad.float()
-        optimizer.step()
+        scaler = self.amp.scaler(name)
+        if scaler is None:
+            loss.backward()
+            optimizer.found_inf = bad.float()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
         self.skipped[name] = self.skipped.get(name, 0) + bad.long()
         self.consecutive[name] = (self.consecutive.get(name, 0) + 1) * bad.long()
         for term, value in terms.items():
@@ -146,11 +182,17 @@ class SRModel:
         `batch_mean` is the mean over all processes' batches (for RaGAN's relativistic term)."""
         self.train_g = DistributedDataParallel(self.net_g, device_ids=device_ids)
 
+    def compile(self, backend: str = "inductor") -> None:
+        """torch.compile the training forwards (the raw networks stay as they are for saving)."""
+        self.train_g = torch.compile(self.train_g, backend=backend)
+
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue training: weights, optimizers, schedulers (tensors and plain data)."""
+        """Everything needed to continue training: weights, optimizers, schedulers, fp16 gradient scalers
+        (tensors and plain data)."""
         return {"networks": {k: v.state_dict() for k, v in self.networks().items()},
                 "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
-                "schedulers": {k: v.state_dict() for k, v in self.schedulers.items()}}
+                "schedulers": {k: v.state_dict() for k, v in self.schedulers.items()},
+                "scalers": {k: v.state_dict() for k, v in self.amp.scalers.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for group, objects in (("networks", self.networks()), ("optimizers", self.optimizers),
@@ -161,19 +203,25 @@ class SRModel:
                                  "by another model type or with other options (ema_decay)?")
             for name, obj in objects.items():
                 obj.load_state_dict(state[group][name])
-        for opt in self.optimizers.values():
-            opt.__dict__.pop("found_inf", None)
+        for name, scaler_state in state.get("scalers", {}).items():
+            scaler = self.amp.scaler(name)
+            if scaler is not None:
+                scaler.load_state_dict(scaler_state)
 
 
 class ESRGANModel(SRModel):
     """PSNR phase for `psnr.niter` steps, then the RaGAN + perceptual + pixel phase."""
 
     def __init__(self, net_g: nn.Module, net_d: nn.Module, net_f: nn.Module | None, psnr: PsnrPhaseOpt,
-                 gan: GanPhaseOpt, device: torch.device, ema_decay: float = 0.0) -> None:
-        super().__init__(net_g, psnr, device, ema_decay)
-        self.net_d = net_d.to(device)
+                 gan: GanPhaseOpt, device: torch.device, ema_decay: float = 0.0, precision: str = "fp32",
+                 channels_last: bool = False) -> None:
+        super().__init__(net_g, psnr, device, ema_decay, precision, channels_last)
+        self.net_d = net_d.to(device, memory_format=self.memory_format)
         self.d_pair: nn.Module = PairForward(self.net_d)
-        self.net_f = net_f.to(device) if net_f is not None and gan.feature_weight > 0 else None
+        self.d_frozen: nn.Module = self.net_d  # D as the G step calls it (compiled or not, never DDP)
+        self.net_f = None
+        if net_f is not None and gan.feature_weight > 0:
+            self.net_f = net_f.to(device, memory_format=self.memory_format)
         self.gan = gan
         self.cri_pix = pixel_loss(gan.pixel_criterion)
         self.cri_fea = pixel_loss(gan.feature_criterion)
@@ -192,7 +240,15 @@ class ESRGANModel(SRModel):
     def wrap_distributed(self, device_ids: list[int] | None, batch_mean: BatchMean) -> None:
         super().wrap_distributed(device_ids, batch_mean)
         self.d_pair = DistributedDataParallel(PairForward(self.net_d), device_ids=device_ids)
+        self.d_frozen = self.net_d
         self.cri_gan.batch_mean = batch_mean
+
+    def compile(self, backend: str = "inductor") -> None:
+        super().compile(backend)
+        self.d_pair = torch.compile(self.d_pair, backend=backend)
+        self.d_frozen = torch.compile(self.net_d, backend=backend)
+        if self.net_f is not None:
+            self.net_f = torch.compile(self.net_f, backend=backend)
 
     def optimize_parameters(self, step: int) -> None:
         if step <= self.psnr_iters:
@@ -205,7 +261,8 @@ class ESRGANModel(SRModel):
         g = self.gan
         self.train_g.train()
         self.net_d.train()
-        self.fake = self.train_g(self.lq)
+        with self.amp.autocast():
+            self.fake = self.train_g(self.lq)
         log: dict[str, torch.Tensor | float] = {}
         if gan_step % g.D_update_ratio == 0 and gan_step > g.D_init_iters:
             log |= self.optimize_generator()
@@ -228,18 +285,17 @@ class ESRGANModel(SRModel):
         self.net_d.requires_grad_(False)
         opt_g = self.optimizers["G"]
         opt_g.zero_grad(set_to_none=True)
-        l_g_pix = g.pixel_weight * self.cri_pix(self.fake, self.gt)
-        terms = {"l_g_pix": l_g_pix}
-        if self.net_f is not None:
-            with torch.no_grad():
-                real_fea = self.net_f(self.gt)
-            terms["l_g_fea"] = g.feature_weight * self.cri_fea(self.net_f(self.fake), real_fea)
-        pred_g_fake = self.net_d(self.fake)
-        pred_d_real = self.net_d(self.gt).detach() if g.gan_type == "ragan" else None
-        terms["l_g_gan"] = g.gan_weight * self.cri_gan.generator_loss(pred_g_fake, pred_d_real)
-        l_g_total = sum(terms.values())
-        l_g_total.backward()
-        self._update_ema(self._guarded_step("G", opt_g, l_g_total, terms))
+        with self.amp.autocast():
+            terms = {"l_g_pix": g.pixel_weight * self.cri_pix(self.fake, self.gt)}
+            if self.net_f is not None:
+                with torch.no_grad():
+                    real_fea = self.net_f(self.gt)
+                terms["l_g_fea"] = g.feature_weight * self.cri_fea(self.net_f(self.fake), real_fea)
+            pred_g_fake = self.d_frozen(self.fake)
+            pred_d_real = self.d_frozen(self.gt).detach() if g.gan_type == "ragan" else None
+            terms["l_g_gan"] = g.gan_weight * self.cri_gan.generator_loss(pred_g_fake, pred_d_real)
+            l_g_total = sum(terms.values())
+        self._update_ema(self._backward_and_step("G", opt_g, l_g_total, terms))
         self.net_d.requires_grad_(True)
         return {k: v.detach() for k, v in terms.items()}
 
@@ -247,9 +303,9 @@ class ESRGANModel(SRModel):
         """D step on real patches and on the current fake detached from G."""
         opt_d = self.optimizers["D"]
         opt_d.zero_grad(set_to_none=True)
-        pred_d_real, pred_d_fake = self.d_pair(self.gt, self.fake.detach())
-        l_d_total, l_d_real, l_d_fake = self.cri_gan.discriminator_loss(pred_d_real, pred_d_fake)
-        l_d_total.backward()
-        self._guarded_step("D", opt_d, l_d_total, {"l_d_real": l_d_real, "l_d_fake": l_d_fake})
+        with self.amp.autocast():
+            pred_d_real, pred_d_fake = self.d_pair(self.gt, self.fake.detach())
+            l_d_total, l_d_real, l_d_fake = self.cri_gan.discriminator_loss(pred_d_real, pred_d_fake)
+        self._backward_and_step("D", opt_d, l_d_total, {"l_d_real": l_d_real, "l_d_fake": l_d_fake})
         return {"l_d_real": l_d_real.detach(), "l_d_fake": l_d_fake.detach(),
                 "D_real": pred_d_real.detach().mean(), "D_fake": pred_d_fake.detach().mean()}
