@@ -1,0 +1,17 @@
+"""The benchmark's CPU smoke mode runs every part and prints the tables (speed targets are checked on GPUs by
+the benchmark itself, never by a timed unit test)."""
+
+import subprocess
+import sys
+
+from esrgan.options import REPO_ROOT
+
+
+def test_benchmark_smoke_mode_prints_training_and_inference_tables():
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "benchmark.py"), "--smoke", "--device", "cpu"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| fp32 |")]
+    assert [row.split("|")[2].strip() for row in rows] == ["psnr", "gan", "whole image", "tiles of 16"]
+    assert "| bf16+channels_last | gan |" in result.stdout
+    assert "| fp32 | psnr |" in result.stdout and "1.00x" in result.stdout
