@@ -9,7 +9,7 @@ import torch
 from esrgan.archs.discriminator import Discriminator_VGG_128
 from esrgan.archs.rrdbnet import RRDBNet
 from esrgan.archs.vgg import VGGFeatureExtractor
-from esrgan.engine.distributed import global_mean, init_distributed, shutdown
+from esrgan.engine.distributed import any_rank_flag, global_mean, init_distributed, shutdown
 from esrgan.models.esrgan import ESRGANModel
 from esrgan.options import GanPhaseOpt, PsnrPhaseOpt
 
@@ -20,12 +20,16 @@ def main(out: Path) -> None:
     model = ESRGANModel(RRDBNet(3, 3, nf=8, nb=1, gc=4), Discriminator_VGG_128(3, nf=4),
                         VGGFeatureExtractor(feature_layer=4), PsnrPhaseOpt(niter=2), GanPhaseOpt(niter=2),
                         torch.device("cpu"), ema_decay=0.9)
-    model.wrap_distributed(None, global_mean)
+    model.wrap_distributed(None, global_mean, any_rank_flag)
     for step in range(1, 5):
         g = torch.Generator().manual_seed(100 * world.rank + step)
-        model.feed_data({"LQ": torch.rand(2, 3, 32, 32, generator=g), "GT": torch.rand(2, 3, 128, 128, generator=g)})
+        gt = torch.rand(2, 3, 128, 128, generator=g)
+        if step == 2 and world.rank == 1:
+            gt[0, 0, 0, 0] = float("nan")  # a broken batch on one rank: every rank must skip that step
+        model.feed_data({"LQ": torch.rand(2, 3, 32, 32, generator=g), "GT": gt})
         model.optimize_parameters(step)
-    torch.save({"G": model.net_g.state_dict(), "D": dict(model.net_d.named_parameters())},
+    torch.save({"G": model.net_g.state_dict(), "D": dict(model.net_d.named_parameters()),
+                "skipped_G": model.health()["skipped_G"]},
                out / f"rank{world.rank}.pt")
     shutdown(world)
 

@@ -29,13 +29,15 @@ def train_args(root: Path, **extra) -> list[str]:
     return args
 
 
-def test_ranks_hold_identical_weights_after_ddp_steps(tmp_path):
+def test_ranks_hold_identical_finite_weights_after_ddp_steps_even_when_one_rank_sees_nan(tmp_path):
     subprocess.run([*TORCHRUN, str(REPO_ROOT / "tests" / "ddp_worker.py"), str(tmp_path)], check=True, env=ENV,
                    capture_output=True, timeout=300)
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     for net in ("G", "D"):
         for key, value in rank0[net].items():
             assert torch.equal(value, rank1[net][key]), f"{net}.{key}"
+            assert torch.isfinite(value).all(), f"{net}.{key}"
+    assert int(rank0["skipped_G"]) == int(rank1["skipped_G"]) == 1
 
 
 def test_two_processes_with_batch_b_update_like_one_process_with_batch_2b(tmp_path):

@@ -92,3 +92,10 @@ def global_mean(x: torch.Tensor) -> torch.Tensor:
     import torch.distributed.nn.functional as dist_fn
 
     return dist_fn.all_reduce(x.sum()) / (x.numel() * dist.get_world_size())
+
+
+def any_rank_flag(flag: torch.Tensor) -> torch.Tensor:
+    """A boolean tensor that is true where `flag` is true on any rank, computed on the device."""
+    out = flag.float()
+    dist.all_reduce(out, op=dist.ReduceOp.MAX)
+    return out > 0

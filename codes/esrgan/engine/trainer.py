@@ -34,6 +34,7 @@ from .distributed import (
     World,
     all_mean,
     any_rank,
+    any_rank_flag,
     barrier,
     gather_objects,
     global_mean,
@@ -238,7 +239,7 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
             if device.type != "cuda":
                 raise ValueError("network_D.sync_bn: PyTorch's SyncBatchNorm runs on GPUs only; turn it off on CPU")
             model.net_d = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model.net_d)
-        model.wrap_distributed([device.index] if device.type == "cuda" else None, global_mean)
+        model.wrap_distributed([device.index] if device.type == "cuda" else None, global_mean, any_rank_flag)
     if o.speed.compile:
         model.compile()
     total = o.total_iters

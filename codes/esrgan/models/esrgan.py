@@ -90,6 +90,7 @@ class SRModel:
         self.net_g_ema = None
         if ema_decay > 0:
             self.net_g_ema = copy.deepcopy(self.net_g).eval().requires_grad_(False)
+        self.any_rank: Callable[[torch.Tensor], torch.Tensor] | None = None  # set when distributed
         self.log_dict: dict[str, torch.Tensor | float] = {}
         # Device-side health counters: skipped steps per network, consecutive skips, non-finite loss terms.
         self.skipped: dict[str, torch.Tensor] = {}
@@ -126,6 +127,9 @@ class SRModel:
         """backward + optimizer.step(), the step skipped on the device when `loss` is not finite (in fp16 the
         gradient scaler skips it, and also steps whose gradients overflowed); returns the skip flag (0-dim)."""
         bad = ~torch.isfinite(loss.detach())
+        if self.any_rank is not None:
+            # One rank's NaN reaches every rank through the averaged gradients: all must skip together.
+            bad = self.any_rank(bad)
         scaler = self.amp.scaler(name)
         if scaler is None:
             loss.backward()
@@ -177,10 +181,13 @@ class SRModel:
             nets["G_ema"] = self.net_g_ema
         return nets
 
-    def wrap_distributed(self, device_ids: list[int] | None, batch_mean: BatchMean) -> None:
+    def wrap_distributed(self, device_ids: list[int] | None, batch_mean: BatchMean,
+                         any_rank: Callable[[torch.Tensor], torch.Tensor]) -> None:
         """Train through DistributedDataParallel; the raw networks stay available for saving and evaluation.
-        `batch_mean` is the mean over all processes' batches (for RaGAN's relativistic term)."""
+        `batch_mean` is the mean over all processes' batches (for RaGAN's relativistic term); `any_rank` ORs a
+        flag over the processes on the device (a collective, no host synchronisation)."""
         self.train_g = DistributedDataParallel(self.net_g, device_ids=device_ids)
+        self.any_rank = any_rank
 
     def compile(self, backend: str = "inductor") -> None:
         """torch.compile the training forwards (the raw networks stay as they are for saving)."""
@@ -237,8 +244,9 @@ class ESRGANModel(SRModel):
     def networks(self) -> dict[str, nn.Module]:
         return super().networks() | {"D": self.net_d}
 
-    def wrap_distributed(self, device_ids: list[int] | None, batch_mean: BatchMean) -> None:
-        super().wrap_distributed(device_ids, batch_mean)
+    def wrap_distributed(self, device_ids: list[int] | None, batch_mean: BatchMean,
+                         any_rank: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().wrap_distributed(device_ids, batch_mean, any_rank)
         self.d_pair = DistributedDataParallel(PairForward(self.net_d), device_ids=device_ids)
         self.d_frozen = self.net_d
         self.cri_gan.batch_mean = batch_mean
