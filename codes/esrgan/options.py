@@ -160,6 +160,7 @@ class TrainOpt:
     psnr: PsnrPhaseOpt = opt(factory=PsnrPhaseOpt, doc="phase 1: PSNR-oriented pre-training")
     gan: GanPhaseOpt = opt(factory=GanPhaseOpt, doc="phase 2: RaGAN + perceptual + pixel loss")
     val_freq: int = opt(5000, "validate every val_freq iterations (and at the end)", lo=1)
+    val_tile: int = opt(0, "validate large images in tiles of this many LR pixels (0: whole images)", lo=0)
     ema_decay: float = opt(0.0, "keep an exponential moving average of G with this decay (e.g. 0.999), used for "
                                 "validation and saved as the deployable generator; 0 disables it", lo=0, hi=0.999999)
     dist_timeout: int = opt(1800, "multi-process runs: seconds a process waits for the others (at start-up, in "

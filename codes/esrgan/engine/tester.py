@@ -1,73 +1,207 @@
-"""The test loop: super-resolve each test set, write the images, score them against GT when there is one."""
+"""The test loop: super-resolve each test set, write the images, score them against GT when there is one.
+
+Network sizes left out of the options are read from the weights. With `path.interp_gan_model` every alpha of
+`test.interp_alphas` is tested as the blend `(1 - alpha) * G_psnr + alpha * G_gan` (network interpolation,
+ESRGAN paper section 4.4). The log ends with a summary table, also written as `results/<name>/summary.csv`.
+"""
 
 from __future__ import annotations
 
 import csv
 import logging
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch import nn
 
+from ..archs.layouts import describe_hparams, load_generator_state
 from ..data.paired import PairedImageDataset
-from ..models.networks import build_generator, load_weights
-from ..options import TestOptions, dump_yaml
+from ..models.networks import build_generator, infer_generator_options, load_weights
+from ..options import DatasetOpt, NetworkGOpt, TestOptions, dump_yaml
 from ..utils.image import tensor2img, write_image
 from ..utils.logger import setup_logging
 from ..utils.misc import archive_existing, select_device, timestamp
-from .evaluate import bicubic_upscale, score
+from .evaluate import Scores, bicubic_upscale, score
+from .inference import check_precision, super_resolve
 
 log = logging.getLogger(__name__)
 
+NETWORK_SIZES = ("in_nc", "out_nc", "nf", "nb", "gc")
+METRICS = ("psnr", "ssim", "psnr_bicubic", "ssim_bicubic")
+DIFFERENCES_SHOWN = 5
+
+
+@dataclass
+class SetSummary:
+    """One row of the summary: a test set (at one interpolation alpha); metrics are None without GT."""
+    set: str
+    alpha: float | None
+    images: int
+    psnr: float | None
+    ssim: float | None
+    psnr_bicubic: float | None
+    ssim_bicubic: float | None
+    seconds_per_image: float
+
+
+def resolve_generator(o: TestOptions) -> tuple[NetworkGOpt, int]:
+    """The generator's options and scale: those given in `o`, the rest read from the weights. `o` is updated, so
+    that the options written next to the results hold the values used."""
+    values = {k: getattr(o.network_G, k) for k in NETWORK_SIZES} | {"scale": o.scale}
+    missing = [k for k, v in values.items() if v is None]
+    if missing:
+        found = infer_generator_options(o.path.pretrain_model_G)
+        values |= {k: found[k] for k in missing}
+        log.info("Read from the weights: %s", ", ".join(f"{k}={values[k]}" for k in missing))
+        for key in NETWORK_SIZES:
+            setattr(o.network_G, key, values[key])
+        o.scale = values["scale"]
+    scale = values.pop("scale")
+    return NetworkGOpt(which_model_G=o.network_G.which_model_G, **values), scale
+
+
+def _gan_state(net: nn.Module, path: str) -> dict[str, torch.Tensor]:
+    """The GAN model of the interpolation sweep, checked to be the same network as the loaded PSNR model."""
+    gan, hparams, description = load_generator_state(path)
+    own = net.state_dict()
+    problems = ([f"{k} missing" for k in own if k not in gan] + [f"{k} unexpected" for k in gan if k not in own]
+                + [f"{k}: {tuple(gan[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+                   if k in gan and gan[k].shape != v.shape])
+    if problems:
+        more = f" ... (+{len(problems) - DIFFERENCES_SHOWN} more)" if len(problems) > DIFFERENCES_SHOWN else ""
+        raise ValueError(f"path.interp_gan_model: {path} ({describe_hparams(hparams)}) is not the same network as "
+                         f"path.pretrain_model_G, so the two cannot be interpolated ({len(problems)} differences, "
+                         f"GAN model vs PSNR model): " + "; ".join(problems[:DIFFERENCES_SHOWN]) + more)
+    log.info("Interpolating with the GAN model %s (%s)", path, description)
+    return gan
+
 
 def test(o: TestOptions) -> Path:
-    """Run every test set of `o`; returns the results folder."""
+    """Run every test set of `o` (at every interpolation alpha); returns the results folder."""
     out_dir = Path(o.path.results_root) / o.name
     archived = archive_existing(out_dir)
     out_dir.mkdir(parents=True)
     setup_logging(out_dir / f"test_{o.name}_{timestamp()}.log")
     if archived is not None:
         log.info("Earlier results moved to %s", archived)
-    dump_yaml(o, out_dir / f"options_{timestamp()}.yml")
     device = select_device(o.device)
-    net_g = build_generator(o.network_G, o.scale)
+    check_precision(o.test.precision, device)
+    net_opt, scale = resolve_generator(o)
+    dump_yaml(o, out_dir / f"options_{timestamp()}.yml")
+    net_g = build_generator(net_opt, scale)
     load_weights(net_g, o.path.pretrain_model_G, o.path.strict_load, "generator")
-    net_g.to(device).eval()
-    log.info("Testing %s (x%d) on %s", o.path.pretrain_model_G, o.scale, device)
+    net_g.to(device)
+    log.info("Testing %s (x%d) on %s: tile %s, precision %s%s%s", o.path.pretrain_model_G, scale, device,
+             o.test.tile or "off", o.test.precision, ", channels_last" if o.test.channels_last else "",
+             ", self-ensemble x8" if o.test.self_ensemble else "")
 
-    for ds_opt in o.datasets.values():
-        dataset = PairedImageDataset(ds_opt.name, o.scale, ds_opt.dataroot_GT, ds_opt.dataroot_LQ)
-        set_dir = out_dir / ds_opt.name
-        rows = []
-        for batch in DataLoader(dataset, batch_size=1, shuffle=False, num_workers=0):
-            name = batch["name"][0]
-            start = time.perf_counter()
-            with torch.no_grad():
-                sr = tensor2img(net_g(batch["LQ"].to(device)))
-            seconds = time.perf_counter() - start
+    datasets = [PairedImageDataset(ds.name, scale, ds.dataroot_GT, ds.dataroot_LQ, data_type=ds.data_type,
+                                   degradation=ds.degradation, skip_corrupt=ds.skip_corrupt)
+                for ds in o.datasets.values()]
+    bicubic: dict[tuple[str, str], Scores] = {}  # the same for every alpha
+    summaries = []
+    if o.path.interp_gan_model is None:
+        for ds_opt, dataset in zip(o.datasets.values(), datasets, strict=True):
+            summaries.append(_test_set(net_g, dataset, ds_opt, out_dir / ds_opt.name, scale, o, bicubic, None))
+    else:
+        psnr = {k: v.detach().clone() for k, v in net_g.state_dict().items()}
+        gan = _gan_state(net_g, o.path.interp_gan_model)
+        for alpha in o.test.interp_alphas:
+            # The formula of scripts/net_interp.py, so that a blend tested here equals the file it writes.
+            net_g.load_state_dict({k: (1 - alpha) * v + alpha * gan[k].to(v) for k, v in psnr.items()})
+            log.info("alpha %g: (1 - %g) * PSNR model + %g * GAN model", alpha, alpha, alpha)
+            for ds_opt, dataset in zip(o.datasets.values(), datasets, strict=True):
+                set_dir = out_dir / ds_opt.name / f"alpha_{alpha:g}"
+                summaries.append(_test_set(net_g, dataset, ds_opt, set_dir, scale, o, bicubic, alpha))
+    order = [ds.name for ds in o.datasets.values()]
+    summaries.sort(key=lambda s: order.index(s.set))  # stable: a set's alphas stay in the given order
+    _log_summary(summaries, scale)
+    _write_summary_csv(out_dir / "summary.csv", summaries)
+    log.info("Summary in %s", out_dir / "summary.csv")
+    return out_dir
+
+
+def _batches(dataset: PairedImageDataset, batch_size: int) -> Iterator[list[dict]]:
+    """Samples of `dataset` in batches of up to `batch_size` images of one LQ size (images of other sizes wait in
+    their own batches), in dataset order as far as the sizes allow."""
+    pending: dict[tuple[int, ...], list[dict]] = {}
+    for i in range(len(dataset)):
+        sample = dataset[i]
+        batch = pending.setdefault(tuple(sample["LQ"].shape), [])
+        batch.append(sample)
+        if len(batch) == batch_size:
+            yield pending.pop(tuple(sample["LQ"].shape))
+    yield from pending.values()
+
+
+def _test_set(net: nn.Module, dataset: PairedImageDataset, ds_opt: DatasetOpt, set_dir: Path, scale: int,
+              o: TestOptions, bicubic: dict[tuple[str, str], Scores], alpha: float | None) -> SetSummary:
+    label = ds_opt.name if alpha is None else f"{ds_opt.name} (alpha {alpha:g})"
+    rows = {}
+    for batch in _batches(dataset, o.test.batch_size):
+        start = time.perf_counter()
+        sr_batch = super_resolve(net, torch.stack([s["LQ"] for s in batch]), scale, tile=o.test.tile,
+                                 tile_overlap=o.test.tile_overlap, precision=o.test.precision,
+                                 channels_last=o.test.channels_last, self_ensemble=o.test.self_ensemble)
+        seconds = (time.perf_counter() - start) / len(batch)
+        for sample, sr_tensor in zip(batch, sr_batch, strict=True):
+            name = sample["name"]
+            sr = tensor2img(sr_tensor)
             write_image(set_dir / f"{name}.png", sr)
             row = {"name": name, "seconds": seconds}
-            if "GT" in batch:
-                gt = tensor2img(batch["GT"])
-                ours = score(sr, gt, crop_border=o.scale)
-                bic = score(bicubic_upscale(batch["LQ"][0].numpy().transpose(1, 2, 0), o.scale), gt, o.scale)
+            if "GT" in sample:
+                gt = tensor2img(sample["GT"])
+                ours = score(sr, gt, crop_border=scale)
+                key = (ds_opt.name, name)
+                if key not in bicubic:
+                    bicubic[key] = score(bicubic_upscale(sample["LQ"].numpy().transpose(1, 2, 0), scale), gt, scale)
+                bic = bicubic[key]
                 row |= {"psnr": ours.psnr, "ssim": ours.ssim, "psnr_bicubic": bic.psnr, "ssim_bicubic": bic.ssim}
-                log.info("%s/%s: PSNR %.2f dB, SSIM %.4f (bicubic %.2f dB, %.4f)", ds_opt.name, name, ours.psnr,
+                log.info("%s/%s: PSNR %.2f dB, SSIM %.4f (bicubic %.2f dB, %.4f)", label, name, ours.psnr,
                          ours.ssim, bic.psnr, bic.ssim)
-            rows.append(row)
-        _write_csv(set_dir / "metrics.csv", rows)
-        if "psnr" in rows[0]:
-            means = {k: float(np.mean([r[k] for r in rows])) for k in ("psnr", "ssim", "psnr_bicubic",
-                                                                        "ssim_bicubic", "seconds")}
-            log.info("%s (%d images, Y channel, crop %d): PSNR %.2f dB, SSIM %.4f | bicubic PSNR %.2f dB, "
-                     "SSIM %.4f | %.3f s/image", ds_opt.name, len(rows), o.scale, means["psnr"], means["ssim"],
-                     means["psnr_bicubic"], means["ssim_bicubic"], means["seconds"])
-        else:
-            log.info("%s: %d images upscaled (no GT, no metrics)", ds_opt.name, len(rows))
-        log.info("%s: images and metrics.csv in %s", ds_opt.name, set_dir)
-    return out_dir
+            rows[name] = row
+    ordered = [rows[name] for name in dataset.keys if name in rows]
+    _write_csv(set_dir / "metrics.csv", ordered)
+    means = {k: float(np.mean([r[k] for r in ordered])) if "psnr" in ordered[0] else None for k in METRICS}
+    summary = SetSummary(ds_opt.name, alpha, len(ordered), **means,
+                         seconds_per_image=float(np.mean([r["seconds"] for r in ordered])))
+    if summary.psnr is not None:
+        log.info("%s (%d images, Y channel, crop %d): PSNR %.2f dB, SSIM %.4f | bicubic PSNR %.2f dB, "
+                 "SSIM %.4f | %.3f s/image", label, summary.images, scale, summary.psnr, summary.ssim,
+                 summary.psnr_bicubic, summary.ssim_bicubic, summary.seconds_per_image)
+    else:
+        log.info("%s: %d images upscaled (no GT, no metrics)", label, summary.images)
+    log.info("%s: images and metrics.csv in %s", label, set_dir)
+    return summary
+
+
+def _log_summary(summaries: list[SetSummary], scale: int) -> None:
+    sweep = summaries[0].alpha is not None
+    width = max(len("set"), *(len(s.set) for s in summaries))
+    head = f"{'set':<{width}} " + ("alpha " if sweep else "") + (
+        "images    PSNR    SSIM  bic.PSNR  bic.SSIM  s/image")
+    lines = [f"Summary (PSNR/SSIM on Y, {scale} border pixels cropped; bic. = bicubic upscaling):", head]
+    for s in summaries:
+        metrics = (f"{s.psnr:7.2f} {s.ssim:7.4f} {s.psnr_bicubic:9.2f} {s.ssim_bicubic:9.4f}" if s.psnr is not None
+                   else f"{'-':>7} {'-':>7} {'-':>9} {'-':>9}")
+        alpha = f"{s.alpha:5g} " if sweep else ""
+        lines.append(f"{s.set:<{width}} {alpha}{s.images:6d} {metrics} {s.seconds_per_image:8.3f}")
+    log.info("\n".join(lines))
+
+
+def _write_summary_csv(path: Path, summaries: list[SetSummary]) -> None:
+    """One row per set (and alpha); empty metric cells for sets without GT."""
+    sweep = summaries[0].alpha is not None
+    fields = ["set", *(["alpha"] if sweep else []), "images", *METRICS, "seconds_per_image"]
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        for s in summaries:
+            writer.writerow({k: "" if v is None else v for k, v in vars(s).items()})
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:

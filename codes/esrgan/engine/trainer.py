@@ -42,6 +42,7 @@ from .distributed import (
     shutdown,
 )
 from .evaluate import Scores, bicubic_upscale, score
+from .inference import super_resolve
 
 log = logging.getLogger(__name__)
 
@@ -133,14 +134,15 @@ class LossMeter:
 
 
 def validate(model: SRModel, dataset: PairedImageDataset, scale: int, step: int, run_dir: Path, writer: Any,
-             tb_images: int, world: World) -> Scores:
+             tb_images: int, world: World, tile: int = 0) -> Scores:
     """Super-resolve the validation set, shared out over the ranks; mean Y-channel PSNR/SSIM, border `scale`
     cropped. Every rank gets the same means."""
     results = []
     for i in range(world.rank, len(dataset), world.world_size):
         sample = dataset[i]
         name = sample["name"]
-        sr = tensor2img(model.test(sample["LQ"][None]))
+        sr = tensor2img(super_resolve(model.deployable_generator(), sample["LQ"][None], scale, tile=tile,
+                                      device=model.device))
         result = score(sr, tensor2img(sample["GT"]), crop_border=scale)
         results.append((result.psnr, result.ssim))
         write_image(run_dir / "val_images" / name / f"{name}_{step}.png", sr)
@@ -313,7 +315,8 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
                     _check_health(model, o.train.max_nonfinite, step)
 
                 if val_set is not None and (step % o.train.val_freq == 0 or step == total):
-                    result = validate(model, val_set, o.scale, step, run_dir, writer, o.logger.tb_images, world)
+                    result = validate(model, val_set, o.scale, step, run_dir, writer, o.logger.tb_images, world,
+                                      o.train.val_tile)
                     log.info("Validation %s at iter %d: PSNR %.2f dB (bicubic %.2f), SSIM %.4f (bicubic %.4f)",
                              val_set.name, step, result.psnr, bicubic.psnr, result.ssim, bicubic.ssim)
                     if writer is not None:

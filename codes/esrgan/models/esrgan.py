@@ -164,17 +164,6 @@ class SRModel:
         """The generator to validate and ship: the EMA when enabled, else G itself."""
         return self.net_g_ema if self.net_g_ema is not None else self.net_g
 
-    @torch.no_grad()
-    def test(self, lq: torch.Tensor) -> torch.Tensor:
-        """Super-resolve a batch of LQ images (any size) in eval mode with the deployable generator."""
-        net = self.deployable_generator()
-        was_training = net.training
-        net.eval()
-        try:
-            return net(lq.to(self.device))
-        finally:
-            net.train(was_training)
-
     def networks(self) -> dict[str, nn.Module]:
         nets = {"G": self.net_g}
         if self.net_g_ema is not None:

@@ -1,0 +1,255 @@
+"""Specification of test.py (``esrgan.engine.tester.test``, run in-process) and of scripts/upscale.py."""
+
+import csv
+import os
+import runpy
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from esrgan import options
+from esrgan.archs.rrdbnet import RRDBNet
+from esrgan.engine.tester import test as run_test
+from esrgan.options import REPO_ROOT, parse_options
+from esrgan.utils.image import write_image
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These tensors are tiny: one thread is fastest, and OpenMP threads spinning against other busy processes
+    can make such tests many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def save_tiny_model(path, scale: int = 4, nb: int = 1, seed: int = 0):
+    """A tiny RRDBNet (nf 8, gc 4) that computes nearest upsampling plus a random residual from its trunk: like a
+    trained model, its output is close to the image and depends on the pixels around (PSNR about 19 dB here)."""
+    torch.manual_seed(seed)
+    net = RRDBNet(3, 3, nf=8, nb=nb, gc=4, scale=scale)
+    identity = torch.zeros(8, 8, 3, 3)
+    identity[range(8), range(8), 1, 1] = 1
+    with torch.no_grad():
+        for conv in (net.conv_first, net.upconv1, getattr(net, "upconv2", None), net.HRconv, net.conv_last):
+            if conv is not None:
+                conv.weight.copy_(identity[: conv.out_channels, : conv.in_channels])
+                conv.bias.zero_()
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def smooth_image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A uint8 RGB image with structure at several scales (so PSNR figures are not degenerate)."""
+    coarse = rng.random((h // 8 + 1, w // 8 + 1, 3)).astype(np.float32)
+    img = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC) + 0.05 * rng.random((h, w, 3))
+    return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """GT folder with images `a`, `b` (48x64) and `c` (40x32); an LQ-only folder with `d` (10x12)."""
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    for name, (h, w) in {"a": (48, 64), "b": (48, 64), "c": (40, 32)}.items():
+        write_image(root / "gt" / f"{name}.png", smooth_image(rng, h, w))
+    write_image(root / "lq" / "d.png", smooth_image(rng, 10, 12))
+    save_tiny_model(root / "psnr.pth")
+    save_tiny_model(root / "gan.pth", seed=1)
+    return root
+
+
+def opts(data, results, **sections) -> options.TestOptions:
+    """TestOptions for the GT set (and the LQ-only set with `lq_only=True`) on the tiny PSNR model."""
+    lq_only = sections.pop("lq_only", False)
+    raw = {"name": "spec", "device": "cpu",
+           "datasets": {"gt": {"dataroot_GT": str(data / "gt")}},
+           "network_G": {"nf": 8, "nb": 1, "gc": 4}, "scale": 4,
+           "path": {"pretrain_model_G": str(data / "psnr.pth"), "results_root": str(results)}}
+    if lq_only:
+        raw["datasets"]["lq"] = {"dataroot_LQ": str(data / "lq")}
+    for key, value in sections.items():
+        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
+        if value is None:
+            del raw[key]
+    return parse_options(options.TestOptions, raw)
+
+
+def read_csv(path) -> list[dict]:
+    return list(csv.DictReader(path.read_text(encoding="utf-8").splitlines()))
+
+
+def metrics(path) -> dict[str, tuple[float, float]]:
+    """name -> (psnr, ssim) of a metrics.csv."""
+    return {r["name"]: (float(r["psnr"]), float(r["ssim"])) for r in read_csv(path)}
+
+
+@pytest.fixture(scope="module")
+def plain_run(data, tmp_path_factory):
+    return run_test(opts(data, tmp_path_factory.mktemp("results"), lq_only=True))
+
+
+# ---------------------------------------------------------------------------------------------- results
+def test_each_set_gets_its_images_and_metrics_and_the_run_a_summary_csv(plain_run):
+    assert cv2.imread(str(plain_run / "gt" / "a.png")).shape == (48, 64, 3)
+    assert cv2.imread(str(plain_run / "gt" / "c.png")).shape == (40, 32, 3)
+    assert cv2.imread(str(plain_run / "lq" / "d.png")).shape == (40, 48, 3)
+    assert [r["name"] for r in read_csv(plain_run / "gt" / "metrics.csv")] == ["a", "b", "c", "mean"]
+    assert [r["name"] for r in read_csv(plain_run / "lq" / "metrics.csv")] == ["d"]  # no GT, no metrics
+
+    rows = read_csv(plain_run / "summary.csv")
+    assert list(rows[0]) == ["set", "images", "psnr", "ssim", "psnr_bicubic", "ssim_bicubic", "seconds_per_image"]
+    assert [(r["set"], r["images"]) for r in rows] == [("gt", "3"), ("lq", "1")]
+    mean = read_csv(plain_run / "gt" / "metrics.csv")[-1]
+    for key in ("psnr", "ssim", "psnr_bicubic", "ssim_bicubic"):
+        assert float(rows[0][key]) == pytest.approx(float(mean[key]), abs=1e-9)
+        assert rows[1][key] == ""
+    assert float(rows[1]["seconds_per_image"]) > 0
+
+
+def test_the_log_ends_with_the_summary_table(plain_run):
+    (log_file,) = plain_run.glob("test_spec_*.log")
+    text = log_file.read_text(encoding="utf-8")
+    table = text[text.index("Summary (PSNR/SSIM on Y, 4 border pixels cropped"):].splitlines()
+    assert table[1].split() == ["set", "images", "PSNR", "SSIM", "bic.PSNR", "bic.SSIM", "s/image"]
+    assert table[2].split()[:2] == ["gt", "3"] and table[3].split()[:6] == ["lq", "1", "-", "-", "-", "-"]
+
+
+def test_tiled_runs_score_as_untiled_ones(plain_run, data, tmp_path):
+    tiled = run_test(opts(data, tmp_path / "overlap", test={"tile": 8, "tile_overlap": 4}))
+    for name, (psnr, _) in metrics(tiled / "gt" / "metrics.csv").items():
+        assert psnr == pytest.approx(metrics(plain_run / "gt" / "metrics.csv")[name][0], abs=0.05)
+    # The control: without overlap the tiles show (so the run above did work in tiles).
+    seams = run_test(opts(data, tmp_path / "seams", test={"tile": 8, "tile_overlap": 0}))
+    differences = [np.abs(cv2.imread(str(seams / "gt" / f"{name}.png")).astype(int)
+                          - cv2.imread(str(plain_run / "gt" / f"{name}.png"))).max() for name in "abc"]
+    assert min(differences) > 10
+
+
+def test_batches_of_same_size_images_give_the_same_results(plain_run, data, tmp_path):
+    batched = run_test(opts(data, tmp_path, test={"batch_size": 2}))
+    plain = metrics(plain_run / "gt" / "metrics.csv")
+    for name, (psnr, ssim) in metrics(batched / "gt" / "metrics.csv").items():
+        assert (psnr, ssim) == pytest.approx(plain[name], abs=1e-4)
+
+
+def test_fp16_on_the_cpu_stops_before_any_image_is_written(data, tmp_path):
+    with pytest.raises(ValueError, match="precision fp16 needs a CUDA device"):
+        run_test(opts(data, tmp_path, test={"precision": "fp16"}))
+    assert not list(tmp_path.rglob("*.png"))
+
+
+# ------------------------------------------------------------------------------------ inferred network
+def test_network_sizes_and_scale_left_out_are_read_from_the_weights(data, tmp_path):
+    save_tiny_model(tmp_path / "x2.pth", scale=2, nb=2)
+    o = opts(data, tmp_path, network_G=None, scale=None, path={"pretrain_model_G": str(tmp_path / "x2.pth")})
+    assert (o.scale, o.network_G.nf) == (None, None)
+    out = run_test(o)
+    assert cv2.imread(str(out / "gt" / "a.png")).shape == (48, 64, 3)  # x2 from 24x32
+    (written,) = out.glob("options_*.yml")
+    resolved = yaml.safe_load(written.read_text())
+    assert resolved["scale"] == 2
+    assert resolved["network_G"] == {"which_model_G": "RRDBNet", "in_nc": 3, "out_nc": 3, "nf": 8, "nb": 2, "gc": 4}
+
+
+def test_given_sizes_that_disagree_with_the_weights_list_the_tensors(data, tmp_path):
+    with pytest.raises(ValueError, match=r"30 missing keys: RRDB_trunk\.1\.RDB1\.conv1\.weight.*nf=8, nb=1, gc=4"):
+        run_test(opts(data, tmp_path, network_G={"nb": 2}))
+
+
+# ------------------------------------------------------------------------------------ interpolation sweep
+@pytest.fixture(scope="module")
+def sweep(data, tmp_path_factory):
+    return run_test(opts(data, tmp_path_factory.mktemp("sweep"), lq_only=True, test={"interp_alphas": [0.0, 0.5, 1.0]},
+                         path={"interp_gan_model": str(data / "gan.pth")}))
+
+
+def test_the_sweep_writes_a_folder_and_a_summary_row_per_alpha(sweep):
+    assert sorted(p.name for p in (sweep / "gt").iterdir()) == ["alpha_0", "alpha_0.5", "alpha_1"]
+    for alpha in ("0", "0.5", "1"):
+        assert {p.name for p in (sweep / "gt" / f"alpha_{alpha}").iterdir()} == {"a.png", "b.png", "c.png",
+                                                                                "metrics.csv"}
+    rows = read_csv(sweep / "summary.csv")
+    assert list(rows[0])[:3] == ["set", "alpha", "images"]
+    assert [(r["set"], float(r["alpha"])) for r in rows] == [("gt", 0.0), ("gt", 0.5), ("gt", 1.0),
+                                                             ("lq", 0.0), ("lq", 0.5), ("lq", 1.0)]
+    assert len({r["psnr"] for r in rows[:3]}) == 3 and {r["psnr"] for r in rows[3:]} == {""}
+    assert (sweep / "lq" / "alpha_0.5" / "d.png").is_file()
+
+
+def test_alpha_0_is_the_psnr_model_and_alpha_1_the_gan_model(sweep, plain_run, data, tmp_path):
+    assert metrics(sweep / "gt" / "alpha_0" / "metrics.csv") == metrics(plain_run / "gt" / "metrics.csv")
+    gan_run = run_test(opts(data, tmp_path, path={"pretrain_model_G": str(data / "gan.pth")}))
+    for name, scores in metrics(sweep / "gt" / "alpha_1" / "metrics.csv").items():
+        assert scores == pytest.approx(metrics(gan_run / "gt" / "metrics.csv")[name], abs=1e-4)
+
+
+def test_a_gan_model_of_another_size_cannot_be_interpolated(data, tmp_path):
+    save_tiny_model(tmp_path / "other.pth", nb=2)
+    with pytest.raises(ValueError, match=r"interp_gan_model: .*other.pth \(nf=8, nb=2.*not the same network"):
+        run_test(opts(data, tmp_path, path={"interp_gan_model": str(tmp_path / "other.pth")}))
+
+
+@pytest.mark.parametrize("alphas, message", [([], "give at least one alpha"), ([0.5, 0.50], "repeats a value"),
+                                             ([1.5], r"1.5 is out of range; it must be in \[0, 1\]")])
+def test_sweep_alphas_are_checked_with_the_options(data, tmp_path, alphas, message):
+    with pytest.raises(options.OptionError, match=message):
+        opts(data, tmp_path, path={"interp_gan_model": str(data / "gan.pth")}, test={"interp_alphas": alphas})
+
+
+# -------------------------------------------------------------------------------------------- upscale.py
+def test_upscale_writes_each_kind_as_it_came_and_skips_unreadable_files(data, tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    rng = np.random.default_rng(1)
+    rgb = smooth_image(rng, 6, 5)
+    cv2.imwrite(str(inputs / "gray.png"), rgb[:, :, 0])
+    cv2.imwrite(str(inputs / "rgba.png"), np.dstack([rgb, np.full((6, 5), 200, np.uint8)]))
+    cv2.imwrite(str(inputs / "deep.png"), rgb.astype(np.uint16) * 257)
+    cv2.imwrite(str(inputs / "photo.jpg"), rgb)
+    (inputs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "upscale.py"), str(inputs), "-o", "out",
+                             "--model", str(data / "psnr.pth"), "--tile", "4"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            env=os.environ | {"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    kinds = {}
+    for path in sorted((tmp_path / "out").iterdir()):
+        img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        kinds[path.name] = (img.dtype.name, img.shape)
+    assert kinds == {"deep.png": ("uint16", (24, 20, 3)), "gray.png": ("uint8", (24, 20)),
+                     "photo.png": ("uint8", (24, 20, 3)), "rgba.png": ("uint8", (24, 20, 4))}
+    assert f"skipped {inputs / 'broken.png'}: cannot decode image" in result.stderr
+    assert "4 images upscaled x4" in result.stderr and "1 skipped (unreadable)" in result.stderr
+
+
+def upscale(*args: str) -> int:
+    return runpy.run_path(str(REPO_ROOT / "scripts" / "upscale.py"))["main"](list(args))
+
+
+def test_upscale_refuses_to_overwrite_an_input(data, tmp_path, capsys):
+    write_image(tmp_path / "img.png", smooth_image(np.random.default_rng(2), 6, 5))
+    before = (tmp_path / "img.png").read_bytes()
+    assert upscale(str(tmp_path / "img.png"), "-o", str(tmp_path), "--model", str(data / "psnr.pth")) == 2
+    assert f"refusing to overwrite input files: {tmp_path / 'img.png'}" in capsys.readouterr().err
+    assert (tmp_path / "img.png").read_bytes() == before
+
+
+def test_upscale_refuses_two_inputs_that_would_share_an_output(data, tmp_path, capsys):
+    for suffix in (".png", ".jpg"):
+        cv2.imwrite(str(tmp_path / f"img{suffix}"), smooth_image(np.random.default_rng(2), 6, 5))
+    assert upscale(str(tmp_path), "-o", str(tmp_path / "out"), "--model", str(data / "psnr.pth")) == 2
+    assert "several inputs would be written to the same output file" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_upscale_with_nothing_readable_exits_1(data, tmp_path, capsys):
+    (tmp_path / "broken.png").write_bytes(b"nothing")
+    assert upscale(str(tmp_path / "broken.png"), "-o", str(tmp_path / "out"), "--model", str(data / "psnr.pth")) == 1
+    assert "0 images upscaled x4" in capsys.readouterr().err
