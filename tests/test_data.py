@@ -83,10 +83,17 @@ def test_flips_and_rotations_produce_all_eight_poses(tmp_path):
     assert distinct_lq_patches(tmp_path, use_flip=True, use_rot=True) == poses
 
 
-def test_flips_alone_produce_the_four_flip_poses(tmp_path):
+def test_use_flip_alone_gives_horizontal_flips_as_in_the_original_code(tmp_path):
     img = random_rgb(8, 8, seed=0)
-    flips = {np.ascontiguousarray(p).tobytes() for p in (img, img[:, ::-1], img[::-1], img[::-1, ::-1])}
+    flips = {np.ascontiguousarray(p).tobytes() for p in (img, img[:, ::-1])}
     assert distinct_lq_patches(tmp_path, use_flip=True, use_rot=False) == flips
+
+
+def test_use_rot_alone_gives_vertical_flips_and_transpositions(tmp_path):
+    img = random_rgb(8, 8, seed=0)
+    poses = {np.ascontiguousarray(p).tobytes() for p in (img, img[::-1], img.transpose(1, 0, 2),
+                                                            img[::-1].transpose(1, 0, 2))}
+    assert distinct_lq_patches(tmp_path, use_flip=False, use_rot=True) == poses
 
 
 def test_without_augmentation_the_patch_is_unchanged(tmp_path):

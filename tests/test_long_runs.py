@@ -98,14 +98,16 @@ def test_training_state_holds_only_safely_loadable_data(tmp_path):
     assert state["rng"]["torch"].dtype == torch.uint8
 
 
-def launch(root: Path, *extra: str, total: int = 24) -> subprocess.Popen:
+def launch(root: Path, *extra: str, total: int = 24, workers: int = 0) -> subprocess.Popen:
     args = [sys.executable, str(REPO_ROOT / "train.py"), "-opt", str(REPO_ROOT / "options" / "train_demo.yml")]
     settings = TINY | {"name": "run", "path.experiments_root": str(root), "model": "sr", "train.gan.niter": 0,
-                       "train.psnr.niter": total, "logger.save_freq": 1, "logger.keep_last": 3}
+                       "train.psnr.niter": total, "logger.save_freq": 1, "logger.keep_last": 3,
+                       "datasets.train.n_workers": workers}
     for key, value in settings.items():
         args += ["--set", f"{key}={'~' if value is None else value}"]
+    # A session of its own, so that a signal can go to the whole process group as schedulers send it.
     return subprocess.Popen([*args, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=root.parent)
+                            cwd=root.parent, start_new_session=True)
 
 
 def wait_for_state(run: Path, timeout: float = 120) -> None:
@@ -115,10 +117,10 @@ def wait_for_state(run: Path, timeout: float = 120) -> None:
         time.sleep(0.05)
 
 
-def test_sigterm_saves_a_complete_state_and_auto_resume_finishes(tmp_path):
-    proc = launch(tmp_path / "exp")
+def test_sigterm_to_the_process_group_saves_a_complete_state_and_auto_resume_finishes(tmp_path):
+    proc = launch(tmp_path / "exp", workers=2)
     wait_for_state(tmp_path / "exp" / "run")
-    proc.send_signal(signal.SIGTERM)
+    os.killpg(proc.pid, signal.SIGTERM)  # the training process and its data-loader workers, like Slurm
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert "Stopped by a signal at iteration" in err

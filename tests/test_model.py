@@ -207,3 +207,25 @@ def test_ema_follows_g_with_its_decay_and_ignores_skipped_steps():
     model.optimize_parameters(2)
     assert not changed(ema1, model.net_g_ema)
     assert model.deployable_generator() is model.net_g_ema
+
+
+def test_a_training_step_never_reads_a_device_value_on_the_host():
+    """No `.item()`-like read inside optimize_parameters (with EMA on), in either phase."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class CountReads(TorchDispatchMode):
+        reads = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._local_scalar_dense.default:
+                CountReads.reads += 1
+            return func(*args, **(kwargs or {}))
+
+    model = tiny_model(psnr_iters=1)
+    model.ema_decay = 0.9
+    model.net_g_ema = RRDBNet(3, 3, nf=8, nb=1, gc=4)
+    for step in (1, 2):
+        feed(model, step)
+        with CountReads():
+            model.optimize_parameters(step)
+    assert CountReads.reads == 0

@@ -107,11 +107,11 @@ def test_batch_size_zero_is_out_of_range():
     assert ">= 1" in message
 
 
-def test_adam_beta1_above_one_is_out_of_range():
-    message = error_of(with_value(minimal_train(), "train.gan.optim_G.beta1", 1.5))
+def test_adam_beta1_of_one_or_more_is_out_of_range():
+    message = error_of(with_value(minimal_train(), "train.gan.optim_G.beta1", 1.0))
     assert "train.gan.optim_G.beta1" in message
-    assert "1.5" in message
-    assert "in [0, 1]" in message
+    assert "1.0" in message
+    assert "in [0, 0.999999]" in message
 
 
 # ------------------------------------------------------------------------------------------ YAML quirks

@@ -58,7 +58,8 @@ class NetworkDOpt:
 
 @dataclass
 class NetworkFOpt:
-    feature_layer: int = opt(34, "last VGG19 `features` index used; 34 = conv5_4 before its ReLU", lo=0, hi=36)
+    feature_layer: int = opt(34, "last VGG19 `features` index used: 34 = conv5_4 before its ReLU in the plain VGG19 "
+                                 "(with use_bn, conv5_4 is 49)", lo=0, hi=52)
     use_bn: bool = opt(False, "use VGG19 with batch norm (the paper uses the plain one)")
     use_input_norm: bool = opt(True, "normalise [0,1] RGB inputs with the ImageNet mean and std")
     weights: str = opt("imagenet", "'imagenet' (torchvision's weights in the torch cache, downloaded if "
@@ -89,8 +90,9 @@ class DatasetOpt:
 @dataclass
 class TrainSetOpt(DatasetOpt):
     GT_size: int = opt(128, "size of the square GT training patch; the LQ patch is GT_size/scale", lo=4)
-    use_flip: bool = opt(True, "random horizontal and vertical flips")
-    use_rot: bool = opt(True, "random transposition; with use_flip, all eight 90-degree rotations and mirrorings")
+    use_flip: bool = opt(True, "random horizontal flips")
+    use_rot: bool = opt(True, "random vertical flips and transpositions (the 90-degree rotations); with use_flip "
+                              "all eight rotations and mirrorings, as in the original code")
     batch_size: int = opt(16, "patches per iteration (per process)", lo=1)
     n_workers: int = opt(4, "data-loader worker processes (0 loads in the training process)", lo=0)
     use_shuffle: bool = opt(True, "shuffle the images every epoch")
@@ -108,8 +110,8 @@ class TrainDatasetsOpt:
 @dataclass
 class OptimOpt:
     lr: float = opt(1e-4, "Adam learning rate", lo=0)
-    beta1: float = opt(0.9, "Adam beta1", lo=0, hi=1)
-    beta2: float = opt(0.99, "Adam beta2 (the paper: 0.999; the original code: 0.99)", lo=0, hi=1)
+    beta1: float = opt(0.9, "Adam beta1, below 1", lo=0, hi=0.999999)
+    beta2: float = opt(0.99, "Adam beta2, below 1 (the paper: 0.999; the original code: 0.99)", lo=0, hi=0.999999)
     weight_decay: float = opt(0.0, "Adam weight decay", lo=0)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -63,7 +64,12 @@ def _mix(*values: int) -> int:
 
 
 def seed_worker(worker_id: int) -> None:
-    """Seed NumPy and `random` in a worker from the seed torch derived for it (itself from the loader's seed)."""
+    """Seed NumPy and `random` in a worker from the seed torch derived for it (itself from the loader's seed).
+
+    Workers also ignore SIGINT/SIGTERM: schedulers signal the whole process group, and the training process
+    must be the one that stops, saves and shuts its workers down."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)

@@ -165,8 +165,10 @@ class PairedImageDataset(Dataset):
         if self.gt_size is not None:
             gt, lq = self._random_crop(rng, gt, lq)
             if self.use_flip or self.use_rot:
+                # As the original code: the horizontal flip comes with use_flip, the vertical flip and the
+                # transpose with use_rot (together: the 90-degree rotations).
                 gt, lq = augment([gt, lq], self.use_flip and rng.random() < 0.5,
-                                 self.use_flip and rng.random() < 0.5, self.use_rot and rng.random() < 0.5)
+                                 self.use_rot and rng.random() < 0.5, self.use_rot and rng.random() < 0.5)
         sample: dict[str, torch.Tensor | str] = {"LQ": img2tensor(lq), "name": key}
         if gt is not None:
             sample["GT"] = img2tensor(gt)

@@ -81,7 +81,10 @@ class LmdbSource:
         return {k: (h, w) for k, (h, w, _) in self.meta.items()}
 
     def read(self, key: str) -> np.ndarray:
-        return self.reader.read(key)
+        try:
+            return self.reader.read(key)
+        except KeyError as err:  # listed in meta_info.txt but not stored: a broken image like any other
+            raise OSError(str(err)) from None
 
     def describe(self, key: str) -> str:
         return f"{self.root}:{key}"

@@ -23,5 +23,5 @@ def score(sr: np.ndarray, gt: np.ndarray, crop_border: int) -> Scores:
 
 
 def bicubic_upscale(lq: np.ndarray, scale: int) -> np.ndarray:
-    """The bicubic baseline: MATLAB bicubic upscaling of a [0, 1] float LQ image, as uint8."""
-    return to_uint8(imresize(lq, scale=float(scale)))
+    """The bicubic baseline: MATLAB bicubic upscaling of the 8-bit LQ image (MATLAB rounds after each axis)."""
+    return imresize(to_uint8(lq), scale=float(scale))

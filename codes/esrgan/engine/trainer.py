@@ -46,6 +46,8 @@ from .inference import super_resolve
 
 log = logging.getLogger(__name__)
 
+STOP_CHECK_EVERY = 10  # iterations between the processes' agreement on a stop signal
+
 
 def build_model(o: TrainOptions, device: torch.device) -> tuple[SRModel, bool]:
     """The model of the options and whether its VGG has random weights."""
@@ -82,9 +84,11 @@ def build_datasets(o: TrainOptions) -> tuple[PairedImageDataset, PairedImageData
     train_set = PairedImageDataset(tr.name, o.scale, tr.dataroot_GT, tr.dataroot_LQ, gt_size=tr.GT_size,
                                    use_flip=tr.use_flip, use_rot=tr.use_rot, data_type=tr.data_type,
                                    degradation=tr.degradation, skip_corrupt=tr.skip_corrupt)
-    if len(train_set) * tr.dataset_enlarge_ratio < tr.batch_size:
-        raise ValueError(f"datasets.train: {len(train_set)} images are fewer than batch_size {tr.batch_size}; "
-                         "with drop_last no batch could be formed (raise dataset_enlarge_ratio)")
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if math.ceil(len(train_set) * tr.dataset_enlarge_ratio / world_size) < tr.batch_size:
+        raise ValueError(f"datasets.train: {len(train_set)} images x dataset_enlarge_ratio "
+                         f"{tr.dataset_enlarge_ratio} shared by {world_size} processes give each fewer than "
+                         f"batch_size {tr.batch_size}: no batch could be formed (raise dataset_enlarge_ratio)")
     va = o.datasets.val
     val_set = None if va is None else PairedImageDataset(va.name, o.scale, va.dataroot_GT, va.dataroot_LQ,
                                                          data_type=va.data_type, degradation=va.degradation,
@@ -289,7 +293,7 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
                 step += 1
                 if step == o.train.psnr.niter + 1 and o.model == "esrgan" and step > 1:
                     log.info("Iteration %d: PSNR phase done, GAN phase starts", step)
-                bar.set_description(model.phase(step))
+                bar.set_description(model.phase(step), refresh=False)
                 model.feed_data(batch)
                 try:
                     model.optimize_parameters(step)
@@ -324,19 +328,21 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
                         writer.add_scalar("val/ssim", result.ssim, step)
                         writer.add_scalar("val/psnr_bicubic", bicubic.psnr, step)
                         writer.add_scalar("val/ssim_bicubic", bicubic.ssim, step)
+                    if best.get("phase", model.phase(step)) != model.phase(step):
+                        best = {"psnr": -math.inf, "ssim": -math.inf, "iter": 0}  # the GAN phase has its own best
                     if result.psnr > best["psnr"]:
-                        best = {"psnr": result.psnr, "ssim": result.ssim, "iter": step}
+                        best = {"psnr": result.psnr, "ssim": result.ssim, "iter": step, "phase": model.phase(step)}
                         if world.is_main:
                             atomic_save({k: v.detach().cpu() for k, v in
                                          model.deployable_generator().state_dict().items()},
                                         run_dir / "models" / "best_G.pth")
-                    log.info("Best validation so far: PSNR %.2f dB, SSIM %.4f at iter %d", best["psnr"],
-                             best["ssim"], best["iter"])
+                    log.info("Best validation of the %s phase: PSNR %.2f dB, SSIM %.4f at iter %d",
+                             model.phase(step), best["psnr"], best["ssim"], best["iter"])
 
                 # A signal stops all ranks at the same step: a single process checks its flag every
-                # iteration, several agree when they print (their one synchronisation point anyway).
+                # iteration; several agree every STOP_CHECK_EVERY iterations (one small all-reduce).
                 stopping = stop.signal is not None if not world.distributed else (
-                    printing and any_rank(stop.signal is not None, world, device))
+                    (printing or step % STOP_CHECK_EVERY == 0) and any_rank(stop.signal is not None, world, device))
                 if step % o.logger.save_freq == 0 or step == total or stopping:
                     save(step)
                 if stopping:

@@ -151,7 +151,9 @@ class SRModel:
         if self.net_g_ema is None:
             return
         weight = (1.0 - self.ema_decay) * (~skipped).float()
-        torch._foreach_lerp_(list(self.net_g_ema.parameters()), list(self.net_g.parameters()), weight)
+        ema = list(self.net_g_ema.parameters())
+        # One weight tensor per parameter: the overload with a single 0-dim tensor reads it on the host.
+        torch._foreach_lerp_(ema, list(self.net_g.parameters()), [weight] * len(ema))
 
     def health(self) -> dict[str, torch.Tensor]:
         """The device counters, for the loop to read when it prints."""

@@ -39,7 +39,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
                          np_state["has_gauss"], np_state["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # A run may resume on a machine with fewer GPUs than it was saved on.
+        for index, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, index)
 
 
 def select_device(name: str) -> torch.device:
