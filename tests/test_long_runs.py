@@ -146,3 +146,18 @@ def test_sigkill_at_a_random_moment_then_auto_resume_completes(tmp_path):
     assert "Resumed from" in err
     final = checkpoint.load_training_state(tmp_path / "exp" / "run" / "training_state" / "24.state")
     assert final["iter"] == 24
+
+
+def test_a_safetensors_copy_of_the_generator_is_written_on_request(tmp_path):
+    safetensors = pytest.importorskip("safetensors.torch")
+    run = train(options(tmp_path, **{"model": "sr", "train.gan.niter": 0, "train.psnr.niter": 1,
+                                     "logger.save_safetensors": True}))
+    copy = safetensors.load_file(run / "models" / "latest_G.safetensors")
+    assert all(torch.equal(copy[k], v) for k, v in weights(run / "models" / "latest_G.pth").items())
+
+
+def test_save_safetensors_without_the_package_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "safetensors", None)
+    with pytest.raises(ValueError, match="pip install safetensors"):
+        train(options(tmp_path, **{"model": "sr", "train.gan.niter": 0, "train.psnr.niter": 1,
+                                   "logger.save_safetensors": True}))

@@ -186,6 +186,8 @@ class LoggerOpt:
     save_freq: int = opt(5000, "save checkpoints every save_freq iterations (and at the end)", lo=1)
     use_tb_logger: bool = opt(True, "write TensorBoard event files to <run>/tb_logger")
     tb_images: int = opt(4, "validation images shown in TensorBoard (SR next to GT)", lo=0)
+    save_safetensors: bool = opt(False, "also write models/latest_G.safetensors (needs pip install safetensors), "
+                                        "with the architecture and scale in its metadata")
     keep_last: int = opt(0, "keep only the newest keep_last checkpoints (pruned after a new one is complete); "
                             "0 keeps all", lo=0)
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..archs.layouts import save_generator_state
 from ..data.loader import build_train_loader, prefetch_to_device
 from ..data.paired import PairedImageDataset
 from ..models.esrgan import ESRGANModel, SRModel
@@ -223,6 +224,12 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
     # through the sampler's shards.
     set_random_seed(o.train.manual_seed)
 
+    if o.logger.save_safetensors:
+        try:
+            import safetensors  # noqa: F401
+        except ImportError:
+            raise ValueError("logger.save_safetensors needs the optional safetensors package: pip install "
+                             "safetensors") from None
     model, random_vgg = build_model(o, device)
     if random_vgg:
         o.network_F.weights = "random"  # so that the resolved options say what was really used
@@ -269,6 +276,8 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
             nets = {"G": model.deployable_generator()} | ({"D": model.net_d} if o.model == "esrgan" else {})
             try:
                 save_checkpoint(run_dir, step, nets, state, o.logger.keep_last)
+                if o.logger.save_safetensors:
+                    save_generator_state(nets["G"].state_dict(), run_dir / "models" / "latest_G.safetensors")
                 log.info("Saved models/%d_G.pth and training_state/%d.state", step, step)
             except DiskFullError as err:
                 if step == total:
