@@ -21,16 +21,6 @@ from esrgan.engine.inference import (
 ONE_LEVEL = 1 / 255  # one step of an 8-bit image
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: one thread is fastest, and OpenMP threads spinning against other busy processes
-    can make such tests many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_net(scale: int = 4, seed: int = 0) -> RRDBNet:
     torch.manual_seed(seed)
     return RRDBNet(3, 3, nf=8, nb=1, gc=4, scale=scale)

@@ -19,16 +19,6 @@ from esrgan.options import REPO_ROOT, parse_options
 from esrgan.utils.image import write_image
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: one thread is fastest, and OpenMP threads spinning against other busy processes
-    can make such tests many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def save_tiny_model(path, scale: int = 4, nb: int = 1, seed: int = 0):
     """A tiny RRDBNet (nf 8, gc 4) that computes nearest upsampling plus a random residual from its trunk: like a
     trained model, its output is close to the image and depends on the pixels around (PSNR about 19 dB here)."""
