@@ -25,7 +25,7 @@ from ..options import DatasetOpt, NetworkGOpt, TestOptions, dump_yaml
 from ..utils.image import tensor2img, write_image
 from ..utils.logger import setup_logging
 from ..utils.misc import archive_existing, select_device, timestamp
-from .evaluate import Scores, bicubic_upscale, score
+from .evaluate import Scores, bicubic_score, score
 from .inference import check_precision, super_resolve
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ def _test_set(net: nn.Module, dataset: PairedImageDataset, ds_opt: DatasetOpt, s
                 ours = score(sr, gt, crop_border=scale)
                 key = (ds_opt.name, name)
                 if key not in bicubic:
-                    bicubic[key] = score(bicubic_upscale(sample["LQ"].numpy().transpose(1, 2, 0), scale), gt, scale)
+                    bicubic[key] = bicubic_score(sample["LQ"], gt, scale)
                 bic = bicubic[key]
                 row |= {"psnr": ours.psnr, "ssim": ours.ssim, "psnr_bicubic": bic.psnr, "ssim_bicubic": bic.ssim}
                 log.info("%s/%s: PSNR %.2f dB, SSIM %.4f (bicubic %.2f dB, %.4f)", label, name, ours.psnr,

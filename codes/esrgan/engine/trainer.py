@@ -42,7 +42,7 @@ from .distributed import (
     init_distributed,
     shutdown,
 )
-from .evaluate import Scores, bicubic_upscale, score
+from .evaluate import Scores, bicubic_score, score
 from .inference import super_resolve
 
 log = logging.getLogger(__name__)
@@ -148,24 +148,20 @@ def validate(model: SRModel, dataset: PairedImageDataset, scale: int, step: int,
         name = sample["name"]
         sr = tensor2img(super_resolve(model.deployable_generator(), sample["LQ"][None], scale, tile=tile,
                                       device=model.device))
-        result = score(sr, tensor2img(sample["GT"]), crop_border=scale)
+        gt = tensor2img(sample["GT"])
+        result = score(sr, gt, crop_border=scale)
         results.append((result.psnr, result.ssim))
         write_image(run_dir / "val_images" / name / f"{name}_{step}.png", sr)
         if writer is not None and i < tb_images:
-            side_by_side = np.concatenate([sr, tensor2img(sample["GT"])], axis=1)
+            side_by_side = np.concatenate([sr, gt], axis=1)
             writer.add_image(f"val/{name} (SR | GT)", side_by_side, step, dataformats="HWC")
     every = [r for part in gather_objects(results, world) for r in part]
     return Scores(float(np.mean([p for p, _ in every])), float(np.mean([s for _, s in every])))
 
 
 def bicubic_baseline(dataset: PairedImageDataset, scale: int) -> Scores:
-    psnrs, ssims = [], []
-    for sample in dataset:
-        lq = sample["LQ"].numpy().transpose(1, 2, 0)
-        result = score(bicubic_upscale(lq, scale), tensor2img(sample["GT"]), crop_border=scale)
-        psnrs.append(result.psnr)
-        ssims.append(result.ssim)
-    return Scores(float(np.mean(psnrs)), float(np.mean(ssims)))
+    results = [bicubic_score(sample["LQ"], tensor2img(sample["GT"]), scale) for sample in dataset]
+    return Scores(float(np.mean([r.psnr for r in results])), float(np.mean([r.ssim for r in results])))
 
 
 class StopRequest:
@@ -190,7 +186,8 @@ class StopRequest:
 
 def _check_health(model: SRModel, max_nonfinite: int, step: int) -> None:
     """Report skipped steps and stop when one network skipped `max_nonfinite` steps in a row (one sync)."""
-    counters = {k: int(v) for k, v in model.health().items()}
+    health = model.health()
+    counters = dict(zip(health, torch.stack(list(health.values())).tolist(), strict=True)) if health else {}
     skipped = {k.removeprefix("skipped_"): v for k, v in counters.items() if k.startswith("skipped_") and v}
     if skipped:
         terms = {k.removeprefix("nonfinite_"): v for k, v in counters.items() if k.startswith("nonfinite_") and v}
