@@ -70,6 +70,21 @@ class NetworkFOpt:
                                             "stopping")
 
 
+# --------------------------------------------------------------------------------------------- metrics
+MetricName = Literal["psnr", "ssim", "niqe", "lpips"]
+
+
+@dataclass
+class MetricOptions:
+    niqe_channel: Literal["y", "gray"] = opt("y", "channel NIQE scores: y (rgb2ycbcr's Y, as the PIRM challenge "
+                                                  "and ESRGAN's perceptual index) or gray (rgb2gray, as the NIQE "
+                                                  "release's computequality.m)")
+    lpips_net: Literal["alex", "vgg", "squeeze"] = opt("alex", "LPIPS backbone (alex: the LPIPS authors' default)")
+    lpips_weights: str | None = opt(None, "torchvision ImageNet state dict of the LPIPS backbone (e.g. "
+                                          "alexnet-owt-7be5be79.pth); ~: torchvision's file in the torch cache "
+                                          "(<TORCH_HOME>/hub/checkpoints); nothing is downloaded", path=True)
+
+
 # --------------------------------------------------------------------------------------------- datasets
 @dataclass
 class DatasetOpt:
@@ -85,6 +100,17 @@ class DatasetOpt:
                           "papers' convention) or OpenCV's bicubic (no antialiasing)")
     skip_corrupt: bool = opt(False, "leave out images that cannot be decoded (with a counted warning) instead "
                                     "of stopping")
+
+
+@dataclass
+class TestSetOpt(DatasetOpt):
+    metrics: list[MetricName] = opt(factory=lambda: ["psnr", "ssim"],
+                                    doc="metrics of this set, of psnr, ssim (Y channel), niqe (no-reference, also "
+                                        "without GT), lpips (needs pip install lpips and its backbone weights); "
+                                        "each is also computed for the bicubic baseline")
+    ma_scores: str | None = opt(None, "CSV (columns name, ma) of Ma et al.'s scores of this set's SR images, "
+                                      "computed elsewhere (Ma's model runs in MATLAB); with niqe in metrics it "
+                                      "adds the perceptual index PI = ((10 - Ma) + NIQE) / 2", path=True)
 
 
 @dataclass
@@ -167,6 +193,11 @@ class TrainOpt:
                                 "validation and saved as the deployable generator; 0 disables it", lo=0, hi=0.999999)
     dist_timeout: int = opt(1800, "multi-process runs: seconds a process waits for the others (at start-up, in "
                                   "collectives, while rank 0 saves) before giving up", lo=1)
+    val_metrics: list[MetricName] = opt(factory=lambda: ["psnr", "ssim"],
+                                        doc="validation metrics (psnr is required: it picks the best model), "
+                                            "logged as val/<metric> in TensorBoard next to val/<metric>_bicubic")
+    val_niqe_every: int = opt(1, "with niqe in val_metrics: compute NIQE at every val_niqe_every-th validation "
+                                 "(and the last); it costs more than the network on small models", lo=1)
     max_nonfinite: int = opt(100, "a step with a non-finite loss is skipped and counted; stop after this many "
                                   "consecutive skips", lo=1)
 
@@ -217,6 +248,7 @@ class TrainOptions:
     train: TrainOpt = opt(factory=TrainOpt, doc="losses, optimizers, schedules")
     logger: LoggerOpt = opt(factory=LoggerOpt, doc="logging and checkpoints")
     speed: SpeedOpt = opt(factory=SpeedOpt, doc="speed settings (the plain fp32 path is the default)")
+    metric_options: MetricOptions = opt(factory=MetricOptions, doc="settings of the validation metrics")
 
     @property
     def total_iters(self) -> int:
@@ -266,12 +298,14 @@ class TestOptions:
     name: str = opt(doc="test run name: the folder results/<name>/")
     scale: int | None = opt(None, "upscaling factor of the model (2 or 4); ~: read from the weights", lo=2, hi=4)
     device: str = opt("auto", "auto (CUDA when available, else CPU), cpu, cuda or cuda:N")
-    datasets: dict[str, DatasetOpt] = opt(factory=dict, doc="test sets by key: GT+LQ folders, GT only "
-                                                            "(bicubic LQ made on the fly) or LQ only (no metrics)")
+    datasets: dict[str, TestSetOpt] = opt(factory=dict, doc="test sets by key: GT+LQ folders, GT only "
+                                                            "(bicubic LQ made on the fly) or LQ only (no-reference "
+                                                            "metrics only)")
     network_G: TestNetworkGOpt = opt(factory=TestNetworkGOpt, doc="the generator; sizes left out (~) are read "
                                                                   "from the weights")
     path: TestPathOpt = opt(factory=lambda: TestPathOpt(pretrain_model_G=""), doc="input and output paths")
     test: TestRunOpt = opt(factory=TestRunOpt, doc="how the images are super-resolved")
+    metric_options: MetricOptions = opt(factory=MetricOptions, doc="settings of the metrics")
 
 
 # ------------------------------------------------------------------------------------------ the parser
@@ -484,6 +518,9 @@ def _check_train(o: TrainOptions, check: bool) -> None:
             _require_file(o.network_F.weights, "network_F.weights", check)
     if o.total_iters == 0:
         raise OptionError("train: nothing to do, train.psnr.niter and train.gan.niter are both 0")
+    if "psnr" not in o.train.val_metrics:
+        raise OptionError(f"train.val_metrics: {o.train.val_metrics} lacks psnr, which picks the best model; add it")
+    _require_file(o.metric_options.lpips_weights, "metric_options.lpips_weights", check)
 
 
 def _check_test(o: TestOptions, check: bool) -> None:
@@ -496,6 +533,12 @@ def _check_test(o: TestOptions, check: bool) -> None:
     for key, ds in o.datasets.items():
         ds.name = ds.name or key
         _check_dataset(ds, f"datasets.{key}", need_gt=False, check=check)
+        if ds.ma_scores is not None:
+            if "niqe" not in ds.metrics:
+                raise OptionError(f"datasets.{key}.ma_scores: the perceptual index needs NIQE too; add niqe to "
+                                  f"datasets.{key}.metrics")
+            _require_file(ds.ma_scores, f"datasets.{key}.ma_scores", check)
+    _require_file(o.metric_options.lpips_weights, "metric_options.lpips_weights", check)
     if not o.path.pretrain_model_G:
         raise OptionError("path.pretrain_model_G: name the generator weights to test")
     _require_file(o.path.pretrain_model_G, "path.pretrain_model_G", check)

@@ -7,13 +7,14 @@ give weaker supervision. Weights come from a local file, torchvision's ImageNet 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 import torchvision
 from torch import nn
 from torchvision.models import vgg as vgg_models
+
+from ..utils.files import torch_hub_cache_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -30,7 +31,7 @@ def imagenet_weights_url(use_bn: bool) -> str:
 
 def torchvision_cache_file(use_bn: bool) -> Path:
     """Where torchvision keeps (or would download) the ImageNet VGG19 weights."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(imagenet_weights_url(use_bn))
+    return torch_hub_cache_file(imagenet_weights_url(use_bn))
 
 
 def load_vgg_state_dict(weights: str, use_bn: bool, allow_random: bool) -> dict[str, torch.Tensor] | None:

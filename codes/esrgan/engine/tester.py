@@ -20,31 +20,29 @@ from torch import nn
 
 from ..archs.layouts import describe_hparams, load_generator_state
 from ..data.paired import PairedImageDataset
+from ..metrics import perceptual_index, read_ma_scores
 from ..models.networks import build_generator, infer_generator_options, load_weights
-from ..options import DatasetOpt, NetworkGOpt, TestOptions, dump_yaml
+from ..options import NetworkGOpt, TestOptions, TestSetOpt, dump_yaml
 from ..utils.image import tensor2img, write_image
 from ..utils.logger import setup_logging
 from ..utils.misc import archive_existing, select_device, timestamp
-from .evaluate import Scores, bicubic_score, score
+from .evaluate import LABELS, METRICS, Evaluator, bicubic_image, describe, format_value, mean_scores
 from .inference import check_precision, super_resolve
 
 log = logging.getLogger(__name__)
 
 NETWORK_SIZES = ("in_nc", "out_nc", "nf", "nb", "gc")
-METRICS = ("psnr", "ssim", "psnr_bicubic", "ssim_bicubic")
 DIFFERENCES_SHOWN = 5
 
 
 @dataclass
 class SetSummary:
-    """One row of the summary: a test set (at one interpolation alpha); metrics are None without GT."""
+    """One row of the summary: a test set (at one interpolation alpha) and the means of its metrics (SR, then
+    `<metric>_bicubic`); a metric the set does not have is absent."""
     set: str
     alpha: float | None
     images: int
-    psnr: float | None
-    ssim: float | None
-    psnr_bicubic: float | None
-    ssim_bicubic: float | None
+    means: dict[str, float]
     seconds_per_image: float
 
 
@@ -102,11 +100,21 @@ def test(o: TestOptions) -> Path:
     datasets = [PairedImageDataset(ds.name, scale, ds.dataroot_GT, ds.dataroot_LQ, data_type=ds.data_type,
                                    degradation=ds.degradation, skip_corrupt=ds.skip_corrupt)
                 for ds in o.datasets.values()]
-    bicubic: dict[tuple[str, str], Scores] = {}  # the same for every alpha
+    ma_scores = {ds.name: _ma_scores(ds, dataset) for ds, dataset in zip(o.datasets.values(), datasets, strict=True)}
+    m = o.metric_options
+    evaluator = Evaluator([k for k in METRICS if any(k in ds.metrics for ds in o.datasets.values())], scale,
+                          m.niqe_channel, m.lpips_net, m.lpips_weights, device)
+    bicubic: dict[tuple[str, str], dict[str, float]] = {}  # the same for every alpha
     summaries = []
-    if o.path.interp_gan_model is None:
+
+    def run_sets(alpha: float | None) -> None:
         for ds_opt, dataset in zip(o.datasets.values(), datasets, strict=True):
-            summaries.append(_test_set(net_g, dataset, ds_opt, out_dir / ds_opt.name, scale, o, bicubic, None))
+            set_dir = out_dir / ds_opt.name / ("" if alpha is None else f"alpha_{alpha:g}")
+            summaries.append(_test_set(net_g, dataset, ds_opt, set_dir, scale, o, evaluator, bicubic,
+                                       ma_scores[ds_opt.name], alpha))
+
+    if o.path.interp_gan_model is None:
+        run_sets(None)
     else:
         psnr = {k: v.detach().clone() for k, v in net_g.state_dict().items()}
         gan = _gan_state(net_g, o.path.interp_gan_model)
@@ -114,12 +122,10 @@ def test(o: TestOptions) -> Path:
             # The formula of scripts/net_interp.py, so that a blend tested here equals the file it writes.
             net_g.load_state_dict({k: (1 - alpha) * v + alpha * gan[k].to(v) for k, v in psnr.items()})
             log.info("alpha %g: (1 - %g) * PSNR model + %g * GAN model", alpha, alpha, alpha)
-            for ds_opt, dataset in zip(o.datasets.values(), datasets, strict=True):
-                set_dir = out_dir / ds_opt.name / f"alpha_{alpha:g}"
-                summaries.append(_test_set(net_g, dataset, ds_opt, set_dir, scale, o, bicubic, alpha))
+            run_sets(alpha)
     order = [ds.name for ds in o.datasets.values()]
     summaries.sort(key=lambda s: order.index(s.set))  # stable: a set's alphas stay in the given order
-    _log_summary(summaries, scale)
+    _log_summary(summaries, scale, evaluator)
     _write_summary_csv(out_dir / "summary.csv", summaries)
     log.info("Summary in %s", out_dir / "summary.csv")
     return out_dir
@@ -138,9 +144,26 @@ def _batches(dataset: PairedImageDataset, batch_size: int) -> Iterator[list[dict
     yield from pending.values()
 
 
-def _test_set(net: nn.Module, dataset: PairedImageDataset, ds_opt: DatasetOpt, set_dir: Path, scale: int,
-              o: TestOptions, bicubic: dict[tuple[str, str], Scores], alpha: float | None) -> SetSummary:
+def _ma_scores(ds: TestSetOpt, dataset: PairedImageDataset) -> dict[str, float] | None:
+    """The Ma scores of a set's images (for the perceptual index), checked to cover every image."""
+    if ds.ma_scores is None:
+        if "niqe" in ds.metrics:
+            log.info("%s: no Ma scores (datasets.<key>.ma_scores), so the perceptual index PI = ((10 - Ma) + NIQE) "
+                     "/ 2 is not computed and NIQE is reported alone", ds.name)
+        return None
+    scores = read_ma_scores(ds.ma_scores)
+    missing = [name for name in dataset.keys if name not in scores]
+    if missing:
+        raise ValueError(f"{ds.ma_scores}: no Ma score for {len(missing)} of the {len(dataset)} images of "
+                         f"{ds.name}: {', '.join(missing[:10])}" + (" ..." if len(missing) > 10 else ""))
+    return scores
+
+
+def _test_set(net: nn.Module, dataset: PairedImageDataset, ds_opt: TestSetOpt, set_dir: Path, scale: int,
+              o: TestOptions, evaluator: Evaluator, bicubic: dict[tuple[str, str], dict[str, float]],
+              ma_scores: dict[str, float] | None, alpha: float | None) -> SetSummary:
     label = ds_opt.name if alpha is None else f"{ds_opt.name} (alpha {alpha:g})"
+    skip = set(evaluator.metrics) - set(ds_opt.metrics)
     rows = {}
     for batch in _batches(dataset, o.test.batch_size):
         start = time.perf_counter()
@@ -152,56 +175,75 @@ def _test_set(net: nn.Module, dataset: PairedImageDataset, ds_opt: DatasetOpt, s
             name = sample["name"]
             sr = tensor2img(sr_tensor)
             write_image(set_dir / f"{name}.png", sr)
-            row = {"name": name, "seconds": seconds}
-            if "GT" in sample:
-                gt = tensor2img(sample["GT"])
-                ours = score(sr, gt, crop_border=scale)
-                key = (ds_opt.name, name)
-                if key not in bicubic:
-                    bicubic[key] = bicubic_score(sample["LQ"], gt, scale)
-                bic = bicubic[key]
-                row |= {"psnr": ours.psnr, "ssim": ours.ssim, "psnr_bicubic": bic.psnr, "ssim_bicubic": bic.ssim}
-                log.info("%s/%s: PSNR %.2f dB, SSIM %.4f (bicubic %.2f dB, %.4f)", label, name, ours.psnr,
-                         ours.ssim, bic.psnr, bic.ssim)
-            rows[name] = row
+            gt = tensor2img(sample["GT"]) if "GT" in sample else None
+            ours = evaluator.score(sr, gt, name, skip)
+            if ma_scores is not None:
+                ours |= {"ma": ma_scores[name], "pi": perceptual_index(ma_scores[name], ours["niqe"])}
+            key = (ds_opt.name, name)
+            if key not in bicubic:
+                bicubic[key] = evaluator.score(bicubic_image(sample["LQ"], scale), gt, f"{name} (bicubic)", skip)
+            rows[name] = {"name": name, "seconds": seconds} | ours | {f"{k}_bicubic": v
+                                                                      for k, v in bicubic[key].items()}
+            if ours:
+                log.info("%s/%s: %s (bicubic: %s)", label, name, describe(ours), describe(bicubic[key]))
     ordered = [rows[name] for name in dataset.keys if name in rows]
     _write_csv(set_dir / "metrics.csv", ordered)
-    means = {k: float(np.mean([r[k] for r in ordered])) if "psnr" in ordered[0] else None for k in METRICS}
-    summary = SetSummary(ds_opt.name, alpha, len(ordered), **means,
+    columns = [k for k in ordered[0] if k not in ("name", "seconds")]
+    summary = SetSummary(ds_opt.name, alpha, len(ordered), mean_scores(ordered, columns),
                          seconds_per_image=float(np.mean([r["seconds"] for r in ordered])))
-    if summary.psnr is not None:
-        log.info("%s (%d images, Y channel, crop %d): PSNR %.2f dB, SSIM %.4f | bicubic PSNR %.2f dB, "
-                 "SSIM %.4f | %.3f s/image", label, summary.images, scale, summary.psnr, summary.ssim,
-                 summary.psnr_bicubic, summary.ssim_bicubic, summary.seconds_per_image)
+    if summary.means:
+        means = {k: v for k, v in summary.means.items() if not k.endswith("_bicubic")}
+        bic = {k.removesuffix("_bicubic"): v for k, v in summary.means.items() if k.endswith("_bicubic")}
+        log.info("%s (%d images, %d border pixels cropped): %s | bicubic %s | %.3f s/image", label, summary.images,
+                 scale, describe(means), describe(bic), summary.seconds_per_image)
     else:
         log.info("%s: %d images upscaled (no GT, no metrics)", label, summary.images)
     log.info("%s: images and metrics.csv in %s", label, set_dir)
     return summary
 
 
-def _log_summary(summaries: list[SetSummary], scale: int) -> None:
+def _summary_columns(summaries: list[SetSummary]) -> list[str]:
+    """The metric columns of the summary: every metric some set has, then their bicubic counterparts."""
+    present = {k for s in summaries for k in s.means}
+    ours = [k for k in (*METRICS[:3], "ma", "pi", *METRICS[3:]) if k in present]
+    return ours + [f"{k}_bicubic" for k in ours if f"{k}_bicubic" in present]
+
+
+def _log_summary(summaries: list[SetSummary], scale: int, evaluator: Evaluator) -> None:
     sweep = summaries[0].alpha is not None
+    columns = _summary_columns(summaries)
+    heads = [("bic." if k.endswith("_bicubic") else "") + LABELS.get(k.removesuffix("_bicubic"), k) for k in columns]
+    widths = [max(len(h), 7) for h in heads]
     width = max(len("set"), *(len(s.set) for s in summaries))
-    head = f"{'set':<{width}} " + ("alpha " if sweep else "") + (
-        "images    PSNR    SSIM  bic.PSNR  bic.SSIM  s/image")
-    lines = [f"Summary (PSNR/SSIM on Y, {scale} border pixels cropped; bic. = bicubic upscaling):", head]
+    head = f"{'set':<{width}} " + ("alpha " if sweep else "") + "images " + " ".join(
+        f"{h:>{w}}" for h, w in zip(heads, widths, strict=True)) + "  s/image"
+    notes = "; bic. = bicubic upscaling"
+    if "niqe" in evaluator.metrics:
+        notes += f"; NIQE on {'Y' if evaluator.niqe_channel == 'y' else 'gray'}, lower is better"
+    if "lpips" in evaluator.metrics:
+        notes += "; LPIPS lower is better"
+    lines = [f"Summary (PSNR/SSIM on Y, {scale} border pixels cropped{notes}):", head]
     for s in summaries:
-        metrics = (f"{s.psnr:7.2f} {s.ssim:7.4f} {s.psnr_bicubic:9.2f} {s.ssim_bicubic:9.4f}" if s.psnr is not None
-                   else f"{'-':>7} {'-':>7} {'-':>9} {'-':>9}")
+        cells = " ".join(f"{format_value(k, s.means[k]) if k in s.means else '-':>{w}}"
+                         for k, w in zip(columns, widths, strict=True))
         alpha = f"{s.alpha:5g} " if sweep else ""
-        lines.append(f"{s.set:<{width}} {alpha}{s.images:6d} {metrics} {s.seconds_per_image:8.3f}")
+        lines.append(f"{s.set:<{width}} {alpha}{s.images:6d} {cells} {s.seconds_per_image:8.3f}")
+    for metric, reason in evaluator.unavailable.items():
+        lines.append(f"{LABELS[metric]} n/a: {reason}")
     log.info("\n".join(lines))
 
 
 def _write_summary_csv(path: Path, summaries: list[SetSummary]) -> None:
-    """One row per set (and alpha); empty metric cells for sets without GT."""
+    """One row per set (and alpha); empty cells for metrics a set does not have (e.g. PSNR without GT)."""
     sweep = summaries[0].alpha is not None
-    fields = ["set", *(["alpha"] if sweep else []), "images", *METRICS, "seconds_per_image"]
+    columns = _summary_columns(summaries)
+    fields = ["set", *(["alpha"] if sweep else []), "images", *columns, "seconds_per_image"]
     with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+        writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         for s in summaries:
-            writer.writerow({k: "" if v is None else v for k, v in vars(s).items()})
+            row = {"set": s.set, "alpha": s.alpha, "images": s.images, "seconds_per_image": s.seconds_per_image}
+            writer.writerow({k: v for k, v in row.items() if k in fields} | {k: s.means.get(k, "") for k in columns})
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
@@ -210,6 +252,5 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-        if "psnr" in rows[0]:
-            writer.writerow({"name": "mean"} | {k: float(np.mean([r[k] for r in rows])) for k in rows[0]
-                                                if k != "name"})
+        if len(rows[0]) > 2:  # metrics besides name and seconds
+            writer.writerow({"name": "mean"} | mean_scores(rows, [k for k in rows[0] if k != "name"]))

@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ from .distributed import (
     init_distributed,
     shutdown,
 )
-from .evaluate import Scores, bicubic_score, score
+from .evaluate import Evaluator, bicubic_image, describe, format_value, mean_scores
 from .inference import super_resolve
 
 log = logging.getLogger(__name__)
@@ -138,30 +139,31 @@ class LossMeter:
         return out
 
 
-def validate(model: SRModel, dataset: PairedImageDataset, scale: int, step: int, run_dir: Path, writer: Any,
-             tb_images: int, world: World, tile: int = 0) -> Scores:
-    """Super-resolve the validation set, shared out over the ranks; mean Y-channel PSNR/SSIM, border `scale`
-    cropped. Every rank gets the same means."""
-    results = []
+def validate(model: SRModel, dataset: PairedImageDataset, evaluator: Evaluator, scale: int, step: int,
+             run_dir: Path, writer: Any, tb_images: int, world: World, tile: int = 0,
+             skip: Collection[str] = ()) -> dict[str, float]:
+    """Super-resolve the validation set, shared out over the ranks; the means of the evaluator's metrics (but
+    `skip`), border `scale` cropped. Every rank gets the same means."""
+    rows = []
     for i in range(world.rank, len(dataset), world.world_size):
         sample = dataset[i]
         name = sample["name"]
         sr = tensor2img(super_resolve(model.deployable_generator(), sample["LQ"][None], scale, tile=tile,
                                       device=model.device))
         gt = tensor2img(sample["GT"])
-        result = score(sr, gt, crop_border=scale)
-        results.append((result.psnr, result.ssim))
+        rows.append(evaluator.score(sr, gt, name, skip))
         write_image(run_dir / "val_images" / name / f"{name}_{step}.png", sr)
         if writer is not None and i < tb_images:
             side_by_side = np.concatenate([sr, gt], axis=1)
             writer.add_image(f"val/{name} (SR | GT)", side_by_side, step, dataformats="HWC")
-    every = [r for part in gather_objects(results, world) for r in part]
-    return Scores(float(np.mean([p for p, _ in every])), float(np.mean([s for _, s in every])))
+    every = [r for part in gather_objects(rows, world) for r in part]
+    return mean_scores(every, [m for m in evaluator.metrics if m not in skip])
 
 
-def bicubic_baseline(dataset: PairedImageDataset, scale: int) -> Scores:
-    results = [bicubic_score(sample["LQ"], tensor2img(sample["GT"]), scale) for sample in dataset]
-    return Scores(float(np.mean([r.psnr for r in results])), float(np.mean([r.ssim for r in results])))
+def bicubic_baseline(dataset: PairedImageDataset, evaluator: Evaluator, scale: int) -> dict[str, float]:
+    rows = [evaluator.score(bicubic_image(sample["LQ"], scale), tensor2img(sample["GT"]), f"{sample['name']} "
+                            "(bicubic)") for sample in dataset]
+    return mean_scores(rows, evaluator.metrics)
 
 
 class StopRequest:
@@ -262,9 +264,11 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
         from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(log_dir=str(run_dir / "tb_logger"), purge_step=start_step + 1)
     if val_set is not None:
-        bicubic = bicubic_baseline(val_set, o.scale)
-        log.info("Validation %s, bicubic baseline: PSNR %.2f dB, SSIM %.4f (Y, crop %d)",
-                 val_set.name, bicubic.psnr, bicubic.ssim, o.scale)
+        m = o.metric_options
+        evaluator = Evaluator(o.train.val_metrics, o.scale, m.niqe_channel, m.lpips_net, m.lpips_weights, device)
+        bicubic = bicubic_baseline(val_set, evaluator, o.scale)
+        log.info("Validation %s, bicubic baseline: %s (%d border pixels cropped)", val_set.name, describe(bicubic),
+                 o.scale)
 
     def save(step: int) -> None:
         state = {"iter": step, "phase": model.phase(step), "model": model.state_dict(), "rng": rng_state(),
@@ -325,19 +329,22 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
                     _check_health(model, o.train.max_nonfinite, step)
 
                 if val_set is not None and (step % o.train.val_freq == 0 or step == total):
-                    result = validate(model, val_set, o.scale, step, run_dir, writer, o.logger.tb_images, world,
-                                      o.train.val_tile)
-                    log.info("Validation %s at iter %d: PSNR %.2f dB (bicubic %.2f), SSIM %.4f (bicubic %.4f)",
-                             val_set.name, step, result.psnr, bicubic.psnr, result.ssim, bicubic.ssim)
+                    # NIQE at every val_niqe_every-th validation, counted from the iteration so that a resumed
+                    # run keeps the rhythm.
+                    niqe_now = (step // o.train.val_freq) % o.train.val_niqe_every == 0 or step == total
+                    result = validate(model, val_set, evaluator, o.scale, step, run_dir, writer, o.logger.tb_images,
+                                      world, o.train.val_tile, skip=() if niqe_now else ("niqe",))
+                    log.info("Validation %s at iter %d: %s", val_set.name, step, ", ".join(
+                        f"{describe({k: v})} (bicubic {format_value(k, bicubic[k])})" for k, v in result.items()))
                     if writer is not None:
-                        writer.add_scalar("val/psnr", result.psnr, step)
-                        writer.add_scalar("val/ssim", result.ssim, step)
-                        writer.add_scalar("val/psnr_bicubic", bicubic.psnr, step)
-                        writer.add_scalar("val/ssim_bicubic", bicubic.ssim, step)
+                        for key, value in result.items():
+                            writer.add_scalar(f"val/{key}", value, step)
+                            writer.add_scalar(f"val/{key}_bicubic", bicubic[key], step)
                     if best.get("phase", model.phase(step)) != model.phase(step):
                         best = {"psnr": -math.inf, "ssim": -math.inf, "iter": 0}  # the GAN phase has its own best
-                    if result.psnr > best["psnr"]:
-                        best = {"psnr": result.psnr, "ssim": result.ssim, "iter": step, "phase": model.phase(step)}
+                    if result["psnr"] > best["psnr"]:
+                        best = {"psnr": result["psnr"], "ssim": result.get("ssim", math.nan), "iter": step,
+                                "phase": model.phase(step)}
                         if world.is_main:
                             atomic_save({k: v.detach().cpu() for k, v in
                                          model.deployable_generator().state_dict().items()},

@@ -18,6 +18,8 @@ import math
 
 import numpy as np
 
+from .filters import filter_valid, gaussian_taps
+
 # MATLAB rgb2ycbcr's luma row for R, G, B in [0, 1], producing Y on the 0..255 scale (ITU-R BT.601,
 # studio swing: black maps to 16, white to 235).
 _Y_OFFSET = 16.0
@@ -109,23 +111,6 @@ def calculate_psnr(
     return 10.0 * math.log10(_PEAK**2 / mse)
 
 
-def _gaussian_taps() -> np.ndarray:
-    """1-D factor of MATLAB's ``fspecial('gaussian', 11, 1.5)``, normalised to sum 1."""
-    # The normalised 2-D window is the outer product of this vector with itself.
-    x = np.arange(_SSIM_WINDOW_SIZE) - (_SSIM_WINDOW_SIZE - 1) / 2
-    taps = np.exp(-(x**2) / (2 * _SSIM_SIGMA**2))
-    return taps / taps.sum()
-
-
-def _filter_valid(img: np.ndarray, taps: np.ndarray) -> np.ndarray:
-    """Separable 'valid' filtering of an HxWxC array (MATLAB ``filter2(window, img, 'valid')``)."""
-    # The window is symmetric, so correlation and convolution agree. One vectorised pass per tap.
-    n = len(taps)
-    h, w = img.shape[:2]
-    rows = sum(t * img[k : h - n + 1 + k] for k, t in enumerate(taps))
-    return sum(t * rows[:, k : w - n + 1 + k] for k, t in enumerate(taps))
-
-
 def calculate_ssim(
     img1: np.ndarray, img2: np.ndarray, crop_border: int, test_y_channel: bool = True
 ) -> float:
@@ -147,15 +132,15 @@ def calculate_ssim(
             f"cropping, got {a.shape[:2]}"
         )
 
-    taps = _gaussian_taps()
-    mu1 = _filter_valid(a, taps)
-    mu2 = _filter_valid(b, taps)
+    taps = gaussian_taps(_SSIM_WINDOW_SIZE, _SSIM_SIGMA)
+    mu1 = filter_valid(a, taps)
+    mu2 = filter_valid(b, taps)
     mu1_sq = mu1 * mu1
     mu2_sq = mu2 * mu2
     mu1_mu2 = mu1 * mu2
-    sigma1_sq = _filter_valid(a * a, taps) - mu1_sq
-    sigma2_sq = _filter_valid(b * b, taps) - mu2_sq
-    sigma12 = _filter_valid(a * b, taps) - mu1_mu2
+    sigma1_sq = filter_valid(a * a, taps) - mu1_sq
+    sigma2_sq = filter_valid(b * b, taps) - mu2_sq
+    sigma12 = filter_valid(a * b, taps) - mu1_mu2
 
     ssim_map = ((2 * mu1_mu2 + _SSIM_C1) * (2 * sigma12 + _SSIM_C2)) / (
         (mu1_sq + mu2_sq + _SSIM_C1) * (sigma1_sq + sigma2_sq + _SSIM_C2)

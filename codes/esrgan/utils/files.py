@@ -46,3 +46,8 @@ def atomic_save(obj: Any, path: str | Path) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     with atomic_output(path) as tmp:
         tmp.write_text(text, encoding="utf-8", newline="\n")
+
+
+def torch_hub_cache_file(url: str) -> Path:
+    """Where torch.hub keeps (or would download) the weights file of `url`: <hub dir>/checkpoints/<file name>."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
