@@ -15,3 +15,12 @@ def test_benchmark_smoke_mode_prints_training_and_inference_tables():
     assert [row.split("|")[2].strip() for row in rows] == ["psnr", "gan", "whole image", "tiles of 16"]
     assert "| bf16+channels_last | gan |" in result.stdout
     assert "| fp32 | psnr |" in result.stdout and "1.00x" in result.stdout
+
+
+def test_metric_benchmark_prints_milliseconds_per_image():
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "benchmark_metrics.py"), "--sizes", "200",
+                             "--repeats", "1"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "| image | PSNR (Y) ms | SSIM (Y) ms | NIQE ms |" in result.stdout
+    (row,) = [line for line in result.stdout.splitlines() if line.startswith("| 200x200 |")]
+    assert all(float(cell) > 0 for cell in row.strip("| \n").split("|")[1:])

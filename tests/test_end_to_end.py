@@ -146,3 +146,22 @@ def test_weights_that_do_not_fit_the_network_list_the_keys(tmp_path):
     result = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "unexpected keys: RRDB_trunk.1.RDB1.conv1.weight" in result.stderr
+
+
+def test_validation_computes_niqe_every_kth_time_and_logs_it_to_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    val = tmp_path / "val"
+    val.mkdir()
+    # 200x200: four 96x96 NIQE blocks once 4 border pixels are cropped.
+    cv2.imwrite(str(val / "chelsea.png"), cv2.imread(str(REPO_ROOT / "datasets/demo/train/chelsea.png"))[:200, :200])
+    result = run("train.py", "options/train_demo.yml",
+                 [*TRAIN_SETTINGS, f"path.experiments_root={tmp_path}", "model=sr", "train.gan.niter=0",
+                  "train.psnr.niter=3", "train.val_freq=1", f"datasets.val.dataroot_GT={val}",
+                  "train.val_metrics=[psnr,ssim,niqe]", "train.val_niqe_every=2"], cwd=tmp_path)
+    assert "bicubic baseline: PSNR" in result.stderr and ", NIQE " in result.stderr
+    events = EventAccumulator(str(tmp_path / "e2e" / "tb_logger"), size_guidance={"scalars": 0}).Reload()
+    assert [e.step for e in events.Scalars("val/psnr")] == [1, 2, 3]
+    assert [e.step for e in events.Scalars("val/niqe")] == [2, 3]  # every 2nd validation, and the last
+    bicubic = {e.value for e in events.Scalars("val/niqe_bicubic")}
+    assert len(bicubic) == 1 and 0 < bicubic.pop() < 30

@@ -243,3 +243,114 @@ def test_upscale_with_nothing_readable_exits_1(data, tmp_path, capsys):
     (tmp_path / "broken.png").write_bytes(b"nothing")
     assert upscale(str(tmp_path / "broken.png"), "-o", str(tmp_path / "out"), "--model", str(data / "psnr.pth")) == 1
     assert "0 images upscaled x4" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------- perceptual metrics
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """Two 200x200 crops of demo photos (four 96x96 NIQE blocks once 4 pixels are cropped) with their Ma scores,
+    and an LQ-only folder with one 50x50 image."""
+    root = tmp_path_factory.mktemp("photos")
+    demo = REPO_ROOT / "datasets" / "demo" / "train"
+    (root / "gt").mkdir()
+    (root / "lq").mkdir()
+    cv2.imwrite(str(root / "gt" / "chelsea.png"), cv2.imread(str(demo / "chelsea.png"))[50:250, 100:300])
+    cv2.imwrite(str(root / "gt" / "coffee.png"), cv2.imread(str(demo / "coffee.png"))[:200, :200])
+    cv2.imwrite(str(root / "lq" / "small.png"), cv2.imread(str(demo / "rocket.png"))[:200:4, :200:4])
+    (root / "ma.csv").write_text("name,ma\nchelsea.png,6.5\ncoffee.png,5.25\n", encoding="utf-8")
+    save_tiny_model(root / "psnr.pth")
+    save_tiny_model(root / "gan.pth", seed=1)
+    return root
+
+
+def perceptual_opts(photos, results, **sections) -> options.TestOptions:
+    raw = {"name": "perceptual", "device": "cpu", "scale": 4, "network_G": {"nf": 8, "nb": 1, "gc": 4},
+           "datasets": {"photos": {"dataroot_GT": str(photos / "gt"), "metrics": ["psnr", "ssim", "niqe", "lpips"],
+                                   "ma_scores": str(photos / "ma.csv")},
+                        "small": {"dataroot_LQ": str(photos / "lq"), "metrics": ["psnr", "niqe"]}},
+           "path": {"pretrain_model_G": str(photos / "psnr.pth"), "results_root": str(results)},
+           "metric_options": {"lpips_weights": str(photos / "missing_alexnet.pth")}}
+    for key, value in sections.items():
+        raw[key] = {**raw.get(key, {}), **value}
+    return parse_options(options.TestOptions, raw, check_paths=False)
+
+
+@pytest.fixture(scope="module")
+def perceptual_run(photos, tmp_path_factory):
+    return run_test(perceptual_opts(photos, tmp_path_factory.mktemp("results")))
+
+
+def test_each_image_gets_its_sets_metrics_the_perceptual_index_and_the_bicubic_baseline(perceptual_run, photos):
+    from esrgan.data.paired import PairedImageDataset
+    from esrgan.engine.evaluate import bicubic_image
+    from esrgan.metrics import calculate_niqe, calculate_psnr
+    from esrgan.utils.image import read_image, to_uint8
+
+    rows = read_csv(perceptual_run / "photos" / "metrics.csv")
+    assert list(rows[0]) == ["name", "seconds", "psnr", "ssim", "niqe", "lpips", "ma", "pi", "psnr_bicubic",
+                             "ssim_bicubic", "niqe_bicubic", "lpips_bicubic"]
+    assert [r["name"] for r in rows] == ["chelsea", "coffee", "mean"]
+    sr = to_uint8(read_image(perceptual_run / "photos" / "chelsea.png"))
+    gt = to_uint8(read_image(photos / "gt" / "chelsea.png"))
+    assert float(rows[0]["psnr"]) == pytest.approx(calculate_psnr(sr, gt, 4), abs=1e-9)
+    assert float(rows[0]["niqe"]) == pytest.approx(calculate_niqe(sr, 4), abs=1e-9)
+    assert (float(rows[0]["ma"]), float(rows[1]["ma"])) == (6.5, 5.25)
+    assert float(rows[0]["pi"]) == pytest.approx(((10 - 6.5) + calculate_niqe(sr, 4)) / 2, abs=1e-9)
+    bicubic = bicubic_image(PairedImageDataset("p", 4, str(photos / "gt"), None)[0]["LQ"], 4)
+    assert float(rows[0]["niqe_bicubic"]) == pytest.approx(calculate_niqe(bicubic, 4), abs=1e-9)
+    assert float(rows[0]["psnr_bicubic"]) == pytest.approx(calculate_psnr(bicubic, gt, 4), abs=1e-9)
+    assert rows[0]["lpips"] == "nan" and rows[0]["lpips_bicubic"] == "nan"  # no weights: reported, not faked
+    assert float(rows[2]["niqe"]) == pytest.approx((float(rows[0]["niqe"]) + float(rows[1]["niqe"])) / 2)
+    assert float(rows[2]["pi"]) == pytest.approx((float(rows[0]["pi"]) + float(rows[1]["pi"])) / 2)
+
+
+def test_a_set_without_gt_gets_the_no_reference_metrics(perceptual_run):
+    rows = read_csv(perceptual_run / "small" / "metrics.csv")
+    from esrgan.metrics import calculate_niqe
+    from esrgan.utils.image import read_image, to_uint8
+
+    assert list(rows[0]) == ["name", "seconds", "niqe", "niqe_bicubic"] and rows[0]["name"] == "small"
+    sr = to_uint8(read_image(perceptual_run / "small" / "small.png"))
+    assert sr.shape == (200, 200, 3) and float(rows[0]["niqe"]) == pytest.approx(calculate_niqe(sr, 4), abs=1e-9)
+
+
+def test_the_summary_has_a_column_per_metric_and_says_what_is_missing(perceptual_run):
+    rows = read_csv(perceptual_run / "summary.csv")
+    assert list(rows[0]) == ["set", "images", "psnr", "ssim", "niqe", "lpips", "ma", "pi", "psnr_bicubic",
+                             "ssim_bicubic", "niqe_bicubic", "lpips_bicubic", "seconds_per_image"]
+    assert rows[1]["psnr"] == "" and rows[1]["pi"] == "" and float(rows[1]["niqe"]) > 0
+    (log_file,) = perceptual_run.glob("test_perceptual_*.log")
+    text = log_file.read_text(encoding="utf-8")
+    table = text[text.index("Summary (PSNR/SSIM on Y, 4 border pixels cropped"):].splitlines()
+    assert "NIQE on Y, lower is better" in table[0]
+    assert table[1].split() == ["set", "images", "PSNR", "SSIM", "NIQE", "LPIPS", "Ma", "PI", "bic.PSNR", "bic.SSIM",
+                                "bic.NIQE", "bic.LPIPS", "s/image"]
+    assert table[2].split()[5] == "n/a" and table[3].split()[2:4] == ["-", "-"]
+    assert "LPIPS n/a: LPIPS (alex) needs torchvision's ImageNet weights" in table[4]
+    assert "small: no Ma scores (datasets.<key>.ma_scores), so the perceptual index" in text
+
+
+def test_the_interpolation_sweep_reports_psnr_and_niqe_per_alpha(photos, tmp_path):
+    sweep = run_test(perceptual_opts(photos, tmp_path, path={"interp_gan_model": str(photos / "gan.pth")},
+                                     test={"interp_alphas": [0.0, 1.0]}))
+    rows = [r for r in read_csv(sweep / "summary.csv") if r["set"] == "photos"]
+    assert [float(r["alpha"]) for r in rows] == [0.0, 1.0]
+    assert rows[0]["niqe"] != rows[1]["niqe"] and rows[0]["niqe_bicubic"] == rows[1]["niqe_bicubic"]
+    assert float(rows[0]["psnr"]) > 0 and float(rows[1]["niqe"]) > 0
+
+
+def test_ma_scores_must_cover_the_set(photos, tmp_path):
+    (tmp_path / "ma.csv").write_text("name,ma\nchelsea,6\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"ma.csv: no Ma score for 1 of the 2 images of photos: coffee"):
+        run_test(perceptual_opts(photos, tmp_path, datasets={"photos": {
+            "dataroot_GT": str(photos / "gt"), "metrics": ["niqe"], "ma_scores": str(tmp_path / "ma.csv")}}))
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ({"metrics": ["psnr", "niqee"]}, r"datasets.photos.metrics\[1\]: 'niqee' is not one of .* did you mean niqe"),
+    ({"metrics": ["psnr"], "ma_scores": "ma.csv"}, "ma_scores: the perceptual index needs NIQE too; add niqe to "
+                                                   "datasets.photos.metrics"),
+])
+def test_metric_options_are_checked(photos, tmp_path, entry, message):
+    with pytest.raises(options.OptionError, match=message):
+        perceptual_opts(photos, tmp_path, datasets={"photos": {"dataroot_GT": str(photos / "gt"), **entry}})

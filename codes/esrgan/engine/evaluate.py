@@ -28,9 +28,10 @@ _FORMATS = {"psnr": ".2f"}  # the others with four decimals
 
 
 def format_value(metric: str, value: float | None) -> str:
+    """A metric's value as SR tables print it ('psnr' and 'psnr_bicubic' with two decimals); n/a for nan."""
     if value is None or math.isnan(value):
         return "n/a"
-    return f"{value:{_FORMATS.get(metric, '.4f')}}"
+    return f"{value:{_FORMATS.get(metric.removesuffix('_bicubic'), '.4f')}}"
 
 
 def describe(scores: dict[str, float]) -> str:

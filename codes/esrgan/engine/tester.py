@@ -205,7 +205,7 @@ def _test_set(net: nn.Module, dataset: PairedImageDataset, ds_opt: TestSetOpt, s
 def _summary_columns(summaries: list[SetSummary]) -> list[str]:
     """The metric columns of the summary: every metric some set has, then their bicubic counterparts."""
     present = {k for s in summaries for k in s.means}
-    ours = [k for k in (*METRICS[:3], "ma", "pi", *METRICS[3:]) if k in present]
+    ours = [k for k in (*METRICS, "ma", "pi") if k in present]
     return ours + [f"{k}_bicubic" for k in ours if f"{k}_bicubic" in present]
 
 

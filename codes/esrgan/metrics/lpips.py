@@ -11,6 +11,7 @@ weights.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -72,7 +73,10 @@ def load_lpips(net: LpipsNet = "alex", backbone_weights: str | None = None,
         raise MetricUnavailableError(f"the lpips package has no linear layers for {net} at {linear}; reinstall it")
 
     # pretrained=False / pnet_rand=True: the package builds the network without loading or downloading anything.
-    model = lpips.LPIPS(net=net, version=_LPIPS_VERSION, pretrained=False, pnet_rand=True, verbose=False)
+    with warnings.catch_warnings():
+        # The package builds torchvision's networks with the `pretrained` argument deprecated since 0.13.
+        warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
+        model = lpips.LPIPS(net=net, version=_LPIPS_VERSION, pretrained=False, pnet_rand=True, verbose=False)
     _load_backbone(model.net, torch.load(path, map_location="cpu", weights_only=True), path)
     missing, unexpected = model.load_state_dict(torch.load(linear, map_location="cpu", weights_only=True),
                                                 strict=False)

@@ -1,0 +1,233 @@
+"""Specification of LPIPS loading, the perceptual index, the Evaluator and scripts/evaluate.py.
+
+LPIPS runs on randomly initialised backbones written to a temporary torch cache: nothing is downloaded, and the
+comparison with the lpips package's own loading path shows that the weights land where the package puts them.
+"""
+
+import csv
+import math
+import runpy
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from esrgan.engine.evaluate import Evaluator, mean_scores
+from esrgan.metrics import calculate_niqe, calculate_psnr, perceptual_index, read_ma_scores
+from esrgan.options import REPO_ROOT
+from esrgan.utils.image import read_image, to_uint8, write_image
+
+lpips = pytest.importorskip("lpips")
+
+from esrgan.metrics.lpips import MetricUnavailableError, backbone_cache_file, calculate_lpips, load_lpips  # noqa: E402
+
+DEMO = REPO_ROOT / "datasets" / "demo"
+
+
+def demo(name: str) -> np.ndarray:
+    return to_uint8(read_image(DEMO / f"{name}.png"))
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """An empty torch cache of our own."""
+    previous = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    yield tmp_path / "hub"
+    torch.hub.set_dir(previous)
+
+
+def cache_random_backbone(net: str, features_only: bool = False) -> dict:
+    torch.manual_seed(0)
+    model = {"alex": torchvision.models.alexnet, "squeeze": torchvision.models.squeezenet1_1}[net](weights=None)
+    state = model.state_dict()
+    if features_only:
+        state = {k: v for k, v in state.items() if k.startswith("features.")}
+    torch.save(state, backbone_cache_file(net))
+    return state
+
+
+def noisy(img: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
+    return np.clip(img + np.random.default_rng(seed).normal(0, sigma, img.shape), 0, 255).astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------------------------- LPIPS
+@pytest.mark.filterwarnings("ignore::UserWarning:torchvision")
+def test_lpips_equals_the_packages_own_loading_path(hub):
+    cache_random_backbone("squeeze")
+    ours = load_lpips("squeeze")
+    # The package's default path: torchvision finds the same file in the cache (a cached file is not re-downloaded).
+    theirs = lpips.LPIPS(net="squeeze", verbose=False).eval()
+    a, b = demo("val/brick")[:64, :64], demo("val/grass")[:64, :64]
+    with torch.no_grad():
+        expected = theirs(torch.from_numpy(a.transpose(2, 0, 1)[None] / 127.5 - 1).float(),
+                          torch.from_numpy(b.transpose(2, 0, 1)[None] / 127.5 - 1).float()).item()
+    assert calculate_lpips(ours, a, b, crop_border=0) == pytest.approx(expected, rel=1e-5)
+    assert expected > 0
+
+
+def test_lpips_loads_every_backbone_weight_and_the_shipped_linear_layers(hub):
+    state = cache_random_backbone("alex", features_only=True)
+    model = load_lpips("alex")
+    for slice_name, block in model.net.named_children():
+        for index, layer in block.named_children():
+            if isinstance(layer, torch.nn.Conv2d):
+                assert torch.equal(layer.weight, state[f"features.{index}.weight"]), (slice_name, index)
+    shipped = torch.load(f"{lpips.__path__[0]}/weights/v0.1/alex.pth", map_location="cpu", weights_only=True)
+    assert torch.equal(model.lin0.model[1].weight, shipped["lin0.model.1.weight"])
+    assert not any(p.requires_grad for p in model.parameters()) and not model.training
+
+
+def test_lpips_is_zero_for_identical_images_and_grows_with_the_distortion(hub):
+    cache_random_backbone("alex", features_only=True)
+    model = load_lpips("alex")
+    img = demo("train/chelsea")[:96, :128]
+    distances = [calculate_lpips(model, img, noisy(img, s), crop_border=4) for s in (0, 5, 30)]
+    assert distances[0] == 0 and 0 < distances[1] < distances[2]
+
+
+def test_a_weights_path_is_used_instead_of_the_cache(hub, tmp_path):
+    cache_random_backbone("alex", features_only=True)
+    backbone_cache_file("alex").rename(tmp_path / "mine.pth")
+    with pytest.raises(MetricUnavailableError, match=r"alexnet-owt-7be5be79.pth \(the torch cache\)"):
+        load_lpips("alex")
+    assert load_lpips("alex", str(tmp_path / "mine.pth")) is not None
+
+
+def test_missing_or_unfit_weights_make_lpips_unavailable_with_the_reason(hub, tmp_path):
+    with pytest.raises(MetricUnavailableError, match=r"not found at .*metric_options\.lpips_weights"):
+        load_lpips("alex", str(tmp_path / "nowhere.pth"))
+    torch.save({"features.0.weight": torch.zeros(1)}, tmp_path / "wrong.pth")
+    with pytest.raises(MetricUnavailableError, match="not a torchvision state dict of the LPIPS backbone"):
+        load_lpips("alex", str(tmp_path / "wrong.pth"))
+
+
+def test_without_the_package_lpips_is_unavailable(monkeypatch):
+    monkeypatch.setitem(sys.modules, "lpips", None)
+    with pytest.raises(MetricUnavailableError, match="pip install lpips"):
+        load_lpips("alex")
+
+
+# --------------------------------------------------------------------------------------- the evaluator
+def test_the_evaluator_computes_its_metrics_with_one_crop(hub):
+    cache_random_backbone("alex", features_only=True)
+    gt = demo("train/chelsea")
+    sr = noisy(gt, 8)
+    scores = Evaluator(["psnr", "niqe", "lpips"], crop_border=4).score(sr, gt, "chelsea")
+    assert list(scores) == ["psnr", "niqe", "lpips"]
+    assert scores["psnr"] == calculate_psnr(sr, gt, 4) and scores["niqe"] == calculate_niqe(sr, 4)
+    assert scores["lpips"] == calculate_lpips(load_lpips("alex"), sr, gt, 4)
+
+
+def test_without_gt_only_niqe_is_computed_and_skip_leaves_metrics_out():
+    img = demo("train/chelsea")
+    evaluator = Evaluator(["psnr", "ssim", "niqe"], crop_border=4, niqe_channel="gray")
+    assert evaluator.score(img, None) == {"niqe": calculate_niqe(img, 4, "gray")}
+    assert list(evaluator.score(img, img, skip=("niqe",))) == ["psnr", "ssim"]
+
+
+def test_unavailable_lpips_is_reported_as_nan_with_its_reason(hub, caplog):
+    evaluator = Evaluator(["psnr", "lpips"], crop_border=0)
+    assert "alexnet-owt-7be5be79.pth" in evaluator.unavailable["lpips"]
+    assert "LPIPS is unavailable" in caplog.text
+    img = demo("val/brick")
+    scores = evaluator.score(img, img)
+    assert scores["psnr"] == math.inf and math.isnan(scores["lpips"])
+
+
+def test_an_image_too_small_for_niqe_gets_nan_and_a_warning(caplog):
+    assert math.isnan(Evaluator(["niqe"], crop_border=4).score(demo("val/brick"), None, "brick")["niqe"])
+    assert "brick: NIQE is n/a: NIQE needs at least two 96x96 blocks" in caplog.text
+
+
+def test_means_propagate_a_missing_value():
+    rows = [{"psnr": 20.0, "niqe": 5.0}, {"psnr": 22.0, "niqe": math.nan}]
+    means = mean_scores(rows, ["psnr", "niqe", "lpips"])
+    assert means["psnr"] == 21.0 and math.isnan(means["niqe"]) and "lpips" not in means
+
+
+# --------------------------------------------------------------------------------- the perceptual index
+def test_the_perceptual_index_is_the_pirm_formula():
+    # ESRGAN's Set14 baboon: PI 1.98. With NIQE 2.0 that needs Ma 10 - (2 * 1.98 - 2.0) = 8.04.
+    assert perceptual_index(ma=8.04, niqe=2.0) == pytest.approx(1.98)
+    assert perceptual_index(ma=10.0, niqe=0.0) == 0.0
+
+
+def test_ma_scores_are_read_by_image_name(tmp_path):
+    path = tmp_path / "ma.csv"
+    path.write_text("Name,MA,NIQE\nbaboon.png,8.25,3.1\ncomic,7.5,\n", encoding="utf-8")
+    assert read_ma_scores(path) == {"baboon": 8.25, "comic": 7.5}
+
+
+@pytest.mark.parametrize(("text", "message"), [("name,score\na,1\n", "needs the columns name and ma"),
+                                               ("name,ma\na,x\n", r"line 2: Ma score 'x' of 'a' is not a number"),
+                                               ("name,ma\na,1\na.png,2\n", "line 3: 'a' appears twice")])
+def test_bad_ma_files_are_named(tmp_path, text, message):
+    (tmp_path / "ma.csv").write_text(text, encoding="utf-8")
+    with pytest.raises(ValueError, match=message):
+        read_ma_scores(tmp_path / "ma.csv")
+
+
+# --------------------------------------------------------------------------------- scripts/evaluate.py
+def evaluate(*args: str) -> int:
+    return runpy.run_path(str(REPO_ROOT / "scripts" / "evaluate.py"))["main"](list(args))
+
+
+@pytest.fixture
+def folders(tmp_path):
+    """GT: two demo photos; SR: the same with noise, named with a tool's suffix."""
+    for name in ("chelsea", "coffee"):
+        img = demo(f"train/{name}")
+        write_image(tmp_path / "gt" / f"{name}.png", img)
+        write_image(tmp_path / "sr" / f"{name}_x4_SR.png", noisy(img, 6))
+    return tmp_path
+
+
+def read_rows(path) -> list[dict]:
+    return list(csv.DictReader(path.read_text(encoding="utf-8").splitlines()))
+
+
+def test_evaluate_scores_matching_files_and_writes_a_csv(folders, capsys):
+    (folders / "ma.csv").write_text("name,ma\nchelsea,8\ncoffee,7\n", encoding="utf-8")
+    assert evaluate("--gt", str(folders / "gt"), "--sr", str(folders / "sr"), "--suffix", "_x4_SR", "--metrics",
+                    "psnr,niqe", "--ma-scores", str(folders / "ma.csv"), "--csv", str(folders / "out.csv")) == 0
+    rows = read_rows(folders / "out.csv")
+    assert [r["name"] for r in rows] == ["chelsea", "coffee", "mean"] and list(rows[0]) == ["name", "psnr", "niqe",
+                                                                                           "ma", "pi"]
+    sr = to_uint8(read_image(folders / "sr" / "chelsea_x4_SR.png"))
+    gt = demo("train/chelsea")
+    assert float(rows[0]["psnr"]) == pytest.approx(calculate_psnr(sr, gt, 4))
+    assert float(rows[0]["niqe"]) == pytest.approx(calculate_niqe(sr, 4))
+    assert float(rows[0]["pi"]) == pytest.approx(((10 - 8) + calculate_niqe(sr, 4)) / 2)
+    assert float(rows[2]["niqe"]) == pytest.approx((float(rows[0]["niqe"]) + float(rows[1]["niqe"])) / 2)
+    assert "chelsea" in capsys.readouterr().out
+
+
+def test_evaluate_without_gt_scores_niqe_alone(folders, capsys):
+    assert evaluate("--sr", str(folders / "sr"), "--crop", "0", "--csv", str(folders / "niqe.csv")) == 0
+    rows = read_rows(folders / "niqe.csv")
+    assert list(rows[0]) == ["name", "niqe"] and rows[0]["name"] == "chelsea_x4_SR"
+    assert float(rows[0]["niqe"]) == pytest.approx(
+        calculate_niqe(to_uint8(read_image(folders / "sr" / "chelsea_x4_SR.png")), 0))
+
+
+def test_evaluate_names_unmatched_files(folders, capsys):
+    assert evaluate("--gt", str(folders / "gt"), "--sr", str(folders / "sr")) == 2
+    err = capsys.readouterr().err
+    assert "2 GT images have no SR image (chelsea, coffee); 2 SR images have no GT image (chelsea_x4_SR" in err
+    assert "use --suffix" in err
+
+
+def test_evaluate_names_images_of_different_sizes(folders, capsys):
+    write_image(folders / "sr" / "coffee_x4_SR.png", demo("train/coffee")[:-1])
+    assert evaluate("--gt", str(folders / "gt"), "--sr", str(folders / "sr"), "--suffix", "_x4_SR") == 2
+    assert "coffee_x4_SR.png is 399x600x3 but" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_full_reference_metrics_without_gt(folders, capsys):
+    with pytest.raises(SystemExit):
+        evaluate("--sr", str(folders / "sr"), "--metrics", "psnr")
+    assert "needs --gt" in capsys.readouterr().err
