@@ -1,10 +1,11 @@
 """Score a folder of SR images (from this project or any other tool) against a folder of ground truth.
 
-Images are paired by file name without extension (`--suffix` strips a tag such as `_ESRGAN` from the SR names) and
-scored with the conventions of test.py: `--crop` pixels removed at every border (the scale, 4 by default), PSNR/SSIM
-on MATLAB's Y channel, NIQE on the 8-bit Y (or gray) channel, LPIPS on RGB. NIQE needs no ground truth: without
-`--gt` it is the only metric. With `--ma-scores` (Ma et al.'s scores, computed elsewhere) the perceptual index
-PI = ((10 - Ma) + NIQE) / 2 is added.
+Images are paired by file name without extension (`--suffix` strips a tag such as `_ESRGAN` from the SR names),
+read as test.py reads them (gray files as RGB, alpha dropped, 16-bit rounded to 8 bits) and scored with its
+conventions: `--crop` pixels removed at every border (the scale, 4 by default), PSNR/SSIM on MATLAB's Y channel,
+NIQE on the 8-bit Y (or gray) channel, LPIPS on RGB. NIQE needs no ground truth: without `--gt` it is the only
+metric. With `--ma-scores` (Ma et al.'s scores, computed elsewhere, keyed by image or SR file name) the perceptual
+index PI = ((10 - Ma) + NIQE) / 2 is added.
 
 Usage::
 
@@ -21,34 +22,21 @@ import logging
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "codes"))
 
 from esrgan.engine.evaluate import LABELS, METRICS, NO_REFERENCE, Evaluator, format_value, mean_scores
 from esrgan.metrics import perceptual_index, read_ma_scores
-from esrgan.utils.image import images_by_stem
+from esrgan.utils.image import images_by_stem, read_image, to_uint8
 from esrgan.utils.misc import select_device
 
 log = logging.getLogger("evaluate")
 
 
 def read_for_scoring(path: Path) -> np.ndarray:
-    """A uint8 image as it would be scored: RGB, or gray kept as one channel; alpha dropped; 16-bit rounded to
-    8 bits (the metrics follow the 8-bit conventions of SR papers)."""
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise OSError(f"cannot decode image {path}: the file is missing, truncated or not an image")
-    if img.dtype == np.uint16:
-        img = np.floor(img / 257.0 + 0.5).astype(np.uint8)
-    elif img.dtype != np.uint8:
-        raise OSError(f"image {path} has unsupported sample type {img.dtype}; use 8- or 16-bit images")
-    if img.ndim == 3 and img.shape[2] == 1:
-        img = img[:, :, 0]
-    if img.ndim == 3:
-        img = np.ascontiguousarray(img[:, :, 2::-1])  # BGR(A) -> RGB
-    return img
+    """A uint8 RGB image as test.py scores it: gray replicated to RGB, alpha dropped, 16-bit rounded to 8 bits."""
+    return to_uint8(read_image(path))
 
 
 def pair_images(gt_dir: Path | None, sr_dir: Path, suffix: str) -> list[tuple[str, Path | None, Path]]:
@@ -116,9 +104,12 @@ def evaluate(args: argparse.Namespace) -> list[dict]:
     pairs = pair_images(args.gt, args.sr, args.suffix)
     ma = read_ma_scores(args.ma_scores) if args.ma_scores else None
     if ma is not None:
-        missing = [name for name, _, _ in pairs if name not in ma]
+        # Ma scores are keyed by the image name (as paired) or by the SR file's own name.
+        ma = {name: ma.get(name, ma.get(sr.stem)) for name, _, sr in pairs}
+        missing = [name for name, value in ma.items() if value is None]
         if missing:
-            raise ValueError(f"{args.ma_scores}: no Ma score for {', '.join(missing[:10])}")
+            raise ValueError(f"{args.ma_scores}: no Ma score for {', '.join(missing[:10])}"
+                             + (" ..." if len(missing) > 10 else ""))
     else:
         log.info("No --ma-scores: the perceptual index is not computed; NIQE is reported alone")
     evaluator = Evaluator(args.metrics, args.crop, args.niqe_channel, args.lpips_net, args.lpips_weights,

@@ -1,5 +1,7 @@
 """Suite-wide settings."""
 
+import logging
+
 import pytest
 import torch
 
@@ -12,3 +14,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def package_log(caplog):
+    """caplog for the package's logger, which setup_logging (run by earlier in-process tests) detaches from the
+    root logger that caplog listens to."""
+    logger = logging.getLogger("esrgan")
+    logger.addHandler(caplog.handler)
+    yield caplog
+    logger.removeHandler(caplog.handler)

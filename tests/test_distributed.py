@@ -104,3 +104,39 @@ def test_gan_phase_with_sync_bn_two_processes_update_like_one_with_the_double_ba
         for key, value in a.items():
             if value.is_floating_point():
                 assert torch.allclose(value, b[key], rtol=1e-3, atol=1e-5), f"{name} {key}"
+
+
+def test_validation_metrics_shared_out_over_two_ranks_are_the_means_over_every_image(tmp_path):
+    import cv2
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from esrgan.archs.rrdbnet import RRDBNet
+    from esrgan.data.paired import PairedImageDataset
+    from esrgan.engine.evaluate import Evaluator, bicubic_image
+    from esrgan.engine.inference import super_resolve
+    from esrgan.utils.image import tensor2img
+
+    val = tmp_path / "val"
+    val.mkdir()
+    photo = cv2.imread(str(REPO_ROOT / "datasets" / "demo" / "train" / "coffee.png"))
+    for k in range(3):  # three images for two ranks: uneven shares
+        cv2.imwrite(str(val / f"crop{k}.png"), photo[:200, 100 * k : 100 * k + 200])
+    two = subprocess.run([*TORCHRUN, *train_args(tmp_path, **{
+        "datasets.train.batch_size": 1, "datasets.val.dataroot_GT": str(val), "train.val_freq": 3,
+        "train.val_metrics": "[psnr,niqe]", "logger.use_tb_logger": "true"})],
+        env=ENV, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr
+    events = EventAccumulator(str(tmp_path / "run" / "tb_logger"), size_guidance={"scalars": 0}).Reload()
+    logged = {k: events.Scalars(f"val/{k}")[0].value for k in ("psnr", "niqe", "psnr_bicubic", "niqe_bicubic")}
+
+    net = RRDBNet(3, 3, nf=8, nb=1, gc=4)
+    net.load_state_dict(torch.load(tmp_path / "run" / "models" / "3_G.pth", weights_only=True))
+    evaluator = Evaluator(["psnr", "niqe"], crop_border=4)
+    ours, bicubic = [], []
+    for sample in PairedImageDataset("val", 4, str(val), None):
+        gt = tensor2img(sample["GT"])
+        ours.append(evaluator.score(tensor2img(super_resolve(net, sample["LQ"][None], 4)), gt))
+        bicubic.append(evaluator.score(bicubic_image(sample["LQ"], 4), gt))
+    for key in ("psnr", "niqe"):
+        assert logged[key] == pytest.approx(sum(r[key] for r in ours) / 3, rel=1e-5), key
+        assert logged[f"{key}_bicubic"] == pytest.approx(sum(r[key] for r in bicubic) / 3, rel=1e-5), key

@@ -129,18 +129,18 @@ def test_without_gt_only_niqe_is_computed_and_skip_leaves_metrics_out():
     assert list(evaluator.score(img, img, skip=("niqe",))) == ["psnr", "ssim"]
 
 
-def test_unavailable_lpips_is_reported_as_nan_with_its_reason(hub, caplog):
+def test_unavailable_lpips_is_reported_as_nan_with_its_reason(hub, package_log):
     evaluator = Evaluator(["psnr", "lpips"], crop_border=0)
     assert "alexnet-owt-7be5be79.pth" in evaluator.unavailable["lpips"]
-    assert "LPIPS is unavailable" in caplog.text
+    assert "LPIPS is unavailable" in package_log.text
     img = demo("val/brick")
     scores = evaluator.score(img, img)
     assert scores["psnr"] == math.inf and math.isnan(scores["lpips"])
 
 
-def test_an_image_too_small_for_niqe_gets_nan_and_a_warning(caplog):
+def test_an_image_too_small_for_niqe_gets_nan_and_a_warning(package_log):
     assert math.isnan(Evaluator(["niqe"], crop_border=4).score(demo("val/brick"), None, "brick")["niqe"])
-    assert "brick: NIQE is n/a: NIQE needs at least two 96x96 blocks" in caplog.text
+    assert "brick: NIQE is n/a: NIQE needs at least two 96x96 blocks" in package_log.text
 
 
 def test_means_propagate_a_missing_value():
@@ -231,3 +231,24 @@ def test_evaluate_refuses_full_reference_metrics_without_gt(folders, capsys):
     with pytest.raises(SystemExit):
         evaluate("--sr", str(folders / "sr"), "--metrics", "psnr")
     assert "needs --gt" in capsys.readouterr().err
+
+
+def test_evaluate_reads_gray_16_bit_and_rgba_files_as_test_py_does(tmp_path):
+    import cv2
+
+    read_for_scoring = runpy.run_path(str(REPO_ROOT / "scripts" / "evaluate.py"))["read_for_scoring"]
+    rgb = demo("train/chelsea")
+    cv2.imwrite(str(tmp_path / "gray.png"), rgb[:, :, 1])
+    cv2.imwrite(str(tmp_path / "deep.png"), rgb[:, :, ::-1].astype(np.uint16) * 257)
+    cv2.imwrite(str(tmp_path / "rgba.png"), np.dstack([rgb[:, :, ::-1], np.full(rgb.shape[:2], 9, np.uint8)]))
+    # Gray is replicated to RGB, as the datasets of test.py and validation do, so both tools give one number.
+    np.testing.assert_array_equal(read_for_scoring(tmp_path / "gray.png"), np.repeat(rgb[:, :, 1:2], 3, axis=2))
+    np.testing.assert_array_equal(read_for_scoring(tmp_path / "deep.png"), rgb)
+    np.testing.assert_array_equal(read_for_scoring(tmp_path / "rgba.png"), rgb)
+
+
+def test_ma_scores_may_be_keyed_by_the_sr_file_names(folders):
+    (folders / "ma.csv").write_text("name,ma\nchelsea_x4_SR.png,8\ncoffee_x4_SR,7\n", encoding="utf-8")
+    assert evaluate("--gt", str(folders / "gt"), "--sr", str(folders / "sr"), "--suffix", "_x4_SR", "--metrics",
+                    "niqe", "--ma-scores", str(folders / "ma.csv"), "--csv", str(folders / "out.csv")) == 0
+    assert [float(r["ma"]) for r in read_rows(folders / "out.csv")] == [8, 7, 7.5]

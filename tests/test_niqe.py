@@ -7,6 +7,7 @@ photos. Images with perfectly flat areas are left out of that comparison: there 
 rounding noise (see ``test_flat_neighbourhoods_have_exactly_zero_coefficients``).
 """
 
+import hashlib
 import json
 import math
 
@@ -189,8 +190,11 @@ def test_the_pristine_model_is_the_releases_36_dimensional_gaussian():
     assert mu.shape == (36,) and cov.shape == (36, 36)
     np.testing.assert_array_equal(cov, cov.T)
     assert np.linalg.eigvalsh(cov).min() > 0
-    # First and last entries of mu_prisparam in modelparameters.mat.
+    # First and last entries of mu_prisparam in modelparameters.mat, and a digest of every float64 of mu and cov
+    # (the same as of the copy in BasicSR 1.4.2's niqe_pris_params.npz).
     assert mu[0] == pytest.approx(2.60131368, abs=1e-8) and mu[35] == pytest.approx(0.18677778, abs=1e-8)
+    digest = hashlib.sha256(mu.tobytes() + cov.tobytes()).hexdigest()
+    assert digest == "f6284a2b53fd40bbc960472b76ec55b67a299a0270294b804c847e99b8cc1e30"
     assert "niqe_release" in json.loads(PRISTINE_MODEL.read_text(encoding="utf-8"))["source"]
 
 
@@ -198,6 +202,22 @@ def test_the_pristine_model_is_the_releases_36_dimensional_gaussian():
 def test_fewer_than_two_blocks_is_an_error_not_a_number():
     with pytest.raises(ValueError, match=r"at least two 96x96 blocks.*184x184 image \(after cropping\) holds 1"):
         calculate_niqe(demo("val/brick"), 4)
+
+
+def test_a_flat_block_gets_shape_0_2_and_nan_scales_and_the_gaussian_uses_nanmean_and_complete_rows():
+    luma = niqe_luma(demo("train/chelsea"))[:192, :192].copy()
+    luma[90:, 90:] = 128.0  # block 3 and the 7x7 windows around its pixels are flat at full resolution
+    features = niqe_features(luma)
+    shapes = [0, 2, 6, 10, 14]  # the AGGD shape of the coefficients and of each neighbour product
+    # estimateaggdparam on all-zero coefficients: no negative or positive values, NaN ratio, MATLAB's min picks
+    # the first candidate shape.
+    assert features[3, shapes].tolist() == [0.2] * 5
+    assert np.isnan(np.delete(features[3, :18], shapes)).all() and np.isfinite(features[:3]).all()
+    mu_p, cov_p = pristine_model()
+    mu = np.nanmean(features, axis=0)  # nanmean: block 3's shapes count, its NaN scales do not
+    cov = np.cov(features[:3], rowvar=False)  # nancov: complete rows only
+    expected = math.sqrt((mu_p - mu) @ np.linalg.pinv((cov_p + cov) / 2) @ (mu_p - mu))
+    assert calculate_niqe(luma.astype(np.uint8), 0) == pytest.approx(expected, rel=1e-12)
 
 
 def test_a_flat_image_has_no_niqe():

@@ -332,7 +332,9 @@ def test_the_summary_has_a_column_per_metric_and_says_what_is_missing(perceptual
 
 def test_the_interpolation_sweep_reports_psnr_and_niqe_per_alpha(photos, tmp_path):
     sweep = run_test(perceptual_opts(photos, tmp_path, path={"interp_gan_model": str(photos / "gan.pth")},
-                                     test={"interp_alphas": [0.0, 1.0]}))
+                                     test={"interp_alphas": [0.0, 1.0]},
+                                     datasets={"photos": {"dataroot_GT": str(photos / "gt"),
+                                                          "metrics": ["psnr", "niqe"]}}))
     rows = [r for r in read_csv(sweep / "summary.csv") if r["set"] == "photos"]
     assert [float(r["alpha"]) for r in rows] == [0.0, 1.0]
     assert rows[0]["niqe"] != rows[1]["niqe"] and rows[0]["niqe_bicubic"] == rows[1]["niqe_bicubic"]
@@ -350,7 +352,17 @@ def test_ma_scores_must_cover_the_set(photos, tmp_path):
     ({"metrics": ["psnr", "niqee"]}, r"datasets.photos.metrics\[1\]: 'niqee' is not one of .* did you mean niqe"),
     ({"metrics": ["psnr"], "ma_scores": "ma.csv"}, "ma_scores: the perceptual index needs NIQE too; add niqe to "
                                                    "datasets.photos.metrics"),
+    ({"metrics": ["niqe"], "ma_scores": "ma.csv", "sweep": True}, "Ma scores belong to one set of SR images, but "
+                                                                  "path.interp_gan_model makes one per alpha"),
 ])
 def test_metric_options_are_checked(photos, tmp_path, entry, message):
+    sweep = {"path": {"interp_gan_model": str(photos / "gan.pth")}} if entry.pop("sweep", False) else {}
     with pytest.raises(options.OptionError, match=message):
-        perceptual_opts(photos, tmp_path, datasets={"photos": {"dataroot_GT": str(photos / "gt"), **entry}})
+        perceptual_opts(photos, tmp_path, datasets={"photos": {"dataroot_GT": str(photos / "gt"), **entry}}, **sweep)
+
+
+def test_a_set_without_gt_and_only_full_reference_metrics_is_not_scored_and_says_so(photos, tmp_path):
+    out = run_test(perceptual_opts(photos, tmp_path, datasets={"small": {"dataroot_LQ": str(photos / "lq")}}))
+    assert list(read_csv(out / "small" / "metrics.csv")[0]) == ["name", "seconds"]
+    (log_file,) = out.glob("test_perceptual_*.log")
+    assert "small has no GT, and its metrics (psnr, ssim) all need one" in log_file.read_text(encoding="utf-8")

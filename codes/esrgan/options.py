@@ -197,8 +197,8 @@ class TrainOpt:
                                         doc="validation metrics (psnr is required: it picks the best model), "
                                             "logged as val/<metric> in TensorBoard next to val/<metric>_bicubic")
     val_niqe_every: int = opt(1, "with niqe in val_metrics: compute NIQE at every val_niqe_every-th validation "
-                                 "(and the last) to save time on large validation sets (about 45 ms per 512x512 image on one CPU "
-                                 "core)", lo=1)
+                                 "(and the last), to save time on large validation sets (NIQE takes about 45 ms "
+                                 "per 512x512 image on one CPU core)", lo=1)
     max_nonfinite: int = opt(100, "a step with a non-finite loss is skipped and counted; stop after this many "
                                   "consecutive skips", lo=1)
 
@@ -539,6 +539,10 @@ def _check_test(o: TestOptions, check: bool) -> None:
                 raise OptionError(f"datasets.{key}.ma_scores: the perceptual index needs NIQE too; add niqe to "
                                   f"datasets.{key}.metrics")
             _require_file(ds.ma_scores, f"datasets.{key}.ma_scores", check)
+            if o.path.interp_gan_model:
+                raise OptionError(f"datasets.{key}.ma_scores: Ma scores belong to one set of SR images, but "
+                                  "path.interp_gan_model makes one per alpha; score each alpha's folder with "
+                                  "scripts/evaluate.py --ma-scores instead")
     _require_file(o.metric_options.lpips_weights, "metric_options.lpips_weights", check)
     if not o.path.pretrain_model_G:
         raise OptionError("path.pretrain_model_G: name the generator weights to test")

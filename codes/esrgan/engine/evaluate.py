@@ -17,6 +17,7 @@ import torch
 
 from ..data.imresize import imresize
 from ..metrics import calculate_niqe, calculate_psnr, calculate_ssim
+from ..metrics.niqe import NIQEImageTooSmallError
 from ..utils.image import to_uint8
 
 log = logging.getLogger(__name__)
@@ -84,12 +85,12 @@ class Evaluator:
 
         Without `gt` only the no-reference metrics are computed; metrics in `skip` are left out.
         """
-        scores = {}
-        for metric in self.metrics:
-            if metric in skip or (gt is None and metric not in NO_REFERENCE):
-                continue
-            scores[metric] = math.nan if metric in self.unavailable else self._compute(metric, img, gt, name)
-        return scores
+        return {metric: math.nan if metric in self.unavailable else self._compute(metric, img, gt, name)
+                for metric in self.applicable(gt is not None, skip)}
+
+    def applicable(self, has_gt: bool, skip: Collection[str] = ()) -> tuple[str, ...]:
+        """The metrics `score` computes for an image with or without GT, `skip` left out."""
+        return tuple(m for m in self.metrics if m not in skip and (has_gt or m in NO_REFERENCE))
 
     def _compute(self, metric: str, img: np.ndarray, gt: np.ndarray | None, name: str) -> float:
         if metric == "psnr":
@@ -102,7 +103,7 @@ class Evaluator:
             return calculate_lpips(self._lpips, img, gt, self.crop_border)
         try:
             return calculate_niqe(img, self.crop_border, self.niqe_channel)
-        except ValueError as err:
+        except NIQEImageTooSmallError as err:
             log.warning("%s: NIQE is n/a: %s", name or "image", err)
             return math.nan
 

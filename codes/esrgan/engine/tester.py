@@ -26,7 +26,7 @@ from ..options import NetworkGOpt, TestOptions, TestSetOpt, dump_yaml
 from ..utils.image import tensor2img, write_image
 from ..utils.logger import setup_logging
 from ..utils.misc import archive_existing, select_device, timestamp
-from .evaluate import LABELS, METRICS, Evaluator, bicubic_image, describe, format_value, mean_scores
+from .evaluate import LABELS, METRICS, NO_REFERENCE, Evaluator, bicubic_image, describe, format_value, mean_scores
 from .inference import check_precision, super_resolve
 
 log = logging.getLogger(__name__)
@@ -146,6 +146,9 @@ def _batches(dataset: PairedImageDataset, batch_size: int) -> Iterator[list[dict
 
 def _ma_scores(ds: TestSetOpt, dataset: PairedImageDataset) -> dict[str, float] | None:
     """The Ma scores of a set's images (for the perceptual index), checked to cover every image."""
+    if ds.dataroot_GT is None and not set(ds.metrics) & NO_REFERENCE:
+        log.warning("%s has no GT, and its metrics (%s) all need one: its images are upscaled but not scored (add "
+                    "niqe to its metrics for a no-reference score)", ds.name, ", ".join(ds.metrics))
     if ds.ma_scores is None:
         if "niqe" in ds.metrics:
             log.info("%s: no Ma scores (datasets.<key>.ma_scores), so the perceptual index PI = ((10 - Ma) + NIQE) "
@@ -181,7 +184,8 @@ def _test_set(net: nn.Module, dataset: PairedImageDataset, ds_opt: TestSetOpt, s
                 ours |= {"ma": ma_scores[name], "pi": perceptual_index(ma_scores[name], ours["niqe"])}
             key = (ds_opt.name, name)
             if key not in bicubic:
-                bicubic[key] = evaluator.score(bicubic_image(sample["LQ"], scale), gt, f"{name} (bicubic)", skip)
+                bicubic[key] = (evaluator.score(bicubic_image(sample["LQ"], scale), gt, f"{name} (bicubic)", skip)
+                                if evaluator.applicable(gt is not None, skip) else {})
             rows[name] = {"name": name, "seconds": seconds} | ours | {f"{k}_bicubic": v
                                                                       for k, v in bicubic[key].items()}
             if ours:

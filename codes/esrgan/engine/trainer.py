@@ -160,10 +160,14 @@ def validate(model: SRModel, dataset: PairedImageDataset, evaluator: Evaluator, 
     return mean_scores(every, [m for m in evaluator.metrics if m not in skip])
 
 
-def bicubic_baseline(dataset: PairedImageDataset, evaluator: Evaluator, scale: int) -> dict[str, float]:
-    rows = [evaluator.score(bicubic_image(sample["LQ"], scale), tensor2img(sample["GT"]), f"{sample['name']} "
-                            "(bicubic)") for sample in dataset]
-    return mean_scores(rows, evaluator.metrics)
+def bicubic_baseline(dataset: PairedImageDataset, evaluator: Evaluator, scale: int, world: World) -> dict[str, float]:
+    """The validation metrics of bicubic upscaling, shared out over the ranks like `validate`."""
+    rows = []
+    for i in range(world.rank, len(dataset), world.world_size):
+        sample = dataset[i]
+        rows.append(evaluator.score(bicubic_image(sample["LQ"], scale), tensor2img(sample["GT"]),
+                                    f"{sample['name']} (bicubic)"))
+    return mean_scores([r for part in gather_objects(rows, world) for r in part], evaluator.metrics)
 
 
 class StopRequest:
@@ -266,7 +270,7 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
     if val_set is not None:
         m = o.metric_options
         evaluator = Evaluator(o.train.val_metrics, o.scale, m.niqe_channel, m.lpips_net, m.lpips_weights, device)
-        bicubic = bicubic_baseline(val_set, evaluator, o.scale)
+        bicubic = bicubic_baseline(val_set, evaluator, o.scale, world)
         log.info("Validation %s, bicubic baseline: %s (%d border pixels cropped)", val_set.name, describe(bicubic),
                  o.scale)
 

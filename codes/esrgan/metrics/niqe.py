@@ -20,7 +20,14 @@ perceptual index, by which ESRGAN is judged. This module follows the authors' MA
   of the release (``niqe_pristine.json``) and the image's block mean (NaN-ignoring) and covariance (over the
   blocks without NaN features, MATLAB's ``nanmean`` / ``nancov``).
 
-A Gaussian needs at least two blocks: smaller images are an error rather than a made-up value.
+Two deliberate departures, both where MATLAB's result is an artefact rather than a measurement:
+
+* where a neighbourhood is perfectly flat (or an exact linear ramp), ``I - mu`` is 0 in exact arithmetic but
+  rounding noise of about 1e-14 in floating point, and the AGGD fits count the signs of all coefficients, so
+  MATLAB's value depends on its filter's operation order; here such coefficients are exactly 0. On photographs
+  this changes nothing; on images with flat areas NIQE can differ from other ports by a few hundredths;
+* a Gaussian needs at least two blocks: smaller images raise :class:`NIQEImageTooSmallError` rather than return
+  the number MATLAB's ``nancov`` makes of a single block (the variance of its 36 features).
 """
 
 from __future__ import annotations
@@ -58,6 +65,10 @@ _ALPHAS = (200 + np.arange(9801)) / 1000
 _GAMMA = np.vectorize(math.gamma)
 _G1, _G2, _G3 = _GAMMA(1 / _ALPHAS), _GAMMA(2 / _ALPHAS), _GAMMA(3 / _ALPHAS)
 _MOMENT_RATIO = _G2**2 / (_G1 * _G3)
+
+
+class NIQEImageTooSmallError(ValueError):
+    """The image (after cropping) holds fewer than two 96x96 blocks."""
 
 
 @lru_cache(maxsize=1)
@@ -106,7 +117,7 @@ def calculate_niqe(img: np.ndarray, crop_border: int, channel: Literal["y", "gra
             computequality.m does).
 
     Raises:
-        ValueError: the cropped image holds fewer than two 96x96 blocks.
+        NIQEImageTooSmallError: the cropped image holds fewer than two 96x96 blocks.
     """
     if crop_border < 0:
         raise ValueError(f"crop_border must be non-negative, got {crop_border}")
@@ -137,7 +148,7 @@ def niqe_features(luma: np.ndarray) -> np.ndarray:
     anti-diagonal neighbours."""
     rows, cols = luma.shape[0] // BLOCK_SIZE, luma.shape[1] // BLOCK_SIZE
     if rows * cols < 2:
-        raise ValueError(f"NIQE needs at least two {BLOCK_SIZE}x{BLOCK_SIZE} blocks to fit a Gaussian; the "
+        raise NIQEImageTooSmallError(f"NIQE needs at least two {BLOCK_SIZE}x{BLOCK_SIZE} blocks to fit a Gaussian; the "
                          f"{luma.shape[0]}x{luma.shape[1]} image (after cropping) holds {rows * cols}")
     image = luma[: rows * BLOCK_SIZE, : cols * BLOCK_SIZE].astype(np.float64)
     features = []
