@@ -1,6 +1,7 @@
 """train.py then test.py on the bundled demo data, as a user runs them (tiny network, a few iterations)."""
 
 import csv
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -66,6 +67,7 @@ def test_training_logs_losses_phases_and_validation_against_bicubic(trained):
     assert "GAN phase starts" in output
     assert "bicubic baseline: PSNR" in output
     assert "Validation demo_val at iter 6: PSNR" in output
+    assert re.search(r"iter 2 \(psnr\) [0-9.]+s/it, data wait [0-9.]+% \| l_g_pix", output)
     (log_file,) = run_dir.glob("train_e2e_*.log")
     assert "l_d_real" in log_file.read_text()
     assert {p.name for p in (run_dir / "val_images").iterdir()} == {"brick", "grass", "gravel"}
@@ -80,7 +82,8 @@ def test_tensorboard_holds_losses_learning_rates_metrics_and_images(trained):
     scalars = set(events.Tags()["scalars"])
     expected = {f"train/{k}" for k in ("l_g_pix", "l_g_fea", "l_g_gan", "l_d_real", "l_d_fake", "D_real",
                                        "D_fake", "lr_G", "lr_D")}
-    assert expected | {"val/psnr", "val/ssim", "val/psnr_bicubic"} <= scalars
+    assert expected | {"val/psnr", "val/ssim", "val/psnr_bicubic", "train/data_wait_fraction"} <= scalars
+    assert all(0 <= e.value <= 1 for e in events.Scalars("train/data_wait_fraction"))
     assert [e.step for e in events.Scalars("val/psnr")] == [3, 6]
     images = events.Tags()["images"]
     assert len(images) == 3

@@ -78,3 +78,22 @@ def test_another_seed_gives_other_batches(tmp_path):
 def test_prefetch_passes_batches_through_on_the_cpu():
     items = [{"LQ": torch.ones(1), "name": ["a"]}]
     assert list(prefetch_to_device(iter(items), torch.device("cpu"))) == items
+
+
+def test_data_wait_counts_the_time_spent_waiting_for_batches():
+    import time
+
+    from esrgan.data.loader import DataWait
+
+    def slow_batches():
+        for k in range(3):
+            time.sleep(0.05)
+            yield {"k": k}
+
+    wait = DataWait()
+    seen = []
+    for batch in wait.timed(slow_batches()):
+        time.sleep(0.02)  # work on the batch is not waiting
+        seen.append(batch["k"])
+    assert seen == [0, 1, 2]
+    assert 0.15 <= wait.seconds < 0.2

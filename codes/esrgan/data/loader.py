@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import random
 import signal
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -109,3 +110,22 @@ def prefetch_to_device(batches: Iterator[dict[str, Any]], device: torch.device) 
         upcoming = next(iterator, None)
         upcoming = load(upcoming) if upcoming is not None else None
         yield current
+
+
+class DataWait:
+    """Host seconds spent waiting for the next batch. The loader keeps ahead of training when this stays near
+    zero; its share of the wall time is the fraction of time the GPU waits for data (the host otherwise runs
+    ahead of the GPU, queueing work)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def timed(self, batches: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        iterator = iter(batches)
+        while True:
+            start = time.perf_counter()
+            batch = next(iterator, None)
+            self.seconds += time.perf_counter() - start
+            if batch is None:
+                return
+            yield batch

@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from ..archs.layouts import save_generator_state
-from ..data.loader import build_train_loader, prefetch_to_device
+from ..data.loader import DataWait, build_train_loader, prefetch_to_device
 from ..data.paired import PairedImageDataset
 from ..models.esrgan import ESRGANModel, SRModel
 from ..models.networks import build_discriminator, build_feature_extractor, build_generator, load_weights
@@ -297,13 +297,14 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
     bar = tqdm(total=total, initial=start_step, dynamic_ncols=True, desc=model.phase(step + 1),
                mininterval=0.1 if sys.stderr.isatty() else 30.0, disable=not world.is_main)
     tick, tick_step = time.time(), step
+    data_wait, waited = DataWait(), 0.0
     iters_per_epoch = len(train_loader)
     try:
         while step < total:
             # The data position follows from the iteration, so a resumed run continues with the very next batch.
             epoch, position = divmod(step, iters_per_epoch)
             train_loader.sampler.set_epoch(epoch, start=position * tr.batch_size)
-            for batch in prefetch_to_device(iter(train_loader), device):
+            for batch in prefetch_to_device(data_wait.timed(train_loader), device):
                 step += 1
                 if step == o.train.psnr.niter + 1 and o.model == "esrgan" and step > 1:
                     log.info("Iteration %d: PSNR phase done, GAN phase starts", step)
@@ -321,14 +322,17 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
                 printing = step % o.logger.print_freq == 0 or step == total
                 if printing:
                     values = meter.read()
-                    seconds_per_iter = (time.time() - tick) / (step - tick_step)
-                    tick, tick_step = time.time(), step
+                    elapsed = time.time() - tick
+                    seconds_per_iter = elapsed / (step - tick_step)
+                    wait_fraction = min((data_wait.seconds - waited) / max(elapsed, 1e-9), 1.0)
+                    tick, tick_step, waited = time.time(), step, data_wait.seconds
                     bar.set_postfix({k: f"{v:.3g}" for k, v in values.items() if not k.startswith("lr")})
-                    log.info("iter %d (%s) %.3fs/it | %s", step, model.phase(step), seconds_per_iter,
-                             ", ".join(f"{k} {v:.4e}" for k, v in values.items()))
+                    log.info("iter %d (%s) %.3fs/it, data wait %.1f%% | %s", step, model.phase(step), seconds_per_iter,
+                             100 * wait_fraction, ", ".join(f"{k} {v:.4e}" for k, v in values.items()))
                     if writer is not None:
                         for key, value in values.items():
                             writer.add_scalar(f"train/{key}", value, step)
+                        writer.add_scalar("train/data_wait_fraction", wait_fraction, step)
                 if printing or step % o.train.max_nonfinite == 0:
                     _check_health(model, o.train.max_nonfinite, step)
 
