@@ -1,5 +1,8 @@
 """Speed settings: bf16 autocast, channels_last, torch.compile and fp16 scaling behave like the fp32 path."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -7,7 +10,7 @@ from esrgan.archs.discriminator import Discriminator_VGG_128
 from esrgan.archs.rrdbnet import RRDBNet
 from esrgan.archs.vgg import VGGFeatureExtractor
 from esrgan.models.esrgan import ESRGANModel, SRModel
-from esrgan.options import GanPhaseOpt, OptimOpt, PsnrPhaseOpt
+from esrgan.options import REPO_ROOT, GanPhaseOpt, OptimOpt, PsnrPhaseOpt
 
 CPU = torch.device("cpu")
 
@@ -86,3 +89,25 @@ def test_fp16_scales_gradients_per_network_and_saves_the_scalers():
     run_steps(m)
     assert set(m.amp.scalers) == {"G", "D"}
     assert set(m.state_dict()["scalers"]) == {"G", "D"}
+
+
+def test_the_fast_path_check_trains_both_runs_and_compares_validation_psnr_and_gan_losses(tmp_path):
+    tiny = ["network_G.nf=8", "network_G.nb=1", "network_G.gc=4", "network_D.nf=4", "datasets.train.batch_size=2",
+            "datasets.train.n_workers=0", "network_F.allow_random_weights=true"]
+    args = [sys.executable, str(REPO_ROOT / "scripts" / "check_fast_path.py"), "-opt",
+            str(REPO_ROOT / "options" / "train_demo.yml"), "--psnr-iters", "3", "--gan-iters", "2", "--print-freq",
+            "1", "--workdir", str(tmp_path), "--fast", "speed.channels_last=true"]
+    for item in tiny:
+        args += ["--set", item]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "| iteration | fp32 val PSNR | fast val PSNR | difference (dB) |" in out
+    assert "PSNR phase, iteration 3: |difference|" in out and out.rstrip().count("PASS") == 1
+    assert "| iteration | l_g_pix fp32 / fast | l_g_fea fp32 / fast | l_g_gan fp32 / fast |" in out
+    losses = out[out.index("l_g_pix fp32 / fast"):].splitlines()
+    assert [line.split("|")[1].strip() for line in losses[2:]] == ["4", "5"]  # the GAN-phase prints
+    assert "| 3 |" in out and "| 5 |" in out[: out.index("PSNR phase, iteration")]  # validations
+    for run in ("check_fp32", "check_fast"):
+        (options_file,) = (tmp_path / run).glob("options_*.yml")
+        assert ("channels_last: true" in options_file.read_text()) == (run == "check_fast")
