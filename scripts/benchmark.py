@@ -1,9 +1,9 @@
 """Training and inference speed: each speed setting next to the plain fp32 eager path, in the same run.
 
-For each mode (precision, channels_last, torch.compile) it times PSNR-phase and GAN-phase iterations of the
-ESRGAN model on fixed synthetic batches (warm-up excluded), and reports iterations/s, achieved TFLOP/s and MFU
-(model FLOPs counted with torch.utils.flop_counter, over --peak-tflops), and peak GPU memory; then test.py-style
-inference in megapixels/s (whole image and tiled). The GPU, versions and settings head the output.
+For each mode (precision, channels_last, torch.compile, whole-step CUDA graphs) it times PSNR-phase and GAN-phase
+iterations of the ESRGAN model on fixed synthetic batches (warm-up excluded), and reports iterations/s, achieved
+TFLOP/s and MFU (model FLOPs counted with torch.utils.flop_counter, over --peak-tflops), and peak GPU memory; then
+test.py-style inference in megapixels/s (whole image and tiled). The GPU, versions and settings head the output.
 
     python scripts/benchmark.py                    # on a GPU: the paper's settings (batch 16, GT 128, nb 23)
     python scripts/benchmark.py --smoke            # seconds on a CPU: tiny network, a few iterations
@@ -26,6 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from esrgan.archs.discriminator import Discriminator_VGG_128
 from esrgan.archs.rrdbnet import RRDBNet
 from esrgan.archs.vgg import VGGFeatureExtractor
+from esrgan.engine.fast import GraphedSteps, cuda_graph_unsupported
 from esrgan.models.esrgan import ESRGANModel
 from esrgan.options import GanPhaseOpt, PsnrPhaseOpt
 
@@ -35,9 +36,11 @@ class Mode:
     precision: str = "fp32"
     channels_last: bool = False
     compile: bool = False
+    graph: bool = False  # whole-step CUDA-graph capture (speed.cuda_graph)
 
     def __str__(self) -> str:
-        return "+".join([self.precision] + ["channels_last"] * self.channels_last + ["compile"] * self.compile)
+        return "+".join([self.precision] + ["channels_last"] * self.channels_last + ["compile"] * self.compile
+                        + ["graph"] * self.graph)
 
 
 def build(args: argparse.Namespace, mode: Mode, device: torch.device) -> ESRGANModel:
@@ -48,6 +51,11 @@ def build(args: argparse.Namespace, mode: Mode, device: torch.device) -> ESRGANM
                         device, ema_decay=0.999, precision=mode.precision, channels_last=mode.channels_last)
     if mode.compile:
         model.compile()
+    if mode.graph:
+        reason = cuda_graph_unsupported(device, mode.precision, distributed=False, compiled=mode.compile)
+        if reason:
+            raise SystemExit(f"mode {mode}: {reason}")
+        model.use_step_runner(GraphedSteps(device))
     return model
 
 
@@ -56,8 +64,10 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_phase(model: ESRGANModel, phase: str, args: argparse.Namespace, device: torch.device) -> tuple[float, float]:
-    """(seconds per iteration, FLOPs per iteration) of one phase on a fixed batch."""
+def time_phase(model: ESRGANModel, phase: str, args: argparse.Namespace, device: torch.device,
+               count_flops: bool) -> tuple[float, float]:
+    """(seconds per iteration, FLOPs per iteration or nan) of one phase on a fixed batch. FLOPs are counted on an
+    eager model (a replayed CUDA graph dispatches no operators to count)."""
     lq = torch.rand(args.batch, 3, args.gt_size // 4, args.gt_size // 4, device=device)
     gt = torch.rand(args.batch, 3, args.gt_size, args.gt_size, device=device)
     model.feed_data({"LQ": lq, "GT": gt})
@@ -75,6 +85,8 @@ def time_phase(model: ESRGANModel, phase: str, args: argparse.Namespace, device:
         step(args.warmup + i)
     sync(device)
     seconds = (time.perf_counter() - start) / args.iters
+    if not count_flops:
+        return seconds, float("nan")
     with FlopCounterMode(display=False) as counter:
         step(0)
     return seconds, counter.get_total_flops()
@@ -125,10 +137,10 @@ def main() -> int:
     if args.smoke:
         args.batch, args.nf, args.nb, args.gc, args.nf_d = 2, 8, 1, 4, 8
         args.warmup, args.iters, args.infer_size, args.infer_iters = 1, 1, 32, 1
-    names = args.modes or (["fp32", "bf16", "bf16+channels_last", "bf16+channels_last+compile"]
-                           if device.type == "cuda" else ["fp32", "bf16+channels_last"])
+    names = args.modes or (["fp32", "bf16", "bf16+channels_last", "bf16+channels_last+compile",
+                            "bf16+channels_last+graph"] if device.type == "cuda" else ["fp32", "bf16+channels_last"])
     names = ["fp32"] + [n for n in names if n != "fp32"]
-    modes = [Mode(n.split("+")[0], "channels_last" in n, "compile" in n) for n in names]
+    modes = [Mode(n.split("+")[0], "channels_last" in n, "compile" in n, "graph" in n) for n in names]
 
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU"
     print(f"device {device} ({gpu}); torch {torch.__version__}, CUDA {torch.version.cuda}, Python "
@@ -139,24 +151,26 @@ def main() -> int:
     print("| mode | phase | it/s | ms/it | TFLOP/s | MFU | peak mem GiB | speed-up vs fp32 |")
     print("|---|---|---|---|---|---|---|---|")
     baseline: dict[str, float] = {}
+    phase_flops: dict[str, float] = {}
     for mode in modes:
         for phase in ("psnr", "gan"):
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             model = build(args, mode, device)
-            seconds, flops = time_phase(model, phase, args, device)
+            seconds, flops = time_phase(model, phase, args, device, count_flops=phase not in phase_flops)
             baseline.setdefault(phase, seconds)
+            flops = phase_flops.setdefault(phase, flops)  # the model's FLOPs, counted in the fp32 eager mode
             tflops = flops / seconds / 1e12
             memory = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
             print(f"| {mode} | {phase} | {1 / seconds:.2f} | {seconds * 1e3:.1f} | {tflops:.2f} | "
                   f"{tflops / args.peak_tflops:.1%} | {memory:.2f} | {baseline[phase] / seconds:.2f}x |", flush=True)
     print("\n| mode | inference | output MP/s |")
     print("|---|---|---|")
-    for mode in modes:
-        model = build(args, Mode(mode.precision, mode.channels_last), device)
+    for mode in dict.fromkeys(Mode(m.precision, m.channels_last) for m in modes):
+        model = build(args, mode, device)
         for tile in (0, args.infer_size // 2):
             label = "whole image" if tile == 0 else f"tiles of {tile}"
-            print(f"| {Mode(mode.precision, mode.channels_last)} | {label} | "
+            print(f"| {mode} | {label} | "
                   f"{inference_mpix(model, args, device, tile):.2f} |", flush=True)
     return 0
 

@@ -18,7 +18,7 @@ TINY_G = ["network_G.nf=8", "network_G.nb=1", "network_G.gc=4"]
 TRAIN_SETTINGS = [*TINY_G, "name=e2e", "network_D.nf=4", "train.psnr.niter=4", "train.gan.niter=2",
                   "datasets.train.batch_size=2", "datasets.train.n_workers=0", "train.val_freq=3",
                   "logger.save_freq=3", "logger.print_freq=2", "network_F.weights=imagenet",
-                  "network_F.allow_random_weights=true"]
+                  "network_F.allow_random_weights=true", "speed.cuda_graph=true"]
 
 
 def run(script: str, option_file: str, overrides: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -65,6 +65,7 @@ def test_training_logs_losses_phases_and_validation_against_bicubic(trained):
     run_dir, output = trained
     assert "RANDOMLY initialised VGG19" in output
     assert "GAN phase starts" in output
+    assert "speed.cuda_graph: training eagerly, CUDA graphs need a CUDA device, training runs on cpu" in output
     assert "bicubic baseline: PSNR" in output
     assert "Validation demo_val at iter 6: PSNR" in output
     assert re.search(r"iter 2 \(psnr\) [0-9.]+s/it, data wait [0-9.]+% \| l_g_pix", output)

@@ -111,3 +111,131 @@ def test_the_fast_path_check_trains_both_runs_and_compares_validation_psnr_and_g
     for run in ("check_fp32", "check_fast"):
         (options_file,) = (tmp_path / run).glob("options_*.yml")
         assert ("channels_last: true" in options_file.read_text()) == (run == "check_fast")
+
+
+# ---------------------------------------------------------------------------------------------- CUDA graphs
+class RerunGraph:
+    """A CUDA graph's stand-in on the CPU: capture records the work (running it once, as the replay right after a
+    real capture does), and each later replay runs it again and writes its results into the outputs capture
+    returned, as a replay refills a graph's static output tensors."""
+
+    def capture(self, step):
+        self.step, self.outputs, self.pending = step, step(), True
+        return self.outputs
+
+    def replay(self):
+        if self.pending:  # the work of the capture call itself already ran
+            self.pending = False
+            return
+        new = self.step()
+        pairs = zip(self.outputs.values(), new.values(), strict=True) if isinstance(new, dict) else [
+            (self.outputs, new)]
+        for static, value in pairs:
+            static.copy_(value)
+
+
+def test_graphed_steps_warm_up_then_capture_each_kind_once_and_replay_it():
+    from esrgan.engine.fast import GraphedSteps
+
+    graphs = []
+
+    def factory():
+        graphs.append(RerunGraph())
+        return graphs[-1]
+
+    runner = GraphedSteps(CPU, warmup=2, graph_factory=factory)
+    counter = torch.zeros(())
+
+    def work():
+        counter.add_(1)
+        return counter * 10
+
+    results = [runner("a", work).clone() for _ in range(5)]
+    assert [r.item() for r in results] == [10, 20, 30, 40, 50]  # every call did the work exactly once
+    assert len(graphs) == 1 and runner.calls["a"] == 5
+    assert runner("a", work) is runner.outputs["a"]  # replays return the captured (static) outputs
+    runner("b", work)
+    assert len(graphs) == 1  # "b" is still warming up
+    runner.release("a")
+    assert "a" not in runner.graphs
+
+
+@pytest.mark.parametrize(("settings", "reason"), [
+    ({"device": CPU}, "CUDA graphs need a CUDA device"),
+    ({"precision": "fp16"}, "fp16's gradient scaler decides on the host"),
+    ({"distributed": True}, "several processes"),
+    ({"compiled": True}, "speed.compile and speed.cuda_graph are exclusive"),
+])
+def test_settings_that_cannot_be_captured_say_why(settings, reason):
+    from esrgan.engine.fast import cuda_graph_unsupported
+
+    args = {"device": torch.device("cuda"), "precision": "bf16", "distributed": False, "compiled": False} | settings
+    assert reason in cuda_graph_unsupported(**args)
+    assert cuda_graph_unsupported(torch.device("cuda"), "bf16", False, False) is None
+
+
+def graph_ready_model() -> ESRGANModel:
+    """Learning rates that float32 holds exactly (graph mode keeps them as float32 device tensors), so that both
+    modes compute the same numbers."""
+    torch.manual_seed(0)
+    return ESRGANModel(RRDBNet(3, 3, nf=8, nb=1, gc=4), Discriminator_VGG_128(3, nf=4),
+                       VGGFeatureExtractor(feature_layer=4), PsnrPhaseOpt(niter=3, optim_G=OptimOpt(lr=2**-10)),
+                       GanPhaseOpt(niter=5, D_update_ratio=2, optim_G=OptimOpt(lr=2**-13),
+                                   optim_D=OptimOpt(lr=2**-13)), CPU, ema_decay=0.9)
+
+
+def test_graph_mode_trains_like_eager_mode_with_static_inputs_device_lrs_and_in_place_counters():
+    from esrgan.engine.fast import GraphedSteps
+
+    plain, graphed = graph_ready_model(), graph_ready_model()
+    graphed.use_step_runner(GraphedSteps(CPU, warmup=1, graph_factory=RerunGraph))
+    lr = graphed.optimizers["G"].param_groups[0]["lr"]
+    assert isinstance(lr, torch.Tensor) and graphed.optimizers["G"].param_groups[0]["capturable"]
+    for step in range(1, 9):  # 3 PSNR steps, then GAN steps with and without a G update (D_update_ratio 2)
+        g = torch.Generator().manual_seed(step)
+        data = {"LQ": torch.rand(2, 3, 32, 32, generator=g), "GT": torch.rand(2, 3, 128, 128, generator=g)}
+        for m in (plain, graphed):
+            m.feed_data(data)
+            m.optimize_parameters(step)
+        if step == 1:
+            static = (graphed.lq, graphed.gt, graphed.skipped["G"])
+        assert plain.log_dict.keys() == graphed.log_dict.keys()
+        for key, value in plain.log_dict.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(graphed.log_dict[key])), (step, key)
+    assert (graphed.lq, graphed.gt, graphed.skipped["G"]) == static  # the same tensors, refilled in place
+    assert graphed.optimizers["G"].param_groups[0]["lr"] is lr
+    assert set(graphed.run_step.graphs) == {"psnr", "gan_g_d", "gan_d"}
+    for a, b in zip(plain.networks().values(), graphed.networks().values(), strict=True):
+        for (key, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+            assert torch.equal(x, y), key
+    # A checkpoint of a graph-mode run is an ordinary one: numeric learning rates, capturable off.
+    group = graphed.state_dict()["optimizers"]["G"]["param_groups"][0]
+    assert isinstance(group["lr"], float) and group["capturable"] is False
+    assert group["lr"] == plain.state_dict()["optimizers"]["G"]["param_groups"][0]["lr"]
+
+
+def test_graph_mode_needs_one_batch_shape():
+    from esrgan.engine.fast import GraphedSteps
+
+    m = graph_ready_model()
+    m.use_step_runner(GraphedSteps(CPU, graph_factory=RerunGraph))
+    m.feed_data(batch())
+    with pytest.raises(ValueError, match=r"speed.cuda_graph: a batch of shape \(1, 3, 32, 32\) after batches of "
+                                         r"\(2, 3, 32, 32\)"):
+        m.feed_data({k: v[:1] for k, v in batch().items()})
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_captured_steps_on_the_gpu_train_like_eager_steps():
+    from esrgan.engine.fast import GraphedSteps
+
+    cuda = torch.device("cuda")
+    plain, graphed = model(cuda, precision="bf16"), model(cuda, precision="bf16")
+    graphed.use_step_runner(GraphedSteps(cuda, warmup=2))
+    for step in range(1, 9):
+        for m in (plain, graphed):
+            m.feed_data(batch(cuda))
+            m.optimize_parameters(1 if step <= 4 else 2)  # 4 PSNR-phase steps, then 4 GAN-phase steps
+    assert set(graphed.run_step.graphs) == {"psnr", "gan_g_d"}
+    for key, value in plain.log_dict.items():
+        assert torch.allclose(torch.as_tensor(value), torch.as_tensor(graphed.log_dict[key]), rtol=2e-2), key

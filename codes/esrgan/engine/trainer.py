@@ -44,6 +44,7 @@ from .distributed import (
     shutdown,
 )
 from .evaluate import Evaluator, bicubic_image, describe, format_value, mean_scores
+from .fast import DEFAULT_WARMUP, GraphedSteps, cuda_graph_unsupported
 from .inference import super_resolve
 
 log = logging.getLogger(__name__)
@@ -258,6 +259,14 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
         model.wrap_distributed([device.index] if device.type == "cuda" else None, global_mean, any_rank_flag)
     if o.speed.compile:
         model.compile()
+    if o.speed.cuda_graph:
+        reason = cuda_graph_unsupported(device, o.speed.precision, world.distributed, o.speed.compile)
+        if reason is None:
+            model.use_step_runner(GraphedSteps(device))
+            log.info("speed.cuda_graph: each kind of step is captured after %d eager warm-up iterations",
+                     DEFAULT_WARMUP)
+        else:
+            log.warning("speed.cuda_graph: training eagerly, %s", reason)
     total = o.total_iters
     log.info("Run %s on %s x %d: %d iterations (PSNR phase %d, GAN phase %d), %d training images, batch %d per "
              "process", o.name, device, world.world_size, total, o.train.psnr.niter, total - o.train.psnr.niter,
@@ -308,6 +317,8 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
                 step += 1
                 if step == o.train.psnr.niter + 1 and o.model == "esrgan" and step > 1:
                     log.info("Iteration %d: PSNR phase done, GAN phase starts", step)
+                    if isinstance(model.run_step, GraphedSteps):
+                        model.run_step.release("psnr")
                 bar.set_description(model.phase(step), refresh=False)
                 model.feed_data(batch)
                 try:

@@ -47,9 +47,11 @@ class Precision:
         self.device_type = device.type
         self.dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
         self.scalers: dict[str, torch.amp.GradScaler] = {}
+        self.cache_casts = True  # off under CUDA-graph capture, where cached casts would go stale
 
     def autocast(self) -> torch.autocast:
-        return torch.autocast(self.device_type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None)
+        return torch.autocast(self.device_type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None,
+                              cache_enabled=self.cache_casts)
 
     def scaler(self, name: str) -> torch.amp.GradScaler | None:
         if self.precision != "fp16":
@@ -57,6 +59,12 @@ class Precision:
         if name not in self.scalers:
             self.scalers[name] = torch.amp.GradScaler(self.device_type)
         return self.scalers[name]
+
+
+def _counter(counters: dict[str, torch.Tensor], key: str, device: torch.device) -> torch.Tensor:
+    if key not in counters:
+        counters[key] = torch.zeros((), dtype=torch.long, device=device)
+    return counters[key]
 
 
 class PairForward(nn.Module):
@@ -97,21 +105,40 @@ class SRModel:
         self.consecutive: dict[str, torch.Tensor] = {}
         self.nonfinite_terms: dict[str, torch.Tensor] = {}
         self.lq = self.gt = self.fake = None
+        # How the device work of a step runs: called as run(kind, work). Eager by default; the engine's CUDA-graph
+        # runner (engine/fast.py) captures and replays it, with inputs in static tensors.
+        self.run_step: Callable[[str, Callable[[], Any]], Any] = lambda kind, work: work()
+        self.static_inputs = False
 
     def phase(self, step: int) -> str:
         return "psnr"
 
     def feed_data(self, batch: dict[str, Any]) -> None:
-        self.lq = batch["LQ"].to(self.device, non_blocking=True, memory_format=self.memory_format)
-        self.gt = None
-        if "GT" in batch:
-            self.gt = batch["GT"].to(self.device, non_blocking=True, memory_format=self.memory_format)
+        inputs = {"lq": batch["LQ"]} | ({"gt": batch["GT"]} if "GT" in batch else {})
+        for name, value in inputs.items():
+            value = value.to(self.device, non_blocking=True, memory_format=self.memory_format)
+            static = getattr(self, name)
+            if not self.static_inputs or static is None:
+                setattr(self, name, value.clone() if self.static_inputs else value)
+            elif static.shape != value.shape:
+                raise ValueError(f"speed.cuda_graph: a batch of shape {tuple(value.shape)} after batches of "
+                                 f"{tuple(static.shape)}; graph-captured steps need one batch shape")
+            else:
+                static.copy_(value, non_blocking=True)  # the captured graph reads this tensor
+        if "GT" not in batch:
+            self.gt = None
 
     def optimize_parameters(self, step: int) -> None:
         self._psnr_step()
 
     def _psnr_step(self) -> None:
         self.train_g.train()
+        l_pix = self.run_step("psnr", self._psnr_work)
+        self.schedulers["G_psnr"].step()
+        self.log_dict = {"l_g_pix": l_pix, "lr_G": self._lr("G_psnr")}
+
+    def _psnr_work(self) -> torch.Tensor:
+        """The device work of a PSNR step: forward, L_pix, backward, Adam, EMA; returns the detached loss."""
         optimizer = self.optimizers["G_psnr"]
         optimizer.zero_grad(set_to_none=True)
         with self.amp.autocast():
@@ -119,8 +146,13 @@ class SRModel:
             l_pix = self.cri_pix_psnr(self.fake, self.gt)
         skipped = self._backward_and_step("G", optimizer, l_pix, {"l_g_pix": l_pix})
         self._update_ema(skipped)
-        self.schedulers["G_psnr"].step()
-        self.log_dict = {"l_g_pix": l_pix.detach(), "lr_G": optimizer.param_groups[0]["lr"]}
+        return l_pix.detach()
+
+    def _lr(self, name: str) -> float:
+        """An optimizer's current learning rate, from its schedule (`LambdaLR`) on the host: the number the schedule
+        wrote into the optimizer, without reading it back from the device in CUDA-graph mode."""
+        schedule = self.schedulers[name]
+        return schedule.base_lrs[0] * schedule.lr_lambdas[0](schedule.last_epoch)
 
     def _backward_and_step(self, name: str, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
                            terms: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -139,10 +171,11 @@ class SRModel:
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-        self.skipped[name] = self.skipped.get(name, 0) + bad.long()
-        self.consecutive[name] = (self.consecutive.get(name, 0) + 1) * bad.long()
+        # In place, so that a captured step keeps counting in the same tensors when replayed.
+        _counter(self.skipped, name, bad.device).add_(bad.long())
+        _counter(self.consecutive, name, bad.device).add_(1).mul_(bad.long())
         for term, value in terms.items():
-            self.nonfinite_terms[term] = self.nonfinite_terms.get(term, 0) + (~torch.isfinite(value.detach())).long()
+            _counter(self.nonfinite_terms, term, bad.device).add_((~torch.isfinite(value.detach())).long())
         return bad
 
     @torch.no_grad()
@@ -184,11 +217,25 @@ class SRModel:
         """torch.compile the training forwards (the raw networks stay as they are for saving)."""
         self.train_g = torch.compile(self.train_g, backend=backend)
 
+    def use_step_runner(self, runner: Callable[[str, Callable[[], Any]], Any]) -> None:
+        """Run the device work of every step through `runner` (engine/fast.py's CUDA-graph runner): inputs in
+        static tensors, Adam capturable with its learning rate as a device tensor (the schedules fill it in
+        place), autocast without its cast cache. Call it after loading a training state."""
+        self.run_step = runner
+        self.static_inputs = True
+        self.amp.cache_casts = False
+        for optimizer in self.optimizers.values():
+            for group in optimizer.param_groups:
+                group["capturable"] = True
+                if not isinstance(group["lr"], torch.Tensor):
+                    # float32: fused Adam's CUDA kernels read a tensor learning rate as a float.
+                    group["lr"] = torch.tensor(group["lr"], dtype=torch.float32, device=self.device)
+
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue training: weights, optimizers, schedulers, fp16 gradient scalers
         (tensors and plain data)."""
         return {"networks": {k: v.state_dict() for k, v in self.networks().items()},
-                "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
+                "optimizers": {k: _portable_optimizer_state(v) for k, v in self.optimizers.items()},
                 "schedulers": {k: v.state_dict() for k, v in self.schedulers.items()},
                 "scalers": {k: v.state_dict() for k, v in self.amp.scalers.items()}}
 
@@ -205,6 +252,17 @@ class SRModel:
             scaler = self.amp.scaler(name)
             if scaler is not None:
                 scaler.load_state_dict(scaler_state)
+
+
+def _portable_optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The optimizer's state as an eager run saves it: a CUDA-graph run's device learning rates (read here, at
+    checkpoint time) become numbers again and `capturable` is off, so that either kind of run can resume it."""
+    state = optimizer.state_dict()
+    for group in state["param_groups"]:
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"] = group["lr"].item()
+            group["capturable"] = False
+    return state
 
 
 class ESRGANModel(SRModel):
@@ -260,21 +318,25 @@ class ESRGANModel(SRModel):
         g = self.gan
         self.train_g.train()
         self.net_d.train()
-        with self.amp.autocast():
-            self.fake = self.train_g(self.lq)
-        log: dict[str, torch.Tensor | float] = {}
-        if gan_step % g.D_update_ratio == 0 and gan_step > g.D_init_iters:
-            log |= self.optimize_generator()
-        log |= self.optimize_discriminator()
+        update_g = gan_step % g.D_update_ratio == 0 and gan_step > g.D_init_iters
+        # A copy: the runner keeps a captured step's outputs, and the host adds to this dict.
+        log: dict[str, torch.Tensor | float] = dict(
+            self.run_step("gan_g_d" if update_g else "gan_d", lambda: self._gan_work(update_g)))
         with warnings.catch_warnings():
             # G's schedule counts GAN-phase iterations, as in the original code, even while D_init_iters or
             # D_update_ratio skip G's optimizer; torch warns about exactly that.
             warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
             self.schedulers["G"].step()
         self.schedulers["D"].step()
-        log |= {"lr_G": self.optimizers["G"].param_groups[0]["lr"],
-                "lr_D": self.optimizers["D"].param_groups[0]["lr"]}
+        log |= {"lr_G": self._lr("G"), "lr_D": self._lr("D")}
         self.log_dict = log
+
+    def _gan_work(self, update_g: bool) -> dict[str, torch.Tensor]:
+        """The device work of a GAN-phase step: G's forward, the G step (when due), the D step."""
+        with self.amp.autocast():
+            self.fake = self.train_g(self.lq)
+        log = self.optimize_generator() if update_g else {}
+        return log | self.optimize_discriminator()
 
     def optimize_generator(self) -> dict[str, torch.Tensor]:
         """G step on w_pix * L_pix + w_fea * L_percep + w_gan * L_G, with D frozen (it still runs in train mode,

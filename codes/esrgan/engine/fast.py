@@ -1,0 +1,95 @@
+"""Whole-iteration CUDA-graph capture of the training step (`speed.cuda_graph`).
+
+On a GPU this model is launch-bound: RRDBNet alone runs about a thousand small convolutions forward and backward
+per step, and the host cannot issue them as fast as the GPU executes them. A CUDA graph records the device work
+of one whole iteration (forward passes, losses, backward passes, Adam, EMA, the non-finite counters) once and
+replays it with a single launch. What the model does in graph mode so that a replay equals an eager step:
+
+* inputs are copied into static tensors (`SRModel.feed_data`), so batches must keep one shape (the training
+  loader drops the last incomplete batch);
+* nothing in the step reads the device from the host: the non-finite checks feed fused Adam's `found_inf`, the
+  counters are updated in place, the losses are left on the device;
+* Adam is `capturable` with its learning rate as a device tensor that the schedules fill in place (host code,
+  outside the graph, as are the schedulers and the logging);
+* autocast runs without its weight-cast cache, which would otherwise keep capture-time casts.
+
+Each kind of step (the PSNR step, the GAN step with a G update, the D-only GAN step) runs eagerly for a few
+warm-up iterations on a side stream (cuDNN autotuning, lazy optimizer state), is captured on its next use and
+replayed from then on, each graph in a memory pool of its own. fp16 (the gradient scaler's host-side logic),
+several processes (DDP) and `torch.compile` (which has its own CUDA-graph mode) run eagerly instead, with the
+reason in the log.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+DEFAULT_WARMUP = 3
+
+
+def cuda_graph_unsupported(device: torch.device, precision: str, distributed: bool, compiled: bool) -> str | None:
+    """Why the training step cannot be graph-captured with these settings, or None when it can."""
+    if device.type != "cuda":
+        return f"CUDA graphs need a CUDA device, training runs on {device}"
+    if precision == "fp16":
+        return "fp16's gradient scaler decides on the host whether to step; use bf16 (or fp32) with CUDA graphs"
+    if distributed:
+        return "several processes (DistributedDataParallel) are not graph-captured here"
+    if compiled:
+        return "speed.compile and speed.cuda_graph are exclusive (torch.compile has its own CUDA-graph mode)"
+    return None
+
+
+class GraphedSteps:
+    """Runs each kind of step eagerly `warmup` times, then captures it on its next call and replays it after.
+
+    `graph_factory` and `stream_context` exist for tests on machines without CUDA; in training they are
+    torch.cuda.CUDAGraph and a side stream.
+    """
+
+    def __init__(self, device: torch.device, warmup: int = DEFAULT_WARMUP,
+                 graph_factory: Callable[[], Any] | None = None) -> None:
+        self.device = device
+        self.warmup = warmup
+        self.calls: Counter[str] = Counter()
+        self.graphs: dict[str, Any] = {}
+        self.outputs: dict[str, Any] = {}
+        self._graph_factory = graph_factory or torch.cuda.CUDAGraph
+        self._side = torch.cuda.Stream(device) if graph_factory is None else None
+
+    def __call__(self, key: str, step: Callable[[], Any]) -> Any:
+        """Run `step` (device work only) for a step of kind `key`; returns its outputs (static once captured)."""
+        self.calls[key] += 1
+        if key in self.graphs:
+            self.graphs[key].replay()
+            return self.outputs[key]
+        if self.calls[key] <= self.warmup:
+            return self._eager(step)
+        graph = self._graph_factory()
+        if self._side is None:
+            outputs = graph.capture(step)
+        else:
+            with torch.cuda.graph(graph):
+                outputs = step()
+        self.graphs[key], self.outputs[key] = graph, outputs
+        graph.replay()  # capturing records the work without running it: this iteration still has to happen
+        return outputs
+
+    def release(self, key: str) -> None:
+        """Free a graph that will not run again (the PSNR step once the GAN phase has started)."""
+        self.graphs.pop(key, None)
+        self.outputs.pop(key, None)
+
+    def _eager(self, step: Callable[[], Any]) -> Any:
+        if self._side is None:
+            return step()
+        # Warm-up on a side stream, as capture requires (torch.cuda.graphs documentation).
+        self._side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(self._side):
+            outputs = step()
+        torch.cuda.current_stream(self.device).wait_stream(self._side)
+        return outputs
