@@ -227,15 +227,57 @@ def test_graph_mode_needs_one_batch_shape():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 def test_captured_steps_on_the_gpu_train_like_eager_steps():
-    from esrgan.engine.fast import GraphedSteps
+    """Both phases and both GAN kinds, a learning-rate milestone, EMA, and batches from a pinned-memory loader with
+    workers (its pin thread keeps running while steps are captured)."""
+    from torch.utils.data import DataLoader, TensorDataset
 
-    cuda = torch.device("cuda")
-    plain, graphed = model(cuda, precision="bf16"), model(cuda, precision="bf16")
+    from esrgan.data.loader import prefetch_to_device
+    from esrgan.engine.fast import GraphedSteps
+    from esrgan.options import SchedulerOpt
+
+    cuda = torch.device("cuda", torch.cuda.current_device())
+
+    def build() -> ESRGANModel:
+        torch.manual_seed(0)
+        return ESRGANModel(RRDBNet(3, 3, nf=8, nb=1, gc=4), Discriminator_VGG_128(3, nf=4),
+                           VGGFeatureExtractor(feature_layer=4),
+                           PsnrPhaseOpt(niter=6, optim_G=OptimOpt(lr=2**-10),
+                                        scheduler=SchedulerOpt(milestones=[5], gamma=0.5)),
+                           GanPhaseOpt(niter=8, D_update_ratio=2, optim_G=OptimOpt(lr=2**-13),
+                                       optim_D=OptimOpt(lr=2**-13)), cuda, ema_decay=0.9, precision="bf16")
+
+    g = torch.Generator().manual_seed(3)
+    data = TensorDataset(torch.rand(28, 3, 32, 32, generator=g), torch.rand(28, 3, 128, 128, generator=g))
+    plain, graphed = build(), build()
     graphed.use_step_runner(GraphedSteps(cuda, warmup=2))
-    for step in range(1, 9):
-        for m in (plain, graphed):
-            m.feed_data(batch(cuda))
-            m.optimize_parameters(1 if step <= 4 else 2)  # 4 PSNR-phase steps, then 4 GAN-phase steps
-    assert set(graphed.run_step.graphs) == {"psnr", "gan_g_d"}
-    for key, value in plain.log_dict.items():
-        assert torch.allclose(torch.as_tensor(value), torch.as_tensor(graphed.log_dict[key]), rtol=2e-2), key
+    for m in (plain, graphed):
+        loader = DataLoader(data, batch_size=2, num_workers=2, pin_memory=True)
+        for step, batch in enumerate(prefetch_to_device(({"LQ": a, "GT": b} for a, b in loader), cuda), 1):
+            m.feed_data(batch)
+            m.optimize_parameters(step)
+    torch.cuda.synchronize()
+    assert set(graphed.run_step.graphs) == {"psnr", "gan_g_d", "gan_d"}
+    assert graphed.optimizers["G_psnr"].param_groups[0]["lr"].item() == 2**-11  # the milestone reached the graph
+    for a, b in zip(plain.networks().values(), graphed.networks().values(), strict=True):
+        for (key, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+            if x.is_floating_point():
+                assert torch.allclose(x, y, rtol=1e-2, atol=1e-4), key
+    assert int(graphed.health()["skipped_G"]) == 0
+
+
+def test_finished_graphs_are_released_at_the_phase_switch_and_after_d_init_iters():
+    from esrgan.engine.fast import GraphedSteps
+    from esrgan.engine.trainer import _release_finished_graphs
+    from esrgan.options import TrainOptions
+
+    o = TrainOptions(name="x")
+    o.train.psnr.niter, o.train.gan.D_init_iters = 3, 2
+    runner = GraphedSteps(CPU, graph_factory=RerunGraph)
+    runner.graphs = {"psnr": RerunGraph(), "gan_d": RerunGraph(), "gan_g_d": RerunGraph()}
+    kept = []
+    for step in range(1, 8):
+        _release_finished_graphs(runner, o, step)
+        kept.append(sorted(runner.graphs))
+    assert kept[:3] == [["gan_d", "gan_g_d", "psnr"]] * 3
+    assert kept[3:5] == [["gan_d", "gan_g_d"]] * 2  # GAN steps 1-2: D only (D_init_iters)
+    assert kept[5:] == [["gan_g_d"]] * 2  # from GAN step 3 on, every step updates G

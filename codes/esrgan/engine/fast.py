@@ -15,9 +15,12 @@ replays it with a single launch. What the model does in graph mode so that a rep
 
 Each kind of step (the PSNR step, the GAN step with a G update, the D-only GAN step) runs eagerly for a few
 warm-up iterations on a side stream (cuDNN autotuning, lazy optimizer state), is captured on its next use and
-replayed from then on, each graph in a memory pool of its own. fp16 (the gradient scaler's host-side logic),
-several processes (DDP) and `torch.compile` (which has its own CUDA-graph mode) run eagerly instead, with the
-reason in the log.
+replayed from then on. The GAN kinds share one memory pool: their graphs replay one after another on one stream,
+everything that must outlive a replay (weights, optimizer state, counters) was allocated before capture, and a
+step's outputs are read before the next replay. Capture is `thread_local`, so that the data loader's pin-memory
+thread may keep working meanwhile, and runs on a stream of the training device (which need not be the current
+one). fp16 (the gradient scaler's host-side logic), several processes (DDP) and `torch.compile` (which has its
+own CUDA-graph mode) run eagerly instead, with the reason in the log.
 """
 
 from __future__ import annotations
@@ -58,8 +61,11 @@ class GraphedSteps:
         self.calls: Counter[str] = Counter()
         self.graphs: dict[str, Any] = {}
         self.outputs: dict[str, Any] = {}
+        self._pools: dict[str, Any] = {}  # by phase: "psnr", "gan"
         self._graph_factory = graph_factory or torch.cuda.CUDAGraph
-        self._side = torch.cuda.Stream(device) if graph_factory is None else None
+        on_gpu = graph_factory is None
+        self._side = torch.cuda.Stream(device) if on_gpu else None  # warm-up
+        self._capture = torch.cuda.Stream(device) if on_gpu else None
 
     def __call__(self, key: str, step: Callable[[], Any]) -> Any:
         """Run `step` (device work only) for a step of kind `key`; returns its outputs (static once captured)."""
@@ -70,19 +76,28 @@ class GraphedSteps:
         if self.calls[key] <= self.warmup:
             return self._eager(step)
         graph = self._graph_factory()
-        if self._side is None:
+        if self._capture is None:
             outputs = graph.capture(step)
         else:
-            with torch.cuda.graph(graph):
+            phase = key.split("_")[0]
+            with torch.cuda.device(self.device), torch.cuda.graph(graph, pool=self._pools.get(phase),
+                                                                  stream=self._capture,
+                                                                  capture_error_mode="thread_local"):
                 outputs = step()
+            self._pools.setdefault(phase, graph.pool())
         self.graphs[key], self.outputs[key] = graph, outputs
         graph.replay()  # capturing records the work without running it: this iteration still has to happen
         return outputs
 
     def release(self, key: str) -> None:
-        """Free a graph that will not run again (the PSNR step once the GAN phase has started)."""
-        self.graphs.pop(key, None)
-        self.outputs.pop(key, None)
+        """Free a graph that will not run again (the PSNR step once the GAN phase has started, the D-only step
+        after D_init_iters) and hand its memory back."""
+        if self.graphs.pop(key, None) is not None:
+            self.outputs.pop(key, None)
+            if not any(k.split("_")[0] == key.split("_")[0] for k in self.graphs):
+                self._pools.pop(key.split("_")[0], None)
+            if self._capture is not None:
+                torch.cuda.empty_cache()
 
     def _eager(self, step: Callable[[], Any]) -> Any:
         if self._side is None:

@@ -207,6 +207,16 @@ def _check_health(model: SRModel, max_nonfinite: int, step: int) -> None:
             "resume from an earlier training state.")
 
 
+def _release_finished_graphs(graphs: GraphedSteps, o: TrainOptions, step: int) -> None:
+    """Free the captured steps that will not run again: the PSNR step in the GAN phase, and the D-only step once
+    D_init_iters are over when G is updated at every step after them."""
+    gan_step = step - o.train.psnr.niter
+    if gan_step == 1:
+        graphs.release("psnr")
+    if o.train.gan.D_update_ratio == 1 and gan_step == o.train.gan.D_init_iters + 1:
+        graphs.release("gan_d")
+
+
 def train(o: TrainOptions, auto_resume: bool = False) -> Path:
     """Run (or resume) the training described by `o`; returns the run folder."""
     device = select_device(o.device)
@@ -317,8 +327,8 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
                 step += 1
                 if step == o.train.psnr.niter + 1 and o.model == "esrgan" and step > 1:
                     log.info("Iteration %d: PSNR phase done, GAN phase starts", step)
-                    if isinstance(model.run_step, GraphedSteps):
-                        model.run_step.release("psnr")
+                if isinstance(model.run_step, GraphedSteps):
+                    _release_finished_graphs(model.run_step, o, step)
                 bar.set_description(model.phase(step), refresh=False)
                 model.feed_data(batch)
                 try:

@@ -236,7 +236,7 @@ class SRModel:
         (tensors and plain data)."""
         return {"networks": {k: v.state_dict() for k, v in self.networks().items()},
                 "optimizers": {k: _portable_optimizer_state(v) for k, v in self.optimizers.items()},
-                "schedulers": {k: v.state_dict() for k, v in self.schedulers.items()},
+                "schedulers": {k: _portable_scheduler_state(v) for k, v in self.schedulers.items()},
                 "scalers": {k: v.state_dict() for k, v in self.amp.scalers.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -262,6 +262,13 @@ def _portable_optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, Any
         if isinstance(group["lr"], torch.Tensor):
             group["lr"] = group["lr"].item()
             group["capturable"] = False
+    return state
+
+
+def _portable_scheduler_state(scheduler: torch.optim.lr_scheduler.LRScheduler) -> dict[str, Any]:
+    """The schedule's state with numbers where a CUDA-graph run keeps (copies of) device learning rates."""
+    state = scheduler.state_dict()
+    state["_last_lr"] = [v.item() if isinstance(v, torch.Tensor) else v for v in state.get("_last_lr", [])]
     return state
 
 
@@ -333,7 +340,8 @@ class ESRGANModel(SRModel):
 
     def _gan_work(self, update_g: bool) -> dict[str, torch.Tensor]:
         """The device work of a GAN-phase step: G's forward, the G step (when due), the D step."""
-        with self.amp.autocast():
+        # Without a G step nothing back-propagates into G: its activations need not be kept.
+        with self.amp.autocast(), torch.set_grad_enabled(update_g):
             self.fake = self.train_g(self.lq)
         log = self.optimize_generator() if update_g else {}
         return log | self.optimize_discriminator()
