@@ -100,6 +100,10 @@ def test(o: TestOptions) -> Path:
     datasets = [PairedImageDataset(ds.name, scale, ds.dataroot_GT, ds.dataroot_LQ, data_type=ds.data_type,
                                    degradation=ds.degradation, skip_corrupt=ds.skip_corrupt)
                 for ds in o.datasets.values()]
+    for ds in o.datasets.values():
+        if ds.dataroot_GT is None and not set(ds.metrics) & NO_REFERENCE:
+            log.warning("%s has no GT, and its metrics (%s) all need one: its images are upscaled but not scored "
+                        "(add niqe to its metrics for a no-reference score)", ds.name, ", ".join(ds.metrics))
     ma_scores = {ds.name: _ma_scores(ds, dataset) for ds, dataset in zip(o.datasets.values(), datasets, strict=True)}
     m = o.metric_options
     evaluator = Evaluator([k for k in METRICS if any(k in ds.metrics for ds in o.datasets.values())], scale,
@@ -146,9 +150,6 @@ def _batches(dataset: PairedImageDataset, batch_size: int) -> Iterator[list[dict
 
 def _ma_scores(ds: TestSetOpt, dataset: PairedImageDataset) -> dict[str, float] | None:
     """The Ma scores of a set's images (for the perceptual index), checked to cover every image."""
-    if ds.dataroot_GT is None and not set(ds.metrics) & NO_REFERENCE:
-        log.warning("%s has no GT, and its metrics (%s) all need one: its images are upscaled but not scored (add "
-                    "niqe to its metrics for a no-reference score)", ds.name, ", ".join(ds.metrics))
     if ds.ma_scores is None:
         if "niqe" in ds.metrics:
             log.info("%s: no Ma scores (datasets.<key>.ma_scores), so the perceptual index PI = ((10 - Ma) + NIQE) "

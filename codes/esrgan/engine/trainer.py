@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -140,35 +140,39 @@ class LossMeter:
         return out
 
 
+def _scored_over_ranks(dataset: PairedImageDataset, world: World, score: Callable[[int, dict], dict[str, float]],
+                       metrics: Collection[str]) -> dict[str, float]:
+    """Means of `score(index, sample)` over the dataset, its images shared out over the ranks (every rank gets
+    the same means)."""
+    rows = [score(i, dataset[i]) for i in range(world.rank, len(dataset), world.world_size)]
+    return mean_scores([r for part in gather_objects(rows, world) for r in part], metrics)
+
+
 def validate(model: SRModel, dataset: PairedImageDataset, evaluator: Evaluator, scale: int, step: int,
              run_dir: Path, writer: Any, tb_images: int, world: World, tile: int = 0,
              skip: Collection[str] = ()) -> dict[str, float]:
     """Super-resolve the validation set, shared out over the ranks; the means of the evaluator's metrics (but
     `skip`), border `scale` cropped. Every rank gets the same means."""
-    rows = []
-    for i in range(world.rank, len(dataset), world.world_size):
-        sample = dataset[i]
+
+    def score(i: int, sample: dict) -> dict[str, float]:
         name = sample["name"]
         sr = tensor2img(super_resolve(model.deployable_generator(), sample["LQ"][None], scale, tile=tile,
                                       device=model.device))
         gt = tensor2img(sample["GT"])
-        rows.append(evaluator.score(sr, gt, name, skip))
         write_image(run_dir / "val_images" / name / f"{name}_{step}.png", sr)
         if writer is not None and i < tb_images:
             side_by_side = np.concatenate([sr, gt], axis=1)
             writer.add_image(f"val/{name} (SR | GT)", side_by_side, step, dataformats="HWC")
-    every = [r for part in gather_objects(rows, world) for r in part]
-    return mean_scores(every, [m for m in evaluator.metrics if m not in skip])
+        return evaluator.score(sr, gt, name, skip)
+
+    return _scored_over_ranks(dataset, world, score, [m for m in evaluator.metrics if m not in skip])
 
 
 def bicubic_baseline(dataset: PairedImageDataset, evaluator: Evaluator, scale: int, world: World) -> dict[str, float]:
     """The validation metrics of bicubic upscaling, shared out over the ranks like `validate`."""
-    rows = []
-    for i in range(world.rank, len(dataset), world.world_size):
-        sample = dataset[i]
-        rows.append(evaluator.score(bicubic_image(sample["LQ"], scale), tensor2img(sample["GT"]),
-                                    f"{sample['name']} (bicubic)"))
-    return mean_scores([r for part in gather_objects(rows, world) for r in part], evaluator.metrics)
+    return _scored_over_ranks(dataset, world, lambda i, sample: evaluator.score(
+        bicubic_image(sample["LQ"], scale), tensor2img(sample["GT"]), f"{sample['name']} (bicubic)"),
+        evaluator.metrics)
 
 
 class StopRequest:
