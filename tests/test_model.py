@@ -209,6 +209,33 @@ def test_ema_follows_g_with_its_decay_and_ignores_skipped_steps():
     assert model.deployable_generator() is model.net_g_ema
 
 
+def test_ema_update_is_three_multi_tensor_ops_whatever_the_number_of_parameters():
+    """The overloads that stay in one multi-tensor kernel on CUDA: lists of equal shapes, and one 0-dim weight
+    tensor of the parameters' dtype (`_foreach_lerp_` with per-parameter 0-dim weights falls back to one launch
+    per parameter there)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Record(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls: list[tuple[object, tuple]] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.calls.append((func, args))
+            return func(*args, **(kwargs or {}))
+
+    model = SRModel(RRDBNet(3, 3, nf=8, nb=2, gc=4), PsnrPhaseOpt(niter=3), CPU, ema_decay=0.9)
+    assert len(list(model.net_g.parameters())) == 72  # (2 RRDBs x 15 convs + 6 convs) x (weight, bias)
+    with Record() as record:
+        model._update_ema(torch.tensor(False))
+    foreach = [(func, args) for func, args in record.calls if "_foreach_" in str(func)]
+    assert [str(func) for func, _ in foreach] == ["aten._foreach_sub.List", "aten._foreach_mul_.Tensor",
+                                                  "aten._foreach_add_.List"]
+    weight = foreach[1][1][1]
+    assert weight.dim() == 0 and weight.dtype == torch.float32 and float(weight) == pytest.approx(0.1)
+    assert len(record.calls) <= 8  # the weight's few scalar ops, then the three above
+
+
 def test_a_training_step_never_reads_a_device_value_on_the_host():
     """No `.item()`-like read inside optimize_parameters (with EMA on), in either phase."""
     from torch.utils._python_dispatch import TorchDispatchMode

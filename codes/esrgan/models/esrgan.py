@@ -180,13 +180,18 @@ class SRModel:
 
     @torch.no_grad()
     def _update_ema(self, skipped: torch.Tensor) -> None:
-        """ema += (1 - decay) * (G - ema), with weight 0 when G's step was skipped, in multi-tensor ops."""
+        """ema += (1 - decay) * (G - ema), with weight 0 when G's step was skipped, in three multi-tensor ops.
+
+        Not `_foreach_lerp_`: its only overload with a device weight takes one weight tensor per parameter, and
+        on CUDA weights shaped unlike the parameters leave the multi-tensor kernel for one `lerp_` launch per
+        parameter (about 700 for RRDBNet). A single 0-dim device tensor is read by the kernel itself."""
         if self.net_g_ema is None:
             return
-        weight = (1.0 - self.ema_decay) * (~skipped).float()
         ema = list(self.net_g_ema.parameters())
-        # One weight tensor per parameter: the overload with a single 0-dim tensor reads it on the host.
-        torch._foreach_lerp_(ema, list(self.net_g.parameters()), [weight] * len(ema))
+        weight = (1.0 - self.ema_decay) * (~skipped).to(ema[0].dtype)
+        step = torch._foreach_sub(list(self.net_g.parameters()), ema)
+        torch._foreach_mul_(step, weight)
+        torch._foreach_add_(ema, step)
 
     def health(self) -> dict[str, torch.Tensor]:
         """The device counters, for the loop to read when it prints."""
