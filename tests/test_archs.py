@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from esrgan.archs.discriminator import Discriminator_VGG_128
@@ -71,6 +72,60 @@ def test_rrdbnet_residual_scaling_is_0_2():
     x = torch.zeros(1, 4, 3, 3)
     # RDB outputs 0.2, 0.4, 0.6; RRDB returns 0.6 * 0.2 + 0 = 0.12
     assert torch.allclose(rrdb(x), torch.full_like(x, 0.12))
+
+
+def seed_rrdbnet_forward(net: RRDBNet, x: torch.Tensor) -> torch.Tensor:
+    """The forward pass as the seed code writes it (`x5 * 0.2 + x`), on the same modules."""
+    def rdb(m, x):
+        x1 = F.leaky_relu(m.conv1(x), 0.2)
+        x2 = F.leaky_relu(m.conv2(torch.cat((x, x1), 1)), 0.2)
+        x3 = F.leaky_relu(m.conv3(torch.cat((x, x1, x2), 1)), 0.2)
+        x4 = F.leaky_relu(m.conv4(torch.cat((x, x1, x2, x3), 1)), 0.2)
+        return m.conv5(torch.cat((x, x1, x2, x3, x4), 1)) * 0.2 + x
+
+    fea = net.conv_first(x)
+    trunk = fea
+    for block in net.RRDB_trunk:
+        trunk = rdb(block.RDB3, rdb(block.RDB2, rdb(block.RDB1, trunk))) * 0.2 + trunk
+    fea = fea + net.trunk_conv(trunk)
+    fea = F.leaky_relu(net.upconv1(F.interpolate(fea, scale_factor=2, mode="nearest")), 0.2)
+    fea = F.leaky_relu(net.upconv2(F.interpolate(fea, scale_factor=2, mode="nearest")), 0.2)
+    return net.conv_last(F.leaky_relu(net.HRconv(fea), 0.2))
+
+
+def test_rrdbnet_computes_the_seed_forward_pass():
+    torch.manual_seed(0)
+    net = RRDBNet(3, 3, 16, 3, gc=8)
+    for p in net.parameters():  # weights far from the small init, so that every term matters
+        p.data.normal_(0, 0.1)
+    x = torch.rand(2, 3, 12, 12)
+    with torch.no_grad():
+        expected = seed_rrdbnet_forward(net, x)
+        assert torch.allclose(net(x), expected, rtol=1e-5, atol=1e-6)
+        assert expected.abs().mean() > 0.1
+
+
+def test_a_dense_block_forward_dispatches_14_operators():
+    """5 convolutions (bias included), 4 in-place LeakyReLUs, 4 concatenations and one scaled residual add: the
+    launch count that makes this model launch-bound on a GPU (RRDBNet nb 23 runs 69 of these per forward)."""
+    from collections import Counter
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ops: Counter[str] = Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops[str(func)] += 1
+            return func(*args, **(kwargs or {}))
+
+    block, x = RRDBNet(3, 3, 8, 1, gc=4).RRDB_trunk[0].RDB1, torch.rand(1, 8, 6, 6)
+    with torch.no_grad(), Count() as count:
+        block(x)
+    assert count.ops == {"aten.convolution.default": 5, "aten.leaky_relu_.default": 4, "aten.cat.default": 4,
+                         "aten.add.Tensor": 1}
 
 
 def test_discriminator_parameter_count_and_keys():
