@@ -91,18 +91,20 @@ def test_fp16_scales_gradients_per_network_and_saves_the_scalers():
     assert set(m.state_dict()["scalers"]) == {"G", "D"}
 
 
-def test_the_fast_path_check_trains_both_runs_and_compares_validation_psnr_and_gan_losses(tmp_path):
+@pytest.mark.parametrize("parallel", [False, True], ids=["one_after_the_other", "both_at_once"])
+def test_the_fast_path_check_trains_both_runs_and_compares_validation_psnr_and_gan_losses(tmp_path, parallel):
     tiny = ["network_G.nf=8", "network_G.nb=1", "network_G.gc=4", "network_D.nf=4", "datasets.train.batch_size=2",
             "datasets.train.n_workers=0", "network_F.allow_random_weights=true"]
     args = [sys.executable, str(REPO_ROOT / "scripts" / "check_fast_path.py"), "-opt",
             str(REPO_ROOT / "options" / "train_demo.yml"), "--psnr-iters", "3", "--gan-iters", "2", "--print-freq",
-            "1", "--workdir", str(tmp_path), "--fast", "speed.channels_last=true"]
+            "1", "--workdir", str(tmp_path), "--fast", "speed.channels_last=true"] + ["--parallel"] * parallel
     for item in tiny:
         args += ["--set", item]
     result = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "| iteration | fp32 val PSNR | fast val PSNR | difference (dB) |" in out
+    assert ("(both at once): fp32" in out) == parallel and "fast: data wait" in out
     assert "PSNR phase, iteration 3: |difference|" in out and out.rstrip().count("PASS") == 1
     assert "| iteration | l_g_pix fp32 / fast | l_g_fea fp32 / fast | l_g_gan fp32 / fast |" in out
     losses = out[out.index("l_g_pix fp32 / fast"):].splitlines()
@@ -160,18 +162,39 @@ def test_graphed_steps_warm_up_then_capture_each_kind_once_and_replay_it():
     assert "a" not in runner.graphs
 
 
+def test_a_kind_of_step_whose_capture_fails_warns_once_and_runs_eagerly_from_then_on():
+    from esrgan.engine.fast import GraphedSteps
+
+    class FailingGraph:
+        def capture(self, step):
+            raise RuntimeError("operation not permitted when stream is capturing")
+
+    made, warnings = [], []
+    runner = GraphedSteps(CPU, warmup=1, graph_factory=lambda: made.append(FailingGraph()) or made[-1],
+                          on_fallback=lambda kind, why: warnings.append((kind, why)))
+    counter = torch.zeros(())
+
+    def work():
+        counter.add_(1)
+        return counter.clone()
+
+    assert [runner("gan_d", work).item() for _ in range(4)] == [1, 2, 3, 4]  # each iteration ran exactly once
+    assert len(made) == 1 and not runner.graphs  # one attempt, never retried
+    assert warnings == [("gan_d", "RuntimeError: operation not permitted when stream is capturing")]
+    assert runner.eager == {"gan_d": warnings[0][1]}
+
+
 @pytest.mark.parametrize(("settings", "reason"), [
     ({"device": CPU}, "CUDA graphs need a CUDA device"),
     ({"precision": "fp16"}, "fp16's gradient scaler decides on the host"),
     ({"distributed": True}, "several processes"),
-    ({"compiled": True}, "speed.compile and speed.cuda_graph are exclusive"),
 ])
 def test_settings_that_cannot_be_captured_say_why(settings, reason):
     from esrgan.engine.fast import cuda_graph_unsupported
 
-    args = {"device": torch.device("cuda"), "precision": "bf16", "distributed": False, "compiled": False} | settings
+    args = {"device": torch.device("cuda"), "precision": "bf16", "distributed": False} | settings
     assert reason in cuda_graph_unsupported(**args)
-    assert cuda_graph_unsupported(torch.device("cuda"), "bf16", False, False) is None
+    assert cuda_graph_unsupported(torch.device("cuda"), "bf16", False) is None
 
 
 def graph_ready_model() -> ESRGANModel:
@@ -214,6 +237,39 @@ def test_graph_mode_trains_like_eager_mode_with_static_inputs_device_lrs_and_in_
     assert group["lr"] == plain.state_dict()["optimizers"]["G"]["param_groups"][0]["lr"]
 
 
+def test_compiled_networks_in_captured_steps_train_like_compiled_ones_and_compile_only_while_warming_up():
+    """speed.compile with speed.cuda_graph: each kind of step compiles during its warm-up; its capture and replays
+    (re-run here by the stand-in graph) hit the compiled code without compiling again."""
+    from torch._dynamo.utils import counters
+
+    from esrgan.engine.fast import GraphedSteps
+
+    def run(graphed: bool) -> tuple[ESRGANModel, list[int]]:
+        torch._dynamo.reset()
+        m = graph_ready_model()
+        m.compile(backend="aot_eager")
+        m.use_step_runner(GraphedSteps(CPU, warmup=1, graph_factory=RerunGraph) if graphed else m.run_step)
+        compiled_per_step = []
+        for step in range(1, 9):  # kinds: psnr x3, then gan_d, gan_g_d, gan_d, gan_g_d, gan_d
+            g = torch.Generator().manual_seed(step)
+            m.feed_data({"LQ": torch.rand(2, 3, 32, 32, generator=g), "GT": torch.rand(2, 3, 128, 128, generator=g)})
+            before = counters["stats"]["unique_graphs"]
+            m.optimize_parameters(step)
+            compiled_per_step.append(counters["stats"]["unique_graphs"] - before)
+        return m, compiled_per_step
+
+    plain, _ = run(graphed=False)
+    graphed, compiled = run(graphed=True)
+    assert set(graphed.run_step.graphs) == {"psnr", "gan_g_d", "gan_d"}
+    assert compiled[0] > 0 and compiled[3] > 0 and compiled[4] > 0  # each kind's warm-up step compiles
+    assert compiled[1:3] == [0, 0] and compiled[5:] == [0, 0, 0]  # captures and replays do not
+    for key, value in plain.log_dict.items():
+        assert torch.equal(torch.as_tensor(value), torch.as_tensor(graphed.log_dict[key])), key
+    for a, b in zip(plain.networks().values(), graphed.networks().values(), strict=True):
+        for (key, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+            assert torch.equal(x, y), key
+
+
 def test_graph_mode_needs_one_batch_shape():
     from esrgan.engine.fast import GraphedSteps
 
@@ -226,9 +282,10 @@ def test_graph_mode_needs_one_batch_shape():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
-def test_captured_steps_on_the_gpu_train_like_eager_steps():
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_captured_steps_on_the_gpu_train_like_eager_steps(compiled):
     """Both phases and both GAN kinds, a learning-rate milestone, EMA, and batches from a pinned-memory loader with
-    workers (its pin thread keeps running while steps are captured)."""
+    workers (its pin thread keeps running while steps are captured); the networks eager or compiled (Inductor)."""
     from torch.utils.data import DataLoader, TensorDataset
 
     from esrgan.data.loader import prefetch_to_device
@@ -249,6 +306,9 @@ def test_captured_steps_on_the_gpu_train_like_eager_steps():
     g = torch.Generator().manual_seed(3)
     data = TensorDataset(torch.rand(28, 3, 32, 32, generator=g), torch.rand(28, 3, 128, 128, generator=g))
     plain, graphed = build(), build()
+    if compiled:  # both, so that the two differ only in the capture (Inductor's kernels round unlike eager ones)
+        plain.compile()
+        graphed.compile()
     graphed.use_step_runner(GraphedSteps(cuda, warmup=2))
     for m in (plain, graphed):
         loader = DataLoader(data, batch_size=2, num_workers=2, pin_memory=True)
@@ -256,6 +316,7 @@ def test_captured_steps_on_the_gpu_train_like_eager_steps():
             m.feed_data(batch)
             m.optimize_parameters(step)
     torch.cuda.synchronize()
+    assert graphed.run_step.eager == {}  # no capture fell back to eager
     assert set(graphed.run_step.graphs) == {"psnr", "gan_g_d", "gan_d"}
     assert graphed.optimizers["G_psnr"].param_groups[0]["lr"].item() == 2**-11  # the milestone reached the graph
     for a, b in zip(plain.networks().values(), graphed.networks().values(), strict=True):

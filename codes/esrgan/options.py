@@ -232,8 +232,9 @@ class SpeedOpt:
     channels_last: bool = opt(False, "channels_last memory format for G, D, VGG and the batches")
     compile: bool = opt(False, "torch.compile the networks (slow first iterations while it compiles)")
     cuda_graph: bool = opt(False, "CUDA: capture each kind of training step whole in a CUDA graph after 3 eager "
-                                  "warm-up iterations and replay it (one launch per step instead of ~1,000); "
-                                  "fp16, several processes and compile run eagerly instead, as the log says")
+                                  "warm-up iterations and replay it (one launch per step instead of thousands); "
+                                  "with compile, the compiled kernels are captured; fp16 and several processes "
+                                  "run eagerly instead, as the log says")
     cudnn_benchmark: bool = opt(True, "CUDA: let cuDNN pick the fastest convolution algorithms (fixed shapes)")
     deterministic: bool = opt(False, "use deterministic algorithms only (reproducible on GPU, slower)")
 

@@ -19,8 +19,13 @@ replayed from then on. The GAN kinds share one memory pool: their graphs replay 
 everything that must outlive a replay (weights, optimizer state, counters) was allocated before capture, and a
 step's outputs are read before the next replay. Capture is `thread_local`, so that the data loader's pin-memory
 thread may keep working meanwhile, and runs on a stream of the training device (which need not be the current
-one). fp16 (the gradient scaler's host-side logic), several processes (DDP) and `torch.compile` (which has its
-own CUDA-graph mode) run eagerly instead, with the reason in the log.
+one). fp16 (the gradient scaler's host-side logic) and several processes (DDP) run eagerly instead, with the reason in
+the log. So does a kind of step whose capture fails (an operation that cannot be captured, say in a custom
+network): it warns once and stays eager.
+
+With `speed.compile` too, the warm-up iterations compile the networks (Inductor's default mode, which fuses the
+dense blocks' pointwise work and has no CUDA graphs of its own), and the capture records the compiled kernels:
+fusion and one launch per step together.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import torch
 DEFAULT_WARMUP = 3
 
 
-def cuda_graph_unsupported(device: torch.device, precision: str, distributed: bool, compiled: bool) -> str | None:
+def cuda_graph_unsupported(device: torch.device, precision: str, distributed: bool) -> str | None:
     """Why the training step cannot be graph-captured with these settings, or None when it can."""
     if device.type != "cuda":
         return f"CUDA graphs need a CUDA device, training runs on {device}"
@@ -42,8 +47,6 @@ def cuda_graph_unsupported(device: torch.device, precision: str, distributed: bo
         return "fp16's gradient scaler decides on the host whether to step; use bf16 (or fp32) with CUDA graphs"
     if distributed:
         return "several processes (DistributedDataParallel) are not graph-captured here"
-    if compiled:
-        return "speed.compile and speed.cuda_graph are exclusive (torch.compile has its own CUDA-graph mode)"
     return None
 
 
@@ -55,12 +58,15 @@ class GraphedSteps:
     """
 
     def __init__(self, device: torch.device, warmup: int = DEFAULT_WARMUP,
-                 graph_factory: Callable[[], Any] | None = None) -> None:
+                 graph_factory: Callable[[], Any] | None = None,
+                 on_fallback: Callable[[str, str], None] | None = None) -> None:
         self.device = device
         self.warmup = warmup
         self.calls: Counter[str] = Counter()
         self.graphs: dict[str, Any] = {}
         self.outputs: dict[str, Any] = {}
+        self.eager: dict[str, str] = {}  # kinds whose capture failed: why (they run eagerly from then on)
+        self._on_fallback = on_fallback
         self._pools: dict[str, Any] = {}  # by phase: "psnr", "gan"
         self._graph_factory = graph_factory or torch.cuda.CUDAGraph
         on_gpu = graph_factory is None
@@ -73,20 +79,30 @@ class GraphedSteps:
         if key in self.graphs:
             self.graphs[key].replay()
             return self.outputs[key]
-        if self.calls[key] <= self.warmup:
+        if key in self.eager or self.calls[key] <= self.warmup:
             return self._eager(step)
         graph = self._graph_factory()
-        if self._capture is None:
-            outputs = graph.capture(step)
-        else:
-            phase = key.split("_")[0]
-            with torch.cuda.device(self.device), torch.cuda.graph(graph, pool=self._pools.get(phase),
-                                                                  stream=self._capture,
-                                                                  capture_error_mode="thread_local"):
-                outputs = step()
-            self._pools.setdefault(phase, graph.pool())
+        try:
+            outputs = self._record(graph, key, step)
+        except Exception as error:
+            # Capture only records work, so nothing of this iteration has run yet: it runs eagerly now.
+            self.eager[key] = f"{type(error).__name__}: {error}"
+            if self._on_fallback is not None:
+                self._on_fallback(key, self.eager[key])
+            return self._eager(step)
         self.graphs[key], self.outputs[key] = graph, outputs
         graph.replay()  # capturing records the work without running it: this iteration still has to happen
+        return outputs
+
+    def _record(self, graph: Any, key: str, step: Callable[[], Any]) -> Any:
+        if self._capture is None:
+            return graph.capture(step)
+        phase = key.split("_")[0]
+        with torch.cuda.device(self.device), torch.cuda.graph(graph, pool=self._pools.get(phase),
+                                                              stream=self._capture,
+                                                              capture_error_mode="thread_local"):
+            outputs = step()
+        self._pools.setdefault(phase, graph.pool())
         return outputs
 
     def release(self, key: str) -> None:

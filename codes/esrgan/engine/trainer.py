@@ -274,9 +274,11 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
     if o.speed.compile:
         model.compile()
     if o.speed.cuda_graph:
-        reason = cuda_graph_unsupported(device, o.speed.precision, world.distributed, o.speed.compile)
+        reason = cuda_graph_unsupported(device, o.speed.precision, world.distributed)
         if reason is None:
-            model.use_step_runner(GraphedSteps(device))
+            model.use_step_runner(GraphedSteps(device, on_fallback=lambda kind, why: log.warning(
+                "speed.cuda_graph: the %s step could not be captured and runs eagerly from now on (%s)", kind,
+                why)))
             log.info("speed.cuda_graph: each kind of step is captured after %d eager warm-up iterations",
                      DEFAULT_WARMUP)
         else:
