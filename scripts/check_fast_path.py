@@ -19,21 +19,31 @@ import argparse
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOSSES = ("l_g_pix", "l_g_fea", "l_g_gan", "l_d_real", "l_d_fake")
 
 
-def train(option_file: str, overrides: list[str], root: Path, name: str) -> Path:
-    args = [sys.executable, str(REPO_ROOT / "train.py"), "-opt", option_file]
-    for item in [*overrides, f"name={name}", f"path.experiments_root={root}", "logger.use_tb_logger=true"]:
-        args += ["--set", item]
-    print(f"training {name} ...", flush=True)
-    result = subprocess.run(args, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"the {name} run failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
-    return root / name / "tb_logger"
+class Run:
+    """One train.py run in a subprocess, its output in <root>/<name>.log."""
+
+    def __init__(self, option_file: str, overrides: list[str], root: Path, name: str) -> None:
+        args = [sys.executable, str(REPO_ROOT / "train.py"), "-opt", option_file]
+        for item in [*overrides, f"name={name}", f"path.experiments_root={root}", "logger.use_tb_logger=true"]:
+            args += ["--set", item]
+        print(f"training {name} ...", flush=True)
+        self.name, self.tb_dir, self.log = name, root / name / "tb_logger", root / f"{name}.log"
+        self.start = time.perf_counter()
+        with open(self.log, "w") as log:
+            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, text=True)
+
+    def wait(self) -> float:
+        """Wall seconds of the run; raises with the end of its log when it failed."""
+        if self.process.wait() != 0:
+            raise RuntimeError(f"the {self.name} run failed:\n{self.log.read_text()[-6000:]}")
+        return time.perf_counter() - self.start
 
 
 def scalars(tb_dir: Path) -> dict[str, dict[int, float]]:
@@ -55,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="further overrides for both runs (e.g. a smaller network for a CPU check)")
     parser.add_argument("--workdir", type=Path, help="keep both runs here (default: a temporary folder)")
+    parser.add_argument("--parallel", action="store_true",
+                        help="run both trainings at once (on a GPU with room for both; each is launch-bound)")
     args = parser.parse_args(argv)
     for item in args.fast:
         if not item.startswith("speed.") or "=" not in item:
@@ -67,8 +79,22 @@ def main(argv: list[str] | None = None) -> int:
         common.append("model=sr")
     with tempfile.TemporaryDirectory() as tmp:
         root = args.workdir or Path(tmp)
-        plain = scalars(train(args.opt, common, root, "check_fp32"))
-        fast = scalars(train(args.opt, [*common, *args.fast], root, "check_fast"))
+        root.mkdir(parents=True, exist_ok=True)
+        runs, seconds = {"fp32": Run(args.opt, common, root, "check_fp32")}, {}
+        if not args.parallel:
+            seconds["fp32"] = runs["fp32"].wait()
+        runs["fast"] = Run(args.opt, [*common, *args.fast], root, "check_fast")
+        for label, run in runs.items():
+            if label not in seconds:
+                seconds[label] = run.wait()
+        plain, fast = scalars(runs["fp32"].tb_dir), scalars(runs["fast"].tb_dir)
+    print(f"\nwall time of the whole train.py run{' (both at once)' if args.parallel else ''}: fp32 "
+          f"{seconds['fp32']:.0f} s, fast {seconds['fast']:.0f} s")
+    for label, tags in (("fp32", plain), ("fast", fast)):
+        waits = tags.get("train/data_wait_fraction", {})
+        if waits:
+            print(f"{label}: data wait {sum(waits.values()) / len(waits):.1%} of the wall time on average "
+                  f"(largest {max(waits.values()):.1%})")
     if "val/psnr" not in plain:
         print("error: the option file has no validation set (datasets.val); the check compares validation PSNR",
               file=sys.stderr)
