@@ -2,8 +2,15 @@
 
 For each mode (precision, channels_last, torch.compile, whole-step CUDA graphs) it times PSNR-phase and GAN-phase
 iterations of the ESRGAN model on fixed synthetic batches (warm-up excluded), and reports iterations/s, achieved
-TFLOP/s and MFU (model FLOPs counted with torch.utils.flop_counter, over --peak-tflops), and peak GPU memory; then
-test.py-style inference in megapixels/s (whole image and tiled). The GPU, versions and settings head the output.
+TFLOP/s and MFU (model FLOPs counted with torch.utils.flop_counter, over --peak-tflops), and peak GPU memory. Then:
+
+* launches and syncs per iteration: operators dispatched and host reads of device values (eager modes, any device),
+  and on CUDA, from torch.profiler, GPU kernels, host-device synchronisations and the time the GPU is busy;
+* training fed by the real data loader (synthetic 480x480 PNG pairs, `--workers` workers, batches prefetched to
+  the GPU) next to the fixed-batch figure, with the fraction of wall time spent waiting for data;
+* test.py-style inference in megapixels/s (whole image and tiled).
+
+The GPU, versions and settings head the output.
 
     python scripts/benchmark.py                    # on a GPU: the paper's settings (batch 16, GT 128, nb 23)
     python scripts/benchmark.py --smoke            # seconds on a CPU: tiny network, a few iterations
@@ -12,8 +19,10 @@ test.py-style inference in megapixels/s (whole image and tiled). The GPU, versio
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,14 +30,21 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "codes"))
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmark_data import make_data  # scripts/, this script's folder
 from esrgan.archs.discriminator import Discriminator_VGG_128
 from esrgan.archs.rrdbnet import RRDBNet
 from esrgan.archs.vgg import VGGFeatureExtractor
+from esrgan.data.loader import DataWait, build_train_loader, prefetch_to_device
+from esrgan.data.paired import PairedImageDataset
 from esrgan.engine.fast import GraphedSteps, cuda_graph_unsupported
 from esrgan.models.esrgan import ESRGANModel
 from esrgan.options import GanPhaseOpt, PsnrPhaseOpt
+
+# CUDA runtime calls after which the host waits for the device.
+SYNC_CALLS = ("cudaDeviceSynchronize", "cudaStreamSynchronize", "cudaEventSynchronize", "cudaMemcpy")
 
 
 @dataclass(frozen=True)
@@ -52,7 +68,7 @@ def build(args: argparse.Namespace, mode: Mode, device: torch.device) -> ESRGANM
     if mode.compile:
         model.compile()
     if mode.graph:
-        reason = cuda_graph_unsupported(device, mode.precision, distributed=False, compiled=mode.compile)
+        reason = cuda_graph_unsupported(device, mode.precision, distributed=False)
         if reason:
             raise SystemExit(f"mode {mode}: {reason}")
         model.use_step_runner(GraphedSteps(device))
@@ -64,32 +80,115 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_phase(model: ESRGANModel, phase: str, args: argparse.Namespace, device: torch.device,
-               count_flops: bool) -> tuple[float, float]:
-    """(seconds per iteration, FLOPs per iteration or nan) of one phase on a fixed batch. FLOPs are counted on an
-    eager model (a replayed CUDA graph dispatches no operators to count)."""
+def prepare(model: ESRGANModel, phase: str, args: argparse.Namespace, device: torch.device) -> ESRGANModel:
+    """Feed a fixed synthetic batch; iterations 1, 2, ... are then steps of `phase`."""
     lq = torch.rand(args.batch, 3, args.gt_size // 4, args.gt_size // 4, device=device)
     gt = torch.rand(args.batch, 3, args.gt_size, args.gt_size, device=device)
     model.feed_data({"LQ": lq, "GT": gt})
     if phase == "gan":
         model.psnr_iters = 0
+    return model
 
-    def step(i: int) -> None:
-        model.optimize_parameters(i + 1)
 
+def time_phase(model: ESRGANModel, args: argparse.Namespace, device: torch.device,
+               count_flops: bool) -> tuple[float, float]:
+    """(seconds per iteration, FLOPs per iteration or nan) of a prepared model on its fixed batch. FLOPs are
+    counted on an eager model (a replayed CUDA graph dispatches no operators to count)."""
     for i in range(args.warmup):
-        step(i)
+        model.optimize_parameters(i + 1)
     sync(device)
     start = time.perf_counter()
     for i in range(args.iters):
-        step(args.warmup + i)
+        model.optimize_parameters(args.warmup + i + 1)
     sync(device)
     seconds = (time.perf_counter() - start) / args.iters
     if not count_flops:
         return seconds, float("nan")
     with FlopCounterMode(display=False) as counter:
-        step(0)
+        model.optimize_parameters(1)
     return seconds, counter.get_total_flops()
+
+
+class CountOperators(TorchDispatchMode):
+    """Operators dispatched (each one kernel launch or more on a GPU) and host reads of device values (each a
+    host-device synchronisation on a GPU)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.operators = 0
+        self.host_reads = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.operators += 1
+        self.host_reads += func is torch.ops.aten._local_scalar_dense.default
+        return func(*args, **(kwargs or {}))
+
+
+def count_operators(model: ESRGANModel) -> tuple[int, int]:
+    """(operators, host reads) of one eager iteration of a prepared, warmed-up model."""
+    with CountOperators() as count:
+        model.optimize_parameters(1)
+    return count.operators, count.host_reads
+
+
+@dataclass
+class Profile:
+    kernels: float  # GPU kernels per iteration
+    syncs: float  # host-device synchronisations per iteration
+    busy_ms: float  # time per iteration the GPU runs at least one kernel or copy
+    top: list[tuple[str, float, float]]  # (kernel, launches per iteration, ms per iteration), most time first
+
+
+def profile_cuda(model: ESRGANModel, device: torch.device, iters: int) -> Profile:
+    """torch.profiler over `iters` iterations of a prepared, warmed-up model on CUDA."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    sync(device)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for i in range(iters):
+            model.optimize_parameters(i + 1)
+        sync(device)  # one cudaDeviceSynchronize of its own, not counted
+    events = prof.events()
+    on_gpu = [e for e in events if e.device_type == DeviceType.CUDA]
+    kernels = [e for e in on_gpu if not e.name.startswith(("Memcpy", "Memset"))]
+    syncs = sum(e.device_type == DeviceType.CPU and e.name in SYNC_CALLS for e in events) - 1
+    busy, end = 0.0, float("-inf")
+    for start_us, end_us in sorted((e.time_range.start, e.time_range.end) for e in on_gpu):
+        busy += max(0.0, end_us - max(start_us, end))
+        end = max(end, end_us)
+    per_kernel: dict[str, list[float]] = {}
+    for e in kernels:
+        entry = per_kernel.setdefault(e.name, [0, 0.0])
+        entry[0] += 1
+        entry[1] += e.time_range.end - e.time_range.start
+    top = sorted(((name, n / iters, us / iters / 1e3) for name, (n, us) in per_kernel.items()),
+                 key=lambda row: -row[2])
+    return Profile(len(kernels) / iters, max(syncs, 0) / iters, busy / iters / 1e3, top)
+
+
+def loader_fed(args: argparse.Namespace, mode: Mode, device: torch.device, gt: str, lq: str,
+               phase: str) -> tuple[float, float]:
+    """(seconds per iteration, data-wait fraction) of training fed as train.py feeds it: the training loader on
+    PNG pairs (random crops, flips, rotations) in `args.workers` workers, batches prefetched to the device."""
+    dataset = PairedImageDataset("benchmark", 4, gt, lq, gt_size=args.gt_size, use_flip=True, use_rot=True)
+    loader = build_train_loader(dataset, args.batch, args.workers, seed=0, shuffle=True, enlarge_ratio=10**4,
+                                pin_memory=device.type == "cuda")
+    model = prepare(build(args, mode, device), phase, args, device)
+    wait = DataWait()
+    batches = prefetch_to_device(wait.timed(loader), device)
+    for i, batch in zip(range(args.warmup), batches, strict=False):
+        model.feed_data(batch)
+        model.optimize_parameters(i + 1)
+    sync(device)
+    wait.seconds = 0.0
+    start = time.perf_counter()
+    for i, batch in zip(range(args.iters), batches, strict=False):
+        model.feed_data(batch)
+        model.optimize_parameters(args.warmup + i + 1)
+    sync(device)
+    elapsed = time.perf_counter() - start
+    return elapsed / args.iters, wait.seconds / elapsed
 
 
 def inference_mpix(model: ESRGANModel, args: argparse.Namespace, device: torch.device, tile: int) -> float:
@@ -132,13 +231,22 @@ def main() -> int:
     parser.add_argument("--peak-tflops", type=float, default=790.0, help="for MFU (H100 dense bf16: about 790)")
     parser.add_argument("--modes", nargs="+", default=None,
                         help="e.g. fp32 bf16 bf16+channels_last bf16+channels_last+compile (fp32 always first)")
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+                        help="data loader workers of the loader-fed run (BasicSR's reference used 8)")
+    parser.add_argument("--images", type=int, default=64, help="synthetic 480x480 PNG pairs for the loader-fed run")
+    parser.add_argument("--loader-mode", default=None, help="mode of the loader-fed run (default: the last mode)")
+    parser.add_argument("--profile-iters", type=int, default=5, help="iterations profiled per mode and phase (CUDA)")
+    parser.add_argument("--top-kernels", type=int, default=0,
+                        help="also list the N kernels with the most GPU time per mode and phase (CUDA)")
     args = parser.parse_args()
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     if args.smoke:
         args.batch, args.nf, args.nb, args.gc, args.nf_d = 2, 8, 1, 4, 8
         args.warmup, args.iters, args.infer_size, args.infer_iters = 1, 1, 32, 1
+        args.workers, args.images, args.profile_iters = 1, 4, 1
     names = args.modes or (["fp32", "bf16", "bf16+channels_last", "bf16+channels_last+compile",
-                            "bf16+channels_last+graph"] if device.type == "cuda" else ["fp32", "bf16+channels_last"])
+                            "bf16+channels_last+graph", "bf16+channels_last+compile+graph"]
+                           if device.type == "cuda" else ["fp32", "bf16+channels_last"])
     names = ["fp32"] + [n for n in names if n != "fp32"]
     modes = [Mode(n.split("+")[0], "channels_last" in n, "compile" in n, "graph" in n) for n in names]
 
@@ -152,18 +260,56 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|---|")
     baseline: dict[str, float] = {}
     phase_flops: dict[str, float] = {}
+    timed: dict[tuple[Mode, str], float] = {}
+    launches: dict[tuple[Mode, str], tuple[str, str, Profile | None]] = {}
     for mode in modes:
         for phase in ("psnr", "gan"):
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            model = build(args, mode, device)
-            seconds, flops = time_phase(model, phase, args, device, count_flops=phase not in phase_flops)
+            model = prepare(build(args, mode, device), phase, args, device)
+            seconds, flops = time_phase(model, args, device, count_flops=phase not in phase_flops)
+            memory = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
             baseline.setdefault(phase, seconds)
+            timed[mode, phase] = seconds
             flops = phase_flops.setdefault(phase, flops)  # the model's FLOPs, counted in the fp32 eager mode
             tflops = flops / seconds / 1e12
-            memory = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
             print(f"| {mode} | {phase} | {1 / seconds:.2f} | {seconds * 1e3:.1f} | {tflops:.2f} | "
                   f"{tflops / args.peak_tflops:.1%} | {memory:.2f} | {baseline[phase] / seconds:.2f}x |", flush=True)
+            # Counted after the timing, so that neither disturbs the other. A compiled or replayed step
+            # dispatches no eager operators to count.
+            operators, reads = ("-", "-") if mode.compile or mode.graph else map(str, count_operators(model))
+            profile = profile_cuda(model, device, args.profile_iters) if device.type == "cuda" else None
+            launches[mode, phase] = operators, reads, profile
+            del model
+
+    print("\n| mode | phase | operators/it | host reads/it | GPU kernels/it | host-device syncs/it | "
+          "GPU busy ms/it | ms/it |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (mode, phase), (operators, reads, profile) in launches.items():
+        gpu = ("-", "-", "-") if profile is None else (
+            f"{profile.kernels:.0f}", f"{profile.syncs:.1f}", f"{profile.busy_ms:.1f}")
+        print(f"| {mode} | {phase} | {operators} | {reads} | {' | '.join(gpu)} | {timed[mode, phase] * 1e3:.1f} |")
+    if args.top_kernels > 0 and device.type == "cuda":
+        for (mode, phase), (_, _, profile) in launches.items():
+            print(f"\n{mode}, {phase} phase: the {args.top_kernels} kernels with the most GPU time")
+            print("| kernel | launches/it | GPU ms/it |")
+            print("|---|---|---|")
+            for name, count, ms in profile.top[: args.top_kernels]:
+                print(f"| {name[:90]} | {count:.0f} | {ms:.2f} |")
+
+    loader_mode = next((m for m in modes if str(m) == args.loader_mode), None) if args.loader_mode else modes[-1]
+    if loader_mode is None:
+        raise SystemExit(f"--loader-mode {args.loader_mode} is not among the modes {[str(m) for m in modes]}")
+    print(f"\nTraining fed by the data loader: {args.images} synthetic 480x480 PNG pairs, {args.workers} workers, "
+          f"batches prefetched to {device.type}")
+    print("| mode | phase | it/s fixed batch | it/s from the loader | data wait |")
+    print("|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        gt, lq = make_data(Path(tmp), args.images, 480, 4, lmdb=False)["folder"]
+        for phase in ("psnr", "gan"):
+            seconds, waiting = loader_fed(args, loader_mode, device, gt, lq, phase)
+            print(f"| {loader_mode} | {phase} | {1 / timed[loader_mode, phase]:.2f} | {1 / seconds:.2f} | "
+                  f"{waiting:.1%} |", flush=True)
     print("\n| mode | inference | output MP/s |")
     print("|---|---|---|")
     for mode in dict.fromkeys(Mode(m.precision, m.channels_last) for m in modes):

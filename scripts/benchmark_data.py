@@ -40,7 +40,7 @@ def synthetic_photo(rng: np.random.Generator, size: int) -> np.ndarray:
     return (img * 255).round().astype(np.uint8)
 
 
-def make_data(root: Path, images: int, size: int, scale: int) -> dict[str, tuple[str, str]]:
+def make_data(root: Path, images: int, size: int, scale: int, lmdb: bool = True) -> dict[str, tuple[str, str]]:
     rng = np.random.default_rng(0)
     (root / "GT").mkdir(parents=True, exist_ok=True)
     (root / "LQ").mkdir(parents=True, exist_ok=True)
@@ -49,10 +49,12 @@ def make_data(root: Path, images: int, size: int, scale: int) -> dict[str, tuple
         cv2.imwrite(str(root / "GT" / f"{i:04d}_s001.png"), hr, [cv2.IMWRITE_PNG_COMPRESSION, 3])
         cv2.imwrite(str(root / "LQ" / f"{i:04d}_s001.png"), imresize(hr, scale=1 / scale),
                     [cv2.IMWRITE_PNG_COMPRESSION, 3])
-    for part in ("GT", "LQ"):
-        create_lmdb(root / part, root / f"{part}.lmdb", compress_level=1, workers=1, progress=False)
-    return {"folder": (str(root / "GT"), str(root / "LQ")),
-            "lmdb": (str(root / "GT.lmdb"), str(root / "LQ.lmdb"))}
+    sources = {"folder": (str(root / "GT"), str(root / "LQ"))}
+    if lmdb:
+        for part in ("GT", "LQ"):
+            create_lmdb(root / part, root / f"{part}.lmdb", compress_level=1, workers=1, progress=False)
+        sources["lmdb"] = (str(root / "GT.lmdb"), str(root / "LQ.lmdb"))
+    return sources
 
 
 def samples_per_second(gt: str, lq: str, scale: int, gt_size: int, batch: int, workers: int, batches: int) -> float:

@@ -12,9 +12,17 @@ def test_benchmark_smoke_mode_prints_training_and_inference_tables():
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith("| fp32 |")]
-    assert [row.split("|")[2].strip() for row in rows] == ["psnr", "gan", "whole image", "tiles of 16"]
+    # The timing table, the launch table, then inference.
+    assert [row.split("|")[2].strip() for row in rows] == ["psnr", "gan", "psnr", "gan", "whole image", "tiles of 16"]
     assert "| bf16+channels_last | gan |" in result.stdout
     assert "| fp32 | psnr |" in result.stdout and "1.00x" in result.stdout
+    # Launches and syncs: operators dispatched per iteration, and not one host read of a device value.
+    operators, host_reads = rows[2].split("|")[3:5]
+    assert int(operators) > 200 and int(host_reads) == 0
+    # Fed by the real loader, with the share of the time spent waiting for data.
+    (fed,) = [line for line in result.stdout.splitlines() if line.startswith("| bf16+channels_last | psnr |") and
+              line.endswith("% |")]
+    assert 0 <= float(fed.split("|")[-2].strip(" %")) < 100
 
 
 def test_metric_benchmark_prints_milliseconds_per_image():
