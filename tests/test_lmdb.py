@@ -283,3 +283,26 @@ def test_cli_run_from_another_directory_creates_the_lmdb(tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"2 images in out.lmdb; image list: {Path('out.lmdb', 'meta_info.txt')}" in result.stdout
     assert list(read_meta_info(tmp_path / "out.lmdb")) == ["a", "b"]
+
+
+def test_folder_datasets_work_without_the_lmdb_package_and_lmdbs_say_what_is_missing(tmp_path):
+    """lmdb is imported on first use (some GPU machines lack it): a folder dataset trains without it."""
+    folder = tmp_path / "GT"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), np.zeros((16, 16, 3), np.uint8))
+    code = f"""
+import sys
+sys.modules["lmdb"] = None  # import lmdb now raises ImportError
+from esrgan.data.paired import PairedImageDataset
+from esrgan.data.lmdb_io import create_lmdb
+print(len(PairedImageDataset("x", 4, {str(folder)!r}, None, gt_size=8)))
+try:
+    create_lmdb({str(folder)!r}, {str(tmp_path / "GT.lmdb")!r}, progress=False)
+except ImportError as err:
+    print(err)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parents[1] / "codes")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["1", "LMDB datasets need the lmdb package (pip install lmdb, in "
+                                          "requirements.txt); image folders work without it"]

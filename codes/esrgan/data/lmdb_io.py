@@ -18,9 +18,10 @@ from collections.abc import Iterator
 from functools import partial
 from itertools import chain, islice
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import cv2
-import lmdb
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
@@ -28,7 +29,20 @@ from tqdm import tqdm
 from ..utils.files import atomic_write_text
 from ..utils.image import images_by_stem, to_float_rgb
 
+if TYPE_CHECKING:
+    import lmdb
+
 log = logging.getLogger(__name__)
+
+
+def _lmdb() -> ModuleType:
+    """The lmdb package, imported on first use: folder datasets work without it."""
+    try:
+        import lmdb
+    except ImportError as err:
+        raise ImportError("LMDB datasets need the lmdb package (pip install lmdb, in requirements.txt); image "
+                          "folders work without it") from err
+    return lmdb
 
 META_INFO = "meta_info.txt"
 # Anchored at the end so that keys keep their dots: BasicSR's reader splits at the first dot, which turns
@@ -94,7 +108,7 @@ def _readonly_env(path: Path) -> lmdb.Environment:
     if env is None:
         if not (path / "data.mdb").is_file():
             raise FileNotFoundError(f"{path} is not an LMDB: it has no data.mdb")
-        env = lmdb.open(resolved, readonly=True, lock=False, readahead=False, meminit=False)
+        env = _lmdb().open(resolved, readonly=True, lock=False, readahead=False, meminit=False)
         _readonly_envs[resolved] = env
     return env
 
@@ -181,7 +195,7 @@ def _commit(env: lmdb.Environment, batch: list[tuple[bytes, bytes]]) -> None:
                 for key, value in batch:
                     txn.put(key, value)
             return
-        except lmdb.MapFullError:
+        except _lmdb().MapFullError:
             # The transaction was aborted on the way out of `with`, so the map can be resized and the batch
             # written again.
             new_size = env.info()["map_size"] * 2
@@ -223,7 +237,7 @@ def create_lmdb(
         raise ValueError(f"no images in {input_dir}")
 
     output_path.mkdir(parents=True, exist_ok=True)
-    env = lmdb.open(os.fspath(output_path), meminit=False)
+    env = _lmdb().open(os.fspath(output_path), meminit=False)
     try:
         with env.begin() as txn:
             existing = {bytes(k).decode("utf-8") for k in txn.cursor().iternext(keys=True, values=False)}
