@@ -115,6 +115,28 @@ def test_the_fast_path_check_trains_both_runs_and_compares_validation_psnr_and_g
         assert ("channels_last: true" in options_file.read_text()) == (run == "check_fast")
 
 
+def test_runs_going_at_once_stop_together_when_one_fails(tmp_path):
+    import importlib.util
+    import time
+
+    spec = importlib.util.spec_from_file_location("check_fast_path", REPO_ROOT / "scripts" / "check_fast_path.py")
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+
+    def run(name: str, code: str):
+        r = check.Run.__new__(check.Run)
+        r.name, r.log, r.start = name, tmp_path / f"{name}.log", time.perf_counter()
+        r.log.write_text(f"{name} log\n")
+        r.process = subprocess.Popen([sys.executable, "-c", code])
+        return r
+
+    runs = {"fp32": run("slow", "import time; time.sleep(60)"), "fast": run("broken", "raise SystemExit(3)")}
+    start = time.perf_counter()
+    with pytest.raises(RuntimeError, match="the broken run failed:\nbroken log"):
+        check.wait_all(runs)
+    assert time.perf_counter() - start < 20 and runs["fp32"].process.returncode is not None  # stopped, not waited
+
+
 # ---------------------------------------------------------------------------------------------- CUDA graphs
 class RerunGraph:
     """A CUDA graph's stand-in on the CPU: capture records the work (running it once, as the replay right after a
@@ -182,6 +204,41 @@ def test_a_kind_of_step_whose_capture_fails_warns_once_and_runs_eagerly_from_the
     assert len(made) == 1 and not runner.graphs  # one attempt, never retried
     assert warnings == [("gan_d", "RuntimeError: operation not permitted when stream is capturing")]
     assert runner.eager == {"gan_d": warnings[0][1]}
+
+
+def test_a_capture_that_cuda_invalidated_stops_training_naming_the_first_error(monkeypatch):
+    """The stream capture cannot end: the allocator's routing into the pool and the graph's hold on it are released
+    by hand (capture_end would have), and the error names the operation that broke the capture."""
+    from esrgan.engine import fast
+
+    released = []
+    monkeypatch.setattr(torch._C, "_cuda_endAllocateToPool", lambda index, pool: released.append(("end", pool)))
+    monkeypatch.setattr(torch._C, "_cuda_releasePool", lambda index, pool: released.append(("release", pool)))
+
+    class InvalidatedGraph:
+        def capture_end(self):
+            raise RuntimeError("CUDA error: operation failed due to a previous error during capture")
+
+    first = RuntimeError("CUDA error: operation not permitted when stream is capturing")
+    with pytest.raises(fast.CaptureError, match=r"the gan_d step cannot be captured .*operation not permitted when"
+                                                r" stream is capturing\)\. Train with speed.cuda_graph: false"):
+        fast._end_capture(InvalidatedGraph(), (0, 7), torch.device("cuda", 0), "gan_d", first)
+    assert released == [("end", (0, 7)), ("release", (0, 7))]
+
+    class ValidGraph:
+        def capture_end(self):
+            released.append("ended")
+
+    fast._end_capture(ValidGraph(), (0, 7), torch.device("cuda", 0), "gan_d", first)  # the caller then runs eagerly
+    assert released[-1] == "ended"
+
+    class Raising:
+        def capture(self, step):
+            raise fast.CaptureError("stop")
+
+    runner = fast.GraphedSteps(CPU, warmup=0, graph_factory=Raising)
+    with pytest.raises(fast.CaptureError):  # not turned into an eager fallback
+        runner("psnr", lambda: None)
 
 
 @pytest.mark.parametrize(("settings", "reason"), [

@@ -20,8 +20,9 @@ everything that must outlive a replay (weights, optimizer state, counters) was a
 step's outputs are read before the next replay. Capture is `thread_local`, so that the data loader's pin-memory
 thread may keep working meanwhile, and runs on a stream of the training device (which need not be the current
 one). fp16 (the gradient scaler's host-side logic) and several processes (DDP) run eagerly instead, with the reason in
-the log. So does a kind of step whose capture fails (an operation that cannot be captured, say in a custom
-network): it warns once and stays eager.
+the log. So does a kind of step that raises while it is being captured (host code that cannot be recorded, say
+in a custom network): it warns once and stays eager. A capture that CUDA itself invalidates (an operation not
+allowed while capturing) stops training with the reason, since PyTorch cannot undo all of it in the process.
 
 With `speed.compile` too, the warm-up iterations compile the networks (Inductor's default mode, which fuses the
 dense blocks' pointwise work and has no CUDA graphs of its own), and the capture records the compiled kernels:
@@ -84,6 +85,8 @@ class GraphedSteps:
         graph = self._graph_factory()
         try:
             outputs = self._record(graph, key, step)
+        except CaptureError:
+            raise
         except Exception as error:
             # Capture only records work, so nothing of this iteration has run yet: it runs eagerly now.
             self.eager[key] = f"{type(error).__name__}: {error}"
@@ -95,14 +98,28 @@ class GraphedSteps:
         return outputs
 
     def _record(self, graph: Any, key: str, step: Callable[[], Any]) -> Any:
+        """Capture `step` into `graph` (on the GPU: what `torch.cuda.graph` does, written out so that a failure
+        can be told apart and cleaned up). A step that raises inside a capture CUDA still holds valid has only
+        recorded work: the capture is ended and discarded and the error propagates (the caller runs the step
+        eagerly). A capture that CUDA invalidated (an operation not allowed while capturing) cannot end, and
+        PyTorch's allocators are then left routing memory to its pool: that raises CaptureError, which stops
+        training."""
         if self._capture is None:
             return graph.capture(step)
         phase = key.split("_")[0]
-        with torch.cuda.device(self.device), torch.cuda.graph(graph, pool=self._pools.get(phase),
-                                                              stream=self._capture,
-                                                              capture_error_mode="thread_local"):
-            outputs = step()
-        self._pools.setdefault(phase, graph.pool())
+        pool = self._pools.get(phase) or torch.cuda.graph_pool_handle()
+        with torch.cuda.device(self.device):
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+            with torch.cuda.stream(self._capture):
+                graph.capture_begin(pool=pool, capture_error_mode="thread_local")
+                try:
+                    outputs = step()
+                except BaseException as error:
+                    _end_capture(graph, pool, self.device, key, error)
+                    raise
+                _end_capture(graph, pool, self.device, key, None)
+        self._pools.setdefault(phase, pool)
         return outputs
 
     def release(self, key: str) -> None:
@@ -124,3 +141,27 @@ class GraphedSteps:
             outputs = step()
         torch.cuda.current_stream(self.device).wait_stream(self._side)
         return outputs
+
+
+class CaptureError(RuntimeError):
+    """A CUDA-graph capture that CUDA invalidated: not recoverable within the process."""
+
+
+def _end_capture(graph: torch.cuda.CUDAGraph, pool: tuple[int, int], device: torch.device, key: str,
+                 error: BaseException | None) -> None:
+    """End a capture; when CUDA invalidated it, release what `capture_end` would have (the allocator's routing
+    into the pool and the graph's hold on it) and raise CaptureError naming the first error."""
+    try:
+        graph.capture_end()
+        return
+    except Exception as end_error:
+        cause = error or end_error
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    try:
+        torch._C._cuda_endAllocateToPool(index, pool)
+        torch._C._cuda_releasePool(index, pool)
+    except Exception:  # the capture's own error is the one to report
+        pass
+    raise CaptureError(f"speed.cuda_graph: the {key} step cannot be captured in a CUDA graph "
+                       f"({type(cause).__name__}: {cause}). Train with speed.cuda_graph: false, resuming from the "
+                       "last checkpoint (path.resume_state or --auto-resume).") from cause
