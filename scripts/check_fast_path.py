@@ -45,6 +45,26 @@ class Run:
             raise RuntimeError(f"the {self.name} run failed:\n{self.log.read_text()[-6000:]}")
         return time.perf_counter() - self.start
 
+    def warnings(self) -> list[str]:
+        """The warnings of the run's log (a speed setting that fell back to eager says so there)."""
+        return [line for line in self.log.read_text().splitlines() if " WARNING: " in line]
+
+
+def wait_all(runs: dict[str, Run]) -> dict[str, float]:
+    """Wall seconds of runs going at once; the first failure stops the others and raises."""
+    seconds: dict[str, float] = {}
+    while len(seconds) < len(runs):
+        for label, run in runs.items():
+            if label not in seconds and run.process.poll() is not None:
+                if run.process.returncode != 0:
+                    for other in runs.values():
+                        if other.process.poll() is None:
+                            other.process.terminate()
+                            other.process.wait()
+                seconds[label] = run.wait()
+        time.sleep(0.2)
+    return seconds
+
 
 def scalars(tb_dir: Path) -> dict[str, dict[int, float]]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -80,14 +100,18 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = args.workdir or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
-        runs, seconds = {"fp32": Run(args.opt, common, root, "check_fp32")}, {}
-        if not args.parallel:
-            seconds["fp32"] = runs["fp32"].wait()
-        runs["fast"] = Run(args.opt, [*common, *args.fast], root, "check_fast")
-        for label, run in runs.items():
-            if label not in seconds:
-                seconds[label] = run.wait()
+        runs = {"fp32": Run(args.opt, common, root, "check_fp32")}
+        if args.parallel:
+            runs["fast"] = Run(args.opt, [*common, *args.fast], root, "check_fast")
+            seconds = wait_all(runs)
+        else:
+            seconds = {"fp32": runs["fp32"].wait()}
+            runs["fast"] = Run(args.opt, [*common, *args.fast], root, "check_fast")
+            seconds["fast"] = runs["fast"].wait()
         plain, fast = scalars(runs["fp32"].tb_dir), scalars(runs["fast"].tb_dir)
+        notes = runs["fast"].warnings()
+    for line in notes:
+        print(f"fast run: {line}")
     print(f"\nwall time of the whole train.py run{' (both at once)' if args.parallel else ''}: fp32 "
           f"{seconds['fp32']:.0f} s, fast {seconds['fast']:.0f} s")
     for label, tags in (("fp32", plain), ("fast", fast)):
