@@ -1,51 +1,83 @@
 #!/usr/bin/env bash
-# The GPU checks behind docs/PERFORMANCE.md, in stages that each fit in a few minutes on one H100/H200:
+# The GPU checks behind docs/PERFORMANCE.md, in stages of a few minutes each on one H100/H200 (estimates for the
+# paper's settings, from BasicSR's 5.3 it/s fp32 figure), most important first:
 #
-#   bash scripts/gpu_checks.sh tests     # the CUDA tests (CUDA graphs, eager and compiled; fp16 scalers)
-#   bash scripts/gpu_checks.sh speed     # scripts/benchmark.py at the paper's settings, with the top kernels
-#   bash scripts/gpu_checks.sh quality   # scripts/check_fast_path.py: PSNR_ITERS (2,000) PSNR-phase iterations of
-#                                        # the paper's network on the demo data, fp32 and FAST side by side
-#   bash scripts/gpu_checks.sh all       # the three, in this order
+#   bash scripts/gpu_checks.sh speed     # benchmark.py: fp32, bf16+channels_last, ...+graph; launches, syncs,
+#                                        # top kernels, loader-fed run (about 4 min)
+#   bash scripts/gpu_checks.sh quality   # check_fast_path.py: PSNR_ITERS (2,000) PSNR-phase iterations of the
+#                                        # paper's network on the demo photos, fp32 and FAST at once (about 8 min)
+#   bash scripts/gpu_checks.sh tests     # the CUDA tests: captured steps with eager and compiled networks, fp16
+#                                        # scalers (about 3 min)
+#   bash scripts/gpu_checks.sh compile   # benchmark.py's torch.compile modes, with and without graphs (compiling
+#                                        # the full network takes minutes)
+#   bash scripts/gpu_checks.sh all       # the four, in this order
 #
-# Everything printed also goes to $OUT (the device tool's output folder) or experiments/gpu_checks/, one log per
-# stage. FAST (the speed overrides of the quality check) and PSNR_ITERS can be set in the environment.
+# Everything printed also goes to $OUT (the device tool's output folder) or experiments/gpu_checks/, one file per
+# stage. FAST (the speed overrides of the quality check), PSNR_ITERS and PYTHON can be set in the environment;
+# SMOKE=1 runs the speed and quality stages with tiny networks on a CPU, to check the commands
+# (tests/test_benchmark.py does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-experiments/gpu_checks}"
-mkdir -p "$out"
+work="${WORK:-experiments/gpu_checks_runs}"  # checkpoints and data: not copied back with $OUT
+mkdir -p "$out" "$work"
+PY="${PYTHON:-python3}"
 FAST="${FAST:-speed.precision=bf16 speed.channels_last=true speed.cuda_graph=true}"
 PSNR_ITERS="${PSNR_ITERS:-2000}"
+GAN_ITERS=100
+bench=()
+tiny=()
+if [[ "${SMOKE:-0}" == 1 ]]; then
+    bench=(--smoke --device cpu)
+    tiny=(--set network_G.nf=8 --set network_G.nb=1 --set network_G.gc=4 --set network_D.nf=4 --set device=cpu
+          --set datasets.train.batch_size=2 --set datasets.train.n_workers=1 --set network_F.allow_random_weights=true)
+    PSNR_ITERS=3
+    GAN_ITERS=2
+fi
 
-python - <<'EOF' | tee "$out/machine.txt"
+SMOKE="${SMOKE:-0}" "$PY" - <<'EOF' | tee "$out/machine.txt"
 import datetime, os, platform, torch
-assert torch.cuda.is_available(), "scripts/gpu_checks.sh needs a CUDA GPU"
-print(datetime.date.today(), torch.cuda.get_device_name(), f"torch {torch.__version__}, CUDA {torch.version.cuda}, "
+assert torch.cuda.is_available() or os.environ["SMOKE"] == "1", "scripts/gpu_checks.sh needs a CUDA GPU"
+gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU (SMOKE=1)"
+print(datetime.date.today(), gpu, f"torch {torch.__version__}, CUDA {torch.version.cuda}, "
       f"cuDNN {torch.backends.cudnn.version()}, Python {platform.python_version()}, {os.cpu_count()} CPU cores")
 EOF
 
-run_tests() {
-    python -m pytest -q -rs tests/test_speed.py 2>&1 | tee "$out/tests.txt"
+run_speed() {
+    "$PY" scripts/benchmark.py --modes fp32 bf16+channels_last bf16+channels_last+graph --top-kernels 10 \
+        "${bench[@]}" 2>&1 | tee "$out/benchmark.md"
 }
 
-run_speed() {
-    python scripts/benchmark.py --top-kernels 10 2>&1 | tee "$out/benchmark.md"
+run_compile() {
+    "$PY" scripts/benchmark.py --modes fp32 bf16+channels_last+compile bf16+channels_last+compile+graph \
+        --iters 20 --profile-iters 2 "${bench[@]}" 2>&1 | tee "$out/benchmark_compile.md"
+}
+
+run_tests() {
+    "$PY" -m pytest -q -rs tests/test_speed.py 2>&1 | tee "$out/tests.txt"
 }
 
 run_quality() {
-    # The demo photos with the paper's network, batch and patch (BasicSR's reference settings); 8 loader workers.
+    # The demo photos with their MATLAB-bicubic LR made once (rather than by every worker for every sample), and
+    # the paper's network, batch, patch, learning rate and EMA (BasicSR's reference settings).
+    "$PY" scripts/generate_lr.py --input datasets/demo/train --output "$work/demo_LR" --scale 4 \
+        --hr-mod-output "$work/demo_HR" --workers 8 > "$work/generate_lr.log" 2>&1 ||
+        { cat "$work/generate_lr.log"; exit 1; }
     # shellcheck disable=SC2086  # FAST is a list of overrides
-    python scripts/check_fast_path.py -opt options/train_demo.yml --parallel --psnr-iters "$PSNR_ITERS" \
-        --gan-iters 200 --print-freq 50 --workdir experiments/gpu_checks_runs --fast $FAST \
+    "$PY" scripts/check_fast_path.py -opt options/train_demo.yml --parallel --psnr-iters "$PSNR_ITERS" \
+        --gan-iters "$GAN_ITERS" --print-freq 50 --workdir "$work" --fast $FAST \
+        --set datasets.train.dataroot_GT="$work/demo_HR" --set datasets.train.dataroot_LQ="$work/demo_LR" \
         --set network_G.nf=64 --set network_G.nb=23 --set network_G.gc=32 --set network_D.nf=64 \
-        --set datasets.train.batch_size=16 --set datasets.train.n_workers=8 --set train.ema_decay=0.999 \
-        --set train.psnr.optim_G.lr=2e-4 --set train.psnr.scheduler.milestones=[] \
+        --set datasets.train.batch_size=16 --set datasets.train.n_workers=6 --set train.ema_decay=0.999 \
+        --set train.psnr.optim_G.lr=2e-4 --set train.psnr.scheduler.milestones=[] "${tiny[@]}" \
         2>&1 | tee "$out/check_fast_path.md"
 }
 
 case "${1:-all}" in
-    tests) run_tests ;;
     speed) run_speed ;;
     quality) run_quality ;;
-    all) run_tests; run_speed; run_quality ;;
-    *) echo "usage: bash scripts/gpu_checks.sh [tests|speed|quality|all]" >&2; exit 2 ;;
+    tests) run_tests ;;
+    compile) run_compile ;;
+    all) run_speed; run_quality; run_tests; run_compile ;;
+    *) echo "usage: bash scripts/gpu_checks.sh [speed|quality|tests|compile|all]" >&2; exit 2 ;;
 esac

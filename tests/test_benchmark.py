@@ -1,6 +1,8 @@
 """The benchmark's CPU smoke mode runs every part and prints the tables (speed targets are checked on GPUs by
 the benchmark itself, never by a timed unit test)."""
 
+import os
+import re
 import subprocess
 import sys
 
@@ -32,3 +34,20 @@ def test_metric_benchmark_prints_milliseconds_per_image():
     assert "| image | PSNR (Y) ms | SSIM (Y) ms | NIQE ms |" in result.stdout
     (row,) = [line for line in result.stdout.splitlines() if line.startswith("| 200x200 |")]
     assert all(float(cell) > 0 for cell in row.strip("| \n").split("|")[1:])
+
+
+def test_the_gpu_check_script_runs_its_speed_and_quality_stages_in_smoke_mode(tmp_path):
+    """SMOKE=1: tiny networks on the CPU, so that the commands and option keys the GPU session will run are
+    checked here (the graph mode is left out on a CPU, and says so)."""
+    env = os.environ | {"SMOKE": "1", "OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work"),
+                        "FAST": "speed.channels_last=true", "PYTHON": sys.executable}
+    for stage in ("speed", "quality"):
+        result = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "gpu_checks.sh"), stage], env=env,
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stdout + result.stderr
+    benchmark = (tmp_path / "out" / "benchmark.md").read_text()
+    assert "mode bf16+channels_last+graph left out: CUDA graphs need a CUDA device" in benchmark
+    assert "| bf16+channels_last | gan |" in benchmark
+    quality = (tmp_path / "out" / "check_fast_path.md").read_text()
+    assert re.search(r"PSNR phase, iteration 3: \|difference\| 0\.0\d\d dB, tolerance 0.05 dB: PASS", quality)
+    assert sorted(p.name for p in (tmp_path / "work" / "demo_LR").iterdir())[0] == "astronaut.png"
