@@ -19,6 +19,7 @@ The GPU, versions and settings head the output.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import platform
 import sys
@@ -279,6 +280,8 @@ def main() -> int:
     for mode in modes:
         for phase in ("psnr", "gan"):
             if device.type == "cuda":
+                gc.collect()  # the previous mode's model (its networks reference each other) must not count
+                torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats(device)
             model = prepare(build(args, mode, device), phase, args, device)
             seconds, flops = time_phase(model, args, device, count_flops=phase not in phase_flops)
