@@ -26,6 +26,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 LOSSES = ("l_g_pix", "l_g_fea", "l_g_gan", "l_d_real", "l_d_fake")
 
 
+STOP_TIMEOUT = 120  # seconds a stopped run may take to save its checkpoint before it is killed
+
+
 class Run:
     """One train.py run in a subprocess, its output in <root>/<name>.log."""
 
@@ -59,8 +62,12 @@ def wait_all(runs: dict[str, Run]) -> dict[str, float]:
                 if run.process.returncode != 0:
                     for other in runs.values():
                         if other.process.poll() is None:
-                            other.process.terminate()
-                            other.process.wait()
+                            other.process.terminate()  # train.py saves a checkpoint and stops
+                            try:
+                                other.process.wait(timeout=STOP_TIMEOUT)
+                            except subprocess.TimeoutExpired:
+                                other.process.kill()
+                                other.process.wait()
                 seconds[label] = run.wait()
         time.sleep(0.2)
     return seconds

@@ -136,6 +136,15 @@ def test_runs_going_at_once_stop_together_when_one_fails(tmp_path):
         check.wait_all(runs)
     assert time.perf_counter() - start < 20 and runs["fp32"].process.returncode is not None  # stopped, not waited
 
+    # A run that does not stop when asked (a hung device, say) is killed after STOP_TIMEOUT seconds.
+    deaf = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    runs = {"fp32": run("deaf", deaf), "fast": run("broken", "import time; time.sleep(1); raise SystemExit(3)")}
+    check.STOP_TIMEOUT = 1
+    start = time.perf_counter()
+    with pytest.raises(RuntimeError, match="the broken run failed"):
+        check.wait_all(runs)
+    assert time.perf_counter() - start < 20 and runs["fp32"].process.returncode == -9  # SIGKILL
+
 
 # ---------------------------------------------------------------------------------------------- CUDA graphs
 class RerunGraph:
@@ -236,9 +245,18 @@ def test_a_capture_that_cuda_invalidated_stops_training_naming_the_first_error(m
         def capture(self, step):
             raise fast.CaptureError("stop")
 
-    runner = fast.GraphedSteps(CPU, warmup=0, graph_factory=Raising)
+    runner = fast.GraphedSteps(CPU, warmup=1, graph_factory=Raising)
+    runner("psnr", lambda: None)  # the warm-up
     with pytest.raises(fast.CaptureError):  # not turned into an eager fallback
         runner("psnr", lambda: None)
+
+
+def test_a_captured_first_step_is_refused():
+    # Its lazily created optimizer state and counters would be zeroed again by every replay.
+    from esrgan.engine.fast import GraphedSteps
+
+    with pytest.raises(ValueError, match="warmup must be at least 1"):
+        GraphedSteps(CPU, warmup=0, graph_factory=RerunGraph)
 
 
 @pytest.mark.parametrize(("settings", "reason"), [

@@ -61,6 +61,10 @@ class GraphedSteps:
     def __init__(self, device: torch.device, warmup: int = DEFAULT_WARMUP,
                  graph_factory: Callable[[], Any] | None = None,
                  on_fallback: Callable[[str, str], None] | None = None) -> None:
+        if warmup < 1:
+            # Fused Adam's state and the health counters are created lazily by the first step: captured, every
+            # replay would zero them again.
+            raise ValueError(f"GraphedSteps: warmup must be at least 1 eager step, got {warmup}")
         self.device = device
         self.warmup = warmup
         self.calls: Counter[str] = Counter()
@@ -157,6 +161,10 @@ def _end_capture(graph: torch.cuda.CUDAGraph, pool: tuple[int, int], device: tor
     except Exception as end_error:
         cause = error or end_error
     index = device.index if device.index is not None else torch.cuda.current_device()
+    # Both calls in one try: torch 2.11 needs both (its capture_end raises before it stops the routing and its
+    # reset releases only ended captures); from 2.12 the routing is already stopped, the first call raises and
+    # the second is skipped, as it must be, since 2.14's reset releases the pool itself (a second release would
+    # free the GAN kinds' shared pool under the other graph).
     try:
         torch._C._cuda_endAllocateToPool(index, pool)
         torch._C._cuda_releasePool(index, pool)
