@@ -41,6 +41,7 @@ from esrgan.archs.vgg import VGGFeatureExtractor
 from esrgan.data.loader import DataWait, build_train_loader, prefetch_to_device
 from esrgan.data.paired import PairedImageDataset
 from esrgan.engine.fast import GraphedSteps, cuda_graph_unsupported
+from esrgan.engine.trainer import configure_backends
 from esrgan.models.esrgan import ESRGANModel
 from esrgan.options import GanPhaseOpt, PsnrPhaseOpt
 
@@ -248,7 +249,12 @@ def main() -> int:
     parser.add_argument("--profile-iters", type=int, default=5, help="iterations profiled per mode and phase (CUDA)")
     parser.add_argument("--top-kernels", type=int, default=0,
                         help="also list the N kernels with the most GPU time per mode and phase (CUDA)")
+    parser.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=True,
+                        help="cuDNN autotuning, as in training (speed.cudnn_benchmark) and in BasicSR")
+    parser.add_argument("--tf32", choices=("conv", "all", "none"), default="conv",
+                        help="where fp32 work may use TensorFloat-32, as speed.tf32 (default conv, PyTorch's)")
     args = parser.parse_args()
+    configure_backends(args.cudnn_benchmark, deterministic=False, tf32=args.tf32)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     if args.smoke:
         args.batch, args.nf, args.nb, args.gc, args.nf_d = 2, 8, 1, 4, 8
@@ -271,6 +277,9 @@ def main() -> int:
     print(f"batch {args.batch}, GT {args.gt_size}, RRDBNet nf {args.nf} nb {args.nb} gc {args.gc}, D nf {args.nf_d}, "
           f"VGG19 conv5_4, EMA; {args.warmup} warm-up + {args.iters} timed iterations; MFU over "
           f"{args.peak_tflops:g} TFLOP/s")
+    print(f"cuDNN autotuning {'on' if args.cudnn_benchmark else 'off'}; TF32 in fp32 work: {args.tf32} "
+          f"(cuDNN convolutions {torch.backends.cudnn.allow_tf32}, matrix products "
+          f"{torch.backends.cuda.matmul.allow_tf32})")
     print("| mode | phase | it/s | ms/it | TFLOP/s | MFU | peak mem GiB | speed-up vs fp32 |")
     print("|---|---|---|---|---|---|---|---|")
     baseline: dict[str, float] = {}

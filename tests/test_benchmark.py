@@ -18,6 +18,8 @@ def test_benchmark_smoke_mode_prints_training_and_inference_tables():
     assert [row.split("|")[2].strip() for row in rows] == ["psnr", "gan", "psnr", "gan", "whole image", "tiles of 16"]
     assert "| bf16+channels_last | gan |" in result.stdout
     assert "| fp32 | psnr |" in result.stdout and "1.00x" in result.stdout
+    assert "cuDNN autotuning on; TF32 in fp32 work: conv (cuDNN convolutions True, matrix products False)" in \
+        result.stdout  # training's defaults (speed.cudnn_benchmark, speed.tf32)
     # Launches and syncs: operators dispatched per iteration, and not one host read of a device value.
     operators, host_reads = rows[2].split("|")[3:5]
     assert int(operators) > 200 and int(host_reads) == 0

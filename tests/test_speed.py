@@ -417,3 +417,27 @@ def test_finished_graphs_are_released_at_the_phase_switch_and_after_d_init_iters
     assert kept[:3] == [["gan_d", "gan_g_d", "psnr"]] * 3
     assert kept[3:5] == [["gan_d", "gan_g_d"]] * 2  # GAN steps 1-2: D only (D_init_iters)
     assert kept[5:] == [["gan_g_d"]] * 2  # from GAN step 3 on, every step updates G
+
+
+@pytest.mark.parametrize(("tf32", "conv", "matmul"), [("conv", True, False), ("all", True, True),
+                                                       ("none", False, False)])
+def test_backend_flags_follow_the_speed_options(tf32, conv, matmul):
+    from esrgan.engine.trainer import configure_backends
+
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.benchmark)
+    try:
+        configure_backends(cudnn_benchmark=True, deterministic=False, tf32=tf32)
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (conv, matmul)
+        assert torch.backends.cudnn.benchmark and not torch.backends.cudnn.deterministic
+    finally:
+        (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
+         torch.backends.cudnn.benchmark) = saved
+
+
+def test_tf32_option_is_checked():
+    from esrgan.options import OptionError, TrainOptions, load_options
+
+    demo = REPO_ROOT / "options" / "train_demo.yml"
+    assert load_options(TrainOptions, demo).speed.tf32 == "conv"
+    with pytest.raises(OptionError, match=r"speed\.tf32: .convolutions. is not one of .conv., .all., .none."):
+        load_options(TrainOptions, demo, ["speed.tf32=convolutions"])

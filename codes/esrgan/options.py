@@ -237,6 +237,10 @@ class SpeedOpt:
                                   "run eagerly instead, as the log says")
     cudnn_benchmark: bool = opt(True, "CUDA: let cuDNN pick the fastest convolution algorithms (fixed shapes)")
     deterministic: bool = opt(False, "use deterministic algorithms only (reproducible on GPU, slower)")
+    tf32: Literal["conv", "all", "none"] = opt("conv", "CUDA, Ampere and newer: where fp32 work may use TensorFloat-32 "
+                                                       "(10-bit mantissa): conv (PyTorch's default, as in BasicSR: "
+                                                       "the convolutions), all (also matrix products), none (strict "
+                                                       "fp32)")
 
 
 @dataclass

@@ -72,8 +72,11 @@ def build_model(o: TrainOptions, device: torch.device) -> tuple[SRModel, bool]:
     return model, random_vgg
 
 
-def configure_backends(cudnn_benchmark: bool, deterministic: bool) -> None:
-    """cuDNN autotuning for speed, or deterministic algorithms for bitwise-reproducible GPU runs."""
+def configure_backends(cudnn_benchmark: bool, deterministic: bool, tf32: str = "conv") -> None:
+    """cuDNN autotuning for speed, or deterministic algorithms for bitwise-reproducible GPU runs; where fp32 work
+    may run in TensorFloat-32 (`speed.tf32`)."""
+    torch.backends.cudnn.allow_tf32 = tf32 in ("conv", "all")
+    torch.backends.cuda.matmul.allow_tf32 = tf32 == "all"
     torch.backends.cudnn.benchmark = cudnn_benchmark and not deterministic
     torch.backends.cudnn.deterministic = deterministic
     if deterministic:
@@ -237,7 +240,7 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
                   level=logging.INFO if world.is_main else logging.WARNING)
     if auto_resume and resume is None:
         log.info("--auto_resume: no training state in %s, starting from scratch", run_dir)
-    configure_backends(o.speed.cudnn_benchmark, o.speed.deterministic)
+    configure_backends(o.speed.cudnn_benchmark, o.speed.deterministic, o.speed.tf32)
     # The same seed on every rank: identical initial networks (and EMA copies); the data differs by rank
     # through the sampler's shards.
     set_random_seed(o.train.manual_seed)
