@@ -72,7 +72,7 @@ def build_model(o: TrainOptions, device: torch.device) -> tuple[SRModel, bool]:
     return model, random_vgg
 
 
-def configure_backends(cudnn_benchmark: bool, deterministic: bool, tf32: str = "conv") -> None:
+def configure_backends(cudnn_benchmark: bool, deterministic: bool, tf32: str) -> None:
     """cuDNN autotuning for speed, or deterministic algorithms for bitwise-reproducible GPU runs; where fp32 work
     may run in TensorFloat-32 (`speed.tf32`)."""
     torch.backends.cudnn.allow_tf32 = tf32 in ("conv", "all")
