@@ -214,6 +214,35 @@ def test_a_missing_file_is_a_clear_error(tmp_path):
         read_weights_file(tmp_path / "nothing.pth")
 
 
+@pytest.mark.parametrize(("content", "reason"), [
+    (b"", "the file is empty"),
+    (b"hello world", r"it is not a torch\.save or \.safetensors file \(KeyError: 101\)"),
+    (b"\x93NUMPY\x01\x00v\x00{'descr': '<f8'}", r"it is not a torch\.save file \(Unsupported operand 147\)$"),
+])
+def test_a_file_that_is_not_a_weights_file_is_named_with_the_reason(tmp_path, content, reason):
+    (tmp_path / "g.pth").write_bytes(content)
+    with pytest.raises(ValueError, match=r"cannot read weights file .*g\.pth: " + reason) as info:
+        read_weights_file(tmp_path / "g.pth")
+    assert "weights_only=False" not in str(info.value)  # never the advice to unpickle without restrictions
+
+
+def test_an_incomplete_generator_file_is_refused_naming_the_gap(tmp_path):
+    sd = tiny_net(nb=4).state_dict()
+    del sd["RRDB_trunk.0.RDB2.conv3.weight"]
+    for key in [k for k in sd if k.startswith(("RRDB_trunk.1.", "RRDB_trunk.2."))]:
+        del sd[key]  # blocks 0 and 3 only: still read as 4 blocks, from the highest index
+    sd["trunk_conv.bias"] = torch.zeros(5)
+    torch.save(sd, tmp_path / "g.pth")
+    with pytest.raises(ValueError, match=r"g\.pth: incomplete weights for an RRDBNet with nf=8, nb=4, gc=4, scale 4 "
+                                         r".*: 61 tensors missing: RRDB_trunk\.0\.RDB2\.conv3\.weight, "
+                                         r"RRDB_trunk\.1\.RDB1\.conv1\.weight, .*; 1 tensors of another shape: "
+                                         r"trunk_conv\.bias \(5,\) instead of \(8,\)"):
+        load_generator_state(tmp_path / "g.pth")
+    assert load_generator_state(tmp_path / "g.pth", complete=False)[1]["nb"] == 4  # for non-strict loading
+    assert script("convert_weights.py")([str(tmp_path / "g.pth"), str(tmp_path / "out.pth"), "--to", "old"]) == 1
+    assert not (tmp_path / "out.pth").exists()
+
+
 # ------------------------------------------------------------------------------------------ networks.py
 def test_read_state_dict_converts_and_logs_the_layout(tmp_path, caplog):
     net = tiny_net()

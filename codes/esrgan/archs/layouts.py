@@ -30,6 +30,7 @@ from typing import Any, Literal, get_args
 import torch
 
 from ..utils.files import atomic_output, atomic_save
+from .rrdbnet import RRDBNet
 
 Layout = Literal["esrgan", "old", "basicsr"]
 LAYOUTS: tuple[Layout, ...] = get_args(Layout)
@@ -205,17 +206,26 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _read_torch(path: Path) -> Any:
+    if path.is_file() and path.stat().st_size == 0:
+        raise ValueError(f"cannot read weights file {path}: the file is empty")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ValueError(f"cannot read weights file {path}: it does not exist") from None
     except pickle.UnpicklingError as err:
         # torch's message suggests weights_only=False; name the offending global instead.
         needed = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        what = f" (it asks for {needed.group(1)})" if needed else ""
-        raise ValueError(f"refusing to unpickle {path}: it is not a plain weights file{what}, and unpickling it "
-                         "could run arbitrary code. If you trust its source, load it yourself and torch.save only "
-                         "its state dict") from None
-    except (OSError, RuntimeError, EOFError) as err:
-        raise ValueError(f"cannot read weights file {path}: {err}") from None
+        if needed:
+            raise ValueError(f"refusing to unpickle {path}: it is not a plain weights file (it asks for "
+                             f"{needed.group(1)}), and unpickling it could run arbitrary code. If you trust its "
+                             "source, load it yourself and torch.save only its state dict") from None
+        # Not torch's advice to retry with weights_only=False: only the reason.
+        reason = re.search(r"WeightsUnpickler error:\s*(.+?)\s*$", str(err), re.MULTILINE)
+        detail = reason.group(1) if reason else str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"cannot read weights file {path}: it is not a torch.save file ({detail})") from None
+    except Exception as err:  # the safe unpickler raises assorted errors (KeyError, ...) on foreign files
+        raise ValueError(f"cannot read weights file {path}: it is not a torch.save or .safetensors file "
+                         f"({type(err).__name__}: {err})") from None
 
 
 def read_weights_file(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
@@ -228,14 +238,33 @@ def read_weights_file(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
         raise ValueError(f"{path}: {err}") from None
 
 
-def load_generator_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, int], str]:
+def check_complete(sd: Mapping[str, torch.Tensor], hparams: Mapping[str, int]) -> None:
+    """Refuse a state dict (our layout) that lacks a tensor of RRDBNet(**hparams) or holds one of another shape."""
+    with torch.device("meta"):  # the keys and shapes only: no memory, no initialisation
+        own = {k: v.shape for k, v in RRDBNet(**hparams).state_dict().items()}
+    missing = [k for k in own if k not in sd]
+    shapes = [f"{k} {tuple(sd[k].shape)} instead of {tuple(v)}" for k, v in own.items()
+              if k in sd and sd[k].shape != v]
+    if missing or shapes:
+        parts = ([f"{len(missing)} tensors missing: {_listing(missing)}"] if missing else []) + (
+            [f"{len(shapes)} tensors of another shape: {_listing(shapes)}"] if shapes else [])
+        raise ValueError(f"incomplete weights for an RRDBNet with {describe_hparams(hparams)} (the size its keys "
+                         f"imply): {'; '.join(parts)}. Is the file truncated or from another network?")
+
+
+def load_generator_state(path: str | Path, complete: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, int],
+                                                                            str]:
     """Generator weights of any published layout as (our-layout state dict, inferred hparams, a description
-    such as 'old-arch layout, params_ema')."""
+    such as 'old-arch layout, params_ema'). With `complete`, every tensor of the implied RRDBNet must be there
+    with its shape (callers that load non-strictly pass False)."""
     sd, used = read_weights_file(path)
     try:
         layout = detect_layout(sd)
         ours = to_esrgan(sd)
-        return ours, infer_hparams(ours), f"{LAYOUT_NAMES[layout]}, {used}"
+        hparams = infer_hparams(ours)
+        if complete:
+            check_complete(ours, hparams)
+        return ours, hparams, f"{LAYOUT_NAMES[layout]}, {used}"
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from None
 

@@ -44,20 +44,21 @@ def read_state_dict(path: str | Path, convert_layout: bool = True) -> dict[str, 
     """Load a weights file safely (no arbitrary unpickling; .pth or .safetensors) and unwrap the common containers.
 
     With `convert_layout` (generators) any published ESRGAN layout (ours, old arch, BasicSR) comes back under our
-    keys; without it (the discriminator) the keys are kept as they are.
+    keys; without it (the discriminator) the keys are kept as they are. Nothing is required to be complete here:
+    load_weights compares the keys with the network's.
     """
     if not convert_layout:
         state, used = read_weights_file(path)
         log.info("%s: %s", path, used)
         return state
-    state, hparams, description = load_generator_state(path)
+    state, hparams, description = load_generator_state(path, complete=False)
     log.info("%s: %s, %s", path, description, describe_hparams(hparams))
     return state
 
 
 def infer_generator_options(path: str | Path) -> dict[str, int]:
     """in_nc, out_nc, nf, nb, gc and scale of the generator weights in `path` (any published layout)."""
-    return load_generator_state(path)[1]
+    return load_generator_state(path, complete=False)[1]
 
 
 def load_weights(net: nn.Module, path: str | Path, strict: bool = True, what: str = "network") -> None:
