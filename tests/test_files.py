@@ -1,0 +1,44 @@
+"""Atomic writes (utils/files.py): a failed write leaves the previous file whole, a finished one is on disk."""
+
+import os
+import stat
+
+import pytest
+import torch
+
+from esrgan.utils import files
+from esrgan.utils.files import atomic_output, atomic_save, atomic_write_text
+
+
+def test_a_write_that_fails_leaves_the_previous_file_and_no_temporary(tmp_path):
+    target = tmp_path / "latest.state"
+    atomic_save({"iter": torch.tensor(1)}, target)
+    with pytest.raises(RuntimeError, match="disk full"), atomic_output(target) as tmp:
+        tmp.write_bytes(b"half a checkpo")
+        raise RuntimeError("disk full")
+    assert int(torch.load(target, weights_only=True)["iter"]) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.state"]
+
+
+def test_the_temporary_keeps_the_extension_and_the_result_the_usual_permissions(tmp_path):
+    with atomic_output(tmp_path / "sub" / "g.safetensors") as tmp:
+        assert tmp.parent == tmp_path / "sub" and tmp.name.startswith(".g.") and tmp.suffix == ".safetensors"
+        tmp.write_bytes(b"x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "sub" / "g.safetensors").stat().st_mode) == 0o666 & ~mask
+
+
+@pytest.mark.skipif(os.name != "posix", reason="directories are fsynced on POSIX only")
+def test_the_file_and_then_its_directory_are_flushed_to_disk(tmp_path, monkeypatch):
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def record(fd: int) -> None:
+        synced.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        real_fsync(fd)
+
+    monkeypatch.setattr(files.os, "fsync", record)
+    atomic_write_text(tmp_path / "latest.txt", "1000\n")
+    assert synced == ["file", "dir"]
+    assert (tmp_path / "latest.txt").read_text(encoding="utf-8") == "1000\n"
