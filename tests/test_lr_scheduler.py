@@ -38,6 +38,15 @@ def test_cosine_restarts_follow_the_closed_form():
     assert lrs(o, 10)[-1] == pytest.approx(0.0)  # eta_min after the last period
 
 
+def test_cosine_restart_weights_scale_the_swing_above_eta_min_as_in_basicsr():
+    """BasicSR: eta_min + weight * (base - eta_min) * (1 + cos) / 2; the second period peaks at
+    0.1 + 0.5 * 0.9 = 0.55 (not 0.5 * base), and every period ends near eta_min."""
+    o = SchedulerOpt(type="CosineAnnealingRestartLR", periods=[4, 4], restart_weights=[1.0, 0.5], eta_min=0.1)
+    expected = [0.1 + w * 0.9 * 0.5 * (1 + math.cos(math.pi * t / 4)) for w in (1.0, 0.5) for t in range(4)]
+    assert lrs(o, 8) == pytest.approx(expected)
+    assert lrs(o, 8)[4] == pytest.approx(0.55)
+
+
 def test_scheduler_state_round_trips_through_a_weights_only_load():
     optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     scheduler = build_scheduler(optimizer, SchedulerOpt(milestones=[1], gamma=0.5, warmup_iters=2))

@@ -29,8 +29,10 @@ class MultiStepFactor:
 
 
 class CosineRestartFactor:
-    """Cosine decay from weight_i to eta_min/base over each period i, restarting after each; eta_min after the
-    last period. `eta_min_ratio` is eta_min / base lr."""
+    """Cosine decay over each period i from eta_min + weight_i * (base - eta_min) (BasicSR's
+    CosineAnnealingRestartLR: the weight scales the swing above eta_min) down towards eta_min, restarting after
+    each; eta_min after the last period. `eta_min_ratio` is eta_min / base lr. Counted as torch's schedules are
+    (the first update of a period uses its peak; BasicSR steps its schedules before the update, one later)."""
 
     def __init__(self, periods: list[int], restart_weights: list[float], eta_min_ratio: float,
                  warmup_iters: int = 0) -> None:
@@ -51,7 +53,7 @@ class CosineRestartFactor:
             cycle += 1
         progress = min((t - start) / self.periods[cycle], 1.0)
         weight = self.restart_weights[cycle]
-        cosine = self.eta_min_ratio + (weight - self.eta_min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        cosine = self.eta_min_ratio + weight * (1 - self.eta_min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
         return _warmup(t, self.warmup_iters) * cosine
 
 
