@@ -28,7 +28,8 @@ def main(out: Path) -> None:
             gt[0, 0, 0, 0] = float("nan")  # a broken batch on one rank: every rank must skip that step
         model.feed_data({"LQ": torch.rand(2, 3, 32, 32, generator=g), "GT": gt})
         model.optimize_parameters(step)
-    torch.save({"G": model.net_g.state_dict(), "D": dict(model.net_d.named_parameters()),
+    torch.save({"G": model.net_g.state_dict(), "G_ema": model.net_g_ema.state_dict(),
+                "D": dict(model.net_d.named_parameters()),
                 "skipped_G": model.health()["skipped_G"]},
                out / f"rank{world.rank}.pt")
     shutdown(world)

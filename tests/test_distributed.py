@@ -33,7 +33,7 @@ def test_ranks_hold_identical_finite_weights_after_ddp_steps_even_when_one_rank_
     subprocess.run([*TORCHRUN, str(REPO_ROOT / "tests" / "ddp_worker.py"), str(tmp_path)], check=True, env=ENV,
                    capture_output=True, timeout=300)
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
-    for net in ("G", "D"):
+    for net in ("G", "G_ema", "D"):  # G_ema too, although each rank made its own from its own initial G
         for key, value in rank0[net].items():
             assert torch.equal(value, rank1[net][key]), f"{net}.{key}"
             assert torch.isfinite(value).all(), f"{net}.{key}"

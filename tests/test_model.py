@@ -209,6 +209,36 @@ def test_ema_follows_g_with_its_decay_and_ignores_skipped_steps():
     assert model.deployable_generator() is model.net_g_ema
 
 
+def test_with_ema_the_gan_phase_starts_from_the_saved_psnr_model():
+    """One run through both phases equals a GAN-only run started from that run's PSNR model (its EMA, the file
+    it saved), as with psnr.niter 0 and pretrain_model_G: G, its EMA and D bitwise after two GAN steps."""
+    def model(psnr_iters: int, net_g: torch.nn.Module) -> ESRGANModel:
+        torch.manual_seed(1)
+        net_d, net_f = Discriminator_VGG_128(3, nf=4), VGGFeatureExtractor(feature_layer=4)
+        gan = GanPhaseOpt(niter=2, optim_G=OptimOpt(lr=1e-3), optim_D=OptimOpt(lr=1e-3))
+        return ESRGANModel(net_g, net_d, net_f, PsnrPhaseOpt(niter=psnr_iters, optim_G=OptimOpt(lr=1e-2)), gan,
+                           CPU, ema_decay=0.5)
+
+    torch.manual_seed(0)
+    both = model(2, RRDBNet(3, 3, nf=8, nb=1, gc=4))
+    for step in (1, 2):
+        feed(both, step)
+        both.optimize_parameters(step)
+    psnr_model = both.deployable_generator().state_dict()
+    assert changed(params(both.net_g_ema), both.net_g)  # the EMA lags G: the phases would start apart
+    net_g = RRDBNet(3, 3, nf=8, nb=1, gc=4)
+    net_g.load_state_dict(psnr_model)
+    gan_only = model(0, net_g)
+    for step in (3, 4):
+        feed(both, step)
+        both.optimize_parameters(step)
+        feed(gan_only, step)
+        gan_only.optimize_parameters(step - 2)
+    for name in ("G", "G_ema", "D"):
+        ours, theirs = both.networks()[name].state_dict(), gan_only.networks()[name].state_dict()
+        assert all(torch.equal(ours[k], theirs[k]) for k in ours), name
+
+
 def test_ema_update_is_three_multi_tensor_ops_whatever_the_number_of_parameters():
     """The overloads that stay in one multi-tensor kernel on CUDA: lists of equal shapes, and one 0-dim weight
     tensor of the parameters' dtype (`_foreach_lerp_` with per-parameter 0-dim weights falls back to one launch

@@ -15,6 +15,7 @@ reads only when it prints.
 from __future__ import annotations
 
 import copy
+import logging
 import re
 import warnings
 from collections.abc import Callable
@@ -27,6 +28,8 @@ from torch.nn.parallel import DistributedDataParallel
 from ..losses import GANLoss, pixel_loss
 from ..options import GanPhaseOpt, OptimOpt, PsnrPhaseOpt
 from .lr_scheduler import build_scheduler
+
+logger = logging.getLogger(__name__)
 
 BatchMean = Callable[[torch.Tensor], torch.Tensor]
 
@@ -215,8 +218,12 @@ class SRModel:
         """Train through DistributedDataParallel; the raw networks stay available for saving and evaluation.
         `batch_mean` is the mean over all processes' batches (for RaGAN's relativistic term); `any_rank` ORs a
         flag over the processes on the device (a collective, no host synchronisation)."""
-        self.train_g = DistributedDataParallel(self.net_g, device_ids=device_ids)
+        self.train_g = DistributedDataParallel(self.net_g, device_ids=device_ids)  # broadcasts rank 0's G
         self.any_rank = any_rank
+        if self.net_g_ema is not None:
+            # The EMA too (once, here): every rank must validate, save and start the GAN phase from the same one.
+            for tensor in self.net_g_ema.state_dict().values():
+                torch.distributed.broadcast(tensor, src=0)
 
     def compile(self, backend: str = "inductor") -> None:
         """torch.compile the training forwards (the raw networks stay as they are for saving)."""
@@ -322,8 +329,22 @@ class ESRGANModel(SRModel):
     def optimize_parameters(self, step: int) -> None:
         if step <= self.psnr_iters:
             self._psnr_step()
-        else:
-            self._gan_step(step - self.psnr_iters)
+            return
+        if step == self.psnr_iters + 1 and self.psnr_iters > 0:
+            self.start_gan_phase()
+        self._gan_step(step - self.psnr_iters)
+
+    @torch.no_grad()
+    def start_gan_phase(self) -> None:
+        """With an EMA, the GAN phase starts from it, the PSNR model that was validated and saved (as BasicSR
+        starts from a PSNR model's params_ema, and as psnr.niter 0 with that model as pretrain_model_G does); the
+        EMA then starts afresh from the same weights. In place: captured steps keep their tensors."""
+        if self.net_g_ema is None:
+            return
+        torch._foreach_copy_(list(self.net_g.parameters()), list(self.net_g_ema.parameters()))
+        for own, ema in zip(self.net_g.buffers(), self.net_g_ema.buffers(), strict=True):
+            own.copy_(ema)
+        logger.info("GAN phase: G starts from the EMA of the PSNR phase (the saved PSNR model)")
 
     def _gan_step(self, gan_step: int) -> None:
         """One GAN-phase iteration (1-based within the phase), in the order of the original ESRGAN code."""
