@@ -7,6 +7,15 @@ import torch
 
 
 @pytest.fixture(autouse=True, scope="session")
+def empty_torch_cache(tmp_path_factory):
+    """An empty torch cache for the whole suite, subprocesses included: ImageNet weights that happen to be in the
+    user's cache (VGG19, LPIPS backbones) would change what the tests see (the demo's VGG is random here)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
+        yield
+
+
+@pytest.fixture(autouse=True, scope="session")
 def one_thread():
     """The tests' tensors are tiny: one thread is fastest, and OpenMP threads spinning against other busy
     processes can make them many times slower (subprocesses of the end-to-end tests are not affected)."""

@@ -9,7 +9,7 @@ from torch import nn
 
 from esrgan.archs.discriminator import Discriminator_VGG_128
 from esrgan.archs.rrdbnet import RRDBNet
-from esrgan.archs.vgg import VGGFeatureExtractor, WeightsUnavailableError, load_vgg_state_dict
+from esrgan.archs.vgg import VGGFeatureExtractor, WeightsUnavailableError, load_vgg_state_dict, torchvision_cache_file
 
 
 def published_esrgan_keys(nb: int = 23) -> list[str]:
@@ -157,6 +157,17 @@ def test_vgg_extractor_stops_at_conv5_4_before_its_relu():
     assert net(torch.rand(1, 3, 32, 32)).min() < 0  # no ReLU after the last conv
 
 
+def test_vgg_extractor_defaults_to_conv5_4_of_either_vgg19():
+    plain, with_bn = VGGFeatureExtractor(), VGGFeatureExtractor(use_bn=True)
+    assert (len(plain.features), len(with_bn.features)) == (35, 50)
+    for net in (plain, with_bn):
+        last = net.features[-1]
+        assert isinstance(last, nn.Conv2d) and (last.in_channels, last.out_channels) == (512, 512)
+        assert sum(isinstance(m, nn.Conv2d) for m in net.features) == 16  # conv5_4: the sixteenth conv
+    with pytest.raises(ValueError, match=r"feature_layer: 37 is not a layer of VGG19 \(0 to 36"):
+        VGGFeatureExtractor(37)
+
+
 def test_vgg_extractor_is_frozen_and_stays_in_eval_mode():
     net = VGGFeatureExtractor(feature_layer=4, use_bn=True)
     net.train()
@@ -186,6 +197,38 @@ def test_vgg_weights_load_from_a_local_features_file(tmp_path):
 def test_missing_vgg_file_is_an_error_naming_it(tmp_path):
     with pytest.raises(WeightsUnavailableError, match=r"nope\.pth"):
         load_vgg_state_dict(str(tmp_path / "nope.pth"), use_bn=False, allow_random=False)
+
+
+def test_vgg_weights_of_the_other_variant_are_refused_with_the_reason():
+    plain = VGGFeatureExtractor().features.state_dict()
+    with pytest.raises(ValueError, match=r"do not fit torchvision's VGG19 with batch norm \(use_bn true\): "
+                                         r"1\.weight missing"):
+        VGGFeatureExtractor(use_bn=True, state_dict=plain)
+
+
+def test_vgg_file_wrapped_or_not_a_state_dict(tmp_path):
+    torch.manual_seed(1)
+    source = VGGFeatureExtractor(feature_layer=4)
+    wrapped = tmp_path / "wrapped.pth"
+    torch.save({"state_dict": {f"features.{k}": v for k, v in source.features.state_dict().items()}}, wrapped)
+    loaded = VGGFeatureExtractor(feature_layer=4, state_dict=load_vgg_state_dict(str(wrapped), False, False))
+    x = torch.rand(1, 3, 8, 8)
+    assert torch.equal(loaded(x), source(x))
+    text = tmp_path / "notes.pth"
+    text.write_text("hello world")
+    with pytest.raises(WeightsUnavailableError, match=r"network_F\.weights: cannot read weights file .*notes\.pth: "
+                                                      r"it is not a torch\.save"):
+        load_vgg_state_dict(str(text), use_bn=False, allow_random=False)
+
+
+def test_a_broken_cached_vgg_download_says_to_delete_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    cached = torchvision_cache_file(use_bn=False)
+    assert cached.is_relative_to(tmp_path)
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(WeightsUnavailableError, match=r"vgg19-dcbb9e9d\.pth.*broken download: delete it"):
+        load_vgg_state_dict("imagenet", use_bn=False, allow_random=True)
 
 
 def test_random_vgg_weights_need_explicit_permission():

@@ -196,6 +196,14 @@ def test_scale_3_is_rejected():
     assert "not supported" in message
 
 
+def test_a_feature_layer_beyond_the_vgg19_in_use_is_rejected():
+    message = error_of(with_value(minimal_train(), "network_F.feature_layer", 37))
+    assert "network_F.feature_layer: 37 is not a layer of VGG19 (0 to 36; conv5_4 before its ReLU is 34)" in message
+    raw = with_value(with_value(minimal_train(), "network_F.feature_layer", 49), "network_F.use_bn", True)
+    assert parse_options(TrainOptions, raw).network_F.feature_layer == 49
+    assert "0 to 52" in error_of(with_value(raw, "network_F.feature_layer", 53))
+
+
 def test_cosine_annealing_without_periods_is_rejected():
     message = error_of(with_value(minimal_train(), "train.psnr.scheduler", {"type": "CosineAnnealingRestartLR"}))
     assert "train.psnr.scheduler.periods" in message
@@ -307,6 +315,6 @@ def test_every_test_option_file_parses(path):
 def test_defaults_are_the_papers():
     options = parse_options(TrainOptions, minimal_train())
     assert (options.network_G.nf, options.network_G.nb, options.network_G.gc) == (64, 23, 32)
-    assert options.network_F.feature_layer == 34
+    assert options.network_F.feature_layer is None  # conv5_4 before its ReLU, for either VGG19 (test_archs)
     gan = options.train.gan
     assert (gan.pixel_weight, gan.feature_weight, gan.gan_weight, gan.gan_type) == (1e-2, 1.0, 5e-3, "ragan")

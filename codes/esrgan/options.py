@@ -58,8 +58,8 @@ class NetworkDOpt:
 
 @dataclass
 class NetworkFOpt:
-    feature_layer: int = opt(34, "last VGG19 `features` index used: 34 = conv5_4 before its ReLU in the plain VGG19 "
-                                 "(with use_bn, conv5_4 is 49)", lo=0, hi=52)
+    feature_layer: int | None = opt(None, "last VGG19 `features` index used; ~: conv5_4 before its ReLU, the "
+                                          "paper's layer (34 in the plain VGG19, 49 with use_bn)", lo=0)
     use_bn: bool = opt(False, "use VGG19 with batch norm (the paper uses the plain one)")
     use_input_norm: bool = opt(True, "normalise [0,1] RGB inputs with the ImageNet mean and std")
     weights: str = opt("imagenet", "'imagenet' (torchvision's weights in the torch cache, downloaded if "
@@ -149,8 +149,9 @@ class SchedulerOpt:
     gamma: float = opt(0.5, "MultiStepLR: the factor applied at each milestone", lo=0)
     periods: list[int] = opt(factory=list, doc="CosineAnnealingRestartLR: length of each cosine cycle, in "
                                                "iterations")
-    restart_weights: list[float] = opt(factory=list, doc="CosineAnnealingRestartLR: lr multiplier at the start "
-                                                         "of each cycle (default 1 for every cycle)")
+    restart_weights: list[float] = opt(factory=list, doc="CosineAnnealingRestartLR: each cycle starts at "
+                                                         "eta_min + weight * (lr - eta_min), as in BasicSR "
+                                                         "(default 1 for every cycle)")
     eta_min: float = opt(1e-7, "CosineAnnealingRestartLR: the lowest lr", lo=0)
     warmup_iters: int = opt(0, "linear lr warm-up over the first warmup_iters iterations of the phase (0: none)",
                             lo=0)
@@ -190,7 +191,8 @@ class TrainOpt:
     val_freq: int = opt(5000, "validate every val_freq iterations (and at the end)", lo=1)
     val_tile: int = opt(0, "validate large images in tiles of this many LR pixels (0: whole images)", lo=0)
     ema_decay: float = opt(0.0, "keep an exponential moving average of G with this decay (e.g. 0.999), used for "
-                                "validation and saved as the deployable generator; 0 disables it", lo=0, hi=0.999999)
+                                "validation and saved as the deployable generator (the GAN phase starts from it); 0 "
+                                "disables it", lo=0, hi=0.999999)
     dist_timeout: int = opt(1800, "multi-process runs: seconds a process waits for the others (at start-up, in "
                                   "collectives, while rank 0 saves) before giving up", lo=1)
     val_metrics: list[MetricName] = opt(factory=lambda: ["psnr", "ssim"],
@@ -497,6 +499,7 @@ def _check_dataset(ds: DatasetOpt, key: str, need_gt: bool, check: bool) -> None
 def _check_train(o: TrainOptions, check: bool) -> None:
     from .archs.discriminator import INPUT_SIZE
     from .archs.rrdbnet import SUPPORTED_SCALES
+    from .archs.vgg import CONV5_4, FEATURE_LAYERS
 
     if o.scale not in SUPPORTED_SCALES:
         raise OptionError(f"scale: {o.scale} is not supported; RRDBNet upscales by {SUPPORTED_SCALES}")
@@ -521,6 +524,11 @@ def _check_train(o: TrainOptions, check: bool) -> None:
         if o.train.gan.niter == 0:
             raise OptionError("train.gan.niter: model 'esrgan' needs a GAN phase (niter > 0); use model sr for "
                               "PSNR-only training")
+        layer, use_bn = o.network_F.feature_layer, o.network_F.use_bn
+        if layer is not None and layer >= FEATURE_LAYERS[use_bn]:
+            raise OptionError(f"network_F.feature_layer: {layer} is not a layer of VGG19"
+                              f"{' with batch norm' if use_bn else ''} (0 to {FEATURE_LAYERS[use_bn] - 1}; "
+                              f"conv5_4 before its ReLU is {CONV5_4[use_bn]})")
         if o.network_F.weights == "random" and not o.network_F.allow_random_weights:
             raise OptionError("network_F.weights: 'random' needs network_F.allow_random_weights: true")
         if o.network_F.weights not in ("imagenet", "random"):

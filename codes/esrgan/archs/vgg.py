@@ -15,7 +15,11 @@ from torch import nn
 from torchvision.models import vgg as vgg_models
 
 from ..utils.files import torch_hub_cache_file
+from .layouts import read_weights_file
 
+# conv5_4, the last conv, and the number of layers of torchvision's VGG19 `features`, plain and with batch norm.
+CONV5_4 = {False: 34, True: 49}
+FEATURE_LAYERS = {False: 37, True: 53}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -48,10 +52,17 @@ def load_vgg_state_dict(weights: str, use_bn: bool, allow_random: bool) -> dict[
         path = Path(weights)
         if not path.is_file():
             raise WeightsUnavailableError(f"network_F.weights: no file {path}")
-        return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return read_weights_file(path)[0]
+        except ValueError as err:
+            raise WeightsUnavailableError(f"network_F.weights: {err}") from None
     cached = torchvision_cache_file(use_bn)
     if cached.is_file():
-        return torch.load(cached, map_location="cpu", weights_only=True)
+        try:
+            return read_weights_file(cached)[0]
+        except ValueError as err:
+            raise WeightsUnavailableError(f"network_F: {err}. It may be a broken download: delete it (it is "
+                                          "downloaded again) or put torchvision's file there") from None
     if allow_random:
         # Never reach for the network here: demos and tests must run offline and deterministically.
         return None
@@ -68,18 +79,23 @@ def load_vgg_state_dict(weights: str, use_bn: bool, allow_random: bool) -> dict[
 class VGGFeatureExtractor(nn.Module):
     """torchvision VGG19 `features[:feature_layer + 1]`, frozen and in eval mode; inputs are RGB in [0, 1].
 
-    `state_dict` is a torchvision VGG19 state dict (the classifier, if present, is ignored) or one of its
-    `features` alone; None keeps the random initialisation.
+    `feature_layer` None is conv5_4 before its ReLU (34, or 49 with batch norm). `state_dict` is a torchvision
+    VGG19 state dict (the classifier and the layers after `feature_layer` are ignored) or one of its `features`
+    alone; None keeps the random initialisation.
     """
 
-    def __init__(self, feature_layer: int = 34, use_bn: bool = False, use_input_norm: bool = True,
+    def __init__(self, feature_layer: int | None = None, use_bn: bool = False, use_input_norm: bool = True,
                  state_dict: dict[str, torch.Tensor] | None = None) -> None:
         super().__init__()
+        if feature_layer is None:
+            feature_layer = CONV5_4[use_bn]
+        if not 0 <= feature_layer < FEATURE_LAYERS[use_bn]:
+            raise ValueError(f"network_F.feature_layer: {feature_layer} is not a layer of VGG19"
+                             f"{' with batch norm' if use_bn else ''} (0 to {FEATURE_LAYERS[use_bn] - 1}; conv5_4 "
+                             f"is {CONV5_4[use_bn]})")
         # Only the convolutional part is built: the classifier (120M parameters) is never used.
         features = vgg_models.make_layers(vgg_models.cfgs["E"], batch_norm=use_bn)
-        if state_dict is not None:
-            features.load_state_dict(_features_only(state_dict), strict=True)
-        else:
+        if state_dict is None:
             # torchvision's VGG initialisation; PyTorch's default conv init would shrink the features layer
             # after layer and leave a random-weight perceptual loss near zero.
             for m in features.modules():
@@ -90,9 +106,27 @@ class VGGFeatureExtractor(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
         self.features = nn.Sequential(*list(features.children())[: feature_layer + 1])
+        if state_dict is not None:
+            self._load(state_dict, feature_layer, use_bn)
         for param in self.features.parameters():
             param.requires_grad = False
         self.eval()
+
+    def _load(self, state_dict: dict[str, torch.Tensor], feature_layer: int, use_bn: bool) -> None:
+        """The layers up to `feature_layer` from `state_dict`; the file's deeper layers are not needed."""
+        given = {k: v for k, v in _features_only(state_dict).items()
+                 if not k.split(".")[0].isdigit() or int(k.split(".")[0]) <= feature_layer}
+        own = self.features.state_dict()
+        problems = ([f"{k} missing" for k in own if k not in given] + [f"{k} unexpected" for k in given
+                                                                      if k not in own]
+                    + [f"{k} {tuple(v.shape)} instead of {tuple(own[k].shape)}" for k, v in given.items()
+                       if k in own and v.shape != own[k].shape])
+        if problems:
+            variant = "with batch norm (use_bn true)" if use_bn else "without batch norm (use_bn false)"
+            more = f" ... (+{len(problems) - 3} more)" if len(problems) > 3 else ""
+            raise ValueError(f"network_F: the weights do not fit torchvision's VGG19 {variant}: "
+                             f"{', '.join(problems[:3])}{more}")
+        self.features.load_state_dict(given, strict=True)
 
     def train(self, mode: bool = True) -> VGGFeatureExtractor:
         # A loss network stays in eval mode whatever the model around it does (matters with use_bn).
