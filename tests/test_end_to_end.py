@@ -152,6 +152,21 @@ def test_weights_that_do_not_fit_the_network_list_the_keys(tmp_path):
     assert "unexpected keys: RRDB_trunk.1.RDB1.conv1.weight" in result.stderr
 
 
+def test_a_test_run_that_fails_to_start_leaves_the_earlier_results_in_place(tmp_path):
+    earlier = tmp_path / "results" / "demo_ESRGAN_x4"
+    earlier.mkdir(parents=True)
+    (earlier / "summary.csv").write_text("set,psnr\n")
+    (tmp_path / "g.pth").write_text("not weights")
+    args = [sys.executable, str(REPO_ROOT / "test.py"), "-opt", str(REPO_ROOT / "options/test_demo.yml"),
+            "--set", f"path.pretrain_model_G={tmp_path / 'g.pth'}",
+            "--set", f"path.results_root={tmp_path / 'results'}"]
+    result = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "g.pth: it is not a torch.save" in result.stderr and "Traceback" not in result.stderr
+    assert sorted(p.name for p in earlier.parent.iterdir()) == ["demo_ESRGAN_x4"]
+    assert sorted(p.name for p in earlier.iterdir()) == ["summary.csv"]
+
+
 def test_validation_computes_niqe_every_kth_time_and_logs_it_to_tensorboard(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

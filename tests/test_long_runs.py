@@ -123,7 +123,8 @@ def test_sigterm_to_the_process_group_saves_a_complete_state_and_auto_resume_fin
     os.killpg(proc.pid, signal.SIGTERM)  # the training process and its data-loader workers, like Slurm
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
-    assert "Stopped by a signal at iteration" in err
+    assert "SIGTERM received: stopping after this iteration" in err
+    assert "Stopped by SIGTERM at iteration" in err
     stopped_at = checkpoint.saved_iterations(tmp_path / "exp" / "run")[-1]
     assert stopped_at < 24
     proc = launch(tmp_path / "exp", "--auto_resume")
@@ -161,3 +162,76 @@ def test_save_safetensors_without_the_package_is_a_clear_error(tmp_path, monkeyp
     with pytest.raises(ValueError, match="pip install safetensors"):
         train(options(tmp_path, **{"model": "sr", "train.gan.niter": 0, "train.psnr.niter": 1,
                                    "logger.save_safetensors": True}))
+
+
+# ------------------------------------------------------------------------------------------ bad starts
+@pytest.fixture(scope="module")
+def saved_state(tmp_path_factory) -> Path:
+    """The training state at the end of a 3-iteration ESRGAN run (2 PSNR + 1 GAN)."""
+    root = tmp_path_factory.mktemp("state")
+    run = train(options(root, **{"train.psnr.niter": 2, "train.gan.niter": 1}))
+    return run / "training_state" / "3.state"
+
+
+def test_a_start_that_fails_leaves_the_earlier_run_where_it_was(tmp_path):
+    models = tmp_path / "run" / "models"
+    models.mkdir(parents=True)
+    (models / "notes.pth").write_text("not weights")
+    with pytest.raises(ValueError, match=r"notes\.pth: it is not a torch\.save"):
+        train(options(tmp_path, **{"path.pretrain_model_G": str(models / "notes.pth")}))
+    assert (models / "notes.pth").read_text() == "not weights"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing archived, nothing added
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"train.psnr.niter": 2, "train.gan.niter": 1}, r"3\.state is at iteration 3, and this run has 3 iterations in "
+                                                    r"all \(train\.psnr\.niter \+ train\.gan\.niter\): it is complete"),
+    ({"model": "sr", "train.gan.niter": 0, "train.psnr.niter": 5},
+     r"does not fit this run's model .*: the training state has networks entries for \['D'\] that this model has not"),
+    ({"network_G.nf": 16, "train.psnr.niter": 2, "train.gan.niter": 3},
+     r"does not fit this run's model \(was it saved with other model, network_G or network_D options\?\): "
+     r"networks entry G: Error\(s\) in loading state_dict"),
+], ids=["complete", "other-model", "other-network"])
+def test_a_state_that_does_not_fit_the_run_is_refused_before_anything_is_written(tmp_path, saved_state, overrides,
+                                                                                message):
+    with pytest.raises(ValueError, match=message):
+        train(options(tmp_path, **{"path.resume_state": str(saved_state)} | overrides))
+    assert not (tmp_path / "run").exists()
+
+
+def test_weights_given_as_a_training_state_say_what_a_state_is(tmp_path, saved_state):
+    weights_file = saved_state.parent.parent / "models" / "3_G.pth"
+    with pytest.raises(ValueError, match=r"3_G\.pth is not a training state \(no iter, model, rng, best\): "
+                                         r"training states are .*; to start from a generator's weights use "
+                                         r"path\.pretrain_model_G"):
+        train(options(tmp_path, **{"path.resume_state": str(weights_file)}))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+def test_cuda_asked_for_on_a_machine_without_it_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="device: 'cuda' was asked for but CUDA is not available; use device: auto"):
+        train(options(tmp_path, device="cuda"))
+
+
+def test_a_run_that_crashes_with_loader_workers_exits_instead_of_hanging(tmp_path):
+    """Workers ignore SIGTERM (so that a scheduler's signal reaches only the trainer); an uncaught error must
+    still end the process, not leave Python's exit waiting for them."""
+    crash = """
+import sys
+from esrgan.cli import train_main
+from esrgan.models.esrgan import SRModel
+
+def broken(self):
+    raise RuntimeError("injected failure")
+
+SRModel._psnr_step = broken
+sys.exit(train_main(sys.argv[1:]))
+"""
+    args = [sys.executable, "-c", crash, "-opt", str(REPO_ROOT / "options" / "train_demo.yml")]
+    settings = TINY | {"name": "run", "path.experiments_root": str(tmp_path), "model": "sr", "train.gan.niter": 0,
+                       "train.psnr.niter": 5, "datasets.train.n_workers": 2}
+    for key, value in settings.items():
+        args += ["--set", f"{key}={'~' if value is None else value}"]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "codes")}
+    result = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert result.returncode == 1 and "RuntimeError: injected failure" in result.stderr

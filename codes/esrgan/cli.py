@@ -24,6 +24,9 @@ def _run(job: Callable[[], object]) -> int:
     try:
         job()
     except (OptionError, ValueError, OSError) as err:
+        from .utils.logger import log_error_to_file
+
+        log_error_to_file(f"error: {err}")
         if os.environ.get("ESRGAN_TRACEBACK"):
             raise
         print(f"error: {err}\n(set ESRGAN_TRACEBACK=1 to see the traceback)", file=sys.stderr)

@@ -76,6 +76,16 @@ def seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
+def stop_workers(loader: DataLoader) -> None:
+    """Shut a loader's persistent workers down now. They ignore SIGTERM (seed_worker), so leaving them to
+    Python's exit, which terminates child processes and then waits for them, would hang a run that ends with an
+    exception."""
+    iterator = getattr(loader, "_iterator", None)
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
+    loader._iterator = None
+
+
 def build_train_loader(dataset: Dataset, batch_size: int, n_workers: int, seed: int, shuffle: bool,
                        enlarge_ratio: int, pin_memory: bool, rank: int = 0, world_size: int = 1) -> DataLoader:
     sampler = TrainSampler(len(dataset), seed, shuffle, enlarge_ratio, rank, world_size)

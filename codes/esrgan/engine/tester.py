@@ -24,7 +24,7 @@ from ..metrics import perceptual_index, read_ma_scores
 from ..models.networks import build_generator, infer_generator_options, load_weights
 from ..options import NetworkGOpt, TestOptions, TestSetOpt, dump_yaml
 from ..utils.image import tensor2img, write_image
-from ..utils.logger import setup_logging
+from ..utils.logger import add_log_file, setup_logging
 from ..utils.misc import archive_existing, select_device, timestamp
 from .evaluate import LABELS, METRICS, NO_REFERENCE, Evaluator, bicubic_image, describe, format_value, mean_scores
 from .inference import check_precision, super_resolve
@@ -80,34 +80,38 @@ def _gan_state(net: nn.Module, path: str) -> dict[str, torch.Tensor]:
 
 def test(o: TestOptions) -> Path:
     """Run every test set of `o` (at every interpolation alpha); returns the results folder."""
-    out_dir = Path(o.path.results_root) / o.name
-    archived = archive_existing(out_dir)
-    out_dir.mkdir(parents=True)
-    setup_logging(out_dir / f"test_{o.name}_{timestamp()}.log")
-    if archived is not None:
-        log.info("Earlier results moved to %s", archived)
+    # What can fail on bad input runs before the results folder is touched (earlier results there are moved
+    # aside only then); the log file gets these records afterwards.
+    setup_logging(backlog=True)
     device = select_device(o.device)
     check_precision(o.test.precision, device)
     net_opt, scale = resolve_generator(o)
-    dump_yaml(o, out_dir / f"options_{timestamp()}.yml")
     net_g = build_generator(net_opt, scale)
     load_weights(net_g, o.path.pretrain_model_G, o.path.strict_load, "generator")
     net_g.to(device)
-    log.info("Testing %s (x%d) on %s: tile %s, precision %s%s%s", o.path.pretrain_model_G, scale, device,
-             o.test.tile or "off", o.test.precision, ", channels_last" if o.test.channels_last else "",
-             ", self-ensemble x8" if o.test.self_ensemble else "")
-
     datasets = [PairedImageDataset(ds.name, scale, ds.dataroot_GT, ds.dataroot_LQ, data_type=ds.data_type,
                                    degradation=ds.degradation, skip_corrupt=ds.skip_corrupt)
                 for ds in o.datasets.values()]
-    for ds in o.datasets.values():
-        if ds.dataroot_GT is None and not set(ds.metrics) & NO_REFERENCE:
-            log.warning("%s has no GT, and its metrics (%s) all need one: its images are upscaled but not scored "
-                        "(add niqe to its metrics for a no-reference score)", ds.name, ", ".join(ds.metrics))
+    gan = _gan_state(net_g, o.path.interp_gan_model) if o.path.interp_gan_model else None
     ma_scores = {ds.name: _ma_scores(ds, dataset) for ds, dataset in zip(o.datasets.values(), datasets, strict=True)}
     m = o.metric_options
     evaluator = Evaluator([k for k in METRICS if any(k in ds.metrics for ds in o.datasets.values())], scale,
                           m.niqe_channel, m.lpips_net, m.lpips_weights, device)
+
+    out_dir = Path(o.path.results_root) / o.name
+    archived = archive_existing(out_dir)
+    out_dir.mkdir(parents=True)
+    add_log_file(out_dir / f"test_{o.name}_{timestamp()}.log")
+    if archived is not None:
+        log.info("Earlier results moved to %s", archived)
+    dump_yaml(o, out_dir / f"options_{timestamp()}.yml")
+    log.info("Testing %s (x%d) on %s: tile %s, precision %s%s%s", o.path.pretrain_model_G, scale, device,
+             o.test.tile or "off", o.test.precision, ", channels_last" if o.test.channels_last else "",
+             ", self-ensemble x8" if o.test.self_ensemble else "")
+    for ds in o.datasets.values():
+        if ds.dataroot_GT is None and not set(ds.metrics) & NO_REFERENCE:
+            log.warning("%s has no GT, and its metrics (%s) all need one: its images are upscaled but not scored "
+                        "(add niqe to its metrics for a no-reference score)", ds.name, ", ".join(ds.metrics))
     bicubic: dict[tuple[str, str], dict[str, float]] = {}  # the same for every alpha
     summaries = []
 
@@ -117,11 +121,10 @@ def test(o: TestOptions) -> Path:
             summaries.append(_test_set(net_g, dataset, ds_opt, set_dir, scale, o, evaluator, bicubic,
                                        ma_scores[ds_opt.name], alpha))
 
-    if o.path.interp_gan_model is None:
+    if gan is None:
         run_sets(None)
     else:
         psnr = {k: v.detach().clone() for k, v in net_g.state_dict().items()}
-        gan = _gan_state(net_g, o.path.interp_gan_model)
         for alpha in o.test.interp_alphas:
             # The formula of scripts/net_interp.py, so that a blend tested here equals the file it writes.
             net_g.load_state_dict({k: (1 - alpha) * v + alpha * gan[k].to(v) for k, v in psnr.items()})

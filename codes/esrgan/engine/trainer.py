@@ -22,14 +22,14 @@ import torch
 from tqdm import tqdm
 
 from ..archs.layouts import save_generator_state
-from ..data.loader import DataWait, build_train_loader, prefetch_to_device
+from ..data.loader import DataWait, build_train_loader, prefetch_to_device, stop_workers
 from ..data.paired import PairedImageDataset
 from ..models.esrgan import ESRGANModel, SRModel
 from ..models.networks import build_discriminator, build_feature_extractor, build_generator, load_weights
 from ..options import TrainOptions, dump_yaml
 from ..utils.files import atomic_save
 from ..utils.image import tensor2img, write_image
-from ..utils.logger import setup_logging
+from ..utils.logger import add_log_file, setup_logging
 from ..utils.misc import archive_existing, rng_state, select_device, set_random_seed, set_rng_state, timestamp
 from .checkpoint import DiskFullError, find_resume_state, load_training_state, save_checkpoint
 from .distributed import (
@@ -190,8 +190,10 @@ class StopRequest:
         if self.signal is not None:
             os._exit(128 + signum)
         self.signal = signum
-        log.warning("%s received: stopping after this iteration with a checkpoint (send it again to quit at once)",
-                    signal.Signals(signum).name)
+        # Not the logger: a handler that logs while the interrupted code is inside a log call hits the logging
+        # lock again (a "reentrant call" error). A plain write is safe; the loop logs the stop.
+        os.write(2, f"\n{signal.Signals(signum).name} received: stopping after this iteration with a checkpoint "
+                    "(send it again to quit at once)\n".encode())
 
     def restore(self) -> None:
         for s, handler in self._previous.items():
@@ -234,12 +236,13 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
     if auto_resume and not resume_path:
         found = find_resume_state(Path(o.path.experiments_root) / o.name)
         resume_path = str(found) if found else None
-    resume = load_training_state(resume_path) if resume_path else None
-    run_dir = prepare_run_dir(o, resuming=resume is not None, world=world)
-    setup_logging(run_dir / f"train_{o.name}_{timestamp()}.log" if world.is_main else None,
-                  level=logging.INFO if world.is_main else logging.WARNING)
+    # Everything that can fail on bad input runs before the run folder is touched (an earlier run there is moved
+    # aside only then); the log file gets the set-up's records afterwards.
+    setup_logging(level=logging.INFO if world.is_main else logging.WARNING, backlog=world.is_main)
+    resume = load_training_state(resume_path, o.total_iters) if resume_path else None
     if auto_resume and resume is None:
-        log.info("--auto_resume: no training state in %s, starting from scratch", run_dir)
+        log.info("--auto_resume: no training state in %s, starting from scratch",
+                 Path(o.path.experiments_root) / o.name)
     configure_backends(o.speed.cudnn_benchmark, o.speed.deterministic, o.speed.tf32)
     # The same seed on every rank: identical initial networks (and EMA copies); the data differs by rank
     # through the sampler's shards.
@@ -254,8 +257,6 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
     model, random_vgg = build_model(o, device)
     if random_vgg:
         o.network_F.weights = "random"  # so that the resolved options say what was really used
-    if world.is_main:
-        dump_yaml(o, run_dir / f"options_{timestamp()}.yml")
     train_set, val_set = build_datasets(o)
     tr = o.datasets.train
     train_loader = build_train_loader(train_set, tr.batch_size, tr.n_workers, o.train.manual_seed, tr.use_shuffle,
@@ -264,9 +265,18 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
 
     start_step, best = 0, {"psnr": -math.inf, "ssim": -math.inf, "iter": 0}
     if resume is not None:
-        model.load_state_dict(resume["model"])
+        try:
+            model.load_state_dict(resume["model"])
+        except (RuntimeError, ValueError) as err:
+            raise ValueError(f"path.resume_state: {resume_path} does not fit this run's model (was it saved with "
+                             f"other model, network_G or network_D options?): {str(err).splitlines()[0]}") from None
         set_rng_state(resume["rng"])
         start_step, best = resume["iter"], resume["best"]
+    run_dir = prepare_run_dir(o, resuming=resume is not None, world=world)
+    if world.is_main:
+        add_log_file(run_dir / f"train_{o.name}_{timestamp()}.log")
+        dump_yaml(o, run_dir / f"options_{timestamp()}.yml")
+    if resume is not None:
         log.info("Resumed from %s at iteration %d (%s phase)", resume_path, start_step, model.phase(start_step + 1))
     if world.distributed:
         if o.model == "esrgan" and o.network_D.sync_bn:
@@ -397,13 +407,15 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
                 if step % o.logger.save_freq == 0 or step == total or stopping:
                     save(step)
                 if stopping:
-                    log.warning("Stopped by a signal at iteration %d; continue with --auto_resume (or "
-                                "path.resume_state=%s)", step, run_dir / "training_state" / f"{step}.state")
+                    received = signal.Signals(stop.signal).name if stop.signal is not None else "another process"
+                    log.warning("Stopped by %s at iteration %d; continue with --auto_resume (or "
+                                "path.resume_state=%s)", received, step, run_dir / "training_state" / f"{step}.state")
                     return run_dir
                 if step >= total:
                     break
     finally:
         stop.restore()
+        stop_workers(train_loader)
         bar.close()
         if writer is not None:
             writer.close()

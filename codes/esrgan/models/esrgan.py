@@ -254,12 +254,18 @@ class SRModel:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for group, objects in (("networks", self.networks()), ("optimizers", self.optimizers),
                                ("schedulers", self.schedulers)):
-            missing = set(objects) - set(state[group])
-            if missing:
-                raise ValueError(f"the training state has no {group} entry for {sorted(missing)}; was it saved "
-                                 "by another model type or with other options (ema_decay)?")
+            missing, extra = set(objects) - set(state[group]), set(state[group]) - set(objects)
+            if missing or extra:
+                found = ([f"no {group} entry for {sorted(missing)}"] if missing else []) + (
+                    [f"{group} entries for {sorted(extra)} that this model has not"] if extra else [])
+                raise ValueError(f"the training state has {' and '.join(found)}; was it saved by another model type "
+                                 "or with other options (ema_decay)?")
             for name, obj in objects.items():
-                obj.load_state_dict(state[group][name])
+                try:
+                    obj.load_state_dict(state[group][name])
+                except (RuntimeError, ValueError, KeyError) as err:
+                    raise ValueError(f"{group} entry {name}: {str(err).splitlines()[0] or type(err).__name__}"
+                                     ) from None
         for name, scaler_state in state.get("scalers", {}).items():
             scaler = self.amp.scaler(name)
             if scaler is not None:

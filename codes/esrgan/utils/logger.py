@@ -21,21 +21,57 @@ class _TqdmHandler(logging.StreamHandler):
             self.handleError(record)
 
 
-def setup_logging(log_file: Path | None = None, level: int = logging.INFO) -> logging.Logger:
-    """Configure the package logger: console (through tqdm) and, if given, a log file. Idempotent."""
+class _Backlog(logging.Handler):
+    """Keeps the records of the set-up until the log file exists (a run's folder is made, and an earlier run in
+    it moved aside, only once the set-up has succeeded)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+FORMAT = logging.Formatter("%(asctime)s %(levelname)s: %(message)s", datefmt="%y-%m-%d %H:%M:%S")
+
+
+def setup_logging(log_file: Path | None = None, level: int = logging.INFO, backlog: bool = False) -> logging.Logger:
+    """Configure the package logger: console (through tqdm) and, if given, a log file. Idempotent. With
+    `backlog` (and no file yet) the records are also kept for `add_log_file` to write first."""
     logger = logging.getLogger(ROOT_LOGGER)
     logger.setLevel(level)
     logger.propagate = False
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
         handler.close()
-    fmt = logging.Formatter("%(asctime)s %(levelname)s: %(message)s", datefmt="%y-%m-%d %H:%M:%S")
     console = _TqdmHandler()
-    console.setFormatter(fmt)
+    console.setFormatter(FORMAT)
     logger.addHandler(console)
     if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.FileHandler(log_file, encoding="utf-8")
-        file_handler.setFormatter(fmt)
-        logger.addHandler(file_handler)
+        add_log_file(log_file)
+    elif backlog:
+        logger.addHandler(_Backlog())
     return logger
+
+
+def add_log_file(log_file: Path) -> None:
+    """Also log to `log_file`, starting with the records kept since setup_logging(backlog=True)."""
+    logger = logging.getLogger(ROOT_LOGGER)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    file_handler = logging.FileHandler(log_file, encoding="utf-8")
+    file_handler.setFormatter(FORMAT)
+    for handler in [h for h in logger.handlers if isinstance(h, _Backlog)]:
+        logger.removeHandler(handler)
+        for record in handler.records:
+            file_handler.handle(record)
+    logger.addHandler(file_handler)
+
+
+def log_error_to_file(message: str) -> None:
+    """Write an error that ends the program into the log file (if there is one); the console gets it already."""
+    logger = logging.getLogger(ROOT_LOGGER)
+    record = logger.makeRecord(logger.name, logging.ERROR, __file__, 0, message, None, None)
+    for handler in logger.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)

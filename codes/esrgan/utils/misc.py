@@ -48,9 +48,15 @@ def select_device(name: str) -> torch.device:
     """'auto' picks CUDA when it is available, else the CPU."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device: {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device: {name!r} was asked for but CUDA is not available; use device: auto or cpu")
+        raise ValueError(f"device: {name!r} was asked for but CUDA is not available; use device: auto or cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device: {name!r}, but this machine has {torch.cuda.device_count()} GPUs (cuda:0 to "
+                         f"cuda:{torch.cuda.device_count() - 1})")
     return device
 
 
