@@ -138,6 +138,26 @@ def test_gt_images_without_lq_are_listed(tmp_path):
     assert "a, c" in str(info.value)
 
 
+def test_div2k_named_lq_images_pair_with_their_gt(tmp_path):
+    """DIV2K's LR folders name 0801.png's LQ 0801x4.png; an exact name wins where both exist."""
+    gt = {name: random_rgb(16, 12, seed=i) for i, name in enumerate(("0801", "0802"))}
+    for name, image in gt.items():
+        write_rgb(tmp_path / "GT" / f"{name}.png", image)
+    lq_0801 = random_rgb(4, 3, seed=7)
+    write_rgb(tmp_path / "LQ" / "0801x4.png", lq_0801)
+    write_rgb(tmp_path / "LQ" / "0802x4.png", random_rgb(4, 3, seed=8))
+    write_rgb(tmp_path / "LQ" / "0802.png", exact := random_rgb(4, 3, seed=9))
+    dataset = PairedImageDataset("t", 4, str(tmp_path / "GT"), str(tmp_path / "LQ"))
+    assert dataset.keys == ["0801", "0802"] and dataset.lq_key == {"0801": "0801x4", "0802": "0802"}
+    first, second = dataset[0], dataset[1]
+    assert first["name"] == "0801"
+    np.testing.assert_array_equal(as_uint8(first["LQ"]), lq_0801)
+    np.testing.assert_array_equal(as_uint8(first["GT"]), gt["0801"])
+    np.testing.assert_array_equal(as_uint8(second["LQ"]), exact)
+    with pytest.raises(ValueError, match=r"no LQ image of the same name \(or DIV2K's <name>x2\)"):
+        PairedImageDataset("t", 2, str(tmp_path / "GT"), str(tmp_path / "LQ"))
+
+
 def test_more_than_twenty_missing_lq_images_are_summarised(tmp_path):
     for i in range(25):
         write_rgb(tmp_path / "GT" / f"img{i:02d}.png", random_rgb(4, 4, seed=i))

@@ -243,6 +243,12 @@ def test_an_incomplete_generator_file_is_refused_naming_the_gap(tmp_path):
     assert not (tmp_path / "out.pth").exists()
 
 
+def test_discriminator_weights_given_as_a_generator_are_named_as_such(tmp_path):
+    torch.save(Discriminator_VGG_128(3, nf=4).state_dict(), tmp_path / "6_D.pth")
+    with pytest.raises(ValueError, match=r"6_D\.pth: these are discriminator weights .*path\.pretrain_model_D"):
+        load_generator_state(tmp_path / "6_D.pth")
+
+
 # ------------------------------------------------------------------------------------------ networks.py
 def test_read_state_dict_converts_and_logs_the_layout(tmp_path, caplog):
     net = tiny_net()

@@ -86,6 +86,17 @@ def test_read_meta_info_parses_a_basicsr_file(tmp_path):
     assert read_meta_info(tmp_path) == {"0001_s001": (480, 480, 3), "img.v2": (120, 80, 1)}
 
 
+def test_read_meta_info_takes_lines_without_the_compression_level(tmp_path):
+    (tmp_path / "meta_info.txt").write_text("0001_s001.png (480,480,3)\n0002.png (4,6,3) 1\n")
+    assert read_meta_info(tmp_path) == {"0001_s001": (480, 480, 3), "0002": (4, 6, 3)}
+
+
+def test_an_mmsr_lmdb_is_named_as_such(tmp_path):
+    (tmp_path / "meta_info.pkl").write_bytes(b"\x80\x04")
+    with pytest.raises(FileNotFoundError, match=r"meta_info\.txt not found \(this is the older mmsr layout"):
+        read_meta_info(tmp_path)
+
+
 def test_write_meta_info_sorts_by_key(tmp_path):
     write_meta_info(tmp_path, {"b": (1, 2, 3), "a": (4, 5, 1)}, compress_level=0)
 

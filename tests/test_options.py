@@ -278,6 +278,14 @@ def test_load_options_of_a_missing_file_is_an_option_error(tmp_path):
     assert str(path) in str(info.value)
 
 
+def test_a_relative_option_file_missing_here_names_the_directory_and_the_repository_copy(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OptionError) as info:
+        load_options(TrainOptions, "options/train_demo.yml")
+    assert str(info.value) == (f"option file options/train_demo.yml does not exist (relative to the current "
+                               f"directory {tmp_path}); did you mean {REPO_ROOT / 'options' / 'train_demo.yml'}?")
+
+
 def test_load_options_of_a_yaml_list_is_an_option_error(tmp_path):
     path = write_yaml(tmp_path / "list.yml", ["name", "scale"])
     with pytest.raises(OptionError, match="top level must be a mapping") as info:

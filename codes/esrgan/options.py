@@ -90,7 +90,8 @@ class MetricOptions:
 class DatasetOpt:
     name: str = opt("", "a label for logs and result folders (defaults to the dataset's key)")
     dataroot_GT: str | None = opt(None, "folder (or .lmdb) of ground-truth (HR) images", path=True)
-    dataroot_LQ: str | None = opt(None, "folder (or .lmdb) of low-quality (LR) images named as the GT images; "
+    dataroot_LQ: str | None = opt(None, "folder (or .lmdb) of low-quality (LR) images named as the GT images "
+                                        "(or DIV2K's way, <name>x<scale>); "
                                         "leave empty to make them from GT by bicubic x1/scale",
                                   path=True)
     data_type: Literal["auto", "folder", "lmdb"] = opt("auto", "how the dataroots are read: image folders or "
@@ -606,7 +607,10 @@ def load_options(cls: type, path: str | Path, overrides: list[str] | None = None
     """Read a YAML option file, apply `--set` overrides and validate."""
     path = Path(path)
     if not path.is_file():
-        raise OptionError(f"option file {path} does not exist")
+        where = "" if path.is_absolute() else f" (relative to the current directory {Path.cwd()})"
+        hint = (f"; did you mean {REPO_ROOT / path}?" if not path.is_absolute() and (REPO_ROOT / path).is_file()
+                else "")
+        raise OptionError(f"option file {path} does not exist{where}{hint}")
     with open(path, encoding="utf-8") as fh:
         try:
             raw = yaml.safe_load(fh) or {}

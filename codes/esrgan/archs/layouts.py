@@ -86,6 +86,9 @@ def detect_layout(sd: Mapping[str, Any]) -> Layout:
     """Which published layout the keys of `sd` (unwrapped, no ``module.`` prefix) follow."""
     found = [layout for layout in LAYOUTS
              if f"{_FIRST_CONV[layout]}.weight" in sd and any(_BLOCK_INDEX[layout].match(k) for k in sd)]
+    if len(found) != 1 and "conv0_0.weight" in sd and "linear1.weight" in sd:
+        raise ValueError("these are discriminator weights (Discriminator_VGG_128: conv0_0, ..., linear1), not a "
+                         "generator's: give a *_G.pth file here (a *_D.pth file belongs in path.pretrain_model_D)")
     if len(found) != 1:
         raise ValueError("the keys match no single known ESRGAN generator layout (ESRGAN: conv_first, RRDB_trunk.*; "
                          "old arch: model.0, model.1.sub.*; BasicSR: conv_first, body.*); the file has "

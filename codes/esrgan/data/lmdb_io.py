@@ -47,7 +47,8 @@ def _lmdb() -> ModuleType:
 META_INFO = "meta_info.txt"
 # Anchored at the end so that keys keep their dots: BasicSR's reader splits at the first dot, which turns
 # `0001.x4` into `0001`.
-_META_LINE = re.compile(r"^(?P<key>.*)\.png \((?P<h>\d+),(?P<w>\d+),(?P<c>\d+)\) (?P<level>\d+)$")
+# The compression level at the end is optional, as for BasicSR's reader.
+_META_LINE = re.compile(r"^(?P<key>.*)\.png \((?P<h>\d+),(?P<w>\d+),(?P<c>\d+)\)(?: (?P<level>\d+))?$")
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}  # IHDR colour type -> channels (a palette decodes to RGB)
@@ -63,8 +64,10 @@ def read_meta_info(lmdb_path: str | Path) -> dict[str, tuple[int, int, int]]:
     """key -> (h, w, c) for every image listed in the LMDB's `meta_info.txt`, in file order."""
     meta_path = Path(lmdb_path) / META_INFO
     if not meta_path.is_file():
+        old = " (this is the older mmsr layout, meta_info.pkl with raw pixels, which is not read)" if (
+            Path(lmdb_path) / "meta_info.pkl").is_file() else ""
         raise FileNotFoundError(
-            f"{meta_path} not found: it lists the images of an LMDB and is needed to read one; "
+            f"{meta_path} not found{old}: it lists the images of an LMDB and is needed to read one; "
             "make the LMDB with scripts/create_lmdb.py (or BasicSR's create_lmdb), which writes it"
         )
     entries: dict[str, tuple[int, int, int]] = {}
@@ -74,7 +77,7 @@ def read_meta_info(lmdb_path: str | Path) -> dict[str, tuple[int, int, int]]:
         match = _META_LINE.match(line)
         if match is None:
             raise ValueError(
-                f"{meta_path}, line {number}: {line!r} is not of the form '<key>.png (<h>,<w>,<c>) <level>'"
+                f"{meta_path}, line {number}: {line!r} is not of the form '<key>.png (<h>,<w>,<c>) [<level>]'"
             )
         entries[match["key"]] = (int(match["h"]), int(match["w"]), int(match["c"]))
     return entries

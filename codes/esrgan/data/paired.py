@@ -89,20 +89,29 @@ class PairedImageDataset(Dataset):
         self.keys = sorted((self.gt or self.lq).keys())
         if not self.keys:
             raise ValueError(f"dataset {name}: no images found in {dataroot_GT or dataroot_LQ}")
+        self.lq_key = {k: k for k in self.keys}  # GT name -> LQ name
         self._check_pairs()
 
     def _check_pairs(self) -> None:
         """Every problem of the whole dataset in one error, before training starts."""
         gt, lq, s = self.gt, self.lq, self.scale
         if gt is not None and lq is not None:
-            missing = sorted(set(self.keys) - set(lq.keys()))
+            # LQ named as its GT, or DIV2K's way (0801.png <-> 0801x4.png, as BasicSR's filename_tmpl '{}x4').
+            names = set(lq.keys())
+            self.lq_key = {k: k if k in names else f"{k}x{s}" for k in self.keys}
+            missing = sorted(k for k, v in self.lq_key.items() if v not in names)
             if missing:
                 raise ValueError(f"dataset {self.name}: {len(missing)} GT images in {gt.root} have no LQ image of "
-                                 f"the same name in {lq.root}: {_listing(missing)}")
+                                 f"the same name (or DIV2K's <name>x{s}) in {lq.root}: {_listing(missing)}")
         gt_sizes = gt.sizes() if gt is not None else {}
-        lq_sizes = lq.sizes() if lq is not None else {k: v and (v[0] // s, v[1] // s) for k, v in gt_sizes.items()}
-        unreadable = [src.describe(k) for src, sizes in ((gt, gt_sizes), (lq, lq_sizes)) if src is not None
-                      for k in self.keys if sizes.get(k) is None]
+        if lq is not None:
+            all_lq = lq.sizes()
+            lq_sizes = {k: all_lq.get(self.lq_key[k]) for k in self.keys}
+        else:
+            lq_sizes = {k: v and (v[0] // s, v[1] // s) for k, v in gt_sizes.items()}
+        unreadable = [src.describe(k if src is gt else self.lq_key[k]) for src, sizes in ((gt, gt_sizes),
+                                                                                       (lq, lq_sizes))
+                      if src is not None for k in self.keys if sizes.get(k) is None]
         if unreadable:
             if not self.skip_corrupt:
                 raise ValueError(f"dataset {self.name}: {len(unreadable)} images cannot be read: "
@@ -121,7 +130,7 @@ class PairedImageDataset(Dataset):
                 if not (lh * s <= gh < (lh + 1) * s and lw * s <= gw < (lw + 1) * s):
                     where = f"{gt.describe(key)} is {gw}x{gh}"
                     if lq is not None:
-                        where += f", {lq.describe(key)} is {lw}x{lh}"
+                        where += f", {lq.describe(self.lq_key[key])} is {lw}x{lh}"
                     problems.append(f"{key} ({where}; GT must be {s} x LQ)")
                     continue
             if self.gt_size is not None and min(lh, lw) < self.gt_size // s:
@@ -138,7 +147,7 @@ class PairedImageDataset(Dataset):
         if self.lq is None:
             gt = modcrop(gt, self.scale)
             return gt, bicubic_lq(gt, self.scale, self.degradation)
-        lq = self.lq.read(key)
+        lq = self.lq.read(self.lq_key[key])
         if gt is not None:
             h, w = lq.shape[:2]
             gt = gt[: h * self.scale, : w * self.scale]
