@@ -231,6 +231,15 @@ def test_a_broken_cached_vgg_download_says_to_delete_it(tmp_path, monkeypatch):
         load_vgg_state_dict("imagenet", use_bn=False, allow_random=True)
 
 
+def test_batch_norm_vgg_weights_without_num_batches_tracked_load(tmp_path):
+    """torchvision's vgg19_bn file predates BatchNorm's num_batches_tracked: batch norm fills it in."""
+    source = VGGFeatureExtractor(feature_layer=10, use_bn=True)
+    old = {f"features.{k}": v for k, v in source.features.state_dict().items() if "num_batches_tracked" not in k}
+    loaded = VGGFeatureExtractor(feature_layer=10, use_bn=True, state_dict=old)
+    x = torch.rand(1, 3, 8, 8)
+    assert torch.equal(loaded(x), source(x))
+
+
 def test_random_vgg_weights_need_explicit_permission():
     assert load_vgg_state_dict("random", use_bn=False, allow_random=True) is None
     with pytest.raises(WeightsUnavailableError, match="allow_random_weights"):

@@ -158,6 +158,14 @@ def test_div2k_named_lq_images_pair_with_their_gt(tmp_path):
         PairedImageDataset("t", 2, str(tmp_path / "GT"), str(tmp_path / "LQ"))
 
 
+def test_a_div2k_style_name_that_is_another_gt_image_is_refused(tmp_path):
+    for name in ("a", "ax4"):
+        write_rgb(tmp_path / "GT" / f"{name}.png", random_rgb(8, 8, seed=0))
+    write_rgb(tmp_path / "LQ" / "ax4.png", random_rgb(2, 2, seed=0))
+    with pytest.raises(ValueError, match=r"GT images a in .* their DIV2K-style LQ names <name>x4 are GT images"):
+        PairedImageDataset("t", 4, str(tmp_path / "GT"), str(tmp_path / "LQ"))
+
+
 def test_more_than_twenty_missing_lq_images_are_summarised(tmp_path):
     for i in range(25):
         write_rgb(tmp_path / "GT" / f"img{i:02d}.png", random_rgb(4, 4, seed=i))

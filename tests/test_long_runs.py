@@ -60,6 +60,14 @@ def test_auto_resume_without_a_state_starts_fresh_and_with_one_continues(tmp_pat
                   auto_resume=True)
     assert again == run and checkpoint.saved_iterations(run) == [2, 4]
     assert not list(tmp_path.glob("run_archived_*"))
+    # Found again once finished (a re-queued job, a torchrun restart after the last save): nothing to do.
+    done = train(options(tmp_path, **{"model": "sr", "train.gan.niter": 0, "train.psnr.niter": 4}),
+                 auto_resume=True)
+    assert done == run and checkpoint.saved_iterations(run) == [2, 4]
+    with pytest.raises(ValueError, match=r"--auto_resume: .*4\.state is at iteration 4, and this run has 3 "
+                                         r"iterations in all .*: nothing is left"):
+        train(options(tmp_path, **{"model": "sr", "train.gan.niter": 0, "train.psnr.niter": 3}), auto_resume=True)
+    assert not list(tmp_path.glob("run_archived_*"))
 
 
 def test_the_latest_marker_names_the_newest_complete_state(tmp_path):

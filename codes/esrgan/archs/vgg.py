@@ -117,8 +117,9 @@ class VGGFeatureExtractor(nn.Module):
         given = {k: v for k, v in _features_only(state_dict).items()
                  if not k.split(".")[0].isdigit() or int(k.split(".")[0]) <= feature_layer}
         own = self.features.state_dict()
-        problems = ([f"{k} missing" for k in own if k not in given] + [f"{k} unexpected" for k in given
-                                                                      if k not in own]
+        # Batch norm fills in a missing num_batches_tracked (torchvision's vgg19_bn file predates it).
+        problems = ([f"{k} missing" for k in own if k not in given and not k.endswith(".num_batches_tracked")]
+                    + [f"{k} unexpected" for k in given if k not in own]
                     + [f"{k} {tuple(v.shape)} instead of {tuple(own[k].shape)}" for k, v in given.items()
                        if k in own and v.shape != own[k].shape])
         if problems:

@@ -100,6 +100,11 @@ class PairedImageDataset(Dataset):
             names = set(lq.keys())
             self.lq_key = {k: k if k in names else f"{k}x{s}" for k in self.keys}
             missing = sorted(k for k, v in self.lq_key.items() if v not in names)
+            shared = sorted(k for k, v in self.lq_key.items() if v != k and v in self.lq_key)
+            if shared:  # 'a' would pair with 'ax4', the LQ of the GT image named 'ax4'
+                raise ValueError(f"dataset {self.name}: GT images {_listing(shared)} in {gt.root} have no LQ of the "
+                                 f"same name in {lq.root}, and their DIV2K-style LQ names <name>x{s} are GT images "
+                                 "of their own; name the LQ images as the GT images")
             if missing:
                 raise ValueError(f"dataset {self.name}: {len(missing)} GT images in {gt.root} have no LQ image of "
                                  f"the same name (or DIV2K's <name>x{s}) in {lq.root}: {_listing(missing)}")

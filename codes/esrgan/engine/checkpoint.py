@@ -103,23 +103,30 @@ def find_resume_state(run_dir: Path) -> Path | None:
 STATE_KEYS = ("iter", "model", "rng", "best")
 
 
-def load_training_state(path: str | Path, total_iters: int | None = None) -> dict[str, Any]:
+def load_training_state(path: str | Path, total_iters: int | None = None,
+                        source: str = "path.resume_state") -> dict[str, Any]:
     """A training state written by save_checkpoint, checked to be one (and, given the run's `total_iters`, to
-    leave something to train)."""
+    leave something to train). `source` says in messages where the path came from."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # text, truncated or foreign files raise assorted errors
-        raise ValueError(f"path.resume_state: cannot load the training state {path}: it is not a file that "
+        raise ValueError(f"{source}: cannot load the training state {path}: it is not a file that "
                          f"train.py saved, or it is damaged ({type(err).__name__}: {str(err)[:200]}). Training "
                          "states are experiments/<name>/training_state/<iter>.state") from None
     missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
-        raise ValueError(f"path.resume_state: {path} is not a training state (no {', '.join(missing)}): training "
+        raise ValueError(f"{source}: {path} is not a training state (no {', '.join(missing)}): training "
                          "states are experiments/<name>/training_state/<iter>.state; to start from a generator's "
                          "weights use path.pretrain_model_G")
-    if total_iters is not None and state["iter"] >= total_iters:
-        raise ValueError(f"path.resume_state: {path} is at iteration {state['iter']}, and this run has "
+    if total_iters is not None:
+        check_iterations_left(state, path, total_iters, source)
+    return state
+
+
+def check_iterations_left(state: dict[str, Any], path: str | Path, total_iters: int,
+                          source: str = "path.resume_state") -> None:
+    if state["iter"] >= total_iters:
+        raise ValueError(f"{source}: {path} is at iteration {state['iter']}, and this run has "
                          f"{total_iters} iterations in all (train.psnr.niter + train.gan.niter): "
                          + ("it is complete" if state["iter"] == total_iters else "nothing is left")
                          + ". Raise the niter of the last phase to train on, or start afresh without a state")
-    return state

@@ -31,7 +31,13 @@ from ..utils.files import atomic_save
 from ..utils.image import tensor2img, write_image
 from ..utils.logger import add_log_file, setup_logging
 from ..utils.misc import archive_existing, rng_state, select_device, set_random_seed, set_rng_state, timestamp
-from .checkpoint import DiskFullError, find_resume_state, load_training_state, save_checkpoint
+from .checkpoint import (
+    DiskFullError,
+    check_iterations_left,
+    find_resume_state,
+    load_training_state,
+    save_checkpoint,
+)
 from .distributed import (
     World,
     all_mean,
@@ -232,17 +238,27 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
     world = init_distributed(device, o.train.dist_timeout)
     if world.distributed and device.type == "cuda":
         device = torch.device("cuda", world.local_rank)
-    resume_path = o.path.resume_state
+    run_root = Path(o.path.experiments_root) / o.name
+    resume_path, source = o.path.resume_state, "path.resume_state"
     if auto_resume and not resume_path:
-        found = find_resume_state(Path(o.path.experiments_root) / o.name)
-        resume_path = str(found) if found else None
+        found = find_resume_state(run_root)
+        resume_path, source = (str(found) if found else None), "--auto_resume"
     # Everything that can fail on bad input runs before the run folder is touched (an earlier run there is moved
     # aside only then); the log file gets the set-up's records afterwards.
     setup_logging(level=logging.INFO if world.is_main else logging.WARNING, backlog=world.is_main)
-    resume = load_training_state(resume_path, o.total_iters) if resume_path else None
+    if source == "--auto_resume" and resume_path:
+        # A finished run found again (a re-queued job, a torchrun restart after the last save) is not an error.
+        resume = load_training_state(resume_path, source=source)
+        if resume["iter"] == o.total_iters:
+            log.info("--auto_resume: %s is at the last iteration (%d): the run is complete, nothing to do",
+                     resume_path, o.total_iters)
+            shutdown(world)
+            return run_root
+        check_iterations_left(resume, resume_path, o.total_iters, source)  # past the end: says what to do
+    else:
+        resume = load_training_state(resume_path, o.total_iters, source) if resume_path else None
     if auto_resume and resume is None:
-        log.info("--auto_resume: no training state in %s, starting from scratch",
-                 Path(o.path.experiments_root) / o.name)
+        log.info("--auto_resume: no training state in %s, starting from scratch", run_root)
     configure_backends(o.speed.cudnn_benchmark, o.speed.deterministic, o.speed.tf32)
     # The same seed on every rank: identical initial networks (and EMA copies); the data differs by rank
     # through the sampler's shards.
