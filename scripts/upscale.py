@@ -36,8 +36,9 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EPILOG = f"""\
 Each result is written as OUT/<name>.png (PNG whatever the input format) in the kind of its input: 8 or 16 bits,
 gray or RGB, with alpha when the input has it (the alpha channel is upscaled by MATLAB-style bicubic
-interpolation; the network sees RGB only). Files in OUT of the same name are replaced; input files never are:
-the run is refused when an output would replace an input, or when two inputs would get the same output name.
+interpolation; the network sees RGB only; a gray image with alpha comes back as RGBA). Files in OUT of the same
+name are replaced; input files never are: the run is refused when an output would replace an input, or when two
+inputs would get the same output name.
 Folders are read without subfolders. A file that cannot be read is skipped with a message.
 
 Exit status: {EXIT_OK} when at least one image was upscaled and the run went through (skipped unreadable files do
