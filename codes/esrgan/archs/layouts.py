@@ -224,7 +224,7 @@ def _read_torch(path: Path) -> Any:
                              "source, load it yourself and torch.save only its state dict") from None
         # Not torch's advice to retry with weights_only=False: only the reason.
         reason = re.search(r"WeightsUnpickler error:\s*(.+?)\s*$", str(err), re.MULTILINE)
-        detail = reason.group(1) if reason else str(err).splitlines()[0] if str(err) else type(err).__name__
+        detail = reason.group(1) if reason else (str(err) or type(err).__name__).splitlines()[0]
         raise ValueError(f"cannot read weights file {path}: it is not a torch.save file ({detail})") from None
     except Exception as err:  # the safe unpickler raises assorted errors (KeyError, ...) on foreign files
         raise ValueError(f"cannot read weights file {path}: it is not a torch.save or .safetensors file "

@@ -114,9 +114,8 @@ class PairedImageDataset(Dataset):
             lq_sizes = {k: all_lq.get(self.lq_key[k]) for k in self.keys}
         else:
             lq_sizes = {k: v and (v[0] // s, v[1] // s) for k, v in gt_sizes.items()}
-        unreadable = [src.describe(k if src is gt else self.lq_key[k]) for src, sizes in ((gt, gt_sizes),
-                                                                                       (lq, lq_sizes))
-                      if src is not None for k in self.keys if sizes.get(k) is None]
+        unreadable = [gt.describe(k) for k in self.keys if gt is not None and gt_sizes.get(k) is None]
+        unreadable += [lq.describe(self.lq_key[k]) for k in self.keys if lq is not None and lq_sizes[k] is None]
         if unreadable:
             if not self.skip_corrupt:
                 raise ValueError(f"dataset {self.name}: {len(unreadable)} images cannot be read: "
