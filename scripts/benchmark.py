@@ -239,7 +239,9 @@ def main() -> int:
     parser.add_argument("--iters", type=int, default=30)
     parser.add_argument("--infer-size", type=int, default=256, help="LR side of the inference test image")
     parser.add_argument("--infer-iters", type=int, default=5)
-    parser.add_argument("--peak-tflops", type=float, default=790.0, help="for MFU (H100 dense bf16: about 790)")
+    parser.add_argument("--peak-tflops", type=float, default=790.0,
+                        help="for MFU: the GPU's sustained bf16 matrix-product rate (default: the H100 figure of "
+                             "issue #6, 790; the datasheet's dense peak is higher)")
     parser.add_argument("--modes", nargs="+", default=None,
                         help="e.g. fp32 bf16 bf16+channels_last bf16+channels_last+compile (fp32 always first)")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),

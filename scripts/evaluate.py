@@ -2,8 +2,9 @@
 
 Images are paired by file name without extension (`--suffix` strips a tag such as `_ESRGAN` from the SR names),
 read as test.py reads them (gray files as RGB, alpha dropped, 16-bit rounded to 8 bits) and scored with its
-conventions: `--crop` pixels removed at every border (the scale, 4 by default), PSNR/SSIM on MATLAB's Y channel,
-NIQE on the 8-bit Y (or gray) channel, LPIPS on RGB. NIQE needs no ground truth: without `--gt` it is the only
+conventions: GT cut to the SR size where its side is not a multiple of `--scale` (4 by default), `--crop`
+pixels removed at every border (the scale by default), PSNR/SSIM on MATLAB's Y channel, NIQE on the 8-bit Y
+(or gray) channel, LPIPS on RGB. NIQE needs no ground truth: without `--gt` it is the only
 metric. With `--ma-scores` (Ma et al.'s scores, computed elsewhere, keyed by image or SR file name) the perceptual
 index PI = ((10 - Ma) + NIQE) / 2 is added.
 
@@ -71,7 +72,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--metrics", default=None,
                         help=f"comma-separated, of {', '.join(METRICS)} (default: psnr,ssim,niqe with --gt, "
                              "niqe without)")
-    parser.add_argument("--crop", type=int, default=4, help="pixels cropped at every border (the scale; default 4)")
+    parser.add_argument("--scale", type=int, default=4,
+                        help="the SR factor (default 4): a GT image larger than its SR image by less than this in "
+                             "height and width (not a multiple of the scale) is cut to the SR size at the bottom "
+                             "and right, as test.py cuts it")
+    parser.add_argument("--crop", type=int, default=None,
+                        help="pixels cropped at every border (default: the scale)")
     parser.add_argument("--suffix", default="", help="tag at the end of the SR file names, e.g. _ESRGAN")
     parser.add_argument("--ma-scores", type=Path, help="CSV (columns name, ma) of Ma scores of the SR images: adds "
                                                        "the perceptual index (needs niqe)")
@@ -91,6 +97,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--metrics {','.join(args.metrics)} needs --gt (only {', '.join(NO_REFERENCE)} works without)")
     if args.ma_scores and "niqe" not in args.metrics:
         parser.error("--ma-scores: the perceptual index needs niqe in --metrics")
+    if args.scale < 1:
+        parser.error("--scale must be positive")
+    args.crop = args.scale if args.crop is None else args.crop
     if args.crop < 0:
         parser.error("--crop must be non-negative")
     return args
@@ -118,6 +127,9 @@ def evaluate(args: argparse.Namespace) -> list[dict]:
     for name, gt_path, sr_path in pairs:
         sr = read_for_scoring(sr_path)
         gt = read_for_scoring(gt_path) if gt_path is not None else None
+        if gt is not None and gt.shape != sr.shape and gt.shape[2:] == sr.shape[2:] and all(
+                0 <= g - r < args.scale for g, r in zip(gt.shape[:2], sr.shape[:2], strict=True)):
+            gt = gt[: sr.shape[0], : sr.shape[1]]  # a GT side that is not a multiple of the scale
         if gt is not None and gt.shape != sr.shape:
             raise ValueError(f"{sr_path} is {'x'.join(map(str, sr.shape))} but {gt_path} is "
                              f"{'x'.join(map(str, gt.shape))}: SR and GT images must have the same size and channels")

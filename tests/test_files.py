@@ -29,6 +29,18 @@ def test_the_temporary_keeps_the_extension_and_the_result_the_usual_permissions(
     assert stat.S_IMODE((tmp_path / "sub" / "g.safetensors").stat().st_mode) == 0o666 & ~mask
 
 
+def test_a_writer_that_replaces_the_temporary_itself_still_gives_the_usual_permissions(tmp_path):
+    """safetensors writes its own temporary and renames it over the path it is given (owner-only)."""
+    with atomic_output(tmp_path / "g.safetensors") as tmp:
+        own = tmp.with_name("own.tmp")
+        own.write_bytes(b"x")
+        own.chmod(0o600)
+        os.replace(own, tmp)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "g.safetensors").stat().st_mode) == 0o666 & ~mask
+
+
 @pytest.mark.skipif(os.name != "posix", reason="directories are fsynced on POSIX only")
 def test_the_file_and_then_its_directory_are_flushed_to_disk(tmp_path, monkeypatch):
     synced: list[str] = []

@@ -11,6 +11,8 @@ import csv
 import math
 from pathlib import Path
 
+from ..utils.image import IMAGE_EXTENSIONS
+
 
 def perceptual_index(ma: float, niqe: float) -> float:
     """``((10 - Ma) + NIQE) / 2``."""
@@ -29,7 +31,9 @@ def read_ma_scores(path: str | Path) -> dict[str, float]:
                              f"{', '.join(reader.fieldnames or []) or 'none'}")
         scores: dict[str, float] = {}
         for line, row in enumerate(reader, start=2):
-            name = Path(row[columns["name"]].strip()).stem
+            name = row[columns["name"]].strip()
+            if Path(name).suffix.lower() in IMAGE_EXTENSIONS:  # 'img.001' keeps its dot; 'img.png' is 'img'
+                name = Path(name).stem
             try:
                 value = float(row[columns["ma"]])
             except (TypeError, ValueError):
