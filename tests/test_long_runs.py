@@ -91,6 +91,18 @@ def test_keep_last_prunes_old_checkpoints_only_after_the_new_one(tmp_path):
         "2_D.pth", "2_G.pth", "3_D.pth", "3_G.pth", "latest_G.pth"]
 
 
+def test_after_resuming_an_older_state_keep_last_never_prunes_what_was_just_saved(tmp_path):
+    """States 12 and 15 of an earlier continuation; resumed from 3, the run saves 6 and 9: those two are kept
+    and `latest` names 9, whatever lies beyond."""
+    net = torch.nn.Linear(1, 1)
+    for step in (3, 12, 15):
+        checkpoint.save_checkpoint(tmp_path, step, {"G": net}, {"iter": step})
+    for step in (6, 9):
+        checkpoint.save_checkpoint(tmp_path, step, {"G": net}, {"iter": step}, keep_last=2)
+    assert checkpoint.saved_iterations(tmp_path) == [6, 9, 12, 15]
+    assert checkpoint.find_resume_state(tmp_path) == tmp_path / "training_state" / "9.state"
+
+
 def test_a_save_without_enough_disk_space_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda _: type("U", (), {"free": 1000})())
     with pytest.raises(checkpoint.DiskFullError, match="MiB free"):
@@ -243,3 +255,27 @@ sys.exit(train_main(sys.argv[1:]))
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "codes")}
     result = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
     assert result.returncode == 1 and "RuntimeError: injected failure" in result.stderr
+
+
+# ------------------------------------------------------------------------------------------ what is logged
+def test_the_psnr_phase_losses_are_reported_before_the_gan_phase_starts(tmp_path):
+    """A print window that spans the switch would average L1 with the GAN phase's weighted terms."""
+    run = train(options(tmp_path, **{"train.psnr.niter": 3, "train.gan.niter": 2, "logger.print_freq": 50}))
+    (log_file,) = run.glob("train_*.log")
+    reports = [line.split("INFO: ", 1)[1] for line in log_file.read_text(encoding="utf-8").splitlines()
+               if "s/it, data wait" in line]
+    assert [r.split(")")[0] + ")" for r in reports] == ["iter 3 (psnr)", "iter 5 (gan)"]
+    assert "l_g_pix" in reports[0] and "l_d_real" not in reports[0] and "l_d_real" in reports[1]
+
+
+def test_the_pace_leaves_out_validation_and_checkpoints():
+    from esrgan.data.loader import DataWait
+    from esrgan.engine.trainer import Pace
+
+    pace = Pace(10, DataWait())
+    with pace.pause():
+        time.sleep(0.3)  # a validation
+    time.sleep(0.02)
+    seconds_per_iter, wait = pace.read(12)
+    assert 0.005 < seconds_per_iter < 0.1 and wait == 0.0
+    assert pace.step == 12 and pace.paused == 0.0

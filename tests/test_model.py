@@ -193,6 +193,27 @@ def test_a_non_finite_d_loss_skips_only_the_d_step():
     assert int(model.health()["skipped_D"]) == 1
 
 
+def test_the_logged_learning_rate_is_the_one_the_step_used():
+    """As the original code logs it: the milestone's lower rate first shows at the first step that uses it."""
+    from esrgan.options import SchedulerOpt
+
+    torch.manual_seed(0)
+    psnr = PsnrPhaseOpt(niter=2, optim_G=OptimOpt(lr=1e-3), scheduler=SchedulerOpt(milestones=[1], gamma=0.5))
+    gan = GanPhaseOpt(niter=2, optim_G=OptimOpt(lr=1e-4), optim_D=OptimOpt(lr=1e-4),
+                      scheduler=SchedulerOpt(milestones=[1], gamma=0.1))
+    model = ESRGANModel(RRDBNet(3, 3, nf=8, nb=1, gc=4), Discriminator_VGG_128(3, nf=4),
+                        VGGFeatureExtractor(feature_layer=4), psnr, gan, CPU)
+    logged, used = [], []
+    for step in (1, 2, 3, 4):
+        name = "G_psnr" if step <= 2 else "G"
+        used.append(model.optimizers[name].param_groups[0]["lr"])
+        feed(model, step)
+        model.optimize_parameters(step)
+        logged.append(model.log_dict["lr_G"])
+    assert logged == used == pytest.approx([1e-3, 5e-4, 1e-4, 1e-5])
+    assert model.log_dict["lr_D"] == pytest.approx(1e-5)
+
+
 def test_ema_follows_g_with_its_decay_and_ignores_skipped_steps():
     torch.manual_seed(0)
     model = SRModel(RRDBNet(3, 3, nf=8, nb=1, gc=4), PsnrPhaseOpt(niter=3), CPU, ema_decay=0.9)

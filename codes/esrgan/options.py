@@ -217,14 +217,17 @@ class TrainPathOpt:
 
 @dataclass
 class LoggerOpt:
-    print_freq: int = opt(100, "log losses every print_freq iterations", lo=1)
+    print_freq: int = opt(100, "log the losses averaged over print_freq iterations (and those of the PSNR phase's "
+                               "last iterations at the switch), s/it and the data-wait share (validation and "
+                               "saving left out)", lo=1)
     save_freq: int = opt(5000, "save checkpoints every save_freq iterations (and at the end)", lo=1)
     use_tb_logger: bool = opt(True, "write TensorBoard event files to <run>/tb_logger")
     tb_images: int = opt(4, "validation images shown in TensorBoard (SR next to GT)", lo=0)
     save_safetensors: bool = opt(False, "also write models/latest_G.safetensors (needs pip install safetensors), "
                                         "with the architecture and scale in its metadata")
-    keep_last: int = opt(0, "keep only the newest keep_last checkpoints (pruned after a new one is complete); "
-                            "0 keeps all", lo=0)
+    keep_last: int = opt(0, "keep only the newest keep_last checkpoints up to the one just saved (pruned after it "
+                            "is complete; later ones left by a run resumed from an older state are kept); 0 keeps "
+                            "all", lo=0)
 
 
 @dataclass

@@ -68,7 +68,7 @@ def save_checkpoint(run_dir: Path, step: int, networks: dict[str, torch.nn.Modul
     atomic_save(state, states / f"{step}.state")
     atomic_write_text(states / LATEST, f"{step}\n")
     if keep_last > 0:
-        prune(run_dir, keep_last)
+        prune(run_dir, keep_last, step)
 
 
 def saved_iterations(run_dir: Path) -> list[int]:
@@ -79,9 +79,12 @@ def saved_iterations(run_dir: Path) -> list[int]:
     return sorted(int(m.group(1)) for p in folder.iterdir() if (m := _STATE_NAME.match(p.name)))
 
 
-def prune(run_dir: Path, keep_last: int) -> None:
-    """Delete the states and per-iteration model files of all but the newest `keep_last` iterations."""
-    keep = set(saved_iterations(run_dir)[-keep_last:])
+def prune(run_dir: Path, keep_last: int, newest: int) -> None:
+    """Delete the states and per-iteration model files of all but the `keep_last` iterations up to `newest` (the
+    one just saved). Later ones, left by the run that an older state was resumed from, are not counted and not
+    touched: the `latest` marker says which state is current."""
+    saved = saved_iterations(run_dir)
+    keep = set([i for i in saved if i <= newest][-keep_last:] + [i for i in saved if i > newest])
     for folder, pattern in ((run_dir / "training_state", _STATE_NAME), (run_dir / "models", _MODEL_NAME)):
         for path in folder.iterdir():
             match = pattern.match(path.name)

@@ -13,7 +13,8 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,34 @@ class LossMeter:
         out = dict(zip(keys, means, strict=True)) | self.last
         self.sums, self.counts = {}, {}
         return out
+
+
+class Pace:
+    """Seconds per iteration and the share of them spent waiting for data, between two reports; the time of
+    validation and checkpoints (`paused`) is left out, as it is no iteration's."""
+
+    def __init__(self, step: int, data_wait: DataWait) -> None:
+        self.data_wait = data_wait
+        self._restart(step)
+
+    def _restart(self, step: int) -> None:
+        self.start, self.step, self.waited, self.paused = time.time(), step, self.data_wait.seconds, 0.0
+
+    @contextmanager
+    def pause(self) -> Iterator[None]:
+        begun = time.time()
+        try:
+            yield
+        finally:
+            self.paused += time.time() - begun
+
+    def read(self, step: int) -> tuple[float, float]:
+        """(seconds per iteration, data-wait fraction) since the last read, which ended at iteration self.step."""
+        elapsed = max(time.time() - self.start - self.paused, 1e-9)
+        per_iter = elapsed / max(step - self.step, 1)
+        wait = min((self.data_wait.seconds - self.waited) / elapsed, 1.0)
+        self._restart(step)
+        return per_iter, wait
 
 
 def _scored_over_ranks(dataset: PairedImageDataset, world: World, score: Callable[[int, dict], dict[str, float]],
@@ -350,9 +379,22 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
     # Outside a terminal (CI, nohup) a bar redrawn 10x a second only fills the log.
     bar = tqdm(total=total, initial=start_step, dynamic_ncols=True, desc=model.phase(step + 1),
                mininterval=0.1 if sys.stderr.isatty() else 30.0, disable=not world.is_main)
-    tick, tick_step = time.time(), step
-    data_wait, waited = DataWait(), 0.0
+    data_wait = DataWait()
+    pace = Pace(step, data_wait)
     iters_per_epoch = len(train_loader)
+
+    def report(at: int) -> None:
+        """Log (and write to TensorBoard) the losses averaged since the last report, and the pace."""
+        values = meter.read()
+        seconds_per_iter, wait_fraction = pace.read(at)
+        bar.set_postfix({k: f"{v:.3g}" for k, v in values.items() if not k.startswith("lr")})
+        log.info("iter %d (%s) %.3fs/it, data wait %.1f%% | %s", at, model.phase(at), seconds_per_iter,
+                 100 * wait_fraction, ", ".join(f"{k} {v:.4e}" for k, v in values.items()))
+        if writer is not None:
+            for key, value in values.items():
+                writer.add_scalar(f"train/{key}", value, at)
+            writer.add_scalar("train/data_wait_fraction", wait_fraction, at)
+
     try:
         while step < total:
             # The data position follows from the iteration, so a resumed run continues with the very next batch.
@@ -361,6 +403,8 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
             for batch in prefetch_to_device(data_wait.timed(train_loader), device):
                 step += 1
                 if step == o.train.psnr.niter + 1 and o.model == "esrgan" and step > 1:
+                    if step - 1 > pace.step:  # the PSNR phase's last losses, not averaged with the GAN phase's
+                        report(step - 1)
                     log.info("Iteration %d: PSNR phase done, GAN phase starts", step)
                 if isinstance(model.run_step, GraphedSteps):
                     _release_finished_graphs(model.run_step, o, step)
@@ -377,18 +421,7 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
 
                 printing = step % o.logger.print_freq == 0 or step == total
                 if printing:
-                    values = meter.read()
-                    elapsed = time.time() - tick
-                    seconds_per_iter = elapsed / (step - tick_step)
-                    wait_fraction = min((data_wait.seconds - waited) / max(elapsed, 1e-9), 1.0)
-                    tick, tick_step, waited = time.time(), step, data_wait.seconds
-                    bar.set_postfix({k: f"{v:.3g}" for k, v in values.items() if not k.startswith("lr")})
-                    log.info("iter %d (%s) %.3fs/it, data wait %.1f%% | %s", step, model.phase(step), seconds_per_iter,
-                             100 * wait_fraction, ", ".join(f"{k} {v:.4e}" for k, v in values.items()))
-                    if writer is not None:
-                        for key, value in values.items():
-                            writer.add_scalar(f"train/{key}", value, step)
-                        writer.add_scalar("train/data_wait_fraction", wait_fraction, step)
+                    report(step)
                 if printing or step % o.train.max_nonfinite == 0:
                     _check_health(model, o.train.max_nonfinite, step)
 
@@ -396,8 +429,10 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
                     # NIQE at every val_niqe_every-th validation, counted from the iteration so that a resumed
                     # run keeps the rhythm.
                     niqe_now = (step // o.train.val_freq) % o.train.val_niqe_every == 0 or step == total
-                    result = validate(model, val_set, evaluator, o.scale, step, run_dir, writer, o.logger.tb_images,
-                                      world, o.train.val_tile, skip=() if niqe_now else ("niqe",))
+                    with pace.pause():
+                        result = validate(model, val_set, evaluator, o.scale, step, run_dir, writer,
+                                          o.logger.tb_images, world, o.train.val_tile,
+                                          skip=() if niqe_now else ("niqe",))
                     log.info("Validation %s at iter %d: %s", val_set.name, step, ", ".join(
                         f"{describe({k: v})} (bicubic {format_value(k, bicubic[k])})" for k, v in result.items()))
                     if writer is not None:
@@ -421,7 +456,8 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
                 stopping = stop.signal is not None if not world.distributed else (
                     (printing or step % STOP_CHECK_EVERY == 0) and any_rank(stop.signal is not None, world, device))
                 if step % o.logger.save_freq == 0 or step == total or stopping:
-                    save(step)
+                    with pace.pause():
+                        save(step)
                 if stopping:
                     received = signal.Signals(stop.signal).name if stop.signal is not None else "another process"
                     log.warning("Stopped by %s at iteration %d; continue with --auto_resume (or "

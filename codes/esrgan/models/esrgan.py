@@ -137,8 +137,9 @@ class SRModel:
     def _psnr_step(self) -> None:
         self.train_g.train()
         l_pix = self.run_step("psnr", self._psnr_work)
+        lr = self._lr("G_psnr")  # the rate this update used, read before the schedule moves on
         self.schedulers["G_psnr"].step()
-        self.log_dict = {"l_g_pix": l_pix, "lr_G": self._lr("G_psnr")}
+        self.log_dict = {"l_g_pix": l_pix, "lr_G": lr}
 
     def _psnr_work(self) -> torch.Tensor:
         """The device work of a PSNR step: forward, L_pix, backward, Adam, EMA; returns the detached loss."""
@@ -361,13 +362,13 @@ class ESRGANModel(SRModel):
         # A copy: the runner keeps a captured step's outputs, and the host adds to this dict.
         log: dict[str, torch.Tensor | float] = dict(
             self.run_step("gan_g_d" if update_g else "gan_d", lambda: self._gan_work(update_g)))
+        log |= {"lr_G": self._lr("G"), "lr_D": self._lr("D")}  # the rates this step used
         with warnings.catch_warnings():
             # G's schedule counts GAN-phase iterations, as in the original code, even while D_init_iters or
             # D_update_ratio skip G's optimizer; torch warns about exactly that.
             warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
             self.schedulers["G"].step()
         self.schedulers["D"].step()
-        log |= {"lr_G": self._lr("G"), "lr_D": self._lr("D")}
         self.log_dict = log
 
     def _gan_work(self, update_g: bool) -> dict[str, torch.Tensor]:
