@@ -279,3 +279,17 @@ def test_the_pace_leaves_out_validation_and_checkpoints():
     seconds_per_iter, wait = pace.read(12)
     assert 0.005 < seconds_per_iter < 0.1 and wait == 0.0
     assert pace.step == 12 and pace.paused == 0.0
+
+
+def test_resuming_an_older_state_puts_its_best_generator_back(tmp_path, package_log):
+    from esrgan.engine.trainer import _restore_best_model
+
+    for step in (3, 6):
+        checkpoint.save_checkpoint(tmp_path, step, {"G": torch.nn.Linear(1, 1)}, {"iter": step})
+    best_file = tmp_path / "models" / "best_G.pth"
+    torch.save({"weight": torch.zeros(1, 1)}, best_file)  # the best of the abandoned continuation
+    _restore_best_model(tmp_path, 3, {"iter": 3})
+    assert weights(best_file).keys() == weights(tmp_path / "models" / "3_G.pth").keys()
+    assert all(torch.equal(v, weights(tmp_path / "models" / "3_G.pth")[k]) for k, v in weights(best_file).items())
+    _restore_best_model(tmp_path, 3, {"iter": 0})  # no validation before the resumed state
+    assert "best_G.pth may come from the later states of this folder (iterations [6])" in package_log.text

@@ -38,6 +38,7 @@ from .checkpoint import (
     find_resume_state,
     load_training_state,
     save_checkpoint,
+    saved_iterations,
 )
 from .distributed import (
     World,
@@ -261,6 +262,23 @@ def _release_finished_graphs(graphs: GraphedSteps, o: TrainOptions, step: int) -
         graphs.release("gan_d")
 
 
+def _restore_best_model(run_dir: Path, step: int, best: dict[str, Any]) -> None:
+    """Resumed from a state older than the run's newest: models/best_G.pth may be a later (abandoned)
+    continuation's. Put back the generator of the resumed best record when its iteration's file is there."""
+    later = [i for i in saved_iterations(run_dir) if i > step]
+    best_file = run_dir / "models" / "best_G.pth"
+    if not later or not best_file.is_file():
+        return
+    saved = run_dir / "models" / f"{best['iter']}_G.pth"
+    if best["iter"] and saved.is_file():
+        atomic_save(torch.load(saved, map_location="cpu", weights_only=True), best_file)
+        log.info("models/best_G.pth: the generator of iteration %d again, the best of the resumed run",
+                 best["iter"])
+    else:
+        log.warning("models/best_G.pth may come from the later states of this folder (iterations %s), not from "
+                    "the resumed run, until a validation of this run beats the resumed record", later)
+
+
 def train(o: TrainOptions, auto_resume: bool = False) -> Path:
     """Run (or resume) the training described by `o`; returns the run folder."""
     device = select_device(o.device)
@@ -323,6 +341,8 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
         dump_yaml(o, run_dir / f"options_{timestamp()}.yml")
     if resume is not None:
         log.info("Resumed from %s at iteration %d (%s phase)", resume_path, start_step, model.phase(start_step + 1))
+        if world.is_main:
+            _restore_best_model(run_dir, start_step, best)
     if world.distributed:
         if o.model == "esrgan" and o.network_D.sync_bn:
             if device.type != "cuda":
