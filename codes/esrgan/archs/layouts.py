@@ -241,13 +241,22 @@ def read_weights_file(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
         raise ValueError(f"{path}: {err}") from None
 
 
+def key_differences(own: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor]
+                    ) -> tuple[list[str], list[str], list[str]]:
+    """The keys of `own` that `given` lacks, those of `given` that `own` lacks, and the common ones whose shapes
+    differ (in `own`'s order): what every 'these weights do not fit' message lists."""
+    missing = [k for k in own if k not in given]
+    unexpected = [k for k in given if k not in own]
+    shapes = [k for k, v in own.items() if k in given and given[k].shape != v.shape]
+    return missing, unexpected, shapes
+
+
 def check_complete(sd: Mapping[str, torch.Tensor], hparams: Mapping[str, int]) -> None:
     """Refuse a state dict (our layout) that lacks a tensor of RRDBNet(**hparams) or holds one of another shape."""
     with torch.device("meta"):  # the keys and shapes only: no memory, no initialisation
-        own = {k: v.shape for k, v in RRDBNet(**hparams).state_dict().items()}
-    missing = [k for k in own if k not in sd]
-    shapes = [f"{k} {tuple(sd[k].shape)} instead of {tuple(v)}" for k, v in own.items()
-              if k in sd and sd[k].shape != v]
+        own = RRDBNet(**hparams).state_dict()
+    missing, _, wrong = key_differences(own, sd)
+    shapes = [f"{k} {tuple(sd[k].shape)} instead of {tuple(own[k].shape)}" for k in wrong]
     if missing or shapes:
         parts = ([f"{len(missing)} tensors missing: {_listing(missing)}"] if missing else []) + (
             [f"{len(shapes)} tensors of another shape: {_listing(shapes)}"] if shapes else [])

@@ -15,7 +15,7 @@ from torch import nn
 from torchvision.models import vgg as vgg_models
 
 from ..utils.files import torch_hub_cache_file
-from .layouts import read_weights_file
+from .layouts import key_differences, read_weights_file
 
 # conv5_4, the last conv, and the number of layers of torchvision's VGG19 `features`, plain and with batch norm.
 CONV5_4 = {False: 34, True: 49}
@@ -117,11 +117,11 @@ class VGGFeatureExtractor(nn.Module):
         given = {k: v for k, v in _features_only(state_dict).items()
                  if not k.split(".")[0].isdigit() or int(k.split(".")[0]) <= feature_layer}
         own = self.features.state_dict()
+        missing, unexpected, shapes = key_differences(own, given)
         # Batch norm fills in a missing num_batches_tracked (torchvision's vgg19_bn file predates it).
-        problems = ([f"{k} missing" for k in own if k not in given and not k.endswith(".num_batches_tracked")]
-                    + [f"{k} unexpected" for k in given if k not in own]
-                    + [f"{k} {tuple(v.shape)} instead of {tuple(own[k].shape)}" for k, v in given.items()
-                       if k in own and v.shape != own[k].shape])
+        problems = ([f"{k} missing" for k in missing if not k.endswith(".num_batches_tracked")]
+                    + [f"{k} unexpected" for k in unexpected]
+                    + [f"{k} {tuple(given[k].shape)} instead of {tuple(own[k].shape)}" for k in shapes])
         if problems:
             variant = "with batch norm (use_bn true)" if use_bn else "without batch norm (use_bn false)"
             more = f" ... (+{len(problems) - 3} more)" if len(problems) > 3 else ""

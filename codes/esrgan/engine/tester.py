@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..archs.layouts import describe_hparams, load_generator_state
+from ..archs.layouts import describe_hparams, key_differences, load_generator_state
 from ..data.paired import PairedImageDataset
 from ..metrics import perceptual_index, read_ma_scores
 from ..models.networks import build_generator, infer_generator_options, load_weights
@@ -66,9 +66,9 @@ def _gan_state(net: nn.Module, path: str) -> dict[str, torch.Tensor]:
     """The GAN model of the interpolation sweep, checked to be the same network as the loaded PSNR model."""
     gan, hparams, description = load_generator_state(path)
     own = net.state_dict()
-    problems = ([f"{k} missing" for k in own if k not in gan] + [f"{k} unexpected" for k in gan if k not in own]
-                + [f"{k}: {tuple(gan[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-                   if k in gan and gan[k].shape != v.shape])
+    missing, unexpected, shapes = key_differences(own, gan)
+    problems = ([f"{k} missing" for k in missing] + [f"{k} unexpected" for k in unexpected]
+                + [f"{k}: {tuple(gan[k].shape)} vs {tuple(own[k].shape)}" for k in shapes])
     if problems:
         more = f" ... (+{len(problems) - DIFFERENCES_SHOWN} more)" if len(problems) > DIFFERENCES_SHOWN else ""
         raise ValueError(f"path.interp_gan_model: {path} ({describe_hparams(hparams)}) is not the same network as "

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..archs.discriminator import Discriminator_VGG_128
-from ..archs.layouts import describe_hparams, infer_hparams, load_generator_state, read_weights_file
+from ..archs.layouts import describe_hparams, infer_hparams, key_differences, load_generator_state, read_weights_file
 from ..archs.rrdbnet import RRDBNet
 from ..archs.vgg import VGGFeatureExtractor, load_vgg_state_dict, torchvision_cache_file
 from ..options import NetworkDOpt, NetworkFOpt, NetworkGOpt
@@ -67,10 +67,8 @@ def load_weights(net: nn.Module, path: str | Path, strict: bool = True, what: st
     generator = isinstance(net, tuple(GENERATORS.values()))
     state = read_state_dict(path, convert_layout=generator)
     own = net.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-              if k in state and state[k].shape != v.shape]
+    missing, unexpected, wrong = key_differences(own, state)
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong]
     if shapes or (strict and (missing or unexpected)):
         def listing(keys: list[str]) -> str:
             more = f" ... (+{len(keys) - MAX_KEYS_SHOWN} more)" if len(keys) > MAX_KEYS_SHOWN else ""
