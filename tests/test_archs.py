@@ -9,7 +9,14 @@ from torch import nn
 
 from esrgan.archs.discriminator import Discriminator_VGG_128
 from esrgan.archs.rrdbnet import RRDBNet
-from esrgan.archs.vgg import VGGFeatureExtractor, WeightsUnavailableError, load_vgg_state_dict, torchvision_cache_file
+from esrgan.archs.vgg import (
+    CONV5_4,
+    FEATURE_LAYERS,
+    VGGFeatureExtractor,
+    WeightsUnavailableError,
+    load_vgg_state_dict,
+    torchvision_cache_file,
+)
 
 
 def published_esrgan_keys(nb: int = 23) -> list[str]:
@@ -144,6 +151,41 @@ def test_discriminator_gives_one_logit_per_128_patch():
     assert Discriminator_VGG_128(3, 8)(torch.rand(2, 3, 128, 128)).shape == (2, 1)
 
 
+def seed_discriminator_forward(net: Discriminator_VGG_128, x: torch.Tensor) -> torch.Tensor:
+    """The seed's Discriminator_VGG_128 forward written out: 3x3 conv with bias, then (4x4 stride-2 conv, BN),
+    then four stages of (3x3 conv, BN, 4x4 stride-2 conv, BN), each followed by LeakyReLU(0.2); then two linear
+    layers with a LeakyReLU between them. BN in training mode: batch statistics, biased variance, eps 1e-5."""
+    p = dict(net.named_parameters())
+
+    def bn(t: torch.Tensor, name: str) -> torch.Tensor:
+        mean = t.mean(dim=(0, 2, 3), keepdim=True)
+        var = t.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
+        return (t - mean) / torch.sqrt(var + 1e-5) * p[f"{name}.weight"].view(1, -1, 1, 1) + \
+            p[f"{name}.bias"].view(1, -1, 1, 1)
+
+    def lrelu(t: torch.Tensor) -> torch.Tensor:
+        return torch.where(t >= 0, t, 0.2 * t)
+
+    fea = lrelu(F.conv2d(x, p["conv0_0.weight"], p["conv0_0.bias"], padding=1))
+    fea = lrelu(bn(F.conv2d(fea, p["conv0_1.weight"], stride=2, padding=1), "bn0_1"))
+    for stage in range(1, 5):
+        fea = lrelu(bn(F.conv2d(fea, p[f"conv{stage}_0.weight"], padding=1), f"bn{stage}_0"))
+        fea = lrelu(bn(F.conv2d(fea, p[f"conv{stage}_1.weight"], stride=2, padding=1), f"bn{stage}_1"))
+    fea = lrelu(F.linear(fea.reshape(x.shape[0], -1), p["linear1.weight"], p["linear1.bias"]))
+    return F.linear(fea, p["linear2.weight"], p["linear2.bias"])
+
+
+def test_discriminator_computes_the_seed_forward_pass():
+    torch.manual_seed(0)
+    net = Discriminator_VGG_128(3, nf=4).double()
+    for name, param in net.named_parameters():
+        if name.startswith("bn"):  # away from the initial 1 / 0, so that a skipped BN shows
+            torch.nn.init.uniform_(param, 0.5, 1.5) if name.endswith("weight") else torch.nn.init.normal_(param)
+    x = torch.rand(3, 3, 128, 128, dtype=torch.float64)
+    expected = seed_discriminator_forward(net, x)
+    assert torch.allclose(net.train()(x), expected, rtol=1e-10, atol=1e-12)
+
+
 def test_discriminator_rejects_other_sizes_naming_the_option():
     with pytest.raises(ValueError, match="GT_size"):
         Discriminator_VGG_128(3, 8)(torch.rand(1, 3, 96, 96))
@@ -176,11 +218,37 @@ def test_vgg_extractor_is_frozen_and_stays_in_eval_mode():
 
 
 def test_vgg_input_normalisation_uses_imagenet_statistics():
+    torch.manual_seed(0)
     net = VGGFeatureExtractor(feature_layer=0)
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1).expand(1, 3, 4, 4)
-    conv = net.features[0]
-    expected = conv(torch.zeros(1, 3, 4, 4))  # the mean maps to zero after normalisation
-    assert torch.allclose(net(mean), expected, atol=1e-6)
+    x = torch.rand(2, 3, 4, 4)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    expected = F.conv2d((x - mean) / std, net.features[0].weight, net.features[0].bias, padding=1)
+    assert torch.allclose(net(x), expected, atol=1e-5)
+    raw = VGGFeatureExtractor(feature_layer=0, use_input_norm=False)
+    assert torch.allclose(raw(x), F.conv2d(x, raw.features[0].weight, raw.features[0].bias, padding=1), atol=1e-6)
+
+
+def test_a_whole_torchvision_vgg19_file_loads_into_shorter_extractors(tmp_path):
+    """torchvision's files hold every layer and the classifier: the extractor takes the layers up to its
+    feature_layer (for vgg19_bn, conv5_4 is 49 and the batch norm at 50 is left out) and ignores the rest."""
+    x = torch.rand(1, 3, 32, 32)
+    for use_bn in (False, True):
+        torch.manual_seed(2)
+        whole = VGGFeatureExtractor(feature_layer=FEATURE_LAYERS[use_bn] - 1, use_bn=use_bn)
+        for module in whole.features:
+            if isinstance(module, nn.BatchNorm2d):  # not the identity, so that loading them shows
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.data.uniform_(0.5, 1.5)
+        path = tmp_path / f"vgg19{'_bn' if use_bn else ''}.pth"
+        classifier = {"classifier.0.weight": torch.zeros(8, 4), "classifier.0.bias": torch.zeros(8)}
+        torch.save({f"features.{k}": v for k, v in whole.features.state_dict().items()} | classifier, path)
+        state = load_vgg_state_dict(str(path), use_bn=use_bn, allow_random=False)
+        normalised = (x - whole.mean) / whole.std
+        for layer in (CONV5_4[use_bn], 4):
+            net = VGGFeatureExtractor(feature_layer=layer, use_bn=use_bn, state_dict=state)
+            assert torch.equal(net(x), whole.features[: layer + 1](normalised)), (use_bn, layer)
 
 
 def test_vgg_weights_load_from_a_local_features_file(tmp_path):

@@ -15,7 +15,7 @@ import torch
 import torchvision
 
 from esrgan.engine.evaluate import Evaluator, mean_scores
-from esrgan.metrics import calculate_niqe, calculate_psnr, perceptual_index, read_ma_scores
+from esrgan.metrics import calculate_niqe, calculate_psnr, calculate_ssim, perceptual_index, read_ma_scores
 from esrgan.options import REPO_ROOT
 from esrgan.utils.image import read_image, to_uint8, write_image
 
@@ -130,6 +130,17 @@ def test_the_evaluator_computes_its_metrics_with_one_crop(hub):
     assert list(scores) == ["psnr", "niqe", "lpips"]
     assert scores["psnr"] == calculate_psnr(sr, gt, 4) and scores["niqe"] == calculate_niqe(sr, 4)
     assert scores["lpips"] == calculate_lpips(load_lpips("alex"), sr, gt, 4)
+
+
+def test_the_evaluator_crops_the_border_for_psnr_and_ssim_alike():
+    gt = demo("val/brick")
+    sr = 255 - gt  # wrong everywhere but inside the 4-pixel border
+    sr[4:-4, 4:-4] = gt[4:-4, 4:-4]
+    scores = Evaluator(["psnr", "ssim"], crop_border=4).score(sr, gt)
+    assert scores["psnr"] == math.inf and scores["ssim"] == pytest.approx(1.0, abs=1e-12)
+    uncropped = Evaluator(["psnr", "ssim"], crop_border=0).score(sr, gt)
+    assert uncropped == {"psnr": calculate_psnr(sr, gt, 0), "ssim": calculate_ssim(sr, gt, 0)}
+    assert uncropped["psnr"] < 30 and uncropped["ssim"] < 0.99
 
 
 def test_without_gt_only_niqe_is_computed_and_skip_leaves_metrics_out():

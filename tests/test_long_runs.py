@@ -91,6 +91,51 @@ def test_keep_last_prunes_old_checkpoints_only_after_the_new_one(tmp_path):
         "2_D.pth", "2_G.pth", "3_D.pth", "3_G.pth", "latest_G.pth"]
 
 
+def test_a_checkpoint_is_models_then_state_then_marker_each_atomic_and_pruning_comes_last(tmp_path, monkeypatch):
+    net = torch.nn.Linear(1, 1)
+    for step in (1, 2):
+        checkpoint.save_checkpoint(tmp_path, step, {"G": net, "D": net}, {"iter": step}, keep_last=2)
+    events = []
+    real_replace, real_unlink = os.replace, Path.unlink
+
+    def replace(src, dst):
+        assert Path(src).parent == Path(dst).parent and Path(src).name.startswith(".")  # a temporary beside it
+        events.append(f"write {Path(dst).relative_to(tmp_path)}")
+        real_replace(src, dst)
+
+    def unlink(path, missing_ok=False):
+        if not path.name.startswith("."):  # not a temporary of atomic_output
+            events.append(f"delete {path.relative_to(tmp_path)}")
+        real_unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    checkpoint.save_checkpoint(tmp_path, 3, {"G": net, "D": net}, {"iter": 3}, keep_last=2)
+    assert events[:5] == ["write models/3_G.pth", "write models/latest_G.pth", "write models/3_D.pth",
+                          "write training_state/3.state", "write training_state/latest"]
+    assert sorted(events[5:]) == ["delete models/1_D.pth", "delete models/1_G.pth", "delete training_state/1.state"]
+
+
+def test_a_crash_while_the_state_is_written_leaves_the_previous_checkpoint_current(tmp_path, monkeypatch):
+    net = torch.nn.Linear(1, 1)
+    checkpoint.save_checkpoint(tmp_path, 1, {"G": net}, {"iter": 1}, keep_last=1)
+    real_save = torch.save
+
+    def save(obj, path, *args, **kwargs):
+        real_save(obj, path, *args, **kwargs)
+        if str(path).endswith(".state"):
+            raise OSError("disk gone")  # the state's bytes are out, the rename has not happened
+
+    monkeypatch.setattr(torch, "save", save)
+    with pytest.raises(OSError, match="disk gone"):
+        checkpoint.save_checkpoint(tmp_path, 2, {"G": net}, {"iter": 2}, keep_last=1)
+    states = tmp_path / "training_state"
+    assert sorted(p.name for p in states.iterdir()) == ["1.state", "latest"]  # no 2.state, no temporary
+    assert (states / "latest").read_text() == "1\n"
+    assert torch.load(checkpoint.find_resume_state(tmp_path), weights_only=True) == {"iter": 1}
+    assert (tmp_path / "models" / "1_G.pth").is_file()  # not pruned: the new checkpoint never completed
+
+
 def test_after_resuming_an_older_state_keep_last_never_prunes_what_was_just_saved(tmp_path):
     """States 12 and 15 of an earlier continuation; resumed from 3, the run saves 6 and 9: those two are kept
     and `latest` names 9, whatever lies beyond."""

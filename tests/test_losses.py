@@ -39,12 +39,35 @@ def test_ragan_discriminator_loss_matches_the_seed_formula_by_hand():
     assert total.item() == pytest.approx((real_term + fake_term) / 2, rel=1e-12)
 
 
-def test_ragan_generator_gets_gradient_through_both_terms():
+def sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def test_ragan_generator_gradient_by_hand_flows_through_both_terms_and_the_fake_mean():
+    # L = 1/2 [1/n sum_i BCE(r_i - mean f, 0) + 1/n sum_i BCE(f_i - mean r, 1)], n = 2, with dBCE(x, 0)/dx =
+    # s(x) and dBCE(x, 1)/dx = s(x) - 1. The real term reaches f_j only through mean f (factor -1/n):
+    # dL/df_j = 1/2 [-1/n^2 sum_i s(r_i - mean f) + 1/n (s(f_j - mean r) - 1)].
+    through_mean = -(sigmoid(1.5) + sigmoid(3.5)) / 4
+    expected = [(through_mean + (sigmoid(f - 2.0) - 1) / 2) / 2 for f in FAKE]
     fake = logits(FAKE).requires_grad_()
     real = logits(REAL).requires_grad_()
     GANLoss("ragan").generator_loss(fake, real.detach()).backward()
-    assert fake.grad is not None and torch.all(fake.grad != 0)
+    assert fake.grad.flatten().tolist() == pytest.approx(expected, rel=1e-12)
     assert real.grad is None  # D(real) is detached in the G step
+
+
+def test_ragan_discriminator_gradient_by_hand_includes_the_batch_means():
+    # As in the original code, D's gradient also flows through mean D(fake) and mean D(real):
+    # dL/dr_j = 1/2 [1/n (s(r_j - mean f) - 1) - 1/n^2 sum_i s(f_i - mean r)], and likewise for f_j.
+    through_fake_mean = -(sigmoid(-3.0) + sigmoid(-2.0)) / 4
+    through_real_mean = -((sigmoid(1.5) - 1) + (sigmoid(3.5) - 1)) / 4
+    real = logits(REAL).requires_grad_()
+    fake = logits(FAKE).requires_grad_()
+    GANLoss("ragan").discriminator_loss(real, fake)[0].backward()
+    assert real.grad.flatten().tolist() == pytest.approx(
+        [((sigmoid(r + 0.5) - 1) / 2 + through_fake_mean) / 2 for r in REAL], rel=1e-12)
+    assert fake.grad.flatten().tolist() == pytest.approx(
+        [(sigmoid(f - 2.0) / 2 + through_real_mean) / 2 for f in FAKE], rel=1e-12)
 
 
 def test_plain_gan_losses_by_hand():

@@ -28,6 +28,9 @@ def test_multistep_halves_at_each_milestone_like_torch():
 def test_warmup_ramps_linearly_then_follows_the_schedule():
     assert lrs(SchedulerOpt(milestones=[5], gamma=0.1, warmup_iters=4), 7) == pytest.approx(
         [0.25, 0.5, 0.75, 1.0, 1.0, 0.1, 0.1])
+    cosine = SchedulerOpt(type="CosineAnnealingRestartLR", periods=[8], eta_min=0.0, warmup_iters=4)
+    assert lrs(cosine, 8) == pytest.approx(
+        [min(1.0, (t + 1) / 4) * 0.5 * (1 + math.cos(math.pi * t / 8)) for t in range(8)])
 
 
 def test_cosine_restarts_follow_the_closed_form():

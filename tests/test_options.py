@@ -324,5 +324,34 @@ def test_defaults_are_the_papers():
     options = parse_options(TrainOptions, minimal_train())
     assert (options.network_G.nf, options.network_G.nb, options.network_G.gc) == (64, 23, 32)
     assert options.network_F.feature_layer is None  # conv5_4 before its ReLU, for either VGG19 (test_archs)
-    gan = options.train.gan
+    assert (options.network_F.use_bn, options.network_F.use_input_norm) == (False, True)
+    assert (options.datasets.train.batch_size, options.datasets.train.use_flip, options.datasets.train.use_rot) \
+        == (16, True, True)
+    psnr, gan = options.train.psnr, options.train.gan
+    assert (psnr.pixel_criterion, psnr.optim_G.lr, psnr.scheduler.gamma) == ("l1", 2e-4, 0.5)
+    assert (gan.pixel_criterion, gan.feature_criterion, gan.gan_type) == ("l1", "l1", "ragan")
+    assert (gan.pixel_weight, gan.feature_weight, gan.gan_weight) == (1e-2, 1.0, 5e-3)
+    assert (gan.optim_G.lr, gan.optim_D.lr, gan.scheduler.gamma) == (1e-4, 1e-4, 0.5)
+    assert (gan.D_update_ratio, gan.D_init_iters) == (1, 0)
+    # Adam: beta1 0.9, and the original code's beta2 0.99 (the paper's 0.999 is in train_ESRGAN.yml)
+    assert (gan.optim_G.beta1, gan.optim_G.beta2, gan.optim_G.weight_decay) == (0.9, 0.99, 0.0)
+
+
+def test_the_papers_option_file_holds_the_papers_schedule():
+    """options/train_ESRGAN.yml, by the numbers of ../shared/ESRGAN.md: batch 16 of 128x128 GT patches; PSNR phase
+    L1 at 2e-4 halved every 200k iterations; GAN phase 400k iterations at 1e-4 for G and D, halved at 50k,
+    100k, 200k and 300k; Adam (0.9, 0.999); eta 1e-2, w_fea 1, lambda 5e-3; VGG19 conv5_4 before its ReLU."""
+    raw = yaml.safe_load((OPTIONS_DIR / "train_ESRGAN.yml").read_text(encoding="utf-8"))
+    o = parse_options(TrainOptions, raw, check_paths=False)  # the DIV2K LMDBs are not prepared here
+    assert (o.model, o.scale, o.datasets.train.batch_size, o.datasets.train.GT_size) == ("esrgan", 4, 16, 128)
+    assert (o.network_G.nf, o.network_G.nb, o.network_G.gc, o.network_D.nf) == (64, 23, 32, 64)
+    assert (o.network_F.feature_layer, o.network_F.use_bn, o.network_F.weights) == (None, False, "imagenet")
+    psnr, gan = o.train.psnr, o.train.gan
+    assert (psnr.pixel_criterion, psnr.optim_G.lr, psnr.scheduler.gamma) == ("l1", 2e-4, 0.5)
+    assert psnr.scheduler.milestones == list(range(200_000, psnr.niter, 200_000))
+    assert gan.niter == 400_000 and gan.scheduler.milestones == [50_000, 100_000, 200_000, 300_000]
+    assert (gan.optim_G.lr, gan.optim_D.lr, gan.scheduler.gamma) == (1e-4, 1e-4, 0.5)
+    for adam in (psnr.optim_G, gan.optim_G, gan.optim_D):
+        assert (adam.beta1, adam.beta2) == (0.9, 0.999)
     assert (gan.pixel_weight, gan.feature_weight, gan.gan_weight, gan.gan_type) == (1e-2, 1.0, 5e-3, "ragan")
+    assert (gan.pixel_criterion, gan.feature_criterion) == ("l1", "l1")

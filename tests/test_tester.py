@@ -1,6 +1,7 @@
 """Specification of test.py (``esrgan.engine.tester.test``, run in-process) and of scripts/upscale.py."""
 
 import csv
+import importlib.util
 import os
 import runpy
 import subprocess
@@ -326,7 +327,9 @@ def test_the_summary_has_a_column_per_metric_and_says_what_is_missing(perceptual
     assert table[1].split() == ["set", "images", "PSNR", "SSIM", "NIQE", "LPIPS", "Ma", "PI", "bic.PSNR", "bic.SSIM",
                                 "bic.NIQE", "bic.LPIPS", "s/image"]
     assert table[2].split()[5] == "n/a" and table[3].split()[2:4] == ["-", "-"]
-    assert "LPIPS n/a: LPIPS (alex) needs torchvision's ImageNet weights" in table[4]
+    reason = ("LPIPS (alex) needs torchvision's ImageNet weights" if importlib.util.find_spec("lpips")
+              else "LPIPS needs the optional lpips package: pip install lpips")  # the weights, or the package
+    assert f"LPIPS n/a: {reason}" in table[4]
     assert "small: no Ma scores (datasets.<key>.ma_scores), so the perceptual index" in text
 
 
