@@ -14,6 +14,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--alpha", required=True, type=alpha_type, nargs="+",
                         help="weight of the GAN model, in [0, 1]; several values write several files")
     parser.add_argument("-o", "--output", required=True,
-                        help=f"output file for one alpha; for several, a folder (files interp_<alpha>.pth) or a "
+                        help=f"output file for one alpha; a folder (ending in /, or existing: files interp_<alpha>.pth) or a "
                         f"pattern containing {PLACEHOLDER}, e.g. 'interp_{PLACEHOLDER}.safetensors'")
     return parser.parse_args(argv)
 
@@ -62,7 +63,7 @@ def interpolate(psnr: dict[str, torch.Tensor], gan: dict[str, torch.Tensor], alp
 def output_paths(output: str, alphas: list[float]) -> list[Path]:
     if PLACEHOLDER in output:
         return [Path(output.replace(PLACEHOLDER, f"{a:g}")) for a in alphas]
-    if len(alphas) > 1 or Path(output).is_dir():
+    if len(alphas) > 1 or Path(output).is_dir() or output.endswith(("/", os.sep)):
         return [Path(output) / f"interp_{a:g}.pth" for a in alphas]
     return [Path(output)]
 

@@ -1,6 +1,7 @@
 """Specification of the option files: schema, error messages, YAML quirks, cross-field checks, overrides, paths."""
 
 import copy
+import os
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,37 @@ def test_misspelled_key_suggests_the_nearest_key_of_the_same_section():
     message = error_of(with_value(minimal_train(), "train.gan.gan_wieght", 1e-3))
     assert "unknown option train.gan.gan_wieght" in message
     assert "did you mean train.gan.gan_weight" in message
+
+
+def test_a_key_that_differs_only_in_case_is_suggested_before_nearer_spellings():
+    raw = with_value(minimal_train(), "datasets.train.dataroot_gt", "x")
+    raw["network_d"] = {"nf": 32}
+    assert error_of(raw) == ("2 unknown options:\n"
+                             "  unknown option datasets.train.dataroot_gt: did you mean datasets.train.dataroot_GT?\n"
+                             "  unknown option network_d: did you mean network_D?")
+
+
+def test_every_unknown_key_is_listed_at_once_with_basicsrs_names_translated():
+    raw = minimal_train() | {"model_type": "ESRGANModel", "num_gpu": 1}
+    raw = with_value(with_value(raw, "datasets.train.gt_size", 128), "datasets.train.batch_size_per_gpu", 16)
+    raw = with_value(raw, "train.total_iter", 400000)
+    lines = error_of(raw).splitlines()
+    assert lines[0] == "5 unknown options:"
+    assert lines[1:] == [  # in the file's order
+        "  unknown option datasets.train.gt_size: did you mean datasets.train.GT_size?",
+        "  unknown option datasets.train.batch_size_per_gpu (a BasicSR name): use datasets.train.batch_size",
+        "  unknown option train.total_iter (a BasicSR name): use train.psnr.niter + train.gan.niter (both phases "
+        "run in one run)",
+        "  unknown option model_type (a BasicSR name): use model (esrgan or sr)",
+        "  unknown option num_gpu (a BasicSR name): not needed: train on several GPUs with torchrun "
+        "--nproc_per_node=N train.py -opt ..."]
+
+
+def test_unknown_keys_inside_named_test_sets_are_found():
+    raw = {"name": "t", "path": {"pretrain_model_G": "x.pth"},
+           "datasets": {"a": {"dataroot_GT": "x", "metricz": ["psnr"]}}}
+    assert error_of(raw, OptionsOfTest, check_paths=False) == "unknown option datasets.a.metricz: did you mean " \
+                                                              "datasets.a.metrics?"
 
 
 # ------------------------------------------------------------------------------------------ types
@@ -229,6 +261,29 @@ def test_override_without_an_equals_sign_is_an_option_error():
         apply_overrides(minimal_train(), ["train.gan.niter"])
 
 
+def test_override_with_an_empty_key_or_invalid_yaml_is_an_option_error():
+    with pytest.raises(OptionError, match=r"--set '=5': expected dotted\.key=value"):
+        apply_overrides(minimal_train(), ["=5"])
+    with pytest.raises(OptionError, match=r"--set 'train\.\.niter=5': expected dotted\.key=value"):
+        apply_overrides(minimal_train(), ["train..niter=5"])
+    with pytest.raises(OptionError, match=r"--set train\.psnr\.scheduler\.milestones: '\[100, 200' is not valid "
+                                          r"YAML \(while parsing a flow sequence\)"):
+        apply_overrides(minimal_train(), ["train.psnr.scheduler.milestones=[100, 200"])
+
+
+def test_a_test_set_set_to_null_is_left_out():
+    raw = {"name": "t", "path": {"pretrain_model_G": "x.pth"},
+           "datasets": {"a": {"dataroot_GT": "x"}, "b": {"dataroot_GT": "y"}}}
+    options = parse_options(OptionsOfTest, apply_overrides(raw, ["datasets.b=null"]), check_paths=False)
+    assert list(options.datasets) == ["a"]
+
+
+def test_training_networks_take_three_channels():
+    for key in ("network_G.in_nc", "network_G.out_nc", "network_D.in_nc"):
+        assert error_of(with_value(minimal_train(), key, 1)) == (
+            f"{key}: 1, but training reads every image as RGB (gray ones are replicated to 3 channels): set it to 3")
+
+
 def test_override_below_a_plain_value_is_an_option_error():
     with pytest.raises(OptionError, match="'name' holds a value"):
         apply_overrides(minimal_train(), ["name.sub=1"])
@@ -246,6 +301,25 @@ def test_relative_paths_resolve_against_the_repository_root(tmp_path, monkeypatc
     options = parse_options(TrainOptions, minimal_train())
     assert options.datasets.train.dataroot_GT == str(REPO_ROOT / DEMO_TRAIN)
     assert options.path.experiments_root == str(REPO_ROOT / "experiments")
+
+
+def test_a_copy_installed_without_the_repository_resolves_against_the_current_directory(tmp_path):
+    """As after a plain `pip install .`: the package in site-packages, no checkout around it."""
+    import shutil
+    import subprocess
+    import sys
+
+    site, work = tmp_path / "site-packages", tmp_path / "work"
+    shutil.copytree(REPO_ROOT / "codes" / "esrgan", site / "esrgan")
+    (work / "data").mkdir(parents=True)
+    code = ("from esrgan.options import REPO_ROOT, IN_CHECKOUT, TrainOptions, parse_options\n"
+            "raw = {'name': 'r', 'model': 'sr', 'datasets': {'train': {'dataroot_GT': 'data'}},\n"
+            "       'train': {'psnr': {'niter': 1}}}\n"
+            "o = parse_options(TrainOptions, raw)\n"
+            "print(IN_CHECKOUT, REPO_ROOT, o.datasets.train.dataroot_GT, o.path.experiments_root)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=work, env=os.environ | {"PYTHONPATH": str(site)},
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", str(work.resolve()), str((work / "data").resolve()), str((work / "experiments").resolve())]
 
 
 def test_absolute_paths_are_kept():

@@ -3,7 +3,8 @@
 Every option, its default and its documentation live in the dataclasses below, and nowhere else. Parsing
 rejects unknown keys (with the nearest valid name), wrong types and out-of-range values, naming the full key
 path; cross-field checks run before anything is built. `--set a.b=value` overrides are applied to the raw
-YAML first, so they are validated like the file. Relative paths resolve against the repository root.
+YAML first, so they are validated like the file. Relative paths resolve against the repository root (the
+current directory for a copy installed without the repository).
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ from typing import Any, Literal, Union
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+_CHECKOUT = Path(__file__).resolve().parents[2]
+# Relative paths in option files resolve against the repository (run from a checkout, or `pip install -e .`). A
+# copy installed without the repository (plain `pip install .`) has none: they resolve against the current
+# directory then, rather than somewhere inside site-packages.
+IN_CHECKOUT = (_CHECKOUT / "codes" / "esrgan" / "options.py").is_file()
+REPO_ROOT = _CHECKOUT if IN_CHECKOUT else Path.cwd()
+ROOT_NAME = f"the repository root {REPO_ROOT}" if IN_CHECKOUT else f"the current directory {REPO_ROOT}"
 
 
 class OptionError(ValueError):
@@ -39,8 +46,8 @@ def opt(default: Any = dataclasses.MISSING, doc: str = "", *, lo: float | None =
 @dataclass
 class NetworkGOpt:
     which_model_G: Literal["RRDBNet"] = opt("RRDBNet", "generator architecture")
-    in_nc: int = opt(3, "input channels", lo=1)
-    out_nc: int = opt(3, "output channels", lo=1)
+    in_nc: int = opt(3, "input channels (3: training reads RGB)", lo=1)
+    out_nc: int = opt(3, "output channels (3: training reads RGB)", lo=1)
     nf: int = opt(64, "feature channels of the trunk", lo=1)
     nb: int = opt(23, "number of RRDB blocks", lo=1)
     gc: int = opt(32, "growth channels inside each dense block", lo=1)
@@ -50,7 +57,7 @@ class NetworkGOpt:
 class NetworkDOpt:
     which_model_D: Literal["discriminator_vgg_128"] = opt("discriminator_vgg_128",
                                                           "discriminator architecture (128x128 input)")
-    in_nc: int = opt(3, "input channels", lo=1)
+    in_nc: int = opt(3, "input channels (3: training reads RGB)", lo=1)
     nf: int = opt(64, "channels of the first conv; later stages use 2x, 4x, 8x, 8x", lo=1)
     sync_bn: bool = opt(False, "multi-GPU: batch-norm statistics over the whole batch of all processes "
                                "(SyncBatchNorm) instead of each process's own share")
@@ -315,7 +322,8 @@ class TestOptions:
     device: str = opt("auto", "auto (CUDA when available, else CPU), cpu, cuda or cuda:N")
     datasets: dict[str, TestSetOpt] = opt(factory=dict, doc="test sets by key: GT+LQ folders, GT only "
                                                             "(bicubic LQ made on the fly) or LQ only (no-reference "
-                                                            "metrics only)")
+                                                            "metrics only); a set given as null (~) is left out, "
+                                                            "e.g. --set datasets.set14=null")
     network_G: TestNetworkGOpt = opt(factory=TestNetworkGOpt, doc="the generator; sizes left out (~) are read "
                                                                   "from the weights")
     path: TestPathOpt = opt(factory=lambda: TestPathOpt(pretrain_model_G=""), doc="input and output paths")
@@ -324,9 +332,58 @@ class TestOptions:
 
 
 # ------------------------------------------------------------------------------------------ the parser
+def _closest(key: str, valid: list[str], cutoff: float) -> str | None:
+    """The valid name nearest to `key`, case ignored (BasicSR spells network_g, dataroot_gt, gt_size)."""
+    lowered = {v.lower(): v for v in valid}
+    close = difflib.get_close_matches(key.lower(), list(lowered), n=1, cutoff=cutoff)
+    return lowered[close[0]] if close else None
+
+
 def _suggest(key: str, valid: list[str]) -> str:
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
-    return f" did you mean {close[0]}?" if close else f" valid keys: {', '.join(valid)}"
+    close = _closest(key, valid, 0.6)
+    return f" did you mean {close}?" if close else f" valid keys: {', '.join(valid)}"
+
+
+# BasicSR's names for what these option files call otherwise (its ESRGAN option files, key by key), for the
+# unknown-key message of a BasicSR option file.
+BASICSR_NAMES = {
+    "model_type": "use model (esrgan or sr)",
+    "num_gpu": "not needed: train on several GPUs with torchrun --nproc_per_node=N train.py -opt ...",
+    "dist_params": "not needed: torchrun sets up the processes",
+    "dist": "not needed: torchrun sets up the processes",
+    "is_train": "not needed: train.py and test.py read different option files",
+    "phase": "not needed: datasets.train and datasets.val are fixed keys",
+    "type": "use which_model_G / which_model_D in network_G / network_D; a dataset needs none (GT/LQ pairs)",
+    "io_backend": "use datasets.<set>.data_type (auto, folder or lmdb)",
+    "num_feat": "use network_G.nf / network_D.nf",
+    "num_block": "use network_G.nb",
+    "num_grow_ch": "use network_G.gc",
+    "num_in_ch": "use network_G.in_nc / network_D.in_nc",
+    "num_out_ch": "use network_G.out_nc",
+    "gt_size": "use datasets.train.GT_size",
+    "use_hflip": "use datasets.train.use_flip",
+    "num_worker_per_gpu": "use datasets.train.n_workers",
+    "batch_size_per_gpu": "use datasets.train.batch_size",
+    "filename_tmpl": "not needed: LQ files are paired with GT files by name (DIV2K's <name>x4 too)",
+    "meta_info_file": "not needed: LMDBs carry their meta_info.txt",
+    "pretrain_network_g": "use path.pretrain_model_G",
+    "pretrain_network_d": "use path.pretrain_model_D",
+    "strict_load_g": "use path.strict_load",
+    "param_key_g": "not needed: the weights' layout is detected (params_ema preferred)",
+    "optim_g": "use train.psnr.optim_G and train.gan.optim_G (lr, beta1, beta2, weight_decay)",
+    "optim_d": "use train.gan.optim_D",
+    "total_iter": "use train.psnr.niter + train.gan.niter (both phases run in one run)",
+    "warmup_iter": "use train.<phase>.scheduler.warmup_iters",
+    "pixel_opt": "use train.psnr.pixel_criterion / train.gan.pixel_criterion and train.gan.pixel_weight",
+    "perceptual_opt": "use train.gan.feature_criterion / feature_weight, and network_F for the VGG layer",
+    "gan_opt": "use train.gan.gan_type / gan_weight",
+    "net_d_iters": "use train.gan.D_update_ratio",
+    "net_d_init_iters": "use train.gan.D_init_iters",
+    "save_checkpoint_freq": "use logger.save_freq",
+    "save_img": "not needed: validation images go to TensorBoard (logger.tb_images)",
+    "metrics": "use train.val_metrics (datasets.<set>.metrics in test option files)",
+    "wandb": "not needed: the logs go to TensorBoard (logger.use_tb_logger)",
+}
 
 
 def _schema_keys(cls: type, prefix: str = "") -> list[str]:
@@ -343,18 +400,46 @@ def _schema_keys(cls: type, prefix: str = "") -> list[str]:
 
 
 def _unknown_key_message(root_cls: type, prefix: str, key: str, valid: list[str]) -> str:
-    """Suggest the nearest key of the same section, else the nearest key of the same name anywhere."""
+    """Suggest the key of the same section that differs only in case, else BasicSR's name's counterpart, else the
+    nearest key of the same section, else the nearest key of the same name anywhere."""
     full = _join(prefix, key)
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    same = [v for v in valid if v.lower() == key.lower()]
+    if key in BASICSR_NAMES and not same:
+        return f"unknown option {full} (a BasicSR name): {BASICSR_NAMES[key]}"
+    close = _closest(key, valid, 0.6)
     if close:
-        return f"unknown option {full}: did you mean {_join(prefix, close[0])}?"
+        return f"unknown option {full}: did you mean {_join(prefix, close)}?"
     by_leaf: dict[str, list[str]] = {}
     for path in _schema_keys(root_cls):
         by_leaf.setdefault(path.rsplit(".", 1)[-1], []).append(path)
-    close = difflib.get_close_matches(key, list(by_leaf), n=1, cutoff=0.75)
+    close = _closest(key, list(by_leaf), 0.75)
     if close:
-        return f"unknown option {full}: did you mean {' or '.join(by_leaf[close[0]])}?"
+        return f"unknown option {full}: did you mean {' or '.join(by_leaf[close])}?"
     return f"unknown option {full}: valid keys here are {', '.join(valid)}"
+
+
+def _unknown_keys(cls: type, raw: Any, prefix: str, root_cls: type) -> list[str]:
+    """A message for every unknown key of a raw tree (not only the first), so that one run lists them all."""
+    if not isinstance(raw, dict):
+        return []
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    messages = []
+    for key, value in raw.items():
+        if key not in fields:
+            messages.append(_unknown_key_message(root_cls, prefix, str(key), list(fields)))
+            continue
+        tp = hints[key]
+        if typing.get_origin(tp) is dict:  # datasets of test option files: named entries
+            entry = typing.get_args(tp)[1]
+            if dataclasses.is_dataclass(entry) and isinstance(value, dict):
+                for name, item in value.items():
+                    messages += _unknown_keys(entry, item, _join(_join(prefix, key), str(name)), root_cls)
+            continue
+        inner = [a for a in (typing.get_args(tp) or (tp,)) if dataclasses.is_dataclass(a)]
+        if inner:
+            messages += _unknown_keys(inner[0], value, _join(prefix, key), root_cls)
+    return messages
 
 
 def _join(prefix: str, key: str) -> str:
@@ -382,7 +467,9 @@ def _convert(value: Any, tp: Any, key: str, root_cls: type) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise OptionError(f"{key}: expected a mapping of names to entries, got {value!r}")
-        return {str(k): _convert(v, args[1], _join(key, str(k)), root_cls) for k, v in value.items()}
+        # A named entry set to null is left out: `--set datasets.<set>=null` drops a test set of the file.
+        return {str(k): _convert(v, args[1], _join(key, str(k)), root_cls) for k, v in value.items()
+                if v is not None}
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, key, root_cls)
     if tp is bool:
@@ -451,10 +538,10 @@ def _build(cls: type, raw: Any, prefix: str, root_cls: type | None = None) -> An
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """Apply `dotted.key=value` strings (value parsed as YAML) to the raw option tree."""
     for item in overrides:
-        if "=" not in item:
-            raise OptionError(f"--set {item!r}: expected dotted.key=value, e.g. train.gan.niter=1000")
-        dotted, text = item.split("=", 1)
+        dotted, _, text = item.partition("=")
         parts = dotted.strip().split(".")
+        if "=" not in item or not all(parts):
+            raise OptionError(f"--set {item!r}: expected dotted.key=value, e.g. train.gan.niter=1000")
         node = raw
         for part in parts[:-1]:
             child = node.get(part)
@@ -463,7 +550,12 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             if not isinstance(child, dict):
                 raise OptionError(f"--set {dotted}: {part!r} holds a value, not a section")
             node = child
-        node[parts[-1]] = yaml.safe_load(text)
+        try:
+            node[parts[-1]] = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            problem = str(err).splitlines()[0]
+            raise OptionError(f"--set {dotted}: {text!r} is not valid YAML ({problem}); write lists as [1, 2] "
+                              "and quote strings that hold YAML characters") from None
     return raw
 
 
@@ -482,14 +574,12 @@ def _resolve_paths(obj: Any, root: Path) -> None:
 
 def _require_dir(path: str | None, key: str, check: bool) -> None:
     if check and path is not None and not Path(path).is_dir():
-        raise OptionError(f"{key}: folder {path} does not exist (relative paths start at the repository root "
-                          f"{REPO_ROOT})")
+        raise OptionError(f"{key}: folder {path} does not exist (relative paths start at {ROOT_NAME})")
 
 
 def _require_file(path: str | None, key: str, check: bool) -> None:
     if check and path and not Path(path).is_file():
-        raise OptionError(f"{key}: file {path} does not exist (relative paths start at the repository root "
-                          f"{REPO_ROOT})")
+        raise OptionError(f"{key}: file {path} does not exist (relative paths start at {ROOT_NAME})")
 
 
 def _check_dataset(ds: DatasetOpt, key: str, need_gt: bool, check: bool) -> None:
@@ -507,6 +597,11 @@ def _check_train(o: TrainOptions, check: bool) -> None:
 
     if o.scale not in SUPPORTED_SCALES:
         raise OptionError(f"scale: {o.scale} is not supported; RRDBNet upscales by {SUPPORTED_SCALES}")
+    for key, channels in (("network_G.in_nc", o.network_G.in_nc), ("network_G.out_nc", o.network_G.out_nc),
+                          ("network_D.in_nc", o.network_D.in_nc)):
+        if channels != 3:
+            raise OptionError(f"{key}: {channels}, but training reads every image as RGB (gray ones are "
+                              "replicated to 3 channels): set it to 3")
     tr = o.datasets.train
     if tr.GT_size % o.scale:
         raise OptionError(f"datasets.train.GT_size: {tr.GT_size} is not a multiple of scale {o.scale}")
@@ -590,6 +685,11 @@ def parse_options(cls: type, raw: dict, root: Path = REPO_ROOT, check_paths: boo
 
     `check_paths=False` skips the existence checks of input paths (for inspecting option files elsewhere).
     """
+    unknown = _unknown_keys(cls, raw, "", cls)
+    if len(unknown) == 1:
+        raise OptionError(unknown[0])
+    if unknown:
+        raise OptionError(f"{len(unknown)} unknown options:\n  " + "\n  ".join(unknown))
     options = _build(cls, raw, "")
     _resolve_paths(options, root)
     if isinstance(options, TrainOptions):
@@ -621,8 +721,9 @@ def load_options(cls: type, path: str | Path, overrides: list[str] | None = None
             raise OptionError(f"{path}: not valid YAML: {err}") from err
     if not isinstance(raw, dict):
         raise OptionError(f"{path}: the top level must be a mapping of option keys")
+    apply_overrides(raw, overrides or [])  # its errors name the --set argument, not the file
     try:
-        return parse_options(cls, apply_overrides(raw, overrides or []))
+        return parse_options(cls, raw)
     except OptionError as err:
         raise OptionError(f"{path}: {err}") from None
 
