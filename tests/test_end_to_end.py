@@ -44,8 +44,9 @@ def trained(tmp_path_factory):
 def test_training_writes_models_states_and_options(trained):
     run_dir, _ = trained
     models = {p.name for p in (run_dir / "models").iterdir()}
-    assert {"3_G.pth", "3_D.pth", "6_G.pth", "6_D.pth", "latest_G.pth", "best_G.pth"} <= models
-    assert {p.name for p in (run_dir / "training_state").iterdir()} == {"3.state", "6.state", "latest"}
+    # every save_freq (3), the PSNR phase's end (4) and the run's (6); D's file only in the GAN phase
+    assert models == {"3_G.pth", "4_G.pth", "6_G.pth", "6_D.pth", "latest_G.pth", "best_G.pth"}
+    assert {p.name for p in (run_dir / "training_state").iterdir()} == {"3.state", "4.state", "6.state", "latest"}
     assert (run_dir / "training_state" / "latest").read_text() == "6\n"
     assert not list(run_dir.rglob("*.tmp"))
     (options_file,) = run_dir.glob("options_*.yml")
@@ -87,7 +88,7 @@ def test_tensorboard_holds_losses_learning_rates_metrics_and_images(trained):
                                        "D_fake", "lr_G", "lr_D")}
     assert expected | {"val/psnr", "val/ssim", "val/psnr_bicubic", "train/data_wait_fraction"} <= scalars
     assert all(0 <= e.value <= 1 for e in events.Scalars("train/data_wait_fraction"))
-    assert [e.step for e in events.Scalars("val/psnr")] == [3, 6]
+    assert [e.step for e in events.Scalars("val/psnr")] == [3, 4, 6]  # every val_freq, and each phase's end
     images = events.Tags()["images"]
     assert len(images) == 3
     image = events.Images(images[0])[-1]

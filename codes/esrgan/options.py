@@ -196,7 +196,7 @@ class TrainOpt:
     manual_seed: int = opt(0, "seed of Python, NumPy and torch RNGs (data order, crops, init)", lo=0)
     psnr: PsnrPhaseOpt = opt(factory=PsnrPhaseOpt, doc="phase 1: PSNR-oriented pre-training")
     gan: GanPhaseOpt = opt(factory=GanPhaseOpt, doc="phase 2: RaGAN + perceptual + pixel loss")
-    val_freq: int = opt(5000, "validate every val_freq iterations (and at the end)", lo=1)
+    val_freq: int = opt(5000, "validate every val_freq iterations (and at the end of each phase)", lo=1)
     val_tile: int = opt(0, "validate large images in tiles of this many LR pixels (0: whole images)", lo=0)
     ema_decay: float = opt(0.0, "keep an exponential moving average of G with this decay (e.g. 0.999), used for "
                                 "validation and saved as the deployable generator (the GAN phase starts from it); 0 "
@@ -227,7 +227,7 @@ class LoggerOpt:
     print_freq: int = opt(100, "log the losses averaged over print_freq iterations (and those of the PSNR phase's "
                                "last iterations at the switch), s/it and the data-wait share (validation and "
                                "saving left out)", lo=1)
-    save_freq: int = opt(5000, "save checkpoints every save_freq iterations (and at the end)", lo=1)
+    save_freq: int = opt(5000, "save checkpoints every save_freq iterations (and at the end of each phase)", lo=1)
     use_tb_logger: bool = opt(True, "write TensorBoard event files to <run>/tb_logger")
     tb_images: int = opt(4, "validation images shown in TensorBoard (SR next to GT)", lo=0)
     save_safetensors: bool = opt(False, "also write models/latest_G.safetensors (needs pip install safetensors), "

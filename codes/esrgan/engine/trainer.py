@@ -381,12 +381,14 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
         state = {"iter": step, "phase": model.phase(step), "model": model.state_dict(), "rng": rng_state(),
                  "best": best, "epoch_position": list(divmod(step, iters_per_epoch))}
         if world.is_main:
-            nets = {"G": model.deployable_generator()} | ({"D": model.net_d} if o.model == "esrgan" else {})
+            # D's own file only once it trains: in the PSNR phase it is the initial D (the state holds it anyway).
+            nets = {"G": model.deployable_generator()} | ({"D": model.net_d} if model.phase(step) == "gan" else {})
             try:
                 save_checkpoint(run_dir, step, nets, state, o.logger.keep_last)
                 if o.logger.save_safetensors:
                     save_generator_state(nets["G"].state_dict(), run_dir / "models" / "latest_G.safetensors")
-                log.info("Saved models/%d_G.pth and training_state/%d.state", step, step)
+                log.info("Saved %s and training_state/%d.state", ", ".join(f"models/{step}_{n}.pth" for n in nets),
+                         step)
             except DiskFullError as err:
                 if step == total:
                     raise
@@ -423,8 +425,6 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
             for batch in prefetch_to_device(data_wait.timed(train_loader), device):
                 step += 1
                 if step == o.train.psnr.niter + 1 and o.model == "esrgan" and step > 1:
-                    if step - 1 > pace.step:  # the PSNR phase's last losses, not averaged with the GAN phase's
-                        report(step - 1)
                     log.info("Iteration %d: PSNR phase done, GAN phase starts", step)
                 if isinstance(model.run_step, GraphedSteps):
                     _release_finished_graphs(model.run_step, o, step)
@@ -439,16 +439,19 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
                 meter.add(model.log_dict)
                 bar.update(1)
 
-                printing = step % o.logger.print_freq == 0 or step == total
+                # The PSNR phase's end is validated and saved like the run's: its model is the one to fine-tune
+                # from or to interpolate with (paper, section 4.4).
+                phase_end = step == total or (o.model == "esrgan" and step == o.train.psnr.niter)
+                printing = step % o.logger.print_freq == 0 or phase_end
                 if printing:
                     report(step)
                 if printing or step % o.train.max_nonfinite == 0:
                     _check_health(model, o.train.max_nonfinite, step)
 
-                if val_set is not None and (step % o.train.val_freq == 0 or step == total):
+                if val_set is not None and (step % o.train.val_freq == 0 or phase_end):
                     # NIQE at every val_niqe_every-th validation, counted from the iteration so that a resumed
                     # run keeps the rhythm.
-                    niqe_now = (step // o.train.val_freq) % o.train.val_niqe_every == 0 or step == total
+                    niqe_now = (step // o.train.val_freq) % o.train.val_niqe_every == 0 or phase_end
                     with pace.pause():
                         result = validate(model, val_set, evaluator, o.scale, step, run_dir, writer,
                                           o.logger.tb_images, world, o.train.val_tile,
@@ -475,7 +478,7 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
                 # iteration; several agree every STOP_CHECK_EVERY iterations (one small all-reduce).
                 stopping = stop.signal is not None if not world.distributed else (
                     (printing or step % STOP_CHECK_EVERY == 0) and any_rank(stop.signal is not None, world, device))
-                if step % o.logger.save_freq == 0 or step == total or stopping:
+                if step % o.logger.save_freq == 0 or phase_end or stopping:
                     with pace.pause():
                         save(step)
                 if stopping:
