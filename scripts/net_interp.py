@@ -43,8 +43,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--alpha", required=True, type=alpha_type, nargs="+",
                         help="weight of the GAN model, in [0, 1]; several values write several files")
     parser.add_argument("-o", "--output", required=True,
-                        help=f"output file for one alpha; a folder (ending in /, or existing: files interp_<alpha>.pth) or a "
-                        f"pattern containing {PLACEHOLDER}, e.g. 'interp_{PLACEHOLDER}.safetensors'")
+                        help="output file for one alpha; a folder (ending in /, or existing: files "
+                        f"interp_<alpha>.pth) or a pattern containing {PLACEHOLDER}, e.g. "
+                        f"'interp_{PLACEHOLDER}.safetensors'")
     return parser.parse_args(argv)
 
 

@@ -289,6 +289,29 @@ def test_the_discriminator_is_unwrapped_but_not_renamed(tmp_path):
     assert all(torch.equal(fresh.state_dict()[k], v) for k, v in d.state_dict().items())
 
 
+def test_a_generator_file_given_for_the_discriminator_says_so(tmp_path):
+    torch.save(tiny_net().state_dict(), tmp_path / "6_G.pth")
+    with pytest.raises(ValueError, match=r"do not fit the configured discriminator \(Discriminator_VGG_128\): "
+                                         r"\d+ missing keys: conv0_0\.weight.*It is a generator's file: give a "
+                                         r"discriminator's \(models/<iter>_D\.pth\) here\.$"):
+        load_weights(Discriminator_VGG_128(3, 4), tmp_path / "6_G.pth", what="discriminator")
+
+
+def test_without_strict_load_what_is_left_out_is_logged(tmp_path, package_log):
+    source = tiny_net(nb=2, seed=1)
+    torch.save(source.state_dict(), tmp_path / "g.pth")
+    net = tiny_net(nb=1, seed=2)
+    load_weights(net, tmp_path / "g.pth", strict=False, what="generator")
+    assert torch.equal(net.conv_first.weight, source.conv_first.weight)
+    (warning,) = {r.getMessage() for r in package_log.records if r.levelno == logging.WARNING}
+    assert warning.startswith(f"{tmp_path / 'g.pth'}: strict_load is false, so these are left out (the network "
+                              "keeps its initial values for missing keys): 30 unexpected keys: "
+                              "RRDB_trunk.1.RDB1.conv1.weight, ")
+    with pytest.raises(ValueError, match=r": 47 tensors of another shape \(file vs network\): conv_first\.weight "
+                                         r"\(8, 3, 3, 3\) vs \(4, 3, 3, 3\)"):  # shapes still have to agree
+        load_weights(tiny_net(nf=4, gc=4), tmp_path / "g.pth", strict=False, what="generator")
+
+
 def test_generator_options_are_inferred_from_a_file(tmp_path):
     torch.save(from_esrgan(tiny_net(scale=2, nf=4, nb=3, gc=2).state_dict(), "old"), tmp_path / "g.pth")
     assert infer_generator_options(tmp_path / "g.pth") == {"in_nc": 3, "out_nc": 3, "nf": 4, "nb": 3, "gc": 2,

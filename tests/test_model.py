@@ -362,3 +362,19 @@ def test_the_psnr_phase_learns_a_fixed_batch():
         model.optimize_parameters(step)
         losses.append(model.log_dict["l_g_pix"].item())
     assert losses[-1] < 0.4 * losses[0]
+
+
+def test_a_state_of_other_network_sizes_says_how_they_differ():
+    saved = tiny_model().state_dict()
+    torch.manual_seed(0)
+    other = ESRGANModel(RRDBNet(3, 3, nf=8, nb=2, gc=4), Discriminator_VGG_128(3, nf=4),
+                        VGGFeatureExtractor(feature_layer=4), PsnrPhaseOpt(niter=2), GanPhaseOpt(niter=5), CPU)
+    with pytest.raises(ValueError, match=r"^networks entry G: it holds an RRDBNet with nf=8, nb=1, gc=4, scale 4 "
+                                         r"\(in_nc=3, out_nc=3\), this model is one with nf=8, nb=2, gc=4, scale 4 "
+                                         r"\(in_nc=3, out_nc=3\); 30 missing keys: RRDB_trunk\.1\.RDB1\.conv1\.weight"):
+        other.load_state_dict(saved)
+    wider_d = ESRGANModel(RRDBNet(3, 3, nf=8, nb=1, gc=4), Discriminator_VGG_128(3, nf=8),
+                          VGGFeatureExtractor(feature_layer=4), PsnrPhaseOpt(niter=2), GanPhaseOpt(niter=5), CPU)
+    with pytest.raises(ValueError, match=r"^networks entry D: 48 tensors of another shape \(file vs network\): "
+                                         r"conv0_0\.weight \(4, 3, 3, 3\) vs \(8, 3, 3, 3\)"):
+        wider_d.load_state_dict(saved)

@@ -251,6 +251,18 @@ def key_differences(own: Mapping[str, torch.Tensor], given: Mapping[str, torch.T
     return missing, unexpected, shapes
 
 
+def describe_differences(own: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor],
+                         keys: bool = True) -> str | None:
+    """'2 missing keys: a, b; 1 tensors of another shape (file vs network): c (2, 3) vs (4, 3)' for weights
+    `given` against a network's `own`, or None when they fit. `keys` False: the shapes only (strict_load off)."""
+    missing, unexpected, wrong = key_differences(own, given)
+    shapes = [f"{k} {tuple(given[k].shape)} vs {tuple(own[k].shape)}" for k in wrong]
+    groups = ((missing, "missing keys"), (unexpected, "unexpected keys")) if keys else ()
+    parts = [f"{len(items)} {what}: {_listing(items)}" for items, what in
+             (*groups, (shapes, "tensors of another shape (file vs network)")) if items]
+    return "; ".join(parts) or None
+
+
 def check_complete(sd: Mapping[str, torch.Tensor], hparams: Mapping[str, int]) -> None:
     """Refuse a state dict (our layout) that lacks a tensor of RRDBNet(**hparams) or holds one of another shape."""
     with torch.device("meta"):  # the keys and shapes only: no memory, no initialisation

@@ -14,6 +14,7 @@ reads only when it prints.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import re
@@ -25,6 +26,8 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ..archs.layouts import describe_differences, describe_hparams, infer_hparams
+from ..archs.rrdbnet import RRDBNet
 from ..losses import GANLoss, pixel_loss
 from ..options import GanPhaseOpt, OptimOpt, PsnrPhaseOpt
 from .lr_scheduler import build_scheduler
@@ -262,6 +265,8 @@ class SRModel:
                 raise ValueError(f"the training state has {' and '.join(found)}; was it saved by another model type "
                                  "or with other options (ema_decay)?")
             for name, obj in objects.items():
+                if group == "networks":
+                    _check_network_fits(name, obj, state[group][name])
                 try:
                     obj.load_state_dict(state[group][name])
                 except (RuntimeError, ValueError, KeyError) as err:
@@ -271,6 +276,19 @@ class SRModel:
             scaler = self.amp.scaler(name)
             if scaler is not None:
                 scaler.load_state_dict(scaler_state)
+
+
+def _check_network_fits(name: str, net: nn.Module, saved: dict[str, torch.Tensor]) -> None:
+    """Refuse a saved network of other keys or shapes, saying how it differs (for G: both sizes)."""
+    differences = describe_differences(net.state_dict(), saved)
+    if differences is None:
+        return
+    sizes = ""
+    if isinstance(net, RRDBNet):
+        with contextlib.suppress(KeyError, ValueError, IndexError):  # too damaged to size: the differences say it
+            sizes = (f"it holds an RRDBNet with {describe_hparams(infer_hparams(saved))}, this model is one with "
+                     f"{describe_hparams(infer_hparams(net.state_dict()))}; ")
+    raise ValueError(f"networks entry {name}: {sizes}{differences}")
 
 
 def _portable_optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, Any]:

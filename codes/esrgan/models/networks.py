@@ -9,7 +9,14 @@ import torch
 from torch import nn
 
 from ..archs.discriminator import Discriminator_VGG_128
-from ..archs.layouts import describe_hparams, infer_hparams, key_differences, load_generator_state, read_weights_file
+from ..archs.layouts import (
+    describe_differences,
+    describe_hparams,
+    detect_layout,
+    infer_hparams,
+    load_generator_state,
+    read_weights_file,
+)
 from ..archs.rrdbnet import RRDBNet
 from ..archs.vgg import VGGFeatureExtractor, load_vgg_state_dict, torchvision_cache_file
 from ..options import NetworkDOpt, NetworkFOpt, NetworkGOpt
@@ -18,7 +25,6 @@ log = logging.getLogger(__name__)
 
 GENERATORS = {"RRDBNet": RRDBNet}
 DISCRIMINATORS = {"discriminator_vgg_128": Discriminator_VGG_128}
-MAX_KEYS_SHOWN = 10
 
 
 def build_generator(o: NetworkGOpt, scale: int) -> nn.Module:
@@ -63,21 +69,32 @@ def infer_generator_options(path: str | Path) -> dict[str, int]:
 
 def load_weights(net: nn.Module, path: str | Path, strict: bool = True, what: str = "network") -> None:
     """Load `path` into `net`; a mismatch names the missing, unexpected and wrongly shaped keys (and, for a
-    generator, the sizes the file implies)."""
+    generator, the sizes the file implies). With `strict` False, keys on one side only are left out, with a
+    warning that says which."""
     generator = isinstance(net, tuple(GENERATORS.values()))
     state = read_state_dict(path, convert_layout=generator)
     own = net.state_dict()
-    missing, unexpected, wrong = key_differences(own, state)
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong]
-    if shapes or (strict and (missing or unexpected)):
-        def listing(keys: list[str]) -> str:
-            more = f" ... (+{len(keys) - MAX_KEYS_SHOWN} more)" if len(keys) > MAX_KEYS_SHOWN else ""
-            return ", ".join(keys[:MAX_KEYS_SHOWN]) + more
-        parts = [f"{len(missing)} missing keys: {listing(missing)}" if missing else "",
-                 f"{len(unexpected)} unexpected keys: {listing(unexpected)}" if unexpected else "",
-                 f"{len(shapes)} tensors of another shape (file vs network): {listing(shapes)}" if shapes else ""]
-        hint = (f"The file holds {describe_hparams(infer_hparams(state))}: set the network_G options and scale to "
-                "match." if generator else "Check the network options against the file.")
-        raise ValueError(f"the weights in {path} do not fit the configured {what} "
-                         f"({type(net).__name__}): " + "; ".join(p for p in parts if p) + ". " + hint)
+    differences = describe_differences(own, state, keys=strict)
+    if differences:
+        if generator:
+            hint = (f"The file holds {describe_hparams(infer_hparams(state))}: set the network_G options and "
+                    "scale to match.")
+        elif _is_generator_file(state):
+            hint = "It is a generator's file: give a discriminator's (models/<iter>_D.pth) here."
+        else:
+            hint = "Check the network options against the file."
+        raise ValueError(f"the weights in {path} do not fit the configured {what} ({type(net).__name__}): "
+                         f"{differences}. {hint}")
+    left_out = describe_differences(own, state)
+    if left_out:
+        log.warning("%s: strict_load is false, so these are left out (the network keeps its initial values for "
+                    "missing keys): %s", path, left_out)
     net.load_state_dict(state, strict=strict)
+
+
+def _is_generator_file(state: dict[str, torch.Tensor]) -> bool:
+    try:
+        detect_layout(state)
+    except ValueError:
+        return False
+    return True
