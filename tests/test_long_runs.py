@@ -255,7 +255,8 @@ def test_a_start_that_fails_leaves_the_earlier_run_where_it_was(tmp_path):
      r"does not fit this run's model .*: the training state has networks entries for \['D'\] that this model has not"),
     ({"network_G.nf": 16, "train.psnr.niter": 2, "train.gan.niter": 3},
      r"does not fit this run's model \(was it saved with other model, network_G or network_D options\?\): "
-     r"networks entry G: Error\(s\) in loading state_dict"),
+     r"networks entry G: it holds an RRDBNet with nf=8, nb=1, gc=4, scale 4 \(in_nc=3, out_nc=3\), this model is one "
+     r"with nf=16"),
 ], ids=["complete", "other-model", "other-network"])
 def test_a_state_that_does_not_fit_the_run_is_refused_before_anything_is_written(tmp_path, saved_state, overrides,
                                                                                 message):
