@@ -136,6 +136,21 @@ def test_a_crash_while_the_state_is_written_leaves_the_previous_checkpoint_curre
     assert (tmp_path / "models" / "1_G.pth").is_file()  # not pruned: the new checkpoint never completed
 
 
+def test_the_end_of_the_psnr_phase_moves_only_while_the_state_is_inside_it():
+    inside, at_end, past = ({"iter": i, "psnr_niter": 4} for i in (2, 4, 6))
+    assert checkpoint.check_phase_split(inside, "s", 4) is None
+    assert checkpoint.check_phase_split(inside, "s", 10) == "the PSNR phase now ends at iteration 10 (it was to " \
+                                                          "end at 4)"
+    assert checkpoint.check_phase_split(at_end, "s", 6) is not None  # a longer PSNR phase, from its last state
+    with pytest.raises(ValueError, match=r"path\.resume_state: s was saved at iteration 6 of a run whose PSNR phase "
+                                         r"ended at 4; train\.psnr\.niter 5 would move that end under the GAN phase "
+                                         r"it has started .* Set train\.psnr\.niter: 4"):
+        checkpoint.check_phase_split(past, "s", 5)
+    with pytest.raises(ValueError, match="would move that end before the state"):
+        checkpoint.check_phase_split(at_end, "s", 3)
+    assert checkpoint.check_phase_split({"iter": 6}, "s", 5) is None  # older states: not recorded, not checked
+
+
 def test_after_resuming_an_older_state_keep_last_never_prunes_what_was_just_saved(tmp_path):
     """States 12 and 15 of an earlier continuation; resumed from 3, the run saves 6 and 9: those two are kept
     and `latest` names 9, whatever lies beyond."""
@@ -158,7 +173,7 @@ def test_a_save_without_enough_disk_space_says_so(tmp_path, monkeypatch):
 def test_training_state_holds_only_safely_loadable_data(tmp_path):
     run = train(options(tmp_path, **{"train.psnr.niter": 1, "train.gan.niter": 1, "train.ema_decay": 0.5}))
     state = torch.load(run / "training_state" / "2.state", weights_only=True)
-    assert set(state) == {"iter", "phase", "model", "rng", "best", "epoch_position"}
+    assert set(state) == {"iter", "phase", "psnr_niter", "model", "rng", "best", "epoch_position"}
     assert set(state["model"]["optimizers"]) == {"G_psnr", "G", "D"}
     assert state["rng"]["torch"].dtype == torch.uint8
 
@@ -257,7 +272,9 @@ def test_a_start_that_fails_leaves_the_earlier_run_where_it_was(tmp_path):
      r"does not fit this run's model \(was it saved with other model, network_G or network_D options\?\): "
      r"networks entry G: it holds an RRDBNet with nf=8, nb=1, gc=4, scale 4 \(in_nc=3, out_nc=3\), this model is one "
      r"with nf=16"),
-], ids=["complete", "other-model", "other-network"])
+    ({"train.psnr.niter": 1, "train.gan.niter": 5}, r"3\.state was saved at iteration 3 of a run whose PSNR phase "
+                                                    r"ended at 2; train\.psnr\.niter 1 would move that end"),
+], ids=["complete", "other-model", "other-network", "moved-phase-end"])
 def test_a_state_that_does_not_fit_the_run_is_refused_before_anything_is_written(tmp_path, saved_state, overrides,
                                                                                 message):
     with pytest.raises(ValueError, match=message):

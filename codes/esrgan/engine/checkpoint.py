@@ -133,3 +133,22 @@ def check_iterations_left(state: dict[str, Any], path: str | Path, total_iters: 
                          f"{total_iters} iterations in all (train.psnr.niter + train.gan.niter): "
                          + ("it is complete" if state["iter"] == total_iters else "nothing is left")
                          + ". Raise the niter of the last phase to train on, or start afresh without a state")
+
+
+def check_phase_split(state: dict[str, Any], path: str | Path, psnr_niter: int, source: str = "path.resume_state"
+                      ) -> str | None:
+    """Refuse a resume that would move the end of the PSNR phase under a state already past it (or make it end
+    before the state): the GAN phase counts its iterations, schedules included, from that end. Lengthening or
+    shortening a PSNR phase still in progress is allowed: returns a line saying so. States written before the
+    phase split was recorded are not checked."""
+    saved = state.get("psnr_niter")
+    if saved is None or saved == psnr_niter:
+        return None
+    at = state["iter"]
+    if at > saved or at > psnr_niter:
+        raise ValueError(f"{source}: {path} was saved at iteration {at} of a run whose PSNR phase ended at "
+                         f"{saved}; train.psnr.niter {psnr_niter} would move that end "
+                         + ("under the GAN phase it has started" if at > saved else "before the state")
+                         + f" (the GAN phase counts its iterations and schedules from it). Set train.psnr.niter: "
+                         f"{saved}, or start the GAN phase afresh from a PSNR model with path.pretrain_model_G")
+    return f"the PSNR phase now ends at iteration {psnr_niter} (it was to end at {saved})"

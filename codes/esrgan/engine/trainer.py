@@ -35,6 +35,7 @@ from ..utils.misc import archive_existing, rng_state, select_device, set_random_
 from .checkpoint import (
     DiskFullError,
     check_iterations_left,
+    check_phase_split,
     find_resume_state,
     load_training_state,
     save_checkpoint,
@@ -306,6 +307,10 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
         resume = load_training_state(resume_path, o.total_iters, source) if resume_path else None
     if auto_resume and resume is None:
         log.info("--auto_resume: no training state in %s, starting from scratch", run_root)
+    if resume is not None and o.model == "esrgan":
+        moved = check_phase_split(resume, resume_path, o.train.psnr.niter, source)
+        if moved:
+            log.info("Resuming: %s", moved)
     configure_backends(o.speed.cudnn_benchmark, o.speed.deterministic, o.speed.tf32)
     # The same seed on every rank: identical initial networks (and EMA copies); the data differs by rank
     # through the sampler's shards.
@@ -378,7 +383,8 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
                  o.scale)
 
     def save(step: int) -> None:
-        state = {"iter": step, "phase": model.phase(step), "model": model.state_dict(), "rng": rng_state(),
+        state = {"iter": step, "phase": model.phase(step), "psnr_niter": o.train.psnr.niter,
+                 "model": model.state_dict(), "rng": rng_state(),
                  "best": best, "epoch_position": list(divmod(step, iters_per_epoch))}
         if world.is_main:
             # D's own file only once it trains: in the PSNR phase it is the initial D (the state holds it anyway).
