@@ -297,6 +297,15 @@ def test_all_pairing_problems_are_reported_together_before_training(tmp_path):
     assert "fine" not in message.replace("do not fit", "")
 
 
+def test_pairs_all_of_another_scale_say_so_first(tmp_path):
+    for i in range(3):
+        write_rgb(tmp_path / "GT" / f"{i}.png", random_rgb(32, 32, seed=i))
+        write_rgb(tmp_path / "LQ" / f"{i}.png", random_rgb(8, 8, seed=i))  # x4 pairs
+    with pytest.raises(ValueError, match=r"^dataset t: 3 images do not fit: every pair is x4, not x2: check scale "
+                                         r"\(and the LQ folder\)\. 0 \("):
+        PairedImageDataset("t", 2, str(tmp_path / "GT"), str(tmp_path / "LQ"))
+
+
 def test_gt_only_images_too_small_for_the_crop_are_reported(tmp_path):
     write_rgb(tmp_path / "GT" / "tiny.png", random_rgb(30, 60, seed=0))
     with pytest.raises(ValueError, match="tiny is too small for GT_size 32: its LQ is 15x7"):

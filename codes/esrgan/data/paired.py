@@ -32,6 +32,14 @@ MAX_LISTED = 20
 MAX_SKIPS = 10
 
 
+def _pair_scale(gh: int, gw: int, lh: int, lw: int) -> int | None:
+    """The integer factor between a GT and an LQ size (GT cut to a multiple of it), if there is one."""
+    for factor in range(1, 9):
+        if lh * factor <= gh < (lh + 1) * factor and lw * factor <= gw < (lw + 1) * factor:
+            return factor
+    return None
+
+
 def _listing(names: list[str]) -> str:
     shown = ", ".join(names[:MAX_LISTED])
     return shown + (f" ... and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else "")
@@ -125,7 +133,7 @@ class PairedImageDataset(Dataset):
             self.keys = [k for k in self.keys if (gt is None or gt_sizes[k] is not None) and lq_sizes[k] is not None]
             if not self.keys:
                 raise ValueError(f"dataset {self.name}: no readable images left")
-        problems = []
+        problems, ratios = [], set()
         for key in self.keys:
             lh, lw = lq_sizes[key]
             if key in gt_sizes:
@@ -136,12 +144,16 @@ class PairedImageDataset(Dataset):
                     if lq is not None:
                         where += f", {lq.describe(self.lq_key[key])} is {lw}x{lh}"
                     problems.append(f"{key} ({where}; GT must be {s} x LQ)")
+                    ratios.add(_pair_scale(gh, gw, lh, lw))
                     continue
             if self.gt_size is not None and min(lh, lw) < self.gt_size // s:
                 problems.append(f"{key} is too small for GT_size {self.gt_size}: its LQ is {lw}x{lh}, smaller "
                                 f"than {self.gt_size // s}x{self.gt_size // s}")
         if problems:
-            raise ValueError(f"dataset {self.name}: {len(problems)} images do not fit: {_listing(problems)}")
+            (ratio,) = ratios if len(ratios) == 1 and len(problems) == len(self.keys) else (None,)
+            cause = (f"every pair is x{ratio}, not x{s}: check scale (and the LQ folder). " if ratio else "")
+            raise ValueError(f"dataset {self.name}: {len(problems)} images do not fit: {cause}"
+                             f"{_listing(problems)}")
 
     def __len__(self) -> int:
         return len(self.keys)
