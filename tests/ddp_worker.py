@@ -14,6 +14,20 @@ from esrgan.models.esrgan import ESRGANModel
 from esrgan.options import GanPhaseOpt, PsnrPhaseOpt
 
 
+GLOBAL_MEAN_DATA = [[1.0, 2.0], [4.0, 8.0]]  # one row per rank
+
+
+def global_mean_gradient(world) -> torch.Tensor:
+    """d/dtheta of a RaGAN-like loss mean(softplus(x - mean over all ranks of x)), x = theta * this rank's row,
+    averaged over the ranks as DDP averages gradients."""
+    theta = torch.tensor(1.5, dtype=torch.float64, requires_grad=True)
+    x = theta * torch.tensor(GLOBAL_MEAN_DATA[world.rank], dtype=torch.float64)
+    torch.nn.functional.softplus(x - global_mean(x)).mean().backward()
+    grad = theta.grad.clone()
+    torch.distributed.all_reduce(grad)
+    return grad / world.world_size
+
+
 def main(out: Path) -> None:
     world = init_distributed(torch.device("cpu"))
     torch.manual_seed(world.rank)  # different initial weights: DDP must make them equal
@@ -30,7 +44,7 @@ def main(out: Path) -> None:
         model.optimize_parameters(step)
     torch.save({"G": model.net_g.state_dict(), "G_ema": model.net_g_ema.state_dict(),
                 "D": dict(model.net_d.named_parameters()),
-                "skipped_G": model.health()["skipped_G"]},
+                "skipped_G": model.health()["skipped_G"], "global_mean_grad": global_mean_gradient(world)},
                out / f"rank{world.rank}.pt")
     shutdown(world)
 

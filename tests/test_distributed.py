@@ -38,6 +38,12 @@ def test_ranks_hold_identical_finite_weights_after_ddp_steps_even_when_one_rank_
             assert torch.equal(value, rank1[net][key]), f"{net}.{key}"
             assert torch.isfinite(value).all(), f"{net}.{key}"
     assert int(rank0["skipped_G"]) == int(rank1["skipped_G"]) == 1
+    # RaGAN's mean over all ranks passes gradient back to every rank: the one-process gradient of the whole batch
+    theta = torch.tensor(1.5, dtype=torch.float64, requires_grad=True)
+    x = theta * torch.tensor([1.0, 2.0, 4.0, 8.0], dtype=torch.float64)
+    torch.nn.functional.softplus(x - x.mean()).mean().backward()
+    for rank in (rank0, rank1):
+        assert float(rank["global_mean_grad"]) == pytest.approx(float(theta.grad), rel=1e-12)
 
 
 def test_two_processes_with_batch_b_update_like_one_process_with_batch_2b(tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -87,11 +88,27 @@ def shutdown(world: World) -> None:
         dist.destroy_process_group()
 
 
+class _SumOverRanks(torch.autograd.Function):
+    """all_reduce(SUM) with its gradient: every rank's loss uses the sum, so each input's gradient is the sum
+    of all ranks' output gradients (what torch.distributed.nn.functional.all_reduce did before it was
+    deprecated)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        out = x.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
 def global_mean(x: torch.Tensor) -> torch.Tensor:
     """Differentiable mean of `x` over the batches of all ranks (equal batch sizes)."""
-    import torch.distributed.nn.functional as dist_fn
-
-    return dist_fn.all_reduce(x.sum()) / (x.numel() * dist.get_world_size())
+    return _SumOverRanks.apply(x.sum()) / (x.numel() * dist.get_world_size())
 
 
 def any_rank_flag(flag: torch.Tensor) -> torch.Tensor:
