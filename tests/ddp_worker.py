@@ -13,7 +13,6 @@ from esrgan.engine.distributed import any_rank_flag, global_mean, init_distribut
 from esrgan.models.esrgan import ESRGANModel
 from esrgan.options import GanPhaseOpt, PsnrPhaseOpt
 
-
 GLOBAL_MEAN_DATA = [[1.0, 2.0], [4.0, 8.0]]  # one row per rank
 
 
