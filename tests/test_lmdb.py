@@ -317,3 +317,11 @@ except ImportError as err:
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["1", "LMDB datasets need the lmdb package (pip install lmdb, in "
                                           "requirements.txt); image folders work without it"]
+
+
+def test_data_type_lmdb_on_an_image_folder_names_the_option(tmp_path):
+    from esrgan.data.sources import open_source
+
+    with pytest.raises(ValueError, match=r"is not an LMDB \(no data\.mdb\) but data_type is lmdb: set data_type "
+                                         r"to auto or folder"):
+        open_source(str(tmp_path), "lmdb")

@@ -278,6 +278,12 @@ def test_a_test_set_set_to_null_is_left_out():
     assert list(options.datasets) == ["a"]
 
 
+def test_a_folder_given_as_the_resume_state_says_what_to_give():
+    assert error_of(with_value(minimal_train(), "path.resume_state", str(REPO_ROOT / "options"))) == (
+        f"path.resume_state: {REPO_ROOT / 'options'} is a folder, not a file: give one of its "
+        "training_state/<iter>.state files, or train with --auto_resume")
+
+
 def test_training_networks_take_three_channels():
     for key in ("network_G.in_nc", "network_G.out_nc", "network_D.in_nc"):
         assert error_of(with_value(minimal_train(), key, 1)) == (

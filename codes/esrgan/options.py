@@ -578,6 +578,10 @@ def _require_dir(path: str | None, key: str, check: bool) -> None:
 
 
 def _require_file(path: str | None, key: str, check: bool) -> None:
+    if check and path and Path(path).is_dir():
+        hint = (": give one of its training_state/<iter>.state files, or train with --auto_resume"
+                if key == "path.resume_state" else "")
+        raise OptionError(f"{key}: {path} is a folder, not a file{hint}")
     if check and path and not Path(path).is_file():
         raise OptionError(f"{key}: file {path} does not exist (relative paths start at {ROOT_NAME})")
 

@@ -8,6 +8,7 @@ first iteration instead of failing inside a worker hours later.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Literal, Protocol
 
 import numpy as np
@@ -93,5 +94,8 @@ class LmdbSource:
 def open_source(root: str, backend: Backend = "auto") -> ImageSource:
     """A folder or LMDB source; `auto` picks LMDB for paths ending in `.lmdb`."""
     if backend == "lmdb" or (backend == "auto" and root.rstrip("/").endswith(".lmdb")):
+        if backend == "lmdb" and not (Path(root) / "data.mdb").is_file():
+            raise ValueError(f"{root} is not an LMDB (no data.mdb) but data_type is lmdb: set data_type to auto "
+                             "or folder for image folders, or make the LMDB with scripts/create_lmdb.py")
         return LmdbSource(root)
     return FolderSource(root)

@@ -477,8 +477,8 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
                             atomic_save({k: v.detach().cpu() for k, v in
                                          model.deployable_generator().state_dict().items()},
                                         run_dir / "models" / "best_G.pth")
-                    log.info("Best validation of the %s phase: PSNR %.2f dB, SSIM %.4f at iter %d",
-                             model.phase(step), best["psnr"], best["ssim"], best["iter"])
+                    log.info("Best validation of the %s phase: PSNR %.2f dB%s at iter %d", model.phase(step),
+                             best["psnr"], f", SSIM {best['ssim']:.4f}" if "ssim" in result else "", best["iter"])
 
                 # A signal stops all ranks at the same step: a single process checks its flag every
                 # iteration; several agree every STOP_CHECK_EVERY iterations (one small all-reduce).

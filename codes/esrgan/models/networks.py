@@ -39,9 +39,11 @@ def build_feature_extractor(o: NetworkFOpt) -> tuple[VGGFeatureExtractor, bool]:
     """The frozen VGG and whether its weights are random (allowed only by network_F.allow_random_weights)."""
     state = load_vgg_state_dict(o.weights, o.use_bn, o.allow_random_weights)
     if state is None:
-        log.warning("network_F: the ImageNet VGG19 weights are not at %s; the perceptual loss uses a RANDOMLY "
-                    "initialised VGG19 (network_F.allow_random_weights is true). Fine for a demo, meaningless "
-                    "for real training.", torchvision_cache_file(o.use_bn))
+        why = ("network_F.weights is random" if o.weights == "random" else
+               f"the ImageNet VGG19 weights are not at {torchvision_cache_file(o.use_bn)} and "
+               "network_F.allow_random_weights is true")
+        log.warning("network_F: %s, so the perceptual loss uses a RANDOMLY initialised VGG19. Fine for a demo, "
+                    "meaningless for real training.", why)
     net = VGGFeatureExtractor(o.feature_layer, o.use_bn, o.use_input_norm, state_dict=state)
     return net, state is None
 
