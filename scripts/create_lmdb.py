@@ -27,8 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--input", required=True, help="folder of images (not searched recursively)")
     parser.add_argument("--output", required=True, help="LMDB folder to create or complete; must end in .lmdb")
-    parser.add_argument("--compress-level", type=int, default=1, choices=range(10), metavar="0-9",
-                        help="PNG compression level: higher is smaller and slower to write, equally fast to read")
+    parser.add_argument("--png-level", "--compress-level", dest="compress_level", type=int, default=1,
+                        choices=range(10), metavar="0-9",
+                        help="PNG compression level, as in the other scripts (--compress-level: BasicSR's name): "
+                             "higher is smaller and slower to write, equally fast to read")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes encoding images")
     parser.add_argument("--commit-every", type=int, default=1000,
                         help="images per transaction: what an interrupted run loses at most")

@@ -12,11 +12,11 @@
 #                                        # the full network takes minutes)
 #   bash scripts/gpu_checks.sh all       # the four, in this order (a stage that fails does not stop the next)
 #
-# The device tool allows 10 minutes a command and 15 minutes of device time a session, its start included: run
-# `speed` and `quality` as two calls, and leave `tests` and `compile` to a later session if time is short.
+# Where GPU time comes in short slots (say 10 minutes a command), run `speed` and `quality` as two commands, and
+# `tests` and `compile` when there is time left.
 #
-# Everything printed also goes to $OUT (the device tool's output folder) or experiments/gpu_checks/, one file per
-# stage. FAST (the speed overrides of the quality check), PSNR_ITERS and PYTHON can be set in the environment;
+# Everything printed also goes to $OUT (a folder that a remote runner copies back) or experiments/gpu_checks/, one
+# file per stage. FAST (the speed overrides of the quality check), PSNR_ITERS and PYTHON can be set in the environment;
 # SMOKE=1 runs the speed and quality stages with tiny networks on a CPU, to check the commands
 # (tests/test_benchmark.py does).
 set -euo pipefail
