@@ -154,7 +154,8 @@ def test_div2k_named_lq_images_pair_with_their_gt(tmp_path):
     np.testing.assert_array_equal(as_uint8(first["LQ"]), lq_0801)
     np.testing.assert_array_equal(as_uint8(first["GT"]), gt["0801"])
     np.testing.assert_array_equal(as_uint8(second["LQ"]), exact)
-    with pytest.raises(ValueError, match=r"no LQ image of the same name \(or DIV2K's <name>x2\)"):
+    with pytest.raises(ValueError, match=r"no LQ image of the same name \(or DIV2K's <name>x2\) in .*LQ; they are "
+                                         r"there as <name>x4: check scale: 0801"):
         PairedImageDataset("t", 2, str(tmp_path / "GT"), str(tmp_path / "LQ"))
 
 
@@ -304,6 +305,11 @@ def test_pairs_all_of_another_scale_say_so_first(tmp_path):
     with pytest.raises(ValueError, match=r"^dataset t: 3 images do not fit: every pair is x4, not x2: check scale "
                                          r"\(and the LQ folder\)\. 0 \("):
         PairedImageDataset("t", 2, str(tmp_path / "GT"), str(tmp_path / "LQ"))
+    write_rgb(tmp_path / "GT" / "3.png", random_rgb(16, 16, seed=3))
+    write_rgb(tmp_path / "LQ" / "3.png", random_rgb(8, 8, seed=3))  # a x2 pair, too small for GT_size 32
+    with pytest.raises(ValueError) as info:
+        PairedImageDataset("t", 2, str(tmp_path / "GT"), str(tmp_path / "LQ"), gt_size=32)
+    assert "4 images do not fit" in str(info.value) and "every pair" not in str(info.value)
 
 
 def test_gt_only_images_too_small_for_the_crop_are_reported(tmp_path):

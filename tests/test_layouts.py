@@ -250,14 +250,14 @@ def test_discriminator_weights_given_as_a_generator_are_named_as_such(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ networks.py
-def test_read_state_dict_converts_and_logs_the_layout(tmp_path, caplog):
+def test_read_state_dict_converts_and_logs_the_layout(tmp_path, package_log):
     net = tiny_net()
     torch.save({"params_ema": {f"module.{k}": v for k, v in from_esrgan(net.state_dict(), "old").items()}},
                tmp_path / "g.pth")
-    with caplog.at_level(logging.INFO, logger="esrgan.models.networks"):
+    with package_log.at_level(logging.INFO, logger="esrgan.models.networks"):
         state = read_state_dict(tmp_path / "g.pth")
     assert list(state) == list(net.state_dict())
-    assert "old-arch layout, params_ema, 'module.' prefix removed, nf=8, nb=2, gc=4, scale 4" in caplog.text
+    assert "old-arch layout, params_ema, 'module.' prefix removed, nf=8, nb=2, gc=4, scale 4" in package_log.text
 
 
 def test_load_weights_fills_the_generator_from_another_layout(tmp_path):
@@ -295,6 +295,8 @@ def test_a_generator_file_given_for_the_discriminator_says_so(tmp_path):
                                          r"\d+ missing keys: conv0_0\.weight.*It is a generator's file: give a "
                                          r"discriminator's \(models/<iter>_D\.pth\) here\.$"):
         load_weights(Discriminator_VGG_128(3, 4), tmp_path / "6_G.pth", what="discriminator")
+    with pytest.raises(ValueError, match="It is a generator's file"):  # sharing no tensor: refused without strict too
+        load_weights(Discriminator_VGG_128(3, 4), tmp_path / "6_G.pth", strict=False, what="discriminator")
 
 
 def test_without_strict_load_what_is_left_out_is_logged(tmp_path, package_log):

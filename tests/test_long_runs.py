@@ -151,6 +151,22 @@ def test_the_end_of_the_psnr_phase_moves_only_while_the_state_is_inside_it():
     assert checkpoint.check_phase_split({"iter": 6}, "s", 5) is None  # older states: not recorded, not checked
 
 
+def test_keep_last_spares_the_protected_checkpoints(tmp_path):
+    net = torch.nn.Linear(1, 1)
+    for step in range(1, 6):
+        checkpoint.save_checkpoint(tmp_path, step, {"G": net}, {"iter": step}, keep_last=2, keep=(2,))
+    assert checkpoint.saved_iterations(tmp_path) == [2, 4, 5]
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["2_G.pth", "4_G.pth", "5_G.pth",
+                                                                       "latest_G.pth"]
+
+
+def test_the_psnr_phase_end_is_saved_and_kept_whatever_save_freq_and_keep_last(tmp_path):
+    run = train(options(tmp_path, **{"train.psnr.niter": 3, "train.gan.niter": 3, "logger.save_freq": 5,
+                                     "logger.keep_last": 1}))
+    assert checkpoint.saved_iterations(run) == [3, 6]
+    assert sorted(p.name for p in (run / "models").iterdir()) == ["3_G.pth", "6_D.pth", "6_G.pth", "latest_G.pth"]
+
+
 def test_after_resuming_an_older_state_keep_last_never_prunes_what_was_just_saved(tmp_path):
     """States 12 and 15 of an earlier continuation; resumed from 3, the run saves 6 and 9: those two are kept
     and `latest` names 9, whatever lies beyond."""

@@ -233,8 +233,8 @@ class LoggerOpt:
     save_safetensors: bool = opt(False, "also write models/latest_G.safetensors (needs pip install safetensors), "
                                         "with the architecture and scale in its metadata")
     keep_last: int = opt(0, "keep only the newest keep_last checkpoints up to the one just saved (pruned after it "
-                            "is complete; later ones left by a run resumed from an older state are kept); 0 keeps "
-                            "all", lo=0)
+                            "is complete; later ones left by a run resumed from an older state are kept, and so is "
+                            "the checkpoint of the PSNR phase's end); 0 keeps all", lo=0)
 
 
 @dataclass
@@ -352,8 +352,6 @@ BASICSR_NAMES = {
     "dist_params": "not needed: torchrun sets up the processes",
     "dist": "not needed: torchrun sets up the processes",
     "is_train": "not needed: train.py and test.py read different option files",
-    "phase": "not needed: datasets.train and datasets.val are fixed keys",
-    "type": "use which_model_G / which_model_D in network_G / network_D; a dataset needs none (GT/LQ pairs)",
     "io_backend": "use datasets.<set>.data_type (auto, folder or lmdb)",
     "num_feat": "use network_G.nf / network_D.nf",
     "num_block": "use network_G.nb",

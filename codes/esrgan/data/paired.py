@@ -114,8 +114,10 @@ class PairedImageDataset(Dataset):
                                  f"same name in {lq.root}, and their DIV2K-style LQ names <name>x{s} are GT images "
                                  "of their own; name the LQ images as the GT images")
             if missing:
+                others = sorted({f for k in missing for f in range(2, 9) if f != s and f"{k}x{f}" in names})
+                hint = (f"; they are there as <name>x{others[0]}: check scale" if len(others) == 1 else "")
                 raise ValueError(f"dataset {self.name}: {len(missing)} GT images in {gt.root} have no LQ image of "
-                                 f"the same name (or DIV2K's <name>x{s}) in {lq.root}: {_listing(missing)}")
+                                 f"the same name (or DIV2K's <name>x{s}) in {lq.root}{hint}: {_listing(missing)}")
         gt_sizes = gt.sizes() if gt is not None else {}
         if lq is not None:
             all_lq = lq.sizes()
@@ -133,7 +135,7 @@ class PairedImageDataset(Dataset):
             self.keys = [k for k in self.keys if (gt is None or gt_sizes[k] is not None) and lq_sizes[k] is not None]
             if not self.keys:
                 raise ValueError(f"dataset {self.name}: no readable images left")
-        problems, ratios = [], set()
+        problems, ratios = [], []
         for key in self.keys:
             lh, lw = lq_sizes[key]
             if key in gt_sizes:
@@ -144,13 +146,14 @@ class PairedImageDataset(Dataset):
                     if lq is not None:
                         where += f", {lq.describe(self.lq_key[key])} is {lw}x{lh}"
                     problems.append(f"{key} ({where}; GT must be {s} x LQ)")
-                    ratios.add(_pair_scale(gh, gw, lh, lw))
+                    ratios.append(_pair_scale(gh, gw, lh, lw))
                     continue
             if self.gt_size is not None and min(lh, lw) < self.gt_size // s:
                 problems.append(f"{key} is too small for GT_size {self.gt_size}: its LQ is {lw}x{lh}, smaller "
                                 f"than {self.gt_size // s}x{self.gt_size // s}")
         if problems:
-            (ratio,) = ratios if len(ratios) == 1 and len(problems) == len(self.keys) else (None,)
+            # Every pair (not only every faulty one) of one other scale: the option, not the data, is wrong.
+            (ratio,) = set(ratios) if len(set(ratios)) == 1 and len(ratios) == len(self.keys) else (None,)
             cause = (f"every pair is x{ratio}, not x{s}: check scale (and the LQ folder). " if ratio else "")
             raise ValueError(f"dataset {self.name}: {len(problems)} images do not fit: {cause}"
                              f"{_listing(problems)}")

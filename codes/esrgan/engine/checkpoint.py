@@ -53,9 +53,10 @@ def check_disk_space(folder: Path, needed: int) -> None:
 
 
 def save_checkpoint(run_dir: Path, step: int, networks: dict[str, torch.nn.Module], state: dict[str, Any],
-                    keep_last: int = 0) -> None:
+                    keep_last: int = 0, keep: tuple[int, ...] = ()) -> None:
     """Write the networks of `step`, then the training state, then the `latest` marker; only then prune old
-    checkpoints (keep_last > 0), so that at every moment the newest marked state is complete."""
+    checkpoints (keep_last > 0; never those of the iterations in `keep`), so that at every moment the newest
+    marked state is complete."""
     weights = {name: {k: v.detach().cpu() for k, v in net.state_dict().items()} for name, net in networks.items()}
     run_dir.mkdir(parents=True, exist_ok=True)
     check_disk_space(run_dir, tensor_bytes(state) + tensor_bytes(weights) * 2)
@@ -68,7 +69,7 @@ def save_checkpoint(run_dir: Path, step: int, networks: dict[str, torch.nn.Modul
     atomic_save(state, states / f"{step}.state")
     atomic_write_text(states / LATEST, f"{step}\n")
     if keep_last > 0:
-        prune(run_dir, keep_last, step)
+        prune(run_dir, keep_last, step, keep)
 
 
 def saved_iterations(run_dir: Path) -> list[int]:
@@ -79,12 +80,12 @@ def saved_iterations(run_dir: Path) -> list[int]:
     return sorted(int(m.group(1)) for p in folder.iterdir() if (m := _STATE_NAME.match(p.name)))
 
 
-def prune(run_dir: Path, keep_last: int, newest: int) -> None:
+def prune(run_dir: Path, keep_last: int, newest: int, protected: tuple[int, ...] = ()) -> None:
     """Delete the states and per-iteration model files of all but the `keep_last` iterations up to `newest` (the
-    one just saved). Later ones, left by the run that an older state was resumed from, are not counted and not
-    touched: the `latest` marker says which state is current."""
+    one just saved) and the `protected` ones. Later ones, left by the run that an older state was resumed from,
+    are not counted and not touched: the `latest` marker says which state is current."""
     saved = saved_iterations(run_dir)
-    keep = set([i for i in saved if i <= newest][-keep_last:] + [i for i in saved if i > newest])
+    keep = set([i for i in saved if i <= newest][-keep_last:] + [i for i in saved if i > newest]) | set(protected)
     for folder, pattern in ((run_dir / "training_state", _STATE_NAME), (run_dir / "models", _MODEL_NAME)):
         for path in folder.iterdir():
             match = pattern.match(path.name)

@@ -390,7 +390,9 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
             # D's own file only once it trains: in the PSNR phase it is the initial D (the state holds it anyway).
             nets = {"G": model.deployable_generator()} | ({"D": model.net_d} if model.phase(step) == "gan" else {})
             try:
-                save_checkpoint(run_dir, step, nets, state, o.logger.keep_last)
+                # The PSNR phase's end is kept whatever keep_last: its model is the one to interpolate with.
+                psnr_end = (o.train.psnr.niter,) if o.model == "esrgan" and o.train.psnr.niter > 0 else ()
+                save_checkpoint(run_dir, step, nets, state, o.logger.keep_last, keep=psnr_end)
                 if o.logger.save_safetensors:
                     save_generator_state(nets["G"].state_dict(), run_dir / "models" / "latest_G.safetensors")
                 log.info("Saved %s and training_state/%d.state", ", ".join(f"models/{step}_{n}.pth" for n in nets),

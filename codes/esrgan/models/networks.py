@@ -76,7 +76,8 @@ def load_weights(net: nn.Module, path: str | Path, strict: bool = True, what: st
     generator = isinstance(net, tuple(GENERATORS.values()))
     state = read_state_dict(path, convert_layout=generator)
     own = net.state_dict()
-    differences = describe_differences(own, state, keys=strict)
+    shared_nothing = not own.keys() & state.keys()  # refused even without strict_load: nothing would load
+    differences = describe_differences(own, state, keys=strict or shared_nothing)
     if differences:
         if generator:
             hint = (f"The file holds {describe_hparams(infer_hparams(state))}: set the network_G options and "
