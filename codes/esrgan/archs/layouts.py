@@ -267,13 +267,10 @@ def check_complete(sd: Mapping[str, torch.Tensor], hparams: Mapping[str, int]) -
     """Refuse a state dict (our layout) that lacks a tensor of RRDBNet(**hparams) or holds one of another shape."""
     with torch.device("meta"):  # the keys and shapes only: no memory, no initialisation
         own = RRDBNet(**hparams).state_dict()
-    missing, _, wrong = key_differences(own, sd)
-    shapes = [f"{k} {tuple(sd[k].shape)} instead of {tuple(own[k].shape)}" for k in wrong]
-    if missing or shapes:
-        parts = ([f"{len(missing)} tensors missing: {_listing(missing)}"] if missing else []) + (
-            [f"{len(shapes)} tensors of another shape: {_listing(shapes)}"] if shapes else [])
+    differences = describe_differences(own, {k: v for k, v in sd.items() if k in own})  # extra keys: not a gap
+    if differences:
         raise ValueError(f"incomplete weights for an RRDBNet with {describe_hparams(hparams)} (the size its keys "
-                         f"imply): {'; '.join(parts)}. Is the file truncated or from another network?")
+                         f"imply): {differences}. Is the file truncated or from another network?")
 
 
 def load_generator_state(path: str | Path, complete: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, int],

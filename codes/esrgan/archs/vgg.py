@@ -15,7 +15,7 @@ from torch import nn
 from torchvision.models import vgg as vgg_models
 
 from ..utils.files import torch_hub_cache_file
-from .layouts import key_differences, read_weights_file
+from .layouts import describe_differences, read_weights_file
 
 # conv5_4, the last conv, and the number of layers of torchvision's VGG19 `features`, plain and with batch norm.
 CONV5_4 = {False: 34, True: 49}
@@ -116,17 +116,13 @@ class VGGFeatureExtractor(nn.Module):
         """The layers up to `feature_layer` from `state_dict`; the file's deeper layers are not needed."""
         given = {k: v for k, v in _features_only(state_dict).items()
                  if not k.split(".")[0].isdigit() or int(k.split(".")[0]) <= feature_layer}
-        own = self.features.state_dict()
-        missing, unexpected, shapes = key_differences(own, given)
         # Batch norm fills in a missing num_batches_tracked (torchvision's vgg19_bn file predates it).
-        problems = ([f"{k} missing" for k in missing if not k.endswith(".num_batches_tracked")]
-                    + [f"{k} unexpected" for k in unexpected]
-                    + [f"{k} {tuple(given[k].shape)} instead of {tuple(own[k].shape)}" for k in shapes])
-        if problems:
+        needed = {k: v for k, v in self.features.state_dict().items()
+                  if k in given or not k.endswith(".num_batches_tracked")}
+        differences = describe_differences(needed, given)
+        if differences:
             variant = "with batch norm (use_bn true)" if use_bn else "without batch norm (use_bn false)"
-            more = f" ... (+{len(problems) - 3} more)" if len(problems) > 3 else ""
-            raise ValueError(f"network_F: the weights do not fit torchvision's VGG19 {variant}: "
-                             f"{', '.join(problems[:3])}{more}")
+            raise ValueError(f"network_F: the weights do not fit torchvision's VGG19 {variant}: {differences}")
         self.features.load_state_dict(given, strict=True)
 
     def train(self, mode: bool = True) -> VGGFeatureExtractor:

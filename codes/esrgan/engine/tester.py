@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..archs.layouts import describe_hparams, key_differences, load_generator_state
+from ..archs.layouts import describe_differences, describe_hparams, load_generator_state
 from ..data.paired import PairedImageDataset
 from ..metrics import perceptual_index, read_ma_scores
 from ..models.networks import build_generator, infer_generator_options, load_weights
@@ -32,7 +32,6 @@ from .inference import check_precision, super_resolve
 log = logging.getLogger(__name__)
 
 NETWORK_SIZES = ("in_nc", "out_nc", "nf", "nb", "gc")
-DIFFERENCES_SHOWN = 5
 
 
 @dataclass
@@ -65,15 +64,11 @@ def resolve_generator(o: TestOptions) -> tuple[NetworkGOpt, int]:
 def _gan_state(net: nn.Module, path: str) -> dict[str, torch.Tensor]:
     """The GAN model of the interpolation sweep, checked to be the same network as the loaded PSNR model."""
     gan, hparams, description = load_generator_state(path)
-    own = net.state_dict()
-    missing, unexpected, shapes = key_differences(own, gan)
-    problems = ([f"{k} missing" for k in missing] + [f"{k} unexpected" for k in unexpected]
-                + [f"{k}: {tuple(gan[k].shape)} vs {tuple(own[k].shape)}" for k in shapes])
-    if problems:
-        more = f" ... (+{len(problems) - DIFFERENCES_SHOWN} more)" if len(problems) > DIFFERENCES_SHOWN else ""
+    differences = describe_differences(net.state_dict(), gan)
+    if differences:
         raise ValueError(f"path.interp_gan_model: {path} ({describe_hparams(hparams)}) is not the same network as "
-                         f"path.pretrain_model_G, so the two cannot be interpolated ({len(problems)} differences, "
-                         f"GAN model vs PSNR model): " + "; ".join(problems[:DIFFERENCES_SHOWN]) + more)
+                         f"path.pretrain_model_G, so the two cannot be interpolated (the GAN model's file against "
+                         f"the PSNR model): {differences}")
     log.info("Interpolating with the GAN model %s (%s)", path, description)
     return gan
 
