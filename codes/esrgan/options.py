@@ -384,6 +384,15 @@ BASICSR_NAMES = {
 }
 
 
+def _section(tp: Any) -> type | None:
+    """The option class of a section's annotation (`SomeOpt` or `SomeOpt | None`); None for values and for
+    mappings of named entries (test sets)."""
+    if typing.get_origin(tp) is dict:
+        return None
+    inner = [a for a in (typing.get_args(tp) or (tp,)) if dataclasses.is_dataclass(a)]
+    return inner[0] if inner else None
+
+
 def _schema_keys(cls: type, prefix: str = "") -> list[str]:
     """Every dotted key path of an option class (dataset mappings are skipped)."""
     keys = []
@@ -391,9 +400,8 @@ def _schema_keys(cls: type, prefix: str = "") -> list[str]:
     for f in dataclasses.fields(cls):
         key = _join(prefix, f.name)
         keys.append(key)
-        inner = [a for a in (typing.get_args(hints[f.name]) or (hints[f.name],)) if dataclasses.is_dataclass(a)]
-        if inner:
-            keys += _schema_keys(inner[0], key)
+        if (section := _section(hints[f.name])) is not None:
+            keys += _schema_keys(section, key)
     return keys
 
 
@@ -433,10 +441,8 @@ def _unknown_keys(cls: type, raw: Any, prefix: str, root_cls: type) -> list[str]
             if dataclasses.is_dataclass(entry) and isinstance(value, dict):
                 for name, item in value.items():
                     messages += _unknown_keys(entry, item, _join(_join(prefix, key), str(name)), root_cls)
-            continue
-        inner = [a for a in (typing.get_args(tp) or (tp,)) if dataclasses.is_dataclass(a)]
-        if inner:
-            messages += _unknown_keys(inner[0], value, _join(prefix, key), root_cls)
+        elif (section := _section(tp)) is not None:
+            messages += _unknown_keys(section, value, _join(prefix, key), root_cls)
     return messages
 
 
@@ -512,9 +518,6 @@ def _build(cls: type, raw: Any, prefix: str, root_cls: type | None = None) -> An
         raise OptionError(f"{prefix or 'the option file'}: expected a mapping of keys, got {raw!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
-    for key in raw:
-        if key not in fields:
-            raise OptionError(_unknown_key_message(root_cls or cls, prefix, str(key), list(fields)))
     values = {}
     for name, f in fields.items():
         key = _join(prefix, name)

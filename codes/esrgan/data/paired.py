@@ -32,12 +32,14 @@ MAX_LISTED = 20
 MAX_SKIPS = 10
 
 
+def _fits(gh: int, gw: int, lh: int, lw: int, factor: int) -> bool:
+    """GT is `factor` x LQ, or exceeds it by less than `factor` (an HR image that was not mod-cropped: it is cut)."""
+    return lh * factor <= gh < (lh + 1) * factor and lw * factor <= gw < (lw + 1) * factor
+
+
 def _pair_scale(gh: int, gw: int, lh: int, lw: int) -> int | None:
-    """The integer factor between a GT and an LQ size (GT cut to a multiple of it), if there is one."""
-    for factor in range(1, 9):
-        if lh * factor <= gh < (lh + 1) * factor and lw * factor <= gw < (lw + 1) * factor:
-            return factor
-    return None
+    """The smallest integer factor between a GT and an LQ size, if there is one."""
+    return next((f for f in range(1, 9) if _fits(gh, gw, lh, lw, f)), None)
 
 
 def _listing(names: list[str]) -> str:
@@ -140,8 +142,7 @@ class PairedImageDataset(Dataset):
             lh, lw = lq_sizes[key]
             if key in gt_sizes:
                 gh, gw = gt_sizes[key]
-                # GT may exceed scale x LQ by less than `scale` (an HR image that was not mod-cropped); it is cut.
-                if not (lh * s <= gh < (lh + 1) * s and lw * s <= gw < (lw + 1) * s):
+                if not _fits(gh, gw, lh, lw, s):
                     where = f"{gt.describe(key)} is {gw}x{gh}"
                     if lq is not None:
                         where += f", {lq.describe(self.lq_key[key])} is {lw}x{lh}"

@@ -382,6 +382,10 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
         log.info("Validation %s, bicubic baseline: %s (%d border pixels cropped)", val_set.name, describe(bicubic),
                  o.scale)
 
+    # The PSNR phase's end (when a GAN phase follows it) is validated, saved and kept like the run's end, whatever
+    # val_freq, save_freq and keep_last: its model is the one to fine-tune from or interpolate with (paper, 4.4).
+    psnr_end = o.train.psnr.niter if o.model == "esrgan" and o.train.psnr.niter > 0 else None
+
     def save(step: int) -> None:
         state = {"iter": step, "phase": model.phase(step), "psnr_niter": o.train.psnr.niter,
                  "model": model.state_dict(), "rng": rng_state(),
@@ -390,9 +394,8 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
             # D's own file only once it trains: in the PSNR phase it is the initial D (the state holds it anyway).
             nets = {"G": model.deployable_generator()} | ({"D": model.net_d} if model.phase(step) == "gan" else {})
             try:
-                # The PSNR phase's end is kept whatever keep_last: its model is the one to interpolate with.
-                psnr_end = (o.train.psnr.niter,) if o.model == "esrgan" and o.train.psnr.niter > 0 else ()
-                save_checkpoint(run_dir, step, nets, state, o.logger.keep_last, keep=psnr_end)
+                save_checkpoint(run_dir, step, nets, state, o.logger.keep_last,
+                                keep=(psnr_end,) if psnr_end else ())
                 if o.logger.save_safetensors:
                     save_generator_state(nets["G"].state_dict(), run_dir / "models" / "latest_G.safetensors")
                 log.info("Saved %s and training_state/%d.state", ", ".join(f"models/{step}_{n}.pth" for n in nets),
@@ -432,7 +435,7 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
             train_loader.sampler.set_epoch(epoch, start=position * tr.batch_size)
             for batch in prefetch_to_device(data_wait.timed(train_loader), device):
                 step += 1
-                if step == o.train.psnr.niter + 1 and o.model == "esrgan" and step > 1:
+                if psnr_end is not None and step == psnr_end + 1:
                     log.info("Iteration %d: PSNR phase done, GAN phase starts", step)
                 if isinstance(model.run_step, GraphedSteps):
                     _release_finished_graphs(model.run_step, o, step)
@@ -447,9 +450,7 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
                 meter.add(model.log_dict)
                 bar.update(1)
 
-                # The PSNR phase's end is validated and saved like the run's: its model is the one to fine-tune
-                # from or to interpolate with (paper, section 4.4).
-                phase_end = step == total or (o.model == "esrgan" and step == o.train.psnr.niter)
+                phase_end = step in (total, psnr_end)
                 printing = step % o.logger.print_freq == 0 or phase_end
                 if printing:
                     report(step)
