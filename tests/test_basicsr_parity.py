@@ -102,11 +102,14 @@ def test_bicubic_resize_equals_basicsr_including_the_borders(scale):
 
 def test_rrdbnet_with_weights_in_basicsr_layout_computes_basicsrs_output():
     # BasicSR's RRDBNet(3, 3, scale=4, num_feat=8, num_block=2, num_grow_ch=4) with hashed_weights over its own
-    # state dict (conv_first, body.*.rdb*, conv_body, conv_up1/2, conv_hr, conv_last: the same order as ours).
+    # state dict.
     net = RRDBNet(3, 3, nf=8, nb=2, gc=4).double().eval()
     net.load_state_dict(hashed_weights(net))
-    basicsr_keys = layouts.from_esrgan(net.state_dict(), "basicsr")
-    assert list(basicsr_keys)[:3] == ["conv_first.weight", "conv_first.bias", "body.0.rdb1.conv1.weight"]
+    # The hash depends on each tensor's position, so the renamed keys must keep BasicSR's order.
+    modules = ["conv_first"] + [f"body.{i}.rdb{k}.conv{j}" for i in range(2) for k in (1, 2, 3) for j in range(1, 6)]
+    modules += ["conv_body", "conv_up1", "conv_up2", "conv_hr", "conv_last"]
+    basicsr_keys = [f"{m}.{p}" for m in modules for p in ("weight", "bias")]
+    assert list(layouts.from_esrgan(net.state_dict(), "basicsr")) == basicsr_keys
     x = (torch.sin(torch.arange(2 * 3 * 12 * 10, dtype=torch.float64) * 0.11) * 0.5 + 0.5).view(2, 3, 12, 10)
     with torch.no_grad():
         y = net(x)
