@@ -12,7 +12,6 @@ platform and PyTorch version). They pin four things an independent implementatio
   (``basicsr.archs.discriminator_arch.VGGStyleDiscriminator``).
 """
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -23,13 +22,14 @@ from esrgan.archs.rrdbnet import RRDBNet
 from esrgan.data.imresize import imresize
 from esrgan.metrics import calculate_psnr, calculate_ssim
 from esrgan.options import REPO_ROOT
+from esrgan.utils.image import read_image, to_uint8
 
 DEMO = REPO_ROOT / "datasets" / "demo"
 
 
 def demo_rgb(name: str) -> np.ndarray:
     """A bundled demo photo as uint8 RGB."""
-    return cv2.imread(str(DEMO / f"{name}.png"), cv2.IMREAD_COLOR)[:, :, ::-1].copy()
+    return to_uint8(read_image(DEMO / f"{name}.png"))
 
 
 def box_blurred(img: np.ndarray) -> np.ndarray:
