@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -190,3 +191,20 @@ def test_validation_computes_niqe_every_kth_time_and_logs_it_to_tensorboard(tmp_
     assert [e.step for e in events.Scalars("val/niqe")] == [2, 3]  # every 2nd validation, and the last
     bicubic = {e.value for e in events.Scalars("val/niqe_bicubic")}
     assert len(bicubic) == 1 and 0 < bicubic.pop() < 30
+
+
+def test_tiled_validation_uses_the_tile_and_overlap_options(tmp_path):
+    from esrgan.data.paired import PairedImageDataset
+    from esrgan.engine.inference import super_resolve
+    from esrgan.utils.image import tensor2img, to_uint8
+
+    run("train.py", "options/train_demo.yml",
+        [*TRAIN_SETTINGS, f"path.experiments_root={tmp_path}", "model=sr", "train.gan.niter=0", "train.psnr.niter=1",
+         "train.val_freq=1", "train.val_tile=16", "train.val_tile_overlap=3"], cwd=tmp_path)
+    net = RRDBNet(3, 3, nf=8, nb=1, gc=4).eval()
+    net.load_state_dict(torch.load(tmp_path / "e2e" / "models" / "1_G.pth", weights_only=True))
+    lq = PairedImageDataset("val", 4, str(REPO_ROOT / "datasets/demo/val"), None)[0]["LQ"][None]  # brick, 48x48
+    written = to_uint8(read_image(tmp_path / "e2e" / "val_images" / "brick" / "brick_1.png"))
+    tiled = {overlap: tensor2img(super_resolve(net, lq, 4, tile=16, tile_overlap=overlap)) for overlap in (3, 16)}
+    assert np.array_equal(written, tiled[3])
+    assert not np.array_equal(tiled[3], tiled[16])  # 3 LR pixels of context leave seams: not the default was used

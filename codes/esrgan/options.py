@@ -198,6 +198,9 @@ class TrainOpt:
     gan: GanPhaseOpt = opt(factory=GanPhaseOpt, doc="phase 2: RaGAN + perceptual + pixel loss")
     val_freq: int = opt(5000, "validate every val_freq iterations (and at the end of each phase)", lo=1)
     val_tile: int = opt(0, "validate large images in tiles of this many LR pixels (0: whole images)", lo=0)
+    val_tile_overlap: int = opt(16, "with val_tile: LR pixels of context around each tile, as test.tile_overlap; "
+                                    "tiled scores equal whole-image scores only once it covers the network's "
+                                    "reach", lo=0)
     ema_decay: float = opt(0.0, "keep an exponential moving average of G with this decay (e.g. 0.999), used for "
                                 "validation and saved as the deployable generator (the GAN phase starts from it); 0 "
                                 "disables it", lo=0, hi=0.999999)

@@ -189,7 +189,7 @@ def _scored_over_ranks(dataset: PairedImageDataset, world: World, score: Callabl
 
 
 def validate(model: SRModel, dataset: PairedImageDataset, evaluator: Evaluator, scale: int, step: int,
-             run_dir: Path, writer: Any, tb_images: int, world: World, tile: int = 0,
+             run_dir: Path, writer: Any, tb_images: int, world: World, tile: int = 0, tile_overlap: int = 16,
              skip: Collection[str] = ()) -> dict[str, float]:
     """Super-resolve the validation set, shared out over the ranks; the means of the evaluator's metrics (but
     `skip`), border `scale` cropped. Every rank gets the same means."""
@@ -197,7 +197,7 @@ def validate(model: SRModel, dataset: PairedImageDataset, evaluator: Evaluator, 
     def score(i: int, sample: dict) -> dict[str, float]:
         name = sample["name"]
         sr = tensor2img(super_resolve(model.deployable_generator(), sample["LQ"][None], scale, tile=tile,
-                                      device=model.device))
+                                      tile_overlap=tile_overlap, device=model.device))
         gt = tensor2img(sample["GT"])
         write_image(run_dir / "val_images" / name / f"{name}_{step}.png", sr)
         if writer is not None and i < tb_images:
@@ -463,7 +463,7 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
                     niqe_now = (step // o.train.val_freq) % o.train.val_niqe_every == 0 or phase_end
                     with pace.pause():
                         result = validate(model, val_set, evaluator, o.scale, step, run_dir, writer,
-                                          o.logger.tb_images, world, o.train.val_tile,
+                                          o.logger.tb_images, world, o.train.val_tile, o.train.val_tile_overlap,
                                           skip=() if niqe_now else ("niqe",))
                     log.info("Validation %s at iter %d: %s", val_set.name, step, ", ".join(
                         f"{describe({k: v})} (bicubic {format_value(k, bicubic[k])})" for k, v in result.items()))
