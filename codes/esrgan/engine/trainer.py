@@ -189,7 +189,7 @@ def _scored_over_ranks(dataset: PairedImageDataset, world: World, score: Callabl
 
 
 def validate(model: SRModel, dataset: PairedImageDataset, evaluator: Evaluator, scale: int, step: int,
-             run_dir: Path, writer: Any, tb_images: int, world: World, tile: int = 0, tile_overlap: int = 16,
+             run_dir: Path, writer: Any, tb_images: int, world: World, tile: int, tile_overlap: int,
              skip: Collection[str] = ()) -> dict[str, float]:
     """Super-resolve the validation set, shared out over the ranks; the means of the evaluator's metrics (but
     `skip`), border `scale` cropped. Every rank gets the same means."""
