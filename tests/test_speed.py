@@ -273,20 +273,23 @@ def test_settings_that_cannot_be_captured_say_why(settings, reason):
     assert cuda_graph_unsupported(torch.device("cuda"), "bf16", False) is None
 
 
-def graph_ready_model() -> ESRGANModel:
+def graph_ready_model(precision: str = "fp32") -> ESRGANModel:
     """Learning rates that float32 holds exactly (graph mode keeps them as float32 device tensors), so that both
     modes compute the same numbers."""
     torch.manual_seed(0)
     return ESRGANModel(RRDBNet(3, 3, nf=8, nb=1, gc=4), Discriminator_VGG_128(3, nf=4),
                        VGGFeatureExtractor(feature_layer=4), PsnrPhaseOpt(niter=3, optim_G=OptimOpt(lr=2**-10)),
                        GanPhaseOpt(niter=5, D_update_ratio=2, optim_G=OptimOpt(lr=2**-13),
-                                   optim_D=OptimOpt(lr=2**-13)), CPU, ema_decay=0.9)
+                                   optim_D=OptimOpt(lr=2**-13)), CPU, ema_decay=0.9, precision=precision)
 
 
-def test_graph_mode_trains_like_eager_mode_with_static_inputs_device_lrs_and_in_place_counters():
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_graph_mode_trains_like_eager_mode_with_static_inputs_device_lrs_and_in_place_counters(precision):
+    """Bit for bit, in bf16 too: autocast keeps no cast cache in either mode (a cache would add the D step's
+    real and fake gradients of a weight in bf16 in one mode only)."""
     from esrgan.engine.fast import GraphedSteps
 
-    plain, graphed = graph_ready_model(), graph_ready_model()
+    plain, graphed = graph_ready_model(precision), graph_ready_model(precision)
     graphed.use_step_runner(GraphedSteps(CPU, warmup=1, graph_factory=RerunGraph))
     lr = graphed.optimizers["G"].param_groups[0]["lr"]
     assert isinstance(lr, torch.Tensor) and graphed.optimizers["G"].param_groups[0]["capturable"]
@@ -358,10 +361,15 @@ def test_graph_mode_needs_one_batch_shape():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
-@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
-def test_captured_steps_on_the_gpu_train_like_eager_steps(compiled):
+@pytest.mark.parametrize(("precision", "compiled"), [("fp32", False), ("bf16", False), ("bf16", True)],
+                         ids=["fp32", "bf16", "bf16_compiled"])
+def test_captured_steps_on_the_gpu_train_like_eager_steps(precision, compiled):
     """Both phases and both GAN kinds, a learning-rate milestone, EMA, and batches from a pinned-memory loader with
-    workers (its pin thread keeps running while steps are captured); the networks eager or compiled (Inductor)."""
+    workers (its pin thread keeps running while steps are captured); the networks eager or compiled (Inductor).
+
+    With eager networks and deterministic cuDNN algorithms a replayed step is the eager step, bit for bit: every
+    logged loss and every weight, buffer and EMA value (the evidence that lets the GPU quality check take fp32 with
+    speed.cuda_graph as its plain fp32 reference). Compiled networks are compared with a tolerance."""
     from torch.utils.data import DataLoader, TensorDataset
 
     from esrgan.data.loader import prefetch_to_device
@@ -369,6 +377,7 @@ def test_captured_steps_on_the_gpu_train_like_eager_steps(compiled):
     from esrgan.options import SchedulerOpt
 
     cuda = torch.device("cuda", torch.cuda.current_device())
+    exact = not compiled
 
     def build() -> ESRGANModel:
         torch.manual_seed(0)
@@ -377,27 +386,42 @@ def test_captured_steps_on_the_gpu_train_like_eager_steps(compiled):
                            PsnrPhaseOpt(niter=6, optim_G=OptimOpt(lr=2**-10),
                                         scheduler=SchedulerOpt(milestones=[5], gamma=0.5)),
                            GanPhaseOpt(niter=8, D_update_ratio=2, optim_G=OptimOpt(lr=2**-13),
-                                       optim_D=OptimOpt(lr=2**-13)), cuda, ema_decay=0.9, precision="bf16")
+                                       optim_D=OptimOpt(lr=2**-13)), cuda, ema_decay=0.9, precision=precision)
 
     g = torch.Generator().manual_seed(3)
     data = TensorDataset(torch.rand(28, 3, 32, 32, generator=g), torch.rand(28, 3, 128, 128, generator=g))
-    plain, graphed = build(), build()
-    if compiled:  # both, so that the two differ only in the capture (Inductor's kernels round unlike eager ones)
-        plain.compile()
-        graphed.compile()
-    graphed.use_step_runner(GraphedSteps(cuda, warmup=2))
-    for m in (plain, graphed):
-        loader = DataLoader(data, batch_size=2, num_workers=2, pin_memory=True)
-        for step, batch in enumerate(prefetch_to_device(({"LQ": a, "GT": b} for a, b in loader), cuda), 1):
-            m.feed_data(batch)
-            m.optimize_parameters(step)
-    torch.cuda.synchronize()
+    saved = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+    try:
+        plain, graphed = build(), build()
+        if compiled:  # both, so that the two differ only in the capture (Inductor's kernels round unlike eager ones)
+            plain.compile()
+            graphed.compile()
+        graphed.use_step_runner(GraphedSteps(cuda, warmup=2))
+        logs: dict[str, list[dict[str, torch.Tensor]]] = {"plain": [], "graphed": []}
+        for name, m in (("plain", plain), ("graphed", graphed)):
+            loader = DataLoader(data, batch_size=2, num_workers=2, pin_memory=True)
+            for step, batch in enumerate(prefetch_to_device(({"LQ": a, "GT": b} for a, b in loader), cuda), 1):
+                m.feed_data(batch)
+                m.optimize_parameters(step)
+                logs[name].append({k: torch.as_tensor(v).clone() for k, v in m.log_dict.items()})
+        torch.cuda.synchronize()
+    finally:
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved
     assert graphed.run_step.eager == {}  # no capture fell back to eager
     assert set(graphed.run_step.graphs) == {"psnr", "gan_g_d", "gan_d"}
     assert graphed.optimizers["G_psnr"].param_groups[0]["lr"].item() == 2**-11  # the milestone reached the graph
+    assert len(logs["graphed"]) == 14 and [log.keys() for log in logs["plain"]] == [
+        log.keys() for log in logs["graphed"]]
+    if exact:
+        for step, (a, b) in enumerate(zip(logs["plain"], logs["graphed"], strict=True), 1):
+            for key, value in a.items():
+                assert torch.equal(value, b[key]), (step, key, value, b[key])
     for a, b in zip(plain.networks().values(), graphed.networks().values(), strict=True):
         for (key, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
-            if x.is_floating_point():
+            if exact:
+                assert torch.equal(x, y), key
+            elif x.is_floating_point():
                 assert torch.allclose(x, y, rtol=1e-2, atol=1e-4), key
     assert int(graphed.health()["skipped_G"]) == 0
 

@@ -11,7 +11,8 @@ replays it with a single launch. What the model does in graph mode so that a rep
   counters are updated in place, the losses are left on the device;
 * Adam is `capturable` with its learning rate as a device tensor that the schedules fill in place (host code,
   outside the graph, as are the schedulers and the logging);
-* autocast runs without its weight-cast cache, which would otherwise keep capture-time casts.
+* autocast runs without its weight-cast cache (in eager steps too, so that both compute the same numbers),
+  which would otherwise keep capture-time casts.
 
 Each kind of step (the PSNR step, the GAN step with a G update, the D-only GAN step) runs eagerly for a few
 warm-up iterations on a side stream (cuDNN autotuning, lazy optimizer state), is captured on its next use and

@@ -53,11 +53,14 @@ class Precision:
         self.device_type = device.type
         self.dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
         self.scalers: dict[str, torch.amp.GradScaler] = {}
-        self.cache_casts = True  # off under CUDA-graph capture, where cached casts would go stale
 
     def autocast(self) -> torch.autocast:
+        """Autocast without its weight-cast cache. The cache saves a cast only where one region uses a weight twice
+        (D on real and on fake patches in the D step), and there it adds the two uses' gradients in the low
+        precision before the one cast back; without it each use's gradient reaches fp32 first. So a step computes
+        the same numbers eager and graph-captured (where a cache would keep capture-time casts)."""
         return torch.autocast(self.device_type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None,
-                              cache_enabled=self.cache_casts)
+                              cache_enabled=False)
 
     def scaler(self, name: str) -> torch.amp.GradScaler | None:
         if self.precision != "fp16":
@@ -236,10 +239,9 @@ class SRModel:
     def use_step_runner(self, runner: Callable[[str, Callable[[], Any]], Any]) -> None:
         """Run the device work of every step through `runner` (engine/fast.py's CUDA-graph runner): inputs in
         static tensors, Adam capturable with its learning rate as a device tensor (the schedules fill it in
-        place), autocast without its cast cache. Call it after loading a training state."""
+        place). Call it after loading a training state."""
         self.run_step = runner
         self.static_inputs = True
-        self.amp.cache_casts = False
         for optimizer in self.optimizers.values():
             for group in optimizer.param_groups:
                 group["capturable"] = True
