@@ -1,7 +1,10 @@
 """Quality check of a speed setting: train twice from the same weights and data order, plain fp32 and fast.
 
 Both runs are ordinary train.py runs of one option file (same seed, so the same initial networks and the same
-batches), the second with the speed overrides given by --fast. After --psnr-iters PSNR-phase iterations both are
+batches), the second with the speed overrides given by --fast. The reference stays fp32; --reference may give it
+speed overrides that do not change its numbers, such as speed.cuda_graph=true (a captured step is the eager step
+bit for bit, which tests/test_speed.py checks on a GPU), to shorten the check: on a GPU the plain fp32 path is
+launch-bound and several times slower than its captured steps. After --psnr-iters PSNR-phase iterations both are
 validated; the check passes when their validation PSNR differs by at most --tolerance dB (the GPU-speed issue asks
 for 0.05 dB after 2,000 iterations). With --gan-iters, the GAN-phase losses of the two runs are compared at every
 print (they should track each other; they are reported, not judged, since the adversarial game amplifies any
@@ -85,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-opt", "--opt", required=True, help="the training option file")
     parser.add_argument("--fast", nargs="+", required=True, metavar="KEY=VALUE",
                         help="the speed overrides of the fast run, e.g. speed.precision=bf16 speed.channels_last=true")
+    parser.add_argument("--reference", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="speed overrides of the fp32 reference run (default: none, the plain fp32 eager path), "
+                             "e.g. speed.cuda_graph=true")
     parser.add_argument("--psnr-iters", type=int, default=2000)
     parser.add_argument("--gan-iters", type=int, default=0)
     parser.add_argument("--print-freq", type=int, default=100, help="iterations between the compared losses")
@@ -95,9 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parallel", action="store_true",
                         help="run both trainings at once (on a GPU with room for both; each is launch-bound)")
     args = parser.parse_args(argv)
-    for item in args.fast:
-        if not item.startswith("speed.") or "=" not in item:
-            parser.error(f"--fast {item!r}: expected speed.<option>=<value>")
+    for flag, items in (("--fast", args.fast), ("--reference", args.reference)):
+        for item in items:
+            if not item.startswith("speed.") or "=" not in item:
+                parser.error(f"{flag} {item!r}: expected speed.<option>=<value>")
+    if any(item.split("=", 1)[0] == "speed.precision" and item.split("=", 1)[1] != "fp32" for item in args.reference):
+        parser.error("--reference: the reference run is the fp32 one; give other precisions with --fast")
 
     common = [*args.set, f"train.psnr.niter={args.psnr_iters}", f"train.gan.niter={args.gan_iters}",
               f"train.val_freq={args.psnr_iters}", f"logger.print_freq={args.print_freq}",
@@ -107,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = args.workdir or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
-        runs = {"fp32": Run(args.opt, common, root, "check_fp32")}
+        runs = {"fp32": Run(args.opt, [*common, *args.reference], root, "check_fp32")}
         if args.parallel:
             runs["fast"] = Run(args.opt, [*common, *args.fast], root, "check_fast")
             seconds = wait_all(runs)
@@ -116,9 +125,10 @@ def main(argv: list[str] | None = None) -> int:
             runs["fast"] = Run(args.opt, [*common, *args.fast], root, "check_fast")
             seconds["fast"] = runs["fast"].wait()
         plain, fast = scalars(runs["fp32"].tb_dir), scalars(runs["fast"].tb_dir)
-        notes = runs["fast"].warnings()
-    for line in notes:
-        print(f"fast run: {line}")
+        notes = {label: run.warnings() for label, run in runs.items()}
+    for label, lines in notes.items():
+        for line in lines:
+            print(f"{label} run: {line}")
     print(f"\nwall time of the whole train.py run{' (both at once)' if args.parallel else ''}: fp32 "
           f"{seconds['fp32']:.0f} s, fast {seconds['fast']:.0f} s")
     for label, tags in (("fp32", plain), ("fast", fast)):
@@ -132,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     print(f"\nfast path: {' '.join(args.fast)}")
+    print(f"fp32 reference: {' '.join(args.reference) or 'the plain fp32 eager path'}")
     print("| iteration | fp32 val PSNR | fast val PSNR | difference (dB) |")
     print("|---|---|---|---|")
     for step in sorted(plain["val/psnr"]):

@@ -1,24 +1,32 @@
 #!/usr/bin/env bash
 # The GPU checks behind docs/PERFORMANCE.md, in stages of a few minutes each on one H100/H200 (estimates for the
-# paper's settings, from BasicSR's 5.3 it/s fp32 figure), most important first:
+# paper's settings, from BasicSR's 5.3 it/s fp32 figure and issue #6's timings of captured steps):
 #
+#   bash scripts/gpu_checks.sh core      # the decisive figures in one command of about 8 min (15 minutes of
+#                                        # GPU time, machine start included, hold this and a retry of part of it):
+#                                        # the CUDA tests without compilation (graph steps = eager steps, bit for
+#                                        # bit in fp32 and bf16), benchmark.py with fp32 and bf16+channels_last+graph,
+#                                        # then the quality check with the fp32 reference's steps captured too
 #   bash scripts/gpu_checks.sh speed     # benchmark.py: fp32, bf16+channels_last, ...+graph; launches, syncs,
 #                                        # top kernels, loader-fed run (about 4 min)
 #   bash scripts/gpu_checks.sh quality   # check_fast_path.py: PSNR_ITERS (2,000) PSNR-phase iterations of the
-#                                        # paper's network on the demo photos, fp32 and FAST at once (about 8 min)
+#                                        # paper's network on the demo photos, the plain fp32 path and FAST at once
+#                                        # (about 8 min; REFERENCE=speed.cuda_graph=true: about 4 min)
 #   bash scripts/gpu_checks.sh tests     # the CUDA tests: captured steps with eager and compiled networks, fp16
 #                                        # scalers (about 3 min)
 #   bash scripts/gpu_checks.sh compile   # benchmark.py's torch.compile modes, with and without graphs (compiling
 #                                        # the full network takes minutes)
-#   bash scripts/gpu_checks.sh all       # the four, in this order (a stage that fails does not stop the next)
+#   bash scripts/gpu_checks.sh all       # speed, quality, tests, compile (a stage that fails does not stop the next)
 #
-# Where GPU time comes in short slots (say 10 minutes a command), run `speed` and `quality` as two commands, and
-# `tests` and `compile` when there is time left.
+# Where GPU time comes in short slots, run `core` first, as one command (the first lines of timings.txt say how
+# long each part took, for planning the next slot), and the other stages when there is time left.
 #
 # Everything printed also goes to $OUT (a folder that a remote runner copies back) or experiments/gpu_checks/, one
-# file per stage. FAST (the speed overrides of the quality check), PSNR_ITERS and PYTHON can be set in the environment;
-# SMOKE=1 runs the speed and quality stages with tiny networks on a CPU, to check the commands
-# (tests/test_benchmark.py does).
+# file per stage, each written as the stage goes (a command cut short keeps what its finished parts printed).
+# FAST (the speed overrides of the quality check), REFERENCE (speed overrides of its fp32 reference that keep its
+# numbers, such as speed.cuda_graph=true; default none, the plain fp32 eager path), PSNR_ITERS and PYTHON can be
+# set in the environment; SMOKE=1 runs the core, speed and quality stages with tiny networks on a CPU, to check the
+# commands (tests/test_benchmark.py does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-experiments/gpu_checks}"
@@ -26,6 +34,7 @@ work="${WORK:-experiments/gpu_checks_runs}"  # checkpoints and data: not copied 
 mkdir -p "$out" "$work"
 PY="${PYTHON:-python3}"
 FAST="${FAST:-speed.precision=bf16 speed.channels_last=true speed.cuda_graph=true}"
+REFERENCE="${REFERENCE:-}"
 PSNR_ITERS="${PSNR_ITERS:-2000}"
 GAN_ITERS=100
 bench=()
@@ -47,9 +56,22 @@ print(datetime.date.today(), gpu, f"torch {torch.__version__}, CUDA {torch.versi
       f"cuDNN {torch.backends.cudnn.version()}, Python {platform.python_version()}, {os.cpu_count()} CPU cores")
 EOF
 
+# Runs a stage and appends its wall time and exit status to $out/timings.txt.
+timed() {
+    local start=$SECONDS status=0
+    "$@" || status=$?
+    echo "$* : $((SECONDS - start)) s, exit status $status" | tee -a "$out/timings.txt"
+    return "$status"
+}
+
 run_speed() {
     "$PY" scripts/benchmark.py --modes fp32 bf16+channels_last bf16+channels_last+graph --top-kernels 10 \
         "${bench[@]}" 2>&1 | tee "$out/benchmark.md"
+}
+
+run_speed_core() {
+    "$PY" scripts/benchmark.py --modes fp32 bf16+channels_last+graph --top-kernels 10 "${bench[@]}" 2>&1 |
+        tee "$out/benchmark.md"
 }
 
 run_compile() {
@@ -61,15 +83,23 @@ run_tests() {
     "$PY" -m pytest -q -rs tests/test_speed.py 2>&1 | tee "$out/tests.txt"
 }
 
+run_tests_core() {
+    "$PY" -m pytest -q -rs tests/test_speed.py -k "on_the_gpu and not compiled or fp16_scales" 2>&1 |
+        tee "$out/tests_core.txt"
+}
+
 run_quality() {
     # The demo photos with their MATLAB-bicubic LR made once (rather than by every worker for every sample), and
     # the paper's network, batch, patch, learning rate and EMA (BasicSR's reference settings).
     "$PY" scripts/generate_lr.py --input datasets/demo/train --output "$work/demo_LR" --scale 4 \
         --hr-mod-output "$work/demo_HR" --workers 8 > "$work/generate_lr.log" 2>&1 ||
         { cat "$work/generate_lr.log"; return 1; }
+    local reference=()
+    # shellcheck disable=SC2206  # REFERENCE is a list of overrides
+    [[ -z "$REFERENCE" ]] || reference=(--reference $REFERENCE)
     # shellcheck disable=SC2086  # FAST is a list of overrides
     "$PY" scripts/check_fast_path.py -opt options/train_demo.yml --parallel --psnr-iters "$PSNR_ITERS" \
-        --gan-iters "$GAN_ITERS" --print-freq 50 --workdir "$work" --fast $FAST \
+        --gan-iters "$GAN_ITERS" --print-freq 50 --workdir "$work" --fast $FAST "${reference[@]}" \
         --set datasets.train.dataroot_GT="$work/demo_HR" --set datasets.train.dataroot_LQ="$work/demo_LR" \
         --set network_G.nf=64 --set network_G.nb=23 --set network_G.gc=32 --set network_D.nf=64 \
         --set datasets.train.batch_size=16 --set datasets.train.n_workers=6 --set train.ema_decay=0.999 \
@@ -78,13 +108,20 @@ run_quality() {
         2>&1 | tee "$out/check_fast_path.md"
 }
 
+# Several stages in a row, each run even when one before it failed; fails when any failed.
+stages() {
+    local failed=0 stage
+    for stage in "$@"; do timed "$stage" || failed=1; done
+    return "$failed"
+}
+
 case "${1:-all}" in
-    speed) run_speed ;;
-    quality) run_quality ;;
-    tests) run_tests ;;
-    compile) run_compile ;;
-    all) failed=0
-         for stage in run_speed run_quality run_tests run_compile; do "$stage" || failed=1; done
-         exit "$failed" ;;
-    *) echo "usage: bash scripts/gpu_checks.sh [speed|quality|tests|compile|all]" >&2; exit 2 ;;
+    core) REFERENCE="${REFERENCE:-speed.cuda_graph=true}"
+          stages run_tests_core run_speed_core run_quality ;;
+    speed) timed run_speed ;;
+    quality) timed run_quality ;;
+    tests) timed run_tests ;;
+    compile) timed run_compile ;;
+    all) stages run_speed run_quality run_tests run_compile ;;
+    *) echo "usage: bash scripts/gpu_checks.sh [core|speed|quality|tests|compile|all]" >&2; exit 2 ;;
 esac

@@ -38,18 +38,27 @@ def test_metric_benchmark_prints_milliseconds_per_image():
     assert all(float(cell) > 0 for cell in row.strip("| \n").split("|")[1:])
 
 
-def test_the_gpu_check_script_runs_its_speed_and_quality_stages_in_smoke_mode(tmp_path):
+def test_the_gpu_check_script_runs_its_core_and_speed_stages_in_smoke_mode(tmp_path):
     """SMOKE=1: tiny networks on the CPU, so that the commands and option keys the GPU session will run are
-    checked here (the graph mode is left out on a CPU, and says so)."""
+    checked here (the graph mode is left out on a CPU, and says so). `core` runs the CUDA tests (skipped here),
+    the benchmark and the quality check with the fp32 reference's steps captured."""
     env = os.environ | {"SMOKE": "1", "OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work"),
                         "FAST": "speed.channels_last=true", "PYTHON": sys.executable}
-    for stage in ("speed", "quality"):
+    for stage in ("core", "speed"):
         result = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "gpu_checks.sh"), stage], env=env,
                                 capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stdout + result.stderr
+    tests = (tmp_path / "out" / "tests_core.txt").read_text()
+    assert "3 skipped, 26 deselected" in tests and "CUDA graphs need a GPU" in tests  # fp32, bf16, fp16
     benchmark = (tmp_path / "out" / "benchmark.md").read_text()
     assert "mode bf16+channels_last+graph left out: CUDA graphs need a CUDA device" in benchmark
-    assert "| bf16+channels_last | gan |" in benchmark
+    assert "| bf16+channels_last | gan |" in benchmark  # the speed stage's modes (it ran last)
     quality = (tmp_path / "out" / "check_fast_path.md").read_text()
+    assert "fp32 reference: speed.cuda_graph=true" in quality
+    assert "fp32 run: " in quality and "speed.cuda_graph: training eagerly, CUDA graphs need a CUDA device" in quality
     assert re.search(r"PSNR phase, iteration 3: \|difference\| 0\.0\d\d dB, tolerance 0.05 dB: PASS", quality)
     assert sorted(p.name for p in (tmp_path / "work" / "demo_LR").iterdir())[0] == "astronaut.png"
+    timings = (tmp_path / "out" / "timings.txt").read_text().splitlines()
+    assert [line.split(" : ")[0] for line in timings] == ["run_tests_core", "run_speed_core", "run_quality",
+                                                          "run_speed"]
+    assert all(re.fullmatch(r"\S+ : \d+ s, exit status 0", line) for line in timings)

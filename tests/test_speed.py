@@ -98,12 +98,14 @@ def test_the_fast_path_check_trains_both_runs_and_compares_validation_psnr_and_g
     args = [sys.executable, str(REPO_ROOT / "scripts" / "check_fast_path.py"), "-opt",
             str(REPO_ROOT / "options" / "train_demo.yml"), "--psnr-iters", "3", "--gan-iters", "2", "--print-freq",
             "1", "--workdir", str(tmp_path), "--fast", "speed.channels_last=true"] + ["--parallel"] * parallel
+    reference = ["--reference", "speed.cudnn_benchmark=false"] if parallel else []  # one run of each kind
     for item in tiny:
         args += ["--set", item]
-    result = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(args + reference, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "| iteration | fp32 val PSNR | fast val PSNR | difference (dB) |" in out
+    assert f"fp32 reference: {'speed.cudnn_benchmark=false' if parallel else 'the plain fp32 eager path'}" in out
     assert ("(both at once): fp32" in out) == parallel and "fast: data wait" in out
     assert "PSNR phase, iteration 3: |difference|" in out and out.rstrip().count("PASS") == 1
     assert "| iteration | l_g_pix fp32 / fast | l_g_fea fp32 / fast | l_g_gan fp32 / fast |" in out
@@ -113,6 +115,20 @@ def test_the_fast_path_check_trains_both_runs_and_compares_validation_psnr_and_g
     for run in ("check_fp32", "check_fast"):
         (options_file,) = (tmp_path / run).glob("options_*.yml")
         assert ("channels_last: true" in options_file.read_text()) == (run == "check_fast")
+        assert ("cudnn_benchmark: false" in options_file.read_text()) == (parallel and run == "check_fp32")
+
+
+def test_the_fast_path_check_keeps_its_reference_fp32(capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_fast_path", REPO_ROOT / "scripts" / "check_fast_path.py")
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    for reference, message in ((["speed.precision=bf16"], "the reference run is the fp32 one"),
+                               (["cuda_graph=true"], "--reference 'cuda_graph=true': expected speed.<option>=<value>")):
+        with pytest.raises(SystemExit) as exit_info:
+            check.main(["-opt", "x.yml", "--fast", "speed.precision=bf16", "--reference", *reference])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_runs_going_at_once_stop_together_when_one_fails(tmp_path):
