@@ -79,12 +79,13 @@ run_compile() {
         --iters 20 --profile-iters 2 "${bench[@]}" 2>&1 | tee "$out/benchmark_compile.md"
 }
 
+# Deterministic cuBLAS (the CUDA tests compare captured steps with eager ones bit for bit).
 run_tests() {
-    "$PY" -m pytest -q -rs tests/test_speed.py 2>&1 | tee "$out/tests.txt"
+    CUBLAS_WORKSPACE_CONFIG=:4096:8 "$PY" -m pytest -q -rs tests/test_speed.py 2>&1 | tee "$out/tests.txt"
 }
 
 run_tests_core() {
-    "$PY" -m pytest -q -rs tests/test_speed.py -k "on_the_gpu and not compiled or fp16_scales" 2>&1 |
+    CUBLAS_WORKSPACE_CONFIG=:4096:8 "$PY" -m pytest -q -rs tests/test_speed.py -k "on_the_gpu and not compiled or fp16_scales" 2>&1 |
         tee "$out/tests_core.txt"
 }
 

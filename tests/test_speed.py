@@ -401,13 +401,18 @@ def test_captured_steps_on_the_gpu_train_like_eager_steps(precision, compiled):
                            VGGFeatureExtractor(feature_layer=4),
                            PsnrPhaseOpt(niter=6, optim_G=OptimOpt(lr=2**-10),
                                         scheduler=SchedulerOpt(milestones=[5], gamma=0.5)),
-                           GanPhaseOpt(niter=8, D_update_ratio=2, optim_G=OptimOpt(lr=2**-13),
+                           GanPhaseOpt(niter=14, D_update_ratio=2, optim_G=OptimOpt(lr=2**-13),
                                        optim_D=OptimOpt(lr=2**-13)), cuda, ema_decay=0.9, precision=precision)
 
+    # 20 batches: 6 PSNR steps, then 14 GAN steps whose two kinds (sharing one memory pool) alternate, each
+    # replayed several times after its capture.
     g = torch.Generator().manual_seed(3)
-    data = TensorDataset(torch.rand(28, 3, 32, 32, generator=g), torch.rand(28, 3, 128, 128, generator=g))
-    saved = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
+    data = TensorDataset(torch.rand(40, 3, 32, 32, generator=g), torch.rand(40, 3, 128, 128, generator=g))
+    saved = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
+             torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+    # Any operation of the step without a deterministic algorithm warns (rather than fails), naming itself.
+    torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         plain, graphed = build(), build()
         if compiled:  # both, so that the two differ only in the capture (Inductor's kernels round unlike eager ones)
@@ -423,11 +428,12 @@ def test_captured_steps_on_the_gpu_train_like_eager_steps(precision, compiled):
                 logs[name].append({k: torch.as_tensor(v).clone() for k, v in m.log_dict.items()})
         torch.cuda.synchronize()
     finally:
-        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[:2]
+        torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
     assert graphed.run_step.eager == {}  # no capture fell back to eager
     assert set(graphed.run_step.graphs) == {"psnr", "gan_g_d", "gan_d"}
     assert graphed.optimizers["G_psnr"].param_groups[0]["lr"].item() == 2**-11  # the milestone reached the graph
-    assert len(logs["graphed"]) == 14 and [log.keys() for log in logs["plain"]] == [
+    assert len(logs["graphed"]) == 20 and [log.keys() for log in logs["plain"]] == [
         log.keys() for log in logs["graphed"]]
     if exact:
         for step, (a, b) in enumerate(zip(logs["plain"], logs["graphed"], strict=True), 1):

@@ -18,7 +18,9 @@ Each kind of step (the PSNR step, the GAN step with a G update, the D-only GAN s
 warm-up iterations on a side stream (cuDNN autotuning, lazy optimizer state), is captured on its next use and
 replayed from then on. The GAN kinds share one memory pool: their graphs replay one after another on one stream,
 everything that must outlive a replay (weights, optimizer state, counters) was allocated before capture, and a
-step's outputs are read before the next replay. Capture is `thread_local`, so that the data loader's pin-memory
+step's outputs are read before the next replay (the loss meter copies them). What a step leaves in the pool is
+valid only until the next step: its outputs, the parameters' `.grad`, `model.fake`; one kind's replay may
+overwrite the other's. Capture is `thread_local`, so that the data loader's pin-memory
 thread may keep working meanwhile, and runs on a stream of the training device (which need not be the current
 one). fp16 (the gradient scaler's host-side logic) and several processes (DDP) run eagerly instead, with the reason in
 the log. So does a kind of step that raises while it is being captured (host code that cannot be recorded, say
