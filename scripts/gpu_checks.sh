@@ -2,8 +2,8 @@
 # The GPU checks behind docs/PERFORMANCE.md, in stages of a few minutes each on one H100/H200 (estimates for the
 # paper's settings, from BasicSR's 5.3 it/s fp32 figure and issue #6's timings of captured steps):
 #
-#   bash scripts/gpu_checks.sh core      # the decisive figures in one command of about 8 min (15 minutes of
-#                                        # GPU time, machine start included, hold this and a retry of part of it):
+#   bash scripts/gpu_checks.sh core      # the decisive figures in one command of about 8 min (a 15-minute GPU
+#                                        # slot, machine start included, leaves room to rerun part of it):
 #                                        # the CUDA tests without compilation (graph steps = eager steps, bit for
 #                                        # bit in fp32 and bf16), benchmark.py with fp32 and bf16+channels_last+graph,
 #                                        # then the quality check with the fp32 reference's steps captured too
@@ -18,8 +18,9 @@
 #                                        # the full network takes minutes)
 #   bash scripts/gpu_checks.sh all       # speed, quality, tests, compile (a stage that fails does not stop the next)
 #
-# Where GPU time comes in short slots, run `core` first, as one command (the first lines of timings.txt say how
-# long each part took, for planning the next slot), and the other stages when there is time left.
+# Where GPU time comes in short slots, run `core` first, as one command (timings.txt says how long each part
+# took, for planning the next slot), and the other stages when there is time left. In `core` the quality check's
+# fp32 reference runs with captured steps unless REFERENCE says otherwise; `quality` runs the plain fp32 path.
 #
 # Everything printed also goes to $OUT (a folder that a remote runner copies back) or experiments/gpu_checks/, one
 # file per stage, each written as the stage goes (a command cut short keeps what its finished parts printed).
@@ -85,8 +86,8 @@ run_tests() {
 }
 
 run_tests_core() {
-    CUBLAS_WORKSPACE_CONFIG=:4096:8 "$PY" -m pytest -q -rs tests/test_speed.py -k "on_the_gpu and not compiled or fp16_scales" 2>&1 |
-        tee "$out/tests_core.txt"
+    CUBLAS_WORKSPACE_CONFIG=:4096:8 "$PY" -m pytest -q -rs tests/test_speed.py \
+        -k "on_the_gpu and not compiled or fp16_scales" 2>&1 | tee "$out/tests_core.txt"
 }
 
 run_quality() {
