@@ -103,10 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     for flag, items in (("--fast", args.fast), ("--reference", args.reference)):
         for item in items:
-            if not item.startswith("speed.") or "=" not in item:
+            key, equals, value = item.partition("=")
+            if not key.startswith("speed.") or not equals:
                 parser.error(f"{flag} {item!r}: expected speed.<option>=<value>")
-    if any(item.split("=", 1)[0] == "speed.precision" and item.split("=", 1)[1] != "fp32" for item in args.reference):
-        parser.error("--reference: the reference run is the fp32 one; give other precisions with --fast")
+            if flag == "--reference" and key == "speed.precision" and value != "fp32":
+                parser.error("--reference: the reference run is the fp32 one; give other precisions with --fast")
 
     common = [*args.set, f"train.psnr.niter={args.psnr_iters}", f"train.gan.niter={args.gan_iters}",
               f"train.val_freq={args.psnr_iters}", f"logger.print_freq={args.print_freq}",

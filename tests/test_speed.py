@@ -118,12 +118,18 @@ def test_the_fast_path_check_trains_both_runs_and_compares_validation_psnr_and_g
         assert ("cudnn_benchmark: false" in options_file.read_text()) == (parallel and run == "check_fp32")
 
 
-def test_the_fast_path_check_keeps_its_reference_fp32(capsys):
+def check_fast_path_module():
+    """scripts/check_fast_path.py, imported (scripts/ is no package)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("check_fast_path", REPO_ROOT / "scripts" / "check_fast_path.py")
     check = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(check)
+    return check
+
+
+def test_the_fast_path_check_keeps_its_reference_fp32(capsys):
+    check = check_fast_path_module()
     for reference, message in ((["speed.precision=bf16"], "the reference run is the fp32 one"),
                                (["cuda_graph=true"], "--reference 'cuda_graph=true': expected speed.<option>=<value>")):
         with pytest.raises(SystemExit) as exit_info:
@@ -132,12 +138,9 @@ def test_the_fast_path_check_keeps_its_reference_fp32(capsys):
 
 
 def test_runs_going_at_once_stop_together_when_one_fails(tmp_path):
-    import importlib.util
     import time
 
-    spec = importlib.util.spec_from_file_location("check_fast_path", REPO_ROOT / "scripts" / "check_fast_path.py")
-    check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(check)
+    check = check_fast_path_module()
 
     def run(name: str, code: str):
         r = check.Run.__new__(check.Run)
