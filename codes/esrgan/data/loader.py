@@ -95,13 +95,16 @@ def build_train_loader(dataset: Dataset, batch_size: int, n_workers: int, seed: 
                       prefetch_factor=4 if n_workers > 0 else None)
 
 
-def prefetch_to_device(batches: Iterator[dict[str, Any]], device: torch.device) -> Iterator[dict[str, Any]]:
-    """Yield batches already on `device`. On CUDA the next batch is copied on a side stream while the current
-    one is being used, so the host-to-device copy overlaps compute; elsewhere batches pass through."""
+def prefetch_to_device(batches: Iterator[dict[str, Any]], device: torch.device,
+                       stream: "torch.cuda.Stream | None" = None) -> Iterator[dict[str, Any]]:
+    """Yield batches already on `device`. On CUDA the next batch is copied on a side stream (`stream`, or a new
+    one) while the current one is being used, so the host-to-device copy overlaps compute; elsewhere batches
+    pass through. A caller that prefetches epoch after epoch passes one stream: PyTorch hands streams out in turn
+    from a pool of 32 per device, so a new one every epoch soon comes round to those the graph runner uses."""
     if device.type != "cuda":
         yield from batches
         return
-    stream = torch.cuda.Stream(device)
+    stream = stream if stream is not None else torch.cuda.Stream(device)
 
     def load(batch: dict[str, Any]) -> dict[str, Any]:
         with torch.cuda.stream(stream):

@@ -428,12 +428,13 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
                 writer.add_scalar(f"train/{key}", value, at)
             writer.add_scalar("train/data_wait_fraction", wait_fraction, at)
 
+    copy_stream = torch.cuda.Stream(device) if device.type == "cuda" else None  # one for every epoch
     try:
         while step < total:
             # The data position follows from the iteration, so a resumed run continues with the very next batch.
             epoch, position = divmod(step, iters_per_epoch)
             train_loader.sampler.set_epoch(epoch, start=position * tr.batch_size)
-            for batch in prefetch_to_device(data_wait.timed(train_loader), device):
+            for batch in prefetch_to_device(data_wait.timed(train_loader), device, copy_stream):
                 step += 1
                 if psnr_end is not None and step == psnr_end + 1:
                     log.info("Iteration %d: PSNR phase done, GAN phase starts", step)
