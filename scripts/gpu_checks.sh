@@ -20,7 +20,8 @@
 #
 # Where GPU time comes in short slots, run `core` first, as one command (timings.txt says how long each part
 # took, for planning the next slot), and the other stages when there is time left. In `core` the quality check's
-# fp32 reference runs with captured steps unless REFERENCE says otherwise; `quality` runs the plain fp32 path.
+# fp32 reference runs with captured steps unless REFERENCE says otherwise (REFERENCE= for the plain fp32 path);
+# `quality` runs the plain fp32 path.
 #
 # Everything printed also goes to $OUT (a folder that a remote runner copies back) or experiments/gpu_checks/, one
 # file per stage, each written as the stage goes (a command cut short keeps what its finished parts printed).
@@ -35,6 +36,8 @@ work="${WORK:-experiments/gpu_checks_runs}"  # checkpoints and data: not copied 
 mkdir -p "$out" "$work"
 PY="${PYTHON:-python3}"
 FAST="${FAST:-speed.precision=bf16 speed.channels_last=true speed.cuda_graph=true}"
+# core's reference defaults to captured fp32 steps; REFERENCE= (set, empty) asks for the plain eager path there too.
+[[ "${1:-all}" != core ]] || REFERENCE="${REFERENCE-speed.cuda_graph=true}"
 REFERENCE="${REFERENCE:-}"
 PSNR_ITERS="${PSNR_ITERS:-2000}"
 GAN_ITERS=100
@@ -118,8 +121,7 @@ stages() {
 }
 
 case "${1:-all}" in
-    core) REFERENCE="${REFERENCE:-speed.cuda_graph=true}"
-          stages run_tests_core run_speed_core run_quality ;;
+    core) stages run_tests_core run_speed_core run_quality ;;
     speed) timed run_speed ;;
     quality) timed run_quality ;;
     tests) timed run_tests ;;
