@@ -96,7 +96,7 @@ def build_train_loader(dataset: Dataset, batch_size: int, n_workers: int, seed: 
 
 
 def prefetch_to_device(batches: Iterator[dict[str, Any]], device: torch.device,
-                       stream: "torch.cuda.Stream | None" = None) -> Iterator[dict[str, Any]]:
+                       stream: torch.cuda.Stream | None = None) -> Iterator[dict[str, Any]]:
     """Yield batches already on `device`. On CUDA the next batch is copied on a side stream (`stream`, or a new
     one) while the current one is being used, so the host-to-device copy overlaps compute; elsewhere batches
     pass through. A caller that prefetches epoch after epoch passes one stream: PyTorch hands streams out in turn
