@@ -3,7 +3,8 @@
 Training reads a random patch of every image; reading it from a 480x480 crop instead of a 2K image
 keeps data loading fast. Crops are named ``<stem>_s001.png``, ... row-major; LR crops get the names
 of their HR crops, so the two folders pair by name. A finished image is skipped, so an interrupted
-run is resumed by running the same command again.
+run is resumed by running the same command again (crops older than their image are made again); an
+output folder made with another crop size, step, edge threshold or scale is refused.
 
 Usage::
 
@@ -26,6 +27,7 @@ from esrgan.data.prepare import (
     add_run_arguments,
     check_crop_settings,
     check_distinct_folders,
+    claim_folder,
     extract_subimages,
     match_lr,
     print_errors,
@@ -67,9 +69,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    grid = {"made_by": "extract_subimages.py", "crop_size": args.crop_size, "step": args.step,
+            "thresh_size": args.thresh_size, "scale": args.scale}
     try:
         hr_files = images_by_stem(args.input)
         lr_files = images_by_stem(args.lr_input) if args.lr_input else {}
+        claim_folder(args.output, {**grid, "images": "HR crops"})
+        if args.lr_output:
+            claim_folder(args.lr_output, {**grid, "images": "LR crops"})
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -95,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     written = [r.written for _, r in results if r.written]
     lr_note = f" (and their LR crops to {args.lr_output})" if args.lr_input else ""
     print(f"wrote {sum(written)} crops of {len(written)} image(s) to {args.output}{lr_note}")
-    print(f"skipped {sum(1 for _, r in results if r.crops and not r.written)} image(s) whose crops all exist")
+    print(f"skipped {sum(1 for _, r in results if r.crops and not r.written)} image(s) whose crops are all up to date")
     small = [job[0].name for job, r in results if not r.crops]
     if small:
         print(f"skipped {len(small)} image(s) smaller than the {args.crop_size}x{args.crop_size} crop: "

@@ -4,7 +4,8 @@ The LR inputs of the SR benchmarks (Set5, Set14, DIV2K, ...) are ``imresize(modc
 'bicubic')`` in MATLAB; OpenCV's and PIL's bicubic resizers give other images. Each HR image is
 mod-cropped at its bottom / right edges to a multiple of the scale and downscaled in its own sample
 type (8 or 16 bit). Outputs are ``<stem>.png``; finished images are skipped, so an interrupted run
-is resumed by running the same command again.
+is resumed by running the same command again (outputs older than their HR image are made again); an
+output folder made at another scale, or holding another kind of output, is refused.
 
 Usage::
 
@@ -23,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "codes"))
 from esrgan.data.prepare import (
     add_run_arguments,
     check_distinct_folders,
+    claim_folder,
     generate_lr,
     print_errors,
     run_jobs,
@@ -60,8 +62,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    kinds = {"LR": args.output, "HR mod-cropped": args.hr_mod_output, "LR upsampled": args.bic_output}
     try:
         hr_files = images_by_stem(args.input)
+        for kind, folder in kinds.items():
+            if folder is not None:
+                claim_folder(folder, {"made_by": "generate_lr.py", "scale": args.scale, "images": kind})
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -80,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     results, errors = run_jobs(generate_lr, jobs, args.workers, f"LR x{args.scale}")
 
     print(f"wrote the x{args.scale} LR images of {sum(1 for _, w in results if w)} image(s) to {args.output}")
-    print(f"skipped {sum(1 for _, w in results if not w)} image(s) whose outputs all exist")
+    print(f"skipped {sum(1 for _, w in results if not w)} image(s) whose outputs are all up to date")
     if errors:
         print_errors(errors)
         return 1

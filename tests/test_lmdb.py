@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import multiprocessing
+import os
 import pickle
 import subprocess
 import sys
@@ -132,6 +133,25 @@ def test_rerun_encodes_only_images_not_yet_stored(tmp_path, monkeypatch):
 
     assert encoded == ["4.png", "5.png"]
     assert list(read_meta_info(tmp_path / "out.lmdb")) == ["1", "2", "3", "4", "5"]
+
+
+def test_an_image_replaced_since_the_lmdb_was_written_is_stored_again(tmp_path):
+    src = _folder(tmp_path / "in", ["1.png", "2.png"])
+    out = tmp_path / "out.lmdb"
+    create_lmdb(src, out, progress=False)
+    before = _stored_values(out)
+    assert cv2.imwrite(str(src / "2.png"), _image((5, 2, 3), seed=9))  # another image of another size
+    written_ns = (out / "data.mdb").stat().st_mtime_ns
+    if (src / "2.png").stat().st_mtime_ns <= written_ns:  # a coarse clock: make the replacement the newer
+        os.utime(src / "2.png", ns=(written_ns + 1,) * 2)
+
+    assert create_lmdb(src, out, progress=False) == 2
+
+    after = _stored_values(out)
+    assert after["1"] == before["1"]
+    np.testing.assert_array_equal(cv2.imdecode(np.frombuffer(after["2"], np.uint8), cv2.IMREAD_UNCHANGED),
+                                  _image((5, 2, 3), seed=9))
+    assert read_meta_info(out)["2"][:2] == (5, 2)
 
 
 def test_interrupted_run_keeps_committed_batches_and_a_rerun_finishes(tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ Crop tests use a 16-bit "coordinate image" whose pixel (y, x) holds y * width + 
 every crop can be read back from its top-left pixel.
 """
 
+import os
 import runpy
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from esrgan.data.prepare import (
     match_lr,
     run_jobs,
 )
-from esrgan.utils.image import images_by_stem
+from esrgan.utils.image import images_by_stem, list_images
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -314,7 +315,8 @@ def test_generate_lr_writes_only_missing_outputs(tmp_path, write_spy):
     generate_all(tmp_path, random_image((37, 50, 3)), 4)
     (tmp_path / "bic.png").unlink()
     write_spy.clear()
-    generate_all(tmp_path, random_image((37, 50, 3)), 4)
+    outs = {key: tmp_path / f"{key}.png" for key in ("lr", "hr_mod", "bic")}
+    assert generate_lr(tmp_path / "hr.png", outs["lr"], 4, 0, hr_mod_out=outs["hr_mod"], bic_out=outs["bic"])
     assert write_spy == ["bic.png"]
 
 
@@ -367,7 +369,74 @@ def test_extract_subimages_script_crops_a_folder_with_its_lr_images(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "wrote 12 crops of 1 image(s)" in result.stdout
     assert "smaller than the 10x10 crop: 0002.png" in result.stdout
-    assert sorted(p.name for p in (tmp_path / "lq").iterdir()) == crop_names("0001", 12)
+    assert [p.name for p in list_images(tmp_path / "lq")] == crop_names("0001", 12)
+
+
+def test_the_crops_of_an_image_replaced_since_are_made_again_from_it(tmp_path, write_spy):
+    hr_path = write_raw(tmp_path / "img.png", coordinate_image())
+    extract(hr_path, tmp_path / "out")
+    crops = [tmp_path / "out" / name for name in crop_names("img", 12)]
+    flipped = coordinate_image()[::-1, ::-1].copy()
+    write_raw(hr_path, flipped)  # the image replaced by another of its size
+    for crop in crops:  # on a coarse clock the crops could share the new image's time
+        os.utime(crop, ns=(hr_path.stat().st_mtime_ns - 1,) * 2)
+    write_spy.clear()
+    assert extract(hr_path, tmp_path / "out") == Extracted(crops=12, written=12)
+    assert sorted(write_spy) == [crop.name for crop in crops]
+    for crop, (y, x) in zip(crops, GRID, strict=True):
+        np.testing.assert_array_equal(read_raw(crop), flipped[y : y + 10, x : x + 10])
+    write_spy.clear()
+    assert extract(hr_path, tmp_path / "out") == Extracted(crops=12, written=0)  # up to date now
+    assert write_spy == []
+
+
+def test_generate_lr_remakes_outputs_older_than_the_hr_image(tmp_path, write_spy):
+    generate_all(tmp_path, random_image((37, 50, 3)), 4)
+    hr = random_image((37, 50, 3)) // 2
+    hr_path = write_raw(tmp_path / "hr.png", hr)
+    for name in ("lr.png", "hr_mod.png", "bic.png"):
+        os.utime(tmp_path / name, ns=(hr_path.stat().st_mtime_ns - 1,) * 2)
+    write_spy.clear()
+    outs = {key: tmp_path / f"{key}.png" for key in ("lr", "hr_mod", "bic")}
+    assert generate_lr(hr_path, outs["lr"], 4, 0, hr_mod_out=outs["hr_mod"], bic_out=outs["bic"])
+    assert sorted(write_spy) == ["bic.png", "hr_mod.png", "lr.png"]
+    np.testing.assert_array_equal(read_raw(outs["lr"]), imresize(modcrop(hr, 4), 1 / 4))
+
+
+def test_a_rerun_with_another_crop_grid_is_refused_and_leaves_the_crops_alone(tmp_path):
+    write_raw(tmp_path / "hr" / "0001.png", coordinate_image())
+    first = run_script("extract_subimages.py", "--input", "hr", "--output", "gt", "--crop-size", "10", "--step",
+                       "8", "--workers", "1", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    before = {p.name: p.read_bytes() for p in list_images(tmp_path / "gt")}
+    again = run_script("extract_subimages.py", "--input", "hr", "--output", "gt", "--crop-size", "10", "--step",
+                       "4", "--workers", "1", cwd=tmp_path)
+    assert again.returncode == 1
+    assert "gt holds files made with" in again.stderr and "step 8" in again.stderr and "step 4" in again.stderr
+    assert {p.name: p.read_bytes() for p in list_images(tmp_path / "gt")} == before
+    same = run_script("extract_subimages.py", "--input", "hr", "--output", "gt", "--crop-size", "10", "--step",
+                      "8", "--workers", "1", cwd=tmp_path)
+    assert same.returncode == 0 and "skipped 1 image(s) whose crops are all up to date" in same.stdout
+
+
+def test_a_folder_of_images_without_a_settings_record_is_refused(tmp_path):
+    write_raw(tmp_path / "hr" / "0001.png", coordinate_image())
+    write_raw(tmp_path / "gt" / "0001_s001.png", coordinate_image()[:10, :10])
+    result = run_script("extract_subimages.py", "--input", "hr", "--output", "gt", "--crop-size", "10", "--step",
+                        "8", "--workers", "1", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "already holds images, with no record" in result.stderr
+
+
+def test_generate_lr_refuses_an_output_folder_of_another_scale(tmp_path):
+    write_raw(tmp_path / "hr" / "a.png", random_image((36, 48, 3)))
+    assert run_script("generate_lr.py", "--input", "hr", "--output", "lr", "--scale", "2", "--workers", "1",
+                      cwd=tmp_path).returncode == 0
+    result = run_script("generate_lr.py", "--input", "hr", "--output", "lr", "--scale", "4", "--workers", "1",
+                        cwd=tmp_path)
+    assert result.returncode == 1
+    assert "scale 2" in result.stderr and "scale 4" in result.stderr
+    assert cv2.imread(str(tmp_path / "lr" / "a.png")).shape[:2] == (18, 24)
 
 
 def test_generate_lr_script_reports_a_broken_image_and_converts_the_others(tmp_path):

@@ -226,7 +226,8 @@ def create_lmdb(
     returns the number of images.
 
     Resumable: keys already in the LMDB (batches committed by an interrupted run) are skipped, so re-running
-    with the same arguments finishes the job. Encoding runs in `workers` processes; the map grows as needed.
+    with the same arguments finishes the job; an image modified since the LMDB was last written is stored
+    again. Encoding runs in `workers` processes; the map grows as needed.
     """
     input_dir, output_path = Path(input_dir), Path(output_path)
     if not 0 <= compress_level <= 9:
@@ -240,6 +241,8 @@ def create_lmdb(
         raise ValueError(f"no images in {input_dir}")
 
     output_path.mkdir(parents=True, exist_ok=True)
+    data_file = output_path / "data.mdb"  # its time: when an earlier run last committed
+    written_ns = data_file.stat().st_mtime_ns if data_file.exists() else 0
     env = _lmdb().open(os.fspath(output_path), meminit=False)
     try:
         with env.begin() as txn:
@@ -250,10 +253,11 @@ def create_lmdb(
                 f"{output_path} holds {len(foreign)} images that are not in {input_dir} (e.g. {foreign[:5]}); "
                 "it was made from another folder: delete it or choose another output path"
             )
-        todo = [key for key in keys if key not in existing]
+        todo = [key for key in keys if key not in existing or keys[key].stat().st_mtime_ns > written_ns]
         with (
             _encoded([keys[k] for k in todo], compress_level, workers) as encoded,
-            tqdm(total=len(keys), initial=len(existing), unit="img", desc="LMDB", disable=not progress) as bar,
+            tqdm(total=len(keys), initial=len(keys) - len(todo), unit="img", desc="LMDB",
+                 disable=not progress) as bar,
         ):
             samples = list(islice(encoded, _ESTIMATE_SAMPLES))
             used = (env.info()["last_pgno"] + 1) * env.stat()["psize"]

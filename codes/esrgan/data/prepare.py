@@ -7,14 +7,18 @@ MATLAB's ``imresize(hr, 1/scale, 'bicubic')`` of the mod-cropped HR image.
 
 Images are read with ``cv2.IMREAD_UNCHANGED`` and written with their samples exactly as stored:
 8 or 16 bit, gray, colour or with alpha. Every output is written atomically (temporary file, then
-rename), so an existing output is complete; a job whose outputs all exist is skipped, and an
-interrupted run is resumed by running it again.
+rename), so an existing output is complete. As ``make`` does, an output is remade only when it is
+missing or older than its source image, so a job whose outputs are all up to date is skipped, an
+interrupted run is resumed by running it again, and a source image replaced since is done again.
+Each output folder records the settings its files were made with (``SETTINGS_FILE``): a run with
+other settings (another crop grid, another scale) is refused instead of mixing the two.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import json
 import multiprocessing
 import os
 import sys
@@ -28,7 +32,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from esrgan.data.imresize import bicubic_degrade, imresize, modcrop
-from esrgan.utils.image import write_image
+from esrgan.utils.files import atomic_write_text
+from esrgan.utils.image import list_images, write_image
 
 R = TypeVar("R")
 
@@ -50,6 +55,43 @@ def image_size(path: str | Path) -> tuple[int, int]:
     """``(width, height)`` of an image file, read from its header without decoding the pixels."""
     with Image.open(path) as img:
         return img.size
+
+
+def is_stale(output: Path, source: Path) -> bool:
+    """Whether ``output`` is to be (re)made from ``source``: it is missing, or older than the source."""
+    try:
+        return output.stat().st_mtime_ns < source.stat().st_mtime_ns
+    except FileNotFoundError:
+        return True
+
+
+SETTINGS_FILE = ".esrgan_prepare.json"  # hidden: no dataset reader takes it for an image
+
+
+def claim_folder(folder: str | Path, settings: dict[str, Any]) -> None:
+    """Make ``folder`` (created if missing) an output of ``settings``, recorded in its ``SETTINGS_FILE``.
+
+    Files are skipped by name when up to date, so a folder already holding files made with other
+    settings (another crop size, step or scale) would end up with some crops of each: that is refused,
+    as is a folder of images without a record. The same settings again (a resumed run, or more
+    source images added to the same folder) are accepted.
+    """
+    folder = Path(folder)
+    record = folder / SETTINGS_FILE
+    wanted = json.dumps(settings, sort_keys=True)
+    if record.is_file():
+        made = json.loads(record.read_text(encoding="utf-8"))
+        if json.dumps(made, sort_keys=True) != wanted:
+            def describe(values: dict[str, Any]) -> str:
+                return ", ".join(f"{k} {v}" for k, v in values.items())
+            raise ValueError(f"{folder} holds files made with {describe(made)} (recorded in {record.name}), "
+                             f"not {describe(settings)}: choose another output folder, or delete this one to "
+                             "remake it")
+        return
+    if folder.is_dir() and list_images(folder):
+        raise ValueError(f"{folder} already holds images, with no record ({SETTINGS_FILE}) of what made them, "
+                         "so they could not be told apart from this run's: choose an empty output folder")
+    atomic_write_text(record, json.dumps(settings, sort_keys=True) + "\n")
 
 
 def _read_raw(path: Path, size: tuple[int, int]) -> np.ndarray:
@@ -126,7 +168,7 @@ class Extracted(NamedTuple):
     """What ``extract_subimages`` did with one image."""
 
     crops: int  # crops the image has; 0 when it is smaller than the crop size
-    written: int  # crops written now (the others existed already)
+    written: int  # crops written now (the others existed already, newer than the image)
 
 
 def extract_subimages(
@@ -144,7 +186,8 @@ def extract_subimages(
 
     With ``lr_path``, ``lr_out_dir`` and ``scale``, the LR image of ``hr_path`` is cropped at the
     same places divided by ``scale``, into files of the same names, so GT and LQ crops pair by name.
-    Only missing crops are written, and the image is not decoded when none is missing.
+    Only missing crops and crops older than their image are written, and an image is not decoded
+    when none of its crops is.
     """
     hr_path, out_dir = Path(hr_path), Path(out_dir)
     with_lr = (lr_path is not None, lr_out_dir is not None, scale is not None)
@@ -164,13 +207,14 @@ def extract_subimages(
 
     corners = crop_grid(hr_size[1], hr_size[0], crop_size, step, thresh_size, scale)
     names = crop_names(hr_path.stem, len(corners))
-    # missing[k]: indices of the crops whose file in out_dirs[k] does not exist yet; an image is
-    # decoded only if one of its crops is missing.
-    missing = [[i for i, name in enumerate(names) if not (folder / name).exists()] for folder in out_dirs]
-    written: set[int] = set()
     sources = [(hr_path, hr_size, 1)]
     if lr_path is not None:
         sources.append((lr_path, lr_size, scale))
+    # missing[k]: indices of the crops whose file in out_dirs[k] is missing or older than its image; an
+    # image is decoded only if one of its crops is.
+    missing = [[i for i, name in enumerate(names) if is_stale(folder / name, path)]
+               for (path, _, _), folder in zip(sources, out_dirs, strict=True)]
+    written: set[int] = set()
     for (path, size, factor), folder, todo in zip(sources, out_dirs, missing, strict=True):
         if not todo:
             continue
@@ -197,14 +241,15 @@ def generate_lr(
     The HR image is mod-cropped at its bottom / right edges to a multiple of ``scale`` and resized in
     its own sample type (uint8 or uint16). Optionally also written: the mod-cropped HR image
     (``hr_mod_out``) and the LR image bicubic-upsampled back to its size (``bic_out``).
-    Only missing outputs are written; returns False, without decoding, when none is missing.
+    Only missing outputs and outputs older than ``hr_path`` are written; returns False, without
+    decoding, when there is none.
     """
+    hr_path = Path(hr_path)
     outputs = {"lr": lr_out, "hr_mod": hr_mod_out, "bic": bic_out}
-    missing = {key for key, path in outputs.items() if path is not None and not Path(path).exists()}
+    missing = {key for key, path in outputs.items() if path is not None and is_stale(Path(path), hr_path)}
     if not missing:
         return False
 
-    hr_path = Path(hr_path)
     size = image_size(hr_path)
     if min(size) < scale:
         raise ValueError(f"image {hr_path} ({size[0]}x{size[1]}) is smaller than the scale {scale}")
