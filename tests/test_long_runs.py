@@ -52,6 +52,46 @@ def test_stop_and_resume_gives_bitwise_the_same_weights_as_a_straight_run(tmp_pa
                    for k, v in weights(straight / "models" / name).items())
 
 
+def final_networks(run: Path) -> dict[str, dict[str, torch.Tensor]]:
+    return checkpoint.load_training_state(run / "training_state" / "6.state")["model"]["networks"]
+
+
+def log_text(run: Path) -> str:
+    (log_file,) = run.glob("train_*.log")
+    return log_file.read_text()
+
+
+def test_resuming_inside_the_gan_phase_keeps_the_saved_settings_and_names_the_options_it_ignores(tmp_path):
+    settings = {"train.psnr.niter": 2, "train.gan.niter": 4, "logger.save_freq": 3,
+                "datasets.train.dataset_enlarge_ratio": 1}
+    straight = train(options(tmp_path / "a", **settings))
+    changed = {"train.gan.optim_G.lr": 5e-4, "train.gan.optim_D.beta2": 0.9, "train.gan.scheduler.milestones": [1]}
+    resumed = train(options(tmp_path / "b", **settings, **changed,
+                            **{"path.resume_state": str(straight / "training_state" / "3.state")}))
+    for net, values in final_networks(straight).items():  # the saved settings were used
+        assert all(torch.equal(v, final_networks(resumed)[net][k]) for k, v in values.items()), net
+    lines = log_text(resumed).splitlines()
+    (at,) = [i for i, line in enumerate(lines) if "these options of this run have no effect" in line]
+    assert lines[at + 1 : at + 5] == [  # each difference, and nothing else
+        "  train.gan.optim_D.beta2: 0.99 in the training state, 0.9 in the options",
+        "  train.gan.optim_G.lr: 0.0001 in the training state, 0.0005 in the options",
+        "  train.gan.scheduler.milestones: [40] in the training state, [1] in the options",
+        "To train with them, start a new run from the saved weights (path.pretrain_model_G / pretrain_model_D)."]
+
+
+def test_a_state_of_the_psnr_phase_leaves_the_gan_phase_settings_to_the_options(tmp_path):
+    settings = {"train.psnr.niter": 3, "train.gan.niter": 3, "logger.save_freq": 2,
+                "datasets.train.dataset_enlarge_ratio": 1}
+    first = train(options(tmp_path / "a", **settings))
+    gan = {"train.gan.optim_G.lr": 5e-4, "train.gan.optim_D.lr": 3e-4, "train.gan.scheduler.milestones": [1]}
+    straight = train(options(tmp_path / "b", **settings, **gan))
+    resumed = train(options(tmp_path / "c", **settings, **gan,
+                            **{"path.resume_state": str(first / "training_state" / "2.state")}))
+    for net, values in final_networks(straight).items():
+        assert all(torch.equal(v, final_networks(resumed)[net][k]) for k, v in values.items()), net
+    assert "Resumed from" in log_text(resumed) and "have no effect" not in log_text(resumed)
+
+
 def test_auto_resume_without_a_state_starts_fresh_and_with_one_continues(tmp_path):
     run = train(options(tmp_path, **{"model": "sr", "train.gan.niter": 0, "train.psnr.niter": 2}),
                 auto_resume=True)

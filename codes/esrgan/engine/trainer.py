@@ -25,7 +25,7 @@ from tqdm import tqdm
 from ..archs.layouts import save_generator_state
 from ..data.loader import DataWait, build_train_loader, prefetch_to_device, stop_workers
 from ..data.paired import PairedImageDataset
-from ..models.esrgan import ESRGANModel, SRModel
+from ..models.esrgan import ESRGANModel, SRModel, changed_settings
 from ..models.networks import build_discriminator, build_feature_extractor, build_generator, load_weights
 from ..options import TrainOptions, dump_yaml
 from ..utils.files import atomic_save
@@ -331,9 +331,10 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
                                       tr.dataset_enlarge_ratio, pin_memory=device.type == "cuda",
                                       rank=world.rank, world_size=world.world_size)
 
-    start_step, best = 0, {"psnr": -math.inf, "ssim": -math.inf, "iter": 0}
+    start_step, best, changed = 0, {"psnr": -math.inf, "ssim": -math.inf, "iter": 0}, []
     if resume is not None:
         try:
+            changed = changed_settings(resume["model"], model)
             model.load_state_dict(resume["model"])
         except (RuntimeError, ValueError) as err:
             raise ValueError(f"path.resume_state: {resume_path} does not fit this run's model (was it saved with "
@@ -346,6 +347,11 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
         dump_yaml(o, run_dir / f"options_{timestamp()}.yml")
     if resume is not None:
         log.info("Resumed from %s at iteration %d (%s phase)", resume_path, start_step, model.phase(start_step + 1))
+        if changed:
+            log.warning("%s: the optimizers and schedules continue as saved, so these options of this run have no "
+                        "effect (the options file records them as given):\n  %s\nTo train with them, start a new "
+                        "run from the saved weights (path.pretrain_model_G / pretrain_model_D).", source,
+                        "\n  ".join(changed))
         if world.is_main:
             _restore_best_model(run_dir, start_step, best)
     if world.distributed:

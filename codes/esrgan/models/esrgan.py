@@ -269,6 +269,8 @@ class SRModel:
             for name, obj in objects.items():
                 if group == "networks":
                     _check_network_fits(name, obj, state[group][name])
+                elif name in unstarted(state):
+                    continue  # it carries nothing but settings, and this run's options set those
                 try:
                     obj.load_state_dict(state[group][name])
                 except (RuntimeError, ValueError, KeyError) as err:
@@ -278,6 +280,48 @@ class SRModel:
             scaler = self.amp.scaler(name)
             if scaler is not None:
                 scaler.load_state_dict(scaler_state)
+
+
+def unstarted(state: dict[str, Any]) -> set[str]:
+    """The optimizers of a model's `state_dict` that have not stepped yet, nor their schedules (the GAN phase's
+    during the PSNR phase): they hold only the settings the options gave them when the state was saved."""
+    return {name for name, optimizer in state["optimizers"].items()
+            if not optimizer["state"] and state["schedulers"].get(name, {}).get("last_epoch") == 0}
+
+
+# The options that set each optimizer and its schedule.
+_OPTION_KEYS = {"G_psnr": ("train.psnr.optim_G", "train.psnr.scheduler"),
+                "G": ("train.gan.optim_G", "train.gan.scheduler"), "D": ("train.gan.optim_D", "train.gan.scheduler")}
+
+
+def training_settings(state: dict[str, Any]) -> dict[str, Any]:
+    """The optimizer and schedule settings a model's `state_dict` carries, by option key: the learning rate the
+    schedule scales, Adam's betas and weight decay, and the schedule's parameters (a schedule is a `LambdaLR`
+    whose factor object `state_dict` saves as its attributes: milestones, gamma, warmup_iters, ...)."""
+    settings: dict[str, Any] = {}
+    for name, optimizer in state["optimizers"].items():
+        key = _OPTION_KEYS[name][0]
+        group = optimizer["param_groups"][0]
+        settings[f"{key}.lr"] = float(group["initial_lr"])
+        settings[f"{key}.beta1"], settings[f"{key}.beta2"] = (float(b) for b in group["betas"])
+        settings[f"{key}.weight_decay"] = float(group["weight_decay"])
+    for name, schedule in state["schedulers"].items():
+        for factor in schedule["lr_lambdas"]:
+            settings.update({f"{_OPTION_KEYS[name][1]}.{k}": v for k, v in (factor or {}).items()})
+    return settings
+
+
+def changed_settings(saved: dict[str, Any], model: SRModel) -> list[str]:
+    """What the training state `saved` (a model's `state_dict`) sets otherwise than `model`, built from this
+    run's options, does, for the optimizers that `load_state_dict` restores (those that have stepped):
+    `key: <saved> in the training state, <this run's> in the options`."""
+    restored = (saved["optimizers"].keys() & model.optimizers.keys()) - unstarted(saved)
+    now = training_settings({"optimizers": {k: model.optimizers[k].state_dict() for k in restored},
+                             "schedulers": {k: model.schedulers[k].state_dict() for k in restored}})
+    before = training_settings({"optimizers": {k: saved["optimizers"][k] for k in restored},
+                                "schedulers": {k: saved["schedulers"][k] for k in restored}})
+    return [f"{key}: {before.get(key, '(none)')} in the training state, {now.get(key, '(none)')} in the options"
+            for key in sorted(before.keys() | now.keys()) if before.get(key) != now.get(key)]
 
 
 def _check_network_fits(name: str, net: nn.Module, saved: dict[str, torch.Tensor]) -> None:
