@@ -312,6 +312,25 @@ def test_pairs_all_of_another_scale_say_so_first(tmp_path):
     assert "4 images do not fit" in str(info.value) and "every pair" not in str(info.value)
 
 
+def test_missing_unreadable_misfitting_and_too_small_images_are_reported_in_one_error(tmp_path):
+    write_rgb(tmp_path / "GT" / "good.png", random_rgb(32, 32, seed=0))
+    write_rgb(tmp_path / "LQ" / "good.png", random_rgb(8, 8, seed=0))
+    write_rgb(tmp_path / "GT" / "alone.png", random_rgb(32, 32, seed=1))  # no LQ
+    write_rgb(tmp_path / "GT" / "broken.png", random_rgb(32, 32, seed=2))
+    (tmp_path / "LQ" / "broken.png").write_bytes(b"not an image")
+    write_rgb(tmp_path / "GT" / "skewed.png", random_rgb(32, 32, seed=3))
+    write_rgb(tmp_path / "LQ" / "skewed.png", random_rgb(8, 7, seed=3))  # not GT / 4
+    write_rgb(tmp_path / "GT" / "tiny.png", random_rgb(16, 16, seed=4))
+    write_rgb(tmp_path / "LQ" / "tiny.png", random_rgb(4, 4, seed=4))  # fits, but under GT_size 32
+    with pytest.raises(ValueError) as info:
+        PairedImageDataset("t", 4, str(tmp_path / "GT"), str(tmp_path / "LQ"), gt_size=32)
+    first, second, third = str(info.value).split("\n  and ")
+    assert first.startswith("dataset t: 1 GT images in ") and first.endswith(": alone")
+    assert second.startswith("1 images cannot be read: ") and "broken.png" in second
+    assert third.startswith("2 images do not fit: skewed (") and "tiny is too small for GT_size 32" in third
+    assert "good" not in str(info.value)
+
+
 def test_gt_only_images_too_small_for_the_crop_are_reported(tmp_path):
     write_rgb(tmp_path / "GT" / "tiny.png", random_rgb(30, 60, seed=0))
     with pytest.raises(ValueError, match="tiny is too small for GT_size 32: its LQ is 15x7"):

@@ -105,6 +105,8 @@ class PairedImageDataset(Dataset):
     def _check_pairs(self) -> None:
         """Every problem of the whole dataset in one error, before training starts."""
         gt, lq, s = self.gt, self.lq, self.scale
+        errors: list[str] = []  # one entry per kind of problem, each listing its images
+        keys = self.keys  # the images still to check
         if gt is not None and lq is not None:
             # LQ named as its GT, or DIV2K's way (0801.png <-> 0801x4.png, as BasicSR's filename_tmpl '{}x4').
             names = set(lq.keys())
@@ -118,27 +120,30 @@ class PairedImageDataset(Dataset):
             if missing:
                 others = sorted({f for k in missing for f in range(2, 9) if f != s and f"{k}x{f}" in names})
                 hint = (f"; they are there as <name>x{others[0]}: check scale" if len(others) == 1 else "")
-                raise ValueError(f"dataset {self.name}: {len(missing)} GT images in {gt.root} have no LQ image of "
-                                 f"the same name (or DIV2K's <name>x{s}) in {lq.root}{hint}: {_listing(missing)}")
+                errors.append(f"{len(missing)} GT images in {gt.root} have no LQ image of the same name (or DIV2K's "
+                              f"<name>x{s}) in {lq.root}{hint}: {_listing(missing)}")
+                keys = sorted(set(keys) - set(missing))
         gt_sizes = gt.sizes() if gt is not None else {}
         if lq is not None:
             all_lq = lq.sizes()
-            lq_sizes = {k: all_lq.get(self.lq_key[k]) for k in self.keys}
+            lq_sizes = {k: all_lq.get(self.lq_key[k]) for k in keys}
         else:
             lq_sizes = {k: v and (v[0] // s, v[1] // s) for k, v in gt_sizes.items()}
-        unreadable = [gt.describe(k) for k in self.keys if gt is not None and gt_sizes.get(k) is None]
-        unreadable += [lq.describe(self.lq_key[k]) for k in self.keys if lq is not None and lq_sizes[k] is None]
+        unreadable = [gt.describe(k) for k in keys if gt is not None and gt_sizes.get(k) is None]
+        unreadable += [lq.describe(self.lq_key[k]) for k in keys if lq is not None and lq_sizes[k] is None]
         if unreadable:
+            keys = [k for k in keys if (gt is None or gt_sizes[k] is not None) and lq_sizes[k] is not None]
             if not self.skip_corrupt:
-                raise ValueError(f"dataset {self.name}: {len(unreadable)} images cannot be read: "
-                                 f"{_listing(unreadable)} (or set skip_corrupt: true to leave them out)")
-            log.warning("dataset %s: leaving out %d unreadable images: %s", self.name, len(unreadable),
-                        _listing(unreadable))
-            self.keys = [k for k in self.keys if (gt is None or gt_sizes[k] is not None) and lq_sizes[k] is not None]
-            if not self.keys:
-                raise ValueError(f"dataset {self.name}: no readable images left")
+                errors.append(f"{len(unreadable)} images cannot be read: {_listing(unreadable)} (or set "
+                              "skip_corrupt: true to leave them out)")
+            else:
+                log.warning("dataset %s: leaving out %d unreadable images: %s", self.name, len(unreadable),
+                            _listing(unreadable))
+                self.keys = keys
+                if not self.keys:
+                    raise ValueError(f"dataset {self.name}: no readable images left")
         problems, ratios = [], []
-        for key in self.keys:
+        for key in keys:
             lh, lw = lq_sizes[key]
             if key in gt_sizes:
                 gh, gw = gt_sizes[key]
@@ -154,10 +159,11 @@ class PairedImageDataset(Dataset):
                                 f"than {self.gt_size // s}x{self.gt_size // s}")
         if problems:
             # Every pair (not only every faulty one) of one other scale: the option, not the data, is wrong.
-            (ratio,) = set(ratios) if len(set(ratios)) == 1 and len(ratios) == len(self.keys) else (None,)
+            (ratio,) = set(ratios) if len(set(ratios)) == 1 and len(ratios) == len(keys) else (None,)
             cause = (f"every pair is x{ratio}, not x{s}: check scale (and the LQ folder). " if ratio else "")
-            raise ValueError(f"dataset {self.name}: {len(problems)} images do not fit: {cause}"
-                             f"{_listing(problems)}")
+            errors.append(f"{len(problems)} images do not fit: {cause}{_listing(problems)}")
+        if errors:
+            raise ValueError(f"dataset {self.name}: " + "\n  and ".join(errors))
 
     def __len__(self) -> int:
         return len(self.keys)
