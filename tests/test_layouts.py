@@ -2,9 +2,11 @@
 configured generator, and of the convert_weights.py and net_interp.py scripts."""
 
 import logging
+import os
 import pathlib
 import runpy
 import sys
+import warnings
 
 import pytest
 import torch
@@ -199,6 +201,29 @@ def test_a_file_that_would_run_code_is_refused_and_the_code_does_not_run(tmp_pat
                                          r"\(it asks for (builtins\.)?getattr\)"):
         load_generator_state(tmp_path / "evil.pth")
     assert not (tmp_path / "pwned").exists()
+
+
+class ShellCommand:
+    def __reduce__(self):
+        return os.system, ("true",)
+
+
+def test_code_and_torchscript_archives_are_refused_by_name_without_torchs_advice_to_unpickle_anyway(tmp_path):
+    torch.save({"conv_first.weight": ShellCommand()}, tmp_path / "shell.pth")
+    with pytest.raises(ValueError, match=r"refusing to unpickle .*shell\.pth: it is not a plain weights file "
+                                         r"\(it asks for (posix|nt|os)\.system\)") as refused:
+        read_weights_file(tmp_path / "shell.pth")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.script's deprecation
+        torch.jit.script(torch.nn.Conv2d(3, 3, 3)).save(str(tmp_path / "g.torchscript"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ValueError, match=r"g\.torchscript: it is a TorchScript archive .* not a weights file; "
+                                             r"use the \.pth or \.safetensors file") as archive:
+            read_weights_file(tmp_path / "g.torchscript")
+    assert [str(w.message) for w in caught] == []
+    for error in (refused, archive):
+        assert "weights_only" not in str(error.value)
 
 
 def test_safetensors_without_the_package_says_how_to_install_it(tmp_path, monkeypatch):

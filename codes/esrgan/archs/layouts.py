@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -212,23 +213,37 @@ def _read_torch(path: Path) -> Any:
     if path.is_file() and path.stat().st_size == 0:
         raise ValueError(f"cannot read weights file {path}: the file is empty")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns before refusing a TorchScript archive: the error says it
+            warnings.filterwarnings("ignore", message=".*TorchScript archive")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ValueError(f"cannot read weights file {path}: it does not exist") from None
     except pickle.UnpicklingError as err:
         # torch's message suggests weights_only=False; name the offending global instead.
-        needed = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        needed = re.search(r"GLOBAL (\S+)", str(err))
         if needed:
             raise ValueError(f"refusing to unpickle {path}: it is not a plain weights file (it asks for "
                              f"{needed.group(1)}), and unpickling it could run arbitrary code. If you trust its "
                              "source, load it yourself and torch.save only its state dict") from None
-        # Not torch's advice to retry with weights_only=False: only the reason.
         reason = re.search(r"WeightsUnpickler error:\s*(.+?)\s*$", str(err), re.MULTILINE)
-        detail = reason.group(1) if reason else (str(err) or type(err).__name__).splitlines()[0]
-        raise ValueError(f"cannot read weights file {path}: it is not a torch.save file ({detail})") from None
+        detail = f" ({reason.group(1)})" if reason else ""
+        raise ValueError(f"cannot read weights file {path}: it is not a torch.save file{detail}") from None
+    except RuntimeError as err:
+        if "TorchScript" not in str(err):
+            raise ValueError(f"cannot read weights file {path}: it is not a torch.save or .safetensors file "
+                             f"({_first_line(err)})") from None
+        raise ValueError(f"cannot read weights file {path}: it is a TorchScript archive (a whole program, such as "
+                         "scripts/export.py writes), not a weights file; use the .pth or .safetensors file of "
+                         "the weights") from None
     except Exception as err:  # the safe unpickler raises assorted errors (KeyError, ...) on foreign files
         raise ValueError(f"cannot read weights file {path}: it is not a torch.save or .safetensors file "
-                         f"({type(err).__name__}: {err})") from None
+                         f"({_first_line(err)})") from None
+
+
+def _first_line(err: Exception) -> str:
+    """The error's type and first line, which never holds torch's advice to load with weights_only=False."""
+    text = str(err).splitlines()[0] if str(err) else ""
+    return f"{type(err).__name__}: {text}" if text and "weights_only" not in text else type(err).__name__
 
 
 def read_weights_file(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
