@@ -338,6 +338,19 @@ def test_a_state_that_does_not_fit_the_run_is_refused_before_anything_is_written
     assert not (tmp_path / "run").exists()
 
 
+class ShellCommand:
+    def __reduce__(self):
+        return os.system, ("true",)
+
+
+def test_a_state_file_that_would_run_code_is_refused_without_torchs_advice_to_unpickle_it(tmp_path):
+    torch.save({"iter": ShellCommand()}, tmp_path / "evil.state")
+    with pytest.raises(ValueError, match=r"cannot load the training state .*evil\.state: it is not a file that "
+                                         r"train\.py saved, or it is damaged \(UnpicklingError\)") as info:
+        checkpoint.load_training_state(tmp_path / "evil.state")
+    assert "weights_only" not in str(info.value)
+
+
 def test_weights_given_as_a_training_state_say_what_a_state_is(tmp_path, saved_state):
     weights_file = saved_state.parent.parent / "models" / "3_G.pth"
     with pytest.raises(ValueError, match=r"3_G\.pth is not a training state \(no iter, model, rng, best\): "

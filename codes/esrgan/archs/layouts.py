@@ -30,7 +30,7 @@ from typing import Any, Literal, get_args
 
 import torch
 
-from ..utils.files import atomic_output, atomic_save
+from ..utils.files import atomic_output, atomic_save, error_summary
 from .rrdbnet import RRDBNet
 
 Layout = Literal["esrgan", "old", "basicsr"]
@@ -231,19 +231,13 @@ def _read_torch(path: Path) -> Any:
     except RuntimeError as err:
         if "TorchScript" not in str(err):
             raise ValueError(f"cannot read weights file {path}: it is not a torch.save or .safetensors file "
-                             f"({_first_line(err)})") from None
+                             f"({error_summary(err)})") from None
         raise ValueError(f"cannot read weights file {path}: it is a TorchScript archive (a whole program, such as "
                          "scripts/export.py writes), not a weights file; use the .pth or .safetensors file of "
                          "the weights") from None
     except Exception as err:  # the safe unpickler raises assorted errors (KeyError, ...) on foreign files
         raise ValueError(f"cannot read weights file {path}: it is not a torch.save or .safetensors file "
-                         f"({_first_line(err)})") from None
-
-
-def _first_line(err: Exception) -> str:
-    """The error's type and first line, which never holds torch's advice to load with weights_only=False."""
-    text = str(err).splitlines()[0] if str(err) else ""
-    return f"{type(err).__name__}: {text}" if text and "weights_only" not in text else type(err).__name__
+                         f"({error_summary(err)})") from None
 
 
 def read_weights_file(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from ..utils.files import atomic_save, atomic_write_text
+from ..utils.files import atomic_save, atomic_write_text, error_summary
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def load_training_state(path: str | Path, total_iters: int | None = None,
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # text, truncated or foreign files raise assorted errors
         raise ValueError(f"{source}: cannot load the training state {path}: it is not a file that "
-                         f"train.py saved, or it is damaged ({type(err).__name__}: {str(err)[:200]}). Training "
+                         f"train.py saved, or it is damaged ({error_summary(err)}). Training "
                          "states are experiments/<name>/training_state/<iter>.state") from None
     missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]
     if missing:

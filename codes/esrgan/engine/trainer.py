@@ -7,6 +7,7 @@ not wait for the GPU every step.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -334,7 +335,8 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
     start_step, best, changed = 0, {"psnr": -math.inf, "ssim": -math.inf, "iter": 0}, []
     if resume is not None:
         try:
-            changed = changed_settings(resume["model"], model)
+            with contextlib.suppress(KeyError, TypeError, IndexError):  # a state of another kind: the load says so
+                changed = changed_settings(resume["model"], model)
             model.load_state_dict(resume["model"])
         except (RuntimeError, ValueError) as err:
             raise ValueError(f"path.resume_state: {resume_path} does not fit this run's model (was it saved with "

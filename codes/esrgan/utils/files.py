@@ -62,6 +62,13 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8", newline="\n")
 
 
+def error_summary(err: Exception) -> str:
+    """A loading error's type and first line for a message, leaving out torch's advice to retry with
+    weights_only=False (which would unpickle whatever the file holds)."""
+    text = str(err).splitlines()[0] if str(err) else ""
+    return f"{type(err).__name__}: {text}" if text and "weights_only" not in text else type(err).__name__
+
+
 def torch_hub_cache_file(url: str) -> Path:
     """Where torch.hub keeps (or would download) the weights file of `url`: <hub dir>/checkpoints/<file name>."""
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
