@@ -27,7 +27,7 @@ from esrgan.data.prepare import (
     add_run_arguments,
     check_crop_settings,
     check_distinct_folders,
-    claim_folder,
+    claim_folders,
     extract_subimages,
     match_lr,
     print_errors,
@@ -74,9 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         hr_files = images_by_stem(args.input)
         lr_files = images_by_stem(args.lr_input) if args.lr_input else {}
-        claim_folder(args.output, {**grid, "images": "HR crops"})
-        if args.lr_output:
-            claim_folder(args.lr_output, {**grid, "images": "LR crops"})
+        claim_folders([(args.output, {**grid, "images": "HR crops"})]
+                      + ([(args.lr_output, {**grid, "images": "LR crops"})] if args.lr_output else []))
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "codes"))
 from esrgan.data.prepare import (
     add_run_arguments,
     check_distinct_folders,
-    claim_folder,
+    claim_folders,
     generate_lr,
     print_errors,
     run_jobs,
@@ -65,9 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     kinds = {"LR": args.output, "HR mod-cropped": args.hr_mod_output, "LR upsampled": args.bic_output}
     try:
         hr_files = images_by_stem(args.input)
-        for kind, folder in kinds.items():
-            if folder is not None:
-                claim_folder(folder, {"made_by": "generate_lr.py", "scale": args.scale, "images": kind})
+        claim_folders([(folder, {"made_by": "generate_lr.py", "scale": args.scale, "images": kind})
+                       for kind, folder in kinds.items() if folder is not None])
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

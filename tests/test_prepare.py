@@ -390,6 +390,23 @@ def test_the_crops_of_an_image_replaced_since_are_made_again_from_it(tmp_path, w
     assert write_spy == []
 
 
+def test_crops_of_an_earlier_larger_image_of_the_same_name_are_removed(tmp_path):
+    hr = coordinate_image()
+    hr_path, lr_path = write_raw(tmp_path / "img.png", hr), write_raw(tmp_path / "lr.png", modcrop(hr, 2)[::2, ::2])
+    lr_args = {"lr_path": lr_path, "lr_out_dir": tmp_path / "lq", "scale": 2}
+    assert extract(hr_path, tmp_path / "gt", **lr_args) == Extracted(crops=12, written=12)
+    write_raw(hr_path, hr[:10, :18])  # 2 crops now
+    write_raw(lr_path, hr[:10:2, :18:2])
+    for crop in list_images(tmp_path / "gt") + list_images(tmp_path / "lq"):  # older than the images
+        os.utime(crop, ns=(hr_path.stat().st_mtime_ns - 1,) * 2)
+    assert extract(hr_path, tmp_path / "gt", **lr_args) == Extracted(crops=2, written=2)
+    for folder in ("gt", "lq"):
+        assert [p.name for p in list_images(tmp_path / folder)] == ["img_s001.png", "img_s002.png"]
+    write_raw(hr_path, hr[:9])  # smaller than the crop: no crops at all
+    assert extract(hr_path, tmp_path / "gt") == Extracted(crops=0, written=0)
+    assert list_images(tmp_path / "gt") == []
+
+
 def test_generate_lr_remakes_outputs_older_than_the_hr_image(tmp_path, write_spy):
     generate_all(tmp_path, random_image((37, 50, 3)), 4)
     hr = random_image((37, 50, 3)) // 2
@@ -412,11 +429,26 @@ def test_a_rerun_with_another_crop_grid_is_refused_and_leaves_the_crops_alone(tm
     again = run_script("extract_subimages.py", "--input", "hr", "--output", "gt", "--crop-size", "10", "--step",
                        "4", "--workers", "1", cwd=tmp_path)
     assert again.returncode == 1
-    assert "gt holds files made with" in again.stderr and "step 8" in again.stderr and "step 4" in again.stderr
+    assert "gt holds images made with other settings (step 8 there, 4 now; see .esrgan_prepare.json)" in again.stderr
     assert {p.name: p.read_bytes() for p in list_images(tmp_path / "gt")} == before
     same = run_script("extract_subimages.py", "--input", "hr", "--output", "gt", "--crop-size", "10", "--step",
                       "8", "--workers", "1", cwd=tmp_path)
     assert same.returncode == 0 and "skipped 1 image(s) whose crops are all up to date" in same.stdout
+
+
+def test_a_record_in_a_folder_without_images_gives_way_to_the_next_run(tmp_path):
+    write_raw(tmp_path / "hr" / "0001.png", coordinate_image())
+    write_raw(tmp_path / "lr" / "0001x4.png", coordinate_image()[:5, :7])
+    failed = run_script("extract_subimages.py", "--input", "hr", "--output", "gt", "--lr-input", "lr",
+                        "--lr-output", "lq", "--scale", "2", "--crop-size", "10", "--step", "8", "--workers", "1",
+                        cwd=tmp_path)  # no LR image of the x2 names: nothing written
+    assert failed.returncode == 1 and not list_images(tmp_path / "gt")
+    fixed = run_script("extract_subimages.py", "--input", "hr", "--output", "gt", "--lr-input", "lr",
+                       "--lr-output", "lq", "--scale", "4", "--crop-size", "8", "--step", "8", "--workers", "1",
+                       cwd=tmp_path)
+    assert fixed.returncode == 0, fixed.stderr
+    assert len(list_images(tmp_path / "gt")) == len(list_images(tmp_path / "lq")) == 12
+    assert '"scale": 4' in (tmp_path / "gt" / ".esrgan_prepare.json").read_text()
 
 
 def test_a_folder_of_images_without_a_settings_record_is_refused(tmp_path):
@@ -435,7 +467,7 @@ def test_generate_lr_refuses_an_output_folder_of_another_scale(tmp_path):
     result = run_script("generate_lr.py", "--input", "hr", "--output", "lr", "--scale", "4", "--workers", "1",
                         cwd=tmp_path)
     assert result.returncode == 1
-    assert "scale 2" in result.stderr and "scale 4" in result.stderr
+    assert "lr holds images made with other settings (scale 2 there, 4 now;" in result.stderr
     assert cv2.imread(str(tmp_path / "lr" / "a.png")).shape[:2] == (18, 24)
 
 

@@ -68,30 +68,35 @@ def is_stale(output: Path, source: Path) -> bool:
 SETTINGS_FILE = ".esrgan_prepare.json"  # hidden: no dataset reader takes it for an image
 
 
-def claim_folder(folder: str | Path, settings: dict[str, Any]) -> None:
-    """Make ``folder`` (created if missing) an output of ``settings``, recorded in its ``SETTINGS_FILE``.
+def claim_folders(claims: Sequence[tuple[str | Path, dict[str, Any]]]) -> None:
+    """Make each ``(folder, settings)`` folder (created if missing) an output of its settings, recorded in
+    its ``SETTINGS_FILE``; all are checked before any record is written.
 
-    Files are skipped by name when up to date, so a folder already holding files made with other
-    settings (another crop size, step or scale) would end up with some crops of each: that is refused,
-    as is a folder of images without a record. The same settings again (a resumed run, or more
-    source images added to the same folder) are accepted.
+    Files are skipped by name when up to date, so a folder already holding images made with other
+    settings (another crop size, step or scale) would end up with some of each: that is refused, as is
+    a folder of images without a record. The same settings again (a resumed run, or more source images
+    added to the same folder) are accepted, and so is anything for a folder without images.
     """
-    folder = Path(folder)
-    record = folder / SETTINGS_FILE
-    wanted = json.dumps(settings, sort_keys=True)
-    if record.is_file():
-        made = json.loads(record.read_text(encoding="utf-8"))
-        if json.dumps(made, sort_keys=True) != wanted:
-            def describe(values: dict[str, Any]) -> str:
-                return ", ".join(f"{k} {v}" for k, v in values.items())
-            raise ValueError(f"{folder} holds files made with {describe(made)} (recorded in {record.name}), "
-                             f"not {describe(settings)}: choose another output folder, or delete this one to "
-                             "remake it")
-        return
-    if folder.is_dir() and list_images(folder):
-        raise ValueError(f"{folder} already holds images, with no record ({SETTINGS_FILE}) of what made them, "
-                         "so they could not be told apart from this run's: choose an empty output folder")
-    atomic_write_text(record, json.dumps(settings, sort_keys=True) + "\n")
+    to_write = []
+    for folder, settings in claims:
+        folder = Path(folder)
+        record = folder / SETTINGS_FILE
+        made = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else None
+        if made == settings:
+            continue
+        if folder.is_dir() and list_images(folder):
+            if made is None:
+                raise ValueError(f"{folder} already holds images, with no record ({SETTINGS_FILE}) of what made "
+                                 "them (an earlier version, another tool), so they could not be told apart from "
+                                 "this run's: choose an empty output folder, or delete its images")
+            differences = "; ".join(f"{key} {made.get(key)} there, {settings.get(key)} now"
+                                    for key in sorted(made.keys() | settings.keys())
+                                    if made.get(key) != settings.get(key))
+            raise ValueError(f"{folder} holds images made with other settings ({differences}; see "
+                             f"{record.name}): choose another output folder, or delete this one to remake it")
+        to_write.append((record, settings))
+    for record, settings in to_write:
+        atomic_write_text(record, json.dumps(settings, sort_keys=True) + "\n")
 
 
 def _read_raw(path: Path, size: tuple[int, int]) -> np.ndarray:
@@ -187,7 +192,8 @@ def extract_subimages(
     With ``lr_path``, ``lr_out_dir`` and ``scale``, the LR image of ``hr_path`` is cropped at the
     same places divided by ``scale``, into files of the same names, so GT and LQ crops pair by name.
     Only missing crops and crops older than their image are written, and an image is not decoded
-    when none of its crops is.
+    when none of its crops is; crops of an earlier, larger image of the same name past this image's
+    count are deleted.
     """
     hr_path, out_dir = Path(hr_path), Path(out_dir)
     with_lr = (lr_path is not None, lr_out_dir is not None, scale is not None)
@@ -224,7 +230,21 @@ def extract_subimages(
             y, x = corners[i][0] // factor, corners[i][1] // factor
             _write_raw(folder / names[i], img[y : y + side, x : x + side], png_level)
         written.update(todo)
+    for folder in out_dirs:
+        _remove_leftover_crops(folder, hr_path.stem, len(names))
     return Extracted(len(corners), len(written))
+
+
+def _remove_leftover_crops(folder: Path, stem: str, count: int) -> None:
+    """Delete the crops of ``stem`` past its ``count`` current ones: those an earlier, larger image of that
+    name had (with their numbers of 3 digits, or of more past 999). Each run of numbers ends at the first
+    missing file, so an image without leftovers costs a few lookups."""
+    width = len(crop_names(stem, count)[0]) - len(f"{stem}_s.png") if count else 0
+    for digits in range(3, 8):
+        i = count + 1 if digits == width else 1
+        while (path := folder / f"{stem}_s{i:0{digits}d}.png").is_file():
+            path.unlink()
+            i += 1
 
 
 # ------------------------------------------------------------------------------------------ LR images
