@@ -9,6 +9,7 @@ import os
 import pickle
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -152,6 +153,31 @@ def test_an_image_replaced_since_the_lmdb_was_written_is_stored_again(tmp_path):
     np.testing.assert_array_equal(cv2.imdecode(np.frombuffer(after["2"], np.uint8), cv2.IMREAD_UNCHANGED),
                                   _image((5, 2, 3), seed=9))
     assert read_meta_info(out)["2"][:2] == (5, 2)
+
+
+def test_an_image_replaced_while_a_run_encodes_the_others_is_stored_again_by_the_next_run(tmp_path, monkeypatch):
+    src = _folder(tmp_path / "in", ["1.png", "2.png"])
+    out = tmp_path / "out.lmdb"
+    real_encode = lmdb_io._encode_image
+
+    def replace_1_after_encoding_it(path: Path, compress_level: int) -> bytes:
+        value = real_encode(path, compress_level)
+        if path.name == "1.png":
+            assert cv2.imwrite(str(src / "1.png"), _image((3, 4, 3), seed=7))
+            later = time.time_ns() + 10**9  # after the run began, whatever the file system's clock resolution
+            os.utime(src / "1.png", ns=(later, later))
+        return value
+
+    monkeypatch.setattr(lmdb_io, "_encode_image", replace_1_after_encoding_it)
+    create_lmdb(src, out, progress=False)
+    late_commit = (src / "1.png").stat().st_mtime_ns + 1  # the run's last commit came after the replacement
+    os.utime(out / "data.mdb", ns=(late_commit, late_commit))
+    monkeypatch.setattr(lmdb_io, "_encode_image", real_encode)
+
+    create_lmdb(src, out, progress=False)
+
+    stored = cv2.imdecode(np.frombuffer(_stored_values(out)["1"], np.uint8), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(stored, _image((3, 4, 3), seed=7))
 
 
 def test_interrupted_run_keeps_committed_batches_and_a_rerun_finishes(tmp_path, monkeypatch):

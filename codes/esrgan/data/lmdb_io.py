@@ -226,7 +226,7 @@ def create_lmdb(
     returns the number of images.
 
     Resumable: keys already in the LMDB (batches committed by an interrupted run) are skipped, so re-running
-    with the same arguments finishes the job; an image modified since the LMDB was last written is stored
+    with the same arguments finishes the job; an image modified since the last complete run began is stored
     again. Encoding runs in `workers` processes; the map grows as needed.
     """
     input_dir, output_path = Path(input_dir), Path(output_path)
@@ -241,8 +241,13 @@ def create_lmdb(
         raise ValueError(f"no images in {input_dir}")
 
     output_path.mkdir(parents=True, exist_ok=True)
-    data_file = output_path / "data.mdb"  # its time: when an earlier run last committed
-    written_ns = data_file.stat().st_mtime_ns if data_file.exists() else 0
+    # An image modified after the start of the last complete run is stored again. That start is the time of
+    # a marker touched when the run began and renamed when it ended (one clock, the file system's); without
+    # one (an interrupted first run, an LMDB of another tool), the time of the last commit.
+    started, complete = output_path / ".esrgan_lmdb_started", output_path / ".esrgan_lmdb_complete"
+    reference = complete if complete.exists() else output_path / "data.mdb"
+    written_ns = reference.stat().st_mtime_ns if reference.exists() else 0
+    started.write_bytes(b"")
     env = _lmdb().open(os.fspath(output_path), meminit=False)
     try:
         with env.begin() as txn:
@@ -286,4 +291,5 @@ def create_lmdb(
     finally:
         env.close()
     write_meta_info(output_path, shapes, compress_level)
+    os.replace(started, complete)
     return len(keys)
