@@ -65,7 +65,8 @@ def test_resuming_inside_the_gan_phase_keeps_the_saved_settings_and_names_the_op
     settings = {"train.psnr.niter": 2, "train.gan.niter": 4, "logger.save_freq": 3,
                 "datasets.train.dataset_enlarge_ratio": 1}
     straight = train(options(tmp_path / "a", **settings))
-    changed = {"train.gan.optim_G.lr": 5e-4, "train.gan.optim_D.beta2": 0.9, "train.gan.scheduler.milestones": [1]}
+    changed = {"train.gan.optim_G.lr": 5e-4, "train.gan.optim_D.beta2": 0.9, "train.gan.scheduler.milestones": [1],
+               "train.psnr.optim_G.lr": 5e-3}  # the PSNR phase is over: not worth a word
     resumed = train(options(tmp_path / "b", **settings, **changed,
                             **{"path.resume_state": str(straight / "training_state" / "3.state")}))
     for net, values in final_networks(straight).items():  # the saved settings were used
@@ -330,7 +331,11 @@ def test_a_start_that_fails_leaves_the_earlier_run_where_it_was(tmp_path):
      r"with nf=16"),
     ({"train.psnr.niter": 1, "train.gan.niter": 5}, r"3\.state was saved at iteration 3 of a run whose PSNR phase "
                                                     r"ended at 2; train\.psnr\.niter 1 would move that end"),
-], ids=["complete", "other-model", "other-network", "moved-phase-end"])
+    ({"train.psnr.niter": 2, "train.gan.niter": 3, "train.gan.scheduler.type": "CosineAnnealingRestartLR",
+      "train.gan.scheduler.periods": [10]},
+     r"3\.state: the schedule saved there is MultiStepLR and train\.gan\.scheduler\.type is "
+     r"CosineAnnealingRestartLR: a schedule that has started keeps its type"),
+], ids=["complete", "other-model", "other-network", "moved-phase-end", "other-schedule-type"])
 def test_a_state_that_does_not_fit_the_run_is_refused_before_anything_is_written(tmp_path, saved_state, overrides,
                                                                                 message):
     with pytest.raises(ValueError, match=message):

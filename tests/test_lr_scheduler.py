@@ -63,3 +63,24 @@ def test_scheduler_state_round_trips_through_a_weights_only_load():
     fresh = build_scheduler(fresh_opt, SchedulerOpt(milestones=[1], gamma=0.5, warmup_iters=2))
     fresh.load_state_dict(torch.load(buffer, weights_only=True))
     assert fresh.last_epoch == 3 and fresh.get_last_lr() == scheduler.get_last_lr()
+
+
+def test_a_saved_schedule_reads_back_as_the_options_that_built_it():
+    from esrgan.models.esrgan import training_settings
+    from esrgan.options import OptimOpt
+
+    def saved(lr: float, o: SchedulerOpt) -> dict:
+        adam = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=lr, betas=(0.9, 0.999))
+        schedule = build_scheduler(adam, o)
+        return {"optimizers": {"G": adam.state_dict()}, "schedulers": {"G": schedule.state_dict()}}
+
+    cosine = SchedulerOpt(type="CosineAnnealingRestartLR", periods=[10, 20], restart_weights=[1, 0.5], eta_min=1e-7)
+    assert training_settings(saved(3e-4, cosine)) == {
+        "train.gan.optim_G.lr": 3e-4, "train.gan.optim_G.beta1": 0.9, "train.gan.optim_G.beta2": 0.999,
+        "train.gan.optim_G.weight_decay": 0.0, "train.gan.scheduler.type": "CosineAnnealingRestartLR",
+        "train.gan.scheduler.periods": [10, 20], "train.gan.scheduler.restart_weights": [1, 0.5],
+        "train.gan.scheduler.eta_min": 1e-7, "train.gan.scheduler.warmup_iters": 0}
+    multistep = SchedulerOpt(milestones=[5, 9], gamma=0.5, warmup_iters=2)
+    assert {k: v for k, v in training_settings(saved(OptimOpt().lr, multistep)).items() if ".scheduler." in k} == {
+        "train.gan.scheduler.type": "MultiStepLR", "train.gan.scheduler.milestones": [5, 9],
+        "train.gan.scheduler.gamma": 0.5, "train.gan.scheduler.warmup_iters": 2}

@@ -332,11 +332,18 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
                                       tr.dataset_enlarge_ratio, pin_memory=device.type == "cuda",
                                       rank=world.rank, world_size=world.world_size)
 
-    start_step, best, changed = 0, {"psnr": -math.inf, "ssim": -math.inf, "iter": 0}, []
+    start_step, best, changed = 0, {"psnr": -math.inf, "ssim": -math.inf, "iter": 0}, {}
     if resume is not None:
+        with contextlib.suppress(KeyError, TypeError, IndexError):  # a state of another kind: the load says so
+            # The PSNR phase's optimizer no longer matters once it is over.
+            changed = changed_settings(resume["model"], model,
+                                       {"G_psnr"} if model.phase(resume["iter"] + 1) == "gan" else set())
+        for key, (saved, given) in changed.items():
+            if key.endswith(".type"):  # a factor of one type cannot take the other's saved attributes
+                raise ValueError(f"{source}: {resume_path}: the schedule saved there is {saved} and {key} is "
+                                 f"{given}: a schedule that has started keeps its type. Set {key}: {saved}, or start "
+                                 "a new run from the saved weights (path.pretrain_model_G / pretrain_model_D)")
         try:
-            with contextlib.suppress(KeyError, TypeError, IndexError):  # a state of another kind: the load says so
-                changed = changed_settings(resume["model"], model)
             model.load_state_dict(resume["model"])
         except (RuntimeError, ValueError) as err:
             raise ValueError(f"path.resume_state: {resume_path} does not fit this run's model (was it saved with "
@@ -349,11 +356,12 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
         dump_yaml(o, run_dir / f"options_{timestamp()}.yml")
     if resume is not None:
         log.info("Resumed from %s at iteration %d (%s phase)", resume_path, start_step, model.phase(start_step + 1))
-        if changed:
+        if changed and world.is_main:
             log.warning("%s: the optimizers and schedules continue as saved, so these options of this run have no "
                         "effect (the options file records them as given):\n  %s\nTo train with them, start a new "
                         "run from the saved weights (path.pretrain_model_G / pretrain_model_D).", source,
-                        "\n  ".join(changed))
+                        "\n  ".join(f"{key}: {saved} in the training state, {given} in the options"
+                                     for key, (saved, given) in changed.items()))
         if world.is_main:
             _restore_best_model(run_dir, start_step, best)
     if world.distributed:

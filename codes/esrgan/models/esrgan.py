@@ -296,8 +296,8 @@ _OPTION_KEYS = {"G_psnr": ("train.psnr.optim_G", "train.psnr.scheduler"),
 
 def training_settings(state: dict[str, Any]) -> dict[str, Any]:
     """The optimizer and schedule settings a model's `state_dict` carries, by option key: the learning rate the
-    schedule scales, Adam's betas and weight decay, and the schedule's parameters (a schedule is a `LambdaLR`
-    whose factor object `state_dict` saves as its attributes: milestones, gamma, warmup_iters, ...)."""
+    schedule scales, Adam's betas and weight decay, and the schedule's type and parameters (a schedule is a
+    `LambdaLR` whose factor object `state_dict` saves as its attributes: milestones, gamma, warmup_iters, ...)."""
     settings: dict[str, Any] = {}
     for name, optimizer in state["optimizers"].items():
         key = _OPTION_KEYS[name][0]
@@ -306,22 +306,28 @@ def training_settings(state: dict[str, Any]) -> dict[str, Any]:
         settings[f"{key}.beta1"], settings[f"{key}.beta2"] = (float(b) for b in group["betas"])
         settings[f"{key}.weight_decay"] = float(group["weight_decay"])
     for name, schedule in state["schedulers"].items():
+        key = _OPTION_KEYS[name][1]
         for factor in schedule["lr_lambdas"]:
-            settings.update({f"{_OPTION_KEYS[name][1]}.{k}": v for k, v in (factor or {}).items()})
+            factor = dict(factor or {})
+            settings[f"{key}.type"] = "MultiStepLR" if "milestones" in factor else "CosineAnnealingRestartLR"
+            if "eta_min_ratio" in factor:  # the option is eta_min itself (the same for G and D)
+                lr = float(state["optimizers"][name]["param_groups"][0]["initial_lr"])
+                factor["eta_min"] = float(f"{factor.pop('eta_min_ratio') * lr:.10g}")
+            settings.update({f"{key}.{k}": v for k, v in factor.items()})
     return settings
 
 
-def changed_settings(saved: dict[str, Any], model: SRModel) -> list[str]:
+def changed_settings(saved: dict[str, Any], model: SRModel, ignore: set[str] = frozenset()) -> dict[str, tuple]:
     """What the training state `saved` (a model's `state_dict`) sets otherwise than `model`, built from this
-    run's options, does, for the optimizers that `load_state_dict` restores (those that have stepped):
-    `key: <saved> in the training state, <this run's> in the options`."""
-    restored = (saved["optimizers"].keys() & model.optimizers.keys()) - unstarted(saved)
+    run's options, does, for the optimizers that `load_state_dict` restores (those that have stepped) other
+    than those named in `ignore`: {option key: (value in the training state, value in the options)}."""
+    restored = (saved["optimizers"].keys() & model.optimizers.keys()) - unstarted(saved) - ignore
     now = training_settings({"optimizers": {k: model.optimizers[k].state_dict() for k in restored},
                              "schedulers": {k: model.schedulers[k].state_dict() for k in restored}})
     before = training_settings({"optimizers": {k: saved["optimizers"][k] for k in restored},
                                 "schedulers": {k: saved["schedulers"][k] for k in restored}})
-    return [f"{key}: {before.get(key, '(none)')} in the training state, {now.get(key, '(none)')} in the options"
-            for key in sorted(before.keys() | now.keys()) if before.get(key) != now.get(key)]
+    return {key: (before.get(key, "(none)"), now.get(key, "(none)"))
+            for key in sorted(before.keys() | now.keys()) if before.get(key) != now.get(key)}
 
 
 def _check_network_fits(name: str, net: nn.Module, saved: dict[str, torch.Tensor]) -> None:
