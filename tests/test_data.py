@@ -331,6 +331,18 @@ def test_missing_unreadable_misfitting_and_too_small_images_are_reported_in_one_
     assert "good" not in str(info.value)
 
 
+def test_with_skip_corrupt_a_missing_lq_is_still_reported_next_to_no_readable_images_left(tmp_path):
+    for name in ("a", "b"):
+        write_rgb(tmp_path / "GT" / f"{name}.png", random_rgb(32, 32, seed=0))
+    (tmp_path / "LQ").mkdir()
+    (tmp_path / "LQ" / "b.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError) as info:
+        PairedImageDataset("t", 4, str(tmp_path / "GT"), str(tmp_path / "LQ"), gt_size=32, skip_corrupt=True)
+    first, second = str(info.value).split("\n  and ")
+    assert first.startswith("dataset t: 1 GT images in ") and first.endswith(": a")
+    assert second == "no readable images left"
+
+
 def test_gt_only_images_too_small_for_the_crop_are_reported(tmp_path):
     write_rgb(tmp_path / "GT" / "tiny.png", random_rgb(30, 60, seed=0))
     with pytest.raises(ValueError, match="tiny is too small for GT_size 32: its LQ is 15x7"):

@@ -114,9 +114,10 @@ class PairedImageDataset(Dataset):
             missing = sorted(k for k, v in self.lq_key.items() if v not in names)
             shared = sorted(k for k, v in self.lq_key.items() if v != k and v in self.lq_key)
             if shared:  # 'a' would pair with 'ax4', the LQ of the GT image named 'ax4'
-                raise ValueError(f"dataset {self.name}: GT images {_listing(shared)} in {gt.root} have no LQ of the "
-                                 f"same name in {lq.root}, and their DIV2K-style LQ names <name>x{s} are GT images "
-                                 "of their own; name the LQ images as the GT images")
+                errors.append(f"GT images {_listing(shared)} in {gt.root} have no LQ of the same name in {lq.root}, "
+                              f"and their DIV2K-style LQ names <name>x{s} are GT images of their own; name the LQ "
+                              "images as the GT images")
+                keys = sorted(set(keys) - set(shared))
             if missing:
                 others = sorted({f for k in missing for f in range(2, 9) if f != s and f"{k}x{f}" in names})
                 hint = (f"; they are there as <name>x{others[0]}: check scale" if len(others) == 1 else "")
@@ -141,7 +142,7 @@ class PairedImageDataset(Dataset):
                             _listing(unreadable))
                 self.keys = keys
                 if not self.keys:
-                    raise ValueError(f"dataset {self.name}: no readable images left")
+                    errors.append("no readable images left")
         problems, ratios = [], []
         for key in keys:
             lh, lw = lq_sizes[key]

@@ -4,6 +4,7 @@ target. A crash at any moment leaves either the old file or the new one, never a
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -63,9 +64,13 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def error_summary(err: Exception) -> str:
-    """A loading error's type and first line for a message, leaving out torch's advice to retry with
+    """A loading error's type and first line (at most 200 characters) for a message, or, for a pickle that asks
+    for a global torch's safe unpickler refuses, that global; never torch's advice to retry with
     weights_only=False (which would unpickle whatever the file holds)."""
-    text = str(err).splitlines()[0] if str(err) else ""
+    needed = re.search(r"GLOBAL (\S+)", str(err))
+    if needed:
+        return f"{type(err).__name__}: it asks for {needed.group(1)}, which could run arbitrary code"
+    text = str(err).splitlines()[0][:200] if str(err) else ""
     return f"{type(err).__name__}: {text}" if text and "weights_only" not in text else type(err).__name__
 
 
