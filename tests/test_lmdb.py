@@ -180,6 +180,32 @@ def test_an_image_replaced_while_a_run_encodes_the_others_is_stored_again_by_the
     np.testing.assert_array_equal(stored, _image((3, 4, 3), seed=7))
 
 
+def test_an_image_replaced_during_an_interrupted_first_run_is_stored_again_by_the_next(tmp_path, monkeypatch):
+    src = _folder(tmp_path / "in", ["1.png", "2.png", "3.png"])
+    out = tmp_path / "out.lmdb"
+    real_commit = lmdb_io._commit
+
+    def commit_then_stop(env, batch):
+        real_commit(env, batch)
+        assert cv2.imwrite(str(src / "1.png"), _image((3, 4, 3), seed=7))  # replaced after being stored
+        later = time.time_ns() + 10**9
+        os.utime(src / "1.png", ns=(later, later))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lmdb_io, "_commit", commit_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        create_lmdb(src, out, commit_every=1, progress=False)
+    assert list(_stored_values(out)) == ["1"]
+    late_commit = (src / "1.png").stat().st_mtime_ns + 1  # as if the run had committed more afterwards
+    os.utime(out / "data.mdb", ns=(late_commit, late_commit))
+    monkeypatch.setattr(lmdb_io, "_commit", real_commit)
+
+    assert create_lmdb(src, out, progress=False) == 3
+
+    stored = cv2.imdecode(np.frombuffer(_stored_values(out)["1"], np.uint8), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(stored, _image((3, 4, 3), seed=7))
+
+
 def test_interrupted_run_keeps_committed_batches_and_a_rerun_finishes(tmp_path, monkeypatch):
     src = _folder(tmp_path / "in", [f"{i:02d}.png" for i in range(10)])
     real_encode = lmdb_io._encode_image

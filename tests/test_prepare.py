@@ -4,6 +4,7 @@ Crop tests use a 16-bit "coordinate image" whose pixel (y, x) holds y * width + 
 every crop can be read back from its top-left pixel.
 """
 
+import json
 import os
 import runpy
 import subprocess
@@ -407,6 +408,21 @@ def test_crops_of_an_earlier_larger_image_of_the_same_name_are_removed(tmp_path)
     assert list_images(tmp_path / "gt") == []
 
 
+def test_leftover_crops_are_removed_only_when_older_than_the_image_and_never_a_current_crop(tmp_path):
+    source = write_raw(tmp_path / "img.png", coordinate_image())
+    out = tmp_path / "out"
+    out.mkdir()
+    old = [out / f"img_s{i:03d}.png" for i in range(1, 1000)] + [out / "img_s1000.png"]
+    for path in old:
+        path.touch()
+        os.utime(path, ns=(source.stat().st_mtime_ns - 1,) * 2)
+    prepare._remove_leftover_crops(out, "img", 1000, source)  # 1000 crops: img_s0001 ... img_s1000
+    assert sorted(p.name for p in out.iterdir()) == ["img_s1000.png"]
+    newer = write_raw(out / "img_s003.png", coordinate_image())  # a crop newer than the image: not its to judge
+    prepare._remove_leftover_crops(out, "img", 2, source)
+    assert newer.exists()
+
+
 def test_generate_lr_remakes_outputs_older_than_the_hr_image(tmp_path, write_spy):
     generate_all(tmp_path, random_image((37, 50, 3)), 4)
     hr = random_image((37, 50, 3)) // 2
@@ -457,7 +473,22 @@ def test_a_folder_of_images_without_a_settings_record_is_refused(tmp_path):
     result = run_script("extract_subimages.py", "--input", "hr", "--output", "gt", "--crop-size", "10", "--step",
                         "8", "--workers", "1", cwd=tmp_path)
     assert result.returncode == 1
-    assert "already holds images, with no record" in result.stderr
+    assert "gt already holds images, with no readable record" in result.stderr
+
+
+def test_a_damaged_record_counts_as_none_and_a_file_is_no_output_folder(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / prepare.SETTINGS_FILE).write_text("[1]")
+    prepare.claim_folders([(tmp_path / "out", {"scale": 4})])  # no images: the run's settings replace it
+    assert json.loads((tmp_path / "out" / prepare.SETTINGS_FILE).read_text()) == {"scale": 4}
+    (tmp_path / "out" / prepare.SETTINGS_FILE).write_text("{not json")
+    write_raw(tmp_path / "out" / "a.png", coordinate_image())
+    with pytest.raises(ValueError, match=r"out already holds images, with no readable record"):
+        prepare.claim_folders([(tmp_path / "out", {"scale": 4})])
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match=r"output folder .*file is a file"):
+        prepare.claim_folders([(tmp_path / "out2", {"scale": 4}), (tmp_path / "file", {"scale": 4})])
+    assert not (tmp_path / "out2").exists()  # all checked before anything is written
 
 
 def test_generate_lr_refuses_an_output_folder_of_another_scale(tmp_path):

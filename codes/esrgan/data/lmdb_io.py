@@ -242,12 +242,14 @@ def create_lmdb(
 
     output_path.mkdir(parents=True, exist_ok=True)
     # An image modified after the start of the last complete run is stored again. That start is the time of
-    # a marker touched when the run began and renamed when it ended (one clock, the file system's); without
-    # one (an interrupted first run, an LMDB of another tool), the time of the last commit.
+    # a marker touched when a run begins and renamed when it ends (one clock, the file system's). Without a
+    # complete run, an unfinished run's marker stays as it is: the earliest start of the runs so far; with
+    # neither (an LMDB of another tool), the time of the last commit.
     started, complete = output_path / ".esrgan_lmdb_started", output_path / ".esrgan_lmdb_complete"
-    reference = complete if complete.exists() else output_path / "data.mdb"
-    written_ns = reference.stat().st_mtime_ns if reference.exists() else 0
-    started.write_bytes(b"")
+    reference = next((f for f in (complete, started, output_path / "data.mdb") if f.exists()), None)
+    written_ns = reference.stat().st_mtime_ns if reference is not None else 0
+    if reference != started:
+        started.write_bytes(b"")
     env = _lmdb().open(os.fspath(output_path), meminit=False)
     try:
         with env.begin() as txn:
@@ -291,5 +293,6 @@ def create_lmdb(
     finally:
         env.close()
     write_meta_info(output_path, shapes, compress_level)
-    os.replace(started, complete)
+    with contextlib.suppress(FileNotFoundError):  # another run on this LMDB finished first and took the marker
+        os.replace(started, complete)
     return len(keys)

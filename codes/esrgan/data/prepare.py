@@ -80,15 +80,21 @@ def claim_folders(claims: Sequence[tuple[str | Path, dict[str, Any]]]) -> None:
     to_write = []
     for folder, settings in claims:
         folder = Path(folder)
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"output folder {folder} is a file")
         record = folder / SETTINGS_FILE
-        made = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else None
+        try:
+            made = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else None
+        except ValueError:
+            made = None
+        made = made if isinstance(made, dict) else None  # a damaged record is none
         if made == settings:
             continue
         if folder.is_dir() and list_images(folder):
             if made is None:
-                raise ValueError(f"{folder} already holds images, with no record ({SETTINGS_FILE}) of what made "
-                                 "them (an earlier version, another tool), so they could not be told apart from "
-                                 "this run's: choose an empty output folder, or delete its images")
+                raise ValueError(f"{folder} already holds images, with no readable record ({SETTINGS_FILE}) of what "
+                                 "made them (an earlier version, another tool), so they could not be told apart "
+                                 "from this run's: choose an empty output folder, or delete its images")
             differences = "; ".join(f"{key} {made.get(key)} there, {settings.get(key)} now"
                                     for key in sorted(made.keys() | settings.keys())
                                     if made.get(key) != settings.get(key))
@@ -193,7 +199,7 @@ def extract_subimages(
     same places divided by ``scale``, into files of the same names, so GT and LQ crops pair by name.
     Only missing crops and crops older than their image are written, and an image is not decoded
     when none of its crops is; crops of an earlier, larger image of the same name past this image's
-    count are deleted.
+    count, older than it, are deleted.
     """
     hr_path, out_dir = Path(hr_path), Path(out_dir)
     with_lr = (lr_path is not None, lr_out_dir is not None, scale is not None)
@@ -230,20 +236,22 @@ def extract_subimages(
             y, x = corners[i][0] // factor, corners[i][1] // factor
             _write_raw(folder / names[i], img[y : y + side, x : x + side], png_level)
         written.update(todo)
-    for folder in out_dirs:
-        _remove_leftover_crops(folder, hr_path.stem, len(names))
+    for (path, _, _), folder in zip(sources, out_dirs, strict=True):
+        _remove_leftover_crops(folder, hr_path.stem, len(names), path)
     return Extracted(len(corners), len(written))
 
 
-def _remove_leftover_crops(folder: Path, stem: str, count: int) -> None:
-    """Delete the crops of ``stem`` past its ``count`` current ones: those an earlier, larger image of that
-    name had (with their numbers of 3 digits, or of more past 999). Each run of numbers ends at the first
-    missing file, so an image without leftovers costs a few lookups."""
+def _remove_leftover_crops(folder: Path, stem: str, count: int, source: Path) -> None:
+    """Delete the crops of ``stem`` past its ``count`` current ones that are older than ``source``: those an
+    earlier, larger image of that name had (numbered with 3 digits, or more past 999). A newer one is left
+    alone (it is not this image's to judge). Each run of numbers ends at the first missing file, so an
+    image without leftovers costs a few lookups."""
     width = len(crop_names(stem, count)[0]) - len(f"{stem}_s.png") if count else 0
     for digits in range(3, 8):
         i = count + 1 if digits == width else 1
-        while (path := folder / f"{stem}_s{i:0{digits}d}.png").is_file():
-            path.unlink()
+        while i < 10**digits and (path := folder / f"{stem}_s{i:0{digits}d}.png").is_file():
+            if is_stale(path, source):
+                path.unlink()
             i += 1
 
 

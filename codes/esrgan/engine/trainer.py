@@ -342,7 +342,7 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
             if key.endswith(".type"):  # a factor of one type cannot take the other's saved attributes
                 raise ValueError(f"{source}: {resume_path}: the schedule saved there is {saved} and {key} is "
                                  f"{given}: a schedule that has started keeps its type. Set {key}: {saved}, or start "
-                                 "a new run from the saved weights (path.pretrain_model_G / pretrain_model_D)")
+                                 "a new run from the saved weights (path.pretrain_model_G, and pretrain_model_D)")
         try:
             model.load_state_dict(resume["model"])
         except (RuntimeError, ValueError) as err:
