@@ -1,6 +1,7 @@
 """Suite-wide settings."""
 
 import logging
+import os
 
 import pytest
 import torch
@@ -33,3 +34,15 @@ def package_log(caplog):
     logger.addHandler(caplog.handler)
     yield caplog
     logger.removeHandler(caplog.handler)
+
+
+class _ShellCommand:
+    """Unpickling it runs a shell command (a harmless one): what a weights file must never be allowed to do."""
+
+    def __reduce__(self):
+        return os.system, ("true",)
+
+
+@pytest.fixture
+def code_running_pickle() -> _ShellCommand:
+    return _ShellCommand()

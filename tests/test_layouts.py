@@ -2,7 +2,6 @@
 configured generator, and of the convert_weights.py and net_interp.py scripts."""
 
 import logging
-import os
 import pathlib
 import runpy
 import sys
@@ -203,13 +202,9 @@ def test_a_file_that_would_run_code_is_refused_and_the_code_does_not_run(tmp_pat
     assert not (tmp_path / "pwned").exists()
 
 
-class ShellCommand:
-    def __reduce__(self):
-        return os.system, ("true",)
-
-
-def test_code_and_torchscript_archives_are_refused_by_name_without_torchs_advice_to_unpickle_anyway(tmp_path):
-    torch.save({"conv_first.weight": ShellCommand()}, tmp_path / "shell.pth")
+def test_code_and_torchscript_archives_are_refused_by_name_without_torchs_advice_to_unpickle_anyway(tmp_path,
+                                                                                                   code_running_pickle):
+    torch.save({"conv_first.weight": code_running_pickle}, tmp_path / "shell.pth")
     with pytest.raises(ValueError, match=r"refusing to unpickle .*shell\.pth: it is not a plain weights file "
                                          r"\(it asks for (posix|nt|os)\.system\)") as refused:
         read_weights_file(tmp_path / "shell.pth")

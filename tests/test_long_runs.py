@@ -343,13 +343,9 @@ def test_a_state_that_does_not_fit_the_run_is_refused_before_anything_is_written
     assert not (tmp_path / "run").exists()
 
 
-class ShellCommand:
-    def __reduce__(self):
-        return os.system, ("true",)
-
-
-def test_a_state_file_that_would_run_code_is_refused_without_torchs_advice_to_unpickle_it(tmp_path):
-    torch.save({"iter": ShellCommand()}, tmp_path / "evil.state")
+def test_a_state_file_that_would_run_code_is_refused_without_torchs_advice_to_unpickle_it(tmp_path,
+                                                                                           code_running_pickle):
+    torch.save({"iter": code_running_pickle}, tmp_path / "evil.state")
     with pytest.raises(ValueError, match=r"cannot load the training state .*evil\.state: it is not a file that "
                                          r"train\.py saved, or it is damaged \(UnpicklingError: it asks for "
                                          r"(posix|nt|os)\.system, which could run arbitrary code\)") as info:
