@@ -30,7 +30,7 @@ from typing import Any, Literal, get_args
 
 import torch
 
-from ..utils.files import atomic_output, atomic_save, error_summary
+from ..utils.files import atomic_output, atomic_save, blocked_global, error_summary
 from .rrdbnet import RRDBNet
 
 Layout = Literal["esrgan", "old", "basicsr"]
@@ -220,10 +220,10 @@ def _read_torch(path: Path) -> Any:
         raise ValueError(f"cannot read weights file {path}: it does not exist") from None
     except pickle.UnpicklingError as err:
         # torch's message suggests weights_only=False; name the offending global instead.
-        needed = re.search(r"GLOBAL (\S+)", str(err))
+        needed = blocked_global(err)
         if needed:
             raise ValueError(f"refusing to unpickle {path}: it is not a plain weights file (it asks for "
-                             f"{needed.group(1)}), and unpickling it could run arbitrary code. If you trust its "
+                             f"{needed}), and unpickling it could run arbitrary code. If you trust its "
                              "source, load it yourself and torch.save only its state dict") from None
         reason = re.search(r"WeightsUnpickler error:\s*(.+?)\s*$", str(err), re.MULTILINE)
         detail = f" ({reason.group(1)})" if reason else ""

@@ -20,6 +20,7 @@ import logging
 import re
 import warnings
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import torch
@@ -317,7 +318,8 @@ def training_settings(state: dict[str, Any]) -> dict[str, Any]:
     return settings
 
 
-def changed_settings(saved: dict[str, Any], model: SRModel, ignore: set[str] = frozenset()) -> dict[str, tuple]:
+def changed_settings(saved: dict[str, Any], model: SRModel,
+                     ignore: AbstractSet[str] = frozenset()) -> dict[str, tuple]:
     """What the training state `saved` (a model's `state_dict`) sets otherwise than `model`, built from this
     run's options, does, for the optimizers that `load_state_dict` restores (those that have stepped) other
     than those named in `ignore`: {option key: (value in the training state, value in the options)}."""

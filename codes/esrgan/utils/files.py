@@ -63,13 +63,19 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8", newline="\n")
 
 
+def blocked_global(err: Exception) -> str | None:
+    """The global (module.name) a pickle asked for that torch's safe unpickler refused, if that is the error."""
+    needed = re.search(r"GLOBAL (\S+)", str(err))
+    return needed.group(1) if needed else None
+
+
 def error_summary(err: Exception) -> str:
     """A loading error's type and first line (at most 200 characters) for a message, or, for a pickle that asks
     for a global torch's safe unpickler refuses, that global; never torch's advice to retry with
     weights_only=False (which would unpickle whatever the file holds)."""
-    needed = re.search(r"GLOBAL (\S+)", str(err))
+    needed = blocked_global(err)
     if needed:
-        return f"{type(err).__name__}: it asks for {needed.group(1)}, which could run arbitrary code"
+        return f"{type(err).__name__}: it asks for {needed}, which could run arbitrary code"
     text = str(err).splitlines()[0][:200] if str(err) else ""
     return f"{type(err).__name__}: {text}" if text and "weights_only" not in text else type(err).__name__
 
