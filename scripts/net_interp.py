@@ -22,7 +22,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "codes"))
 
-from esrgan.archs.layouts import describe_hparams, load_generator_state, save_generator_state
+from esrgan.archs.layouts import (
+    describe_hparams,
+    interpolate_states,
+    key_differences,
+    load_generator_state,
+    save_generator_state,
+)
 
 DIFFERENCES_SHOWN = 5
 PLACEHOLDER = "{alpha}"
@@ -51,14 +57,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def differences(psnr: dict[str, torch.Tensor], gan: dict[str, torch.Tensor]) -> list[str]:
     """Why the two state dicts cannot be blended: keys of one only, and tensors of different shapes."""
-    return ([f"{k} only in the PSNR model" for k in psnr if k not in gan]
-            + [f"{k} only in the GAN model" for k in gan if k not in psnr]
-            + [f"{k}: {tuple(psnr[k].shape)} vs {tuple(gan[k].shape)}" for k in psnr
-               if k in gan and psnr[k].shape != gan[k].shape])
-
-
-def interpolate(psnr: dict[str, torch.Tensor], gan: dict[str, torch.Tensor], alpha: float) -> dict[str, torch.Tensor]:
-    return {k: (1 - alpha) * psnr[k] + alpha * gan[k] for k in psnr}
+    psnr_only, gan_only, shapes = key_differences(psnr, gan)
+    return ([f"{k} only in the PSNR model" for k in psnr_only] + [f"{k} only in the GAN model" for k in gan_only]
+            + [f"{k}: {tuple(psnr[k].shape)} vs {tuple(gan[k].shape)}" for k in shapes])
 
 
 def output_paths(output: str, alphas: list[float]) -> list[Path]:
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"PSNR model {args.psnr}: {psnr_description}; GAN model {args.gan}: {gan_description}; "
               f"{describe_hparams(hparams)}")
         for alpha, path in zip(args.alpha, outputs, strict=True):
-            save_generator_state(interpolate(psnr, gan, alpha), path)
+            save_generator_state(interpolate_states(psnr, gan, alpha), path)
             print(f"alpha {alpha:g} -> {path}")
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)

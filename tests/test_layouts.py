@@ -15,6 +15,7 @@ from esrgan.archs.layouts import (
     detect_layout,
     from_esrgan,
     infer_hparams,
+    interpolate_states,
     load_generator_state,
     read_weights_file,
     to_esrgan,
@@ -410,6 +411,22 @@ def test_interpolation_follows_the_papers_formula(tmp_path, psnr_and_gan):
     assert script("net_interp.py")(argv) == 0
     out = torch.load(tmp_path / "interp_08.pth", weights_only=True)
     assert torch.equal(out["conv_last.weight"], 0.2 * psnr["conv_last.weight"] + 0.8 * gan["conv_last.weight"])
+
+
+def test_a_half_precision_model_is_blended_in_float32(tmp_path, psnr_and_gan):
+    """A float16 GAN file with a float32 PSNR file: the blend is computed (and written) in float32, so test.py's
+    sweep, which blends into its float32 network, tests exactly the file net_interp.py writes."""
+    psnr, gan = psnr_and_gan
+    torch.save({k: v.half() for k, v in gan.items()}, tmp_path / "gan16.pth")
+    argv = ["--psnr", str(tmp_path / "psnr.pth"), "--gan", str(tmp_path / "gan16.pth"), "--alpha", "0.3",
+            "-o", str(tmp_path / "interp.pth")]
+    assert script("net_interp.py")(argv) == 0
+    out = torch.load(tmp_path / "interp.pth", weights_only=True)
+    expected = {k: 0.7 * v + 0.3 * gan[k].half().float() for k, v in psnr.items()}
+    assert {v.dtype for v in out.values()} == {torch.float32}
+    assert all(torch.equal(out[k], v) for k, v in expected.items())
+    blend = interpolate_states(psnr, {k: v.half() for k, v in gan.items()}, 0.3)
+    assert all(torch.equal(v, expected[k]) for k, v in blend.items())
 
 
 def test_interpolation_outputs_can_follow_a_pattern(tmp_path, psnr_and_gan):

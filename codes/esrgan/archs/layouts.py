@@ -260,6 +260,18 @@ def key_differences(own: Mapping[str, torch.Tensor], given: Mapping[str, torch.T
     return missing, unexpected, shapes
 
 
+def interpolate_states(psnr: Mapping[str, torch.Tensor], gan: Mapping[str, torch.Tensor], alpha: float
+                       ) -> dict[str, torch.Tensor]:
+    """Network interpolation (paper, section 4.4): ``(1 - alpha) * psnr + alpha * gan`` for every tensor, on the
+    PSNR model's device, in the dtype the two promote to (float16 with float32 is blended in float32). The two
+    must have the same keys and shapes (see `key_differences`)."""
+    blend = {}
+    for k, v in psnr.items():
+        dtype = torch.promote_types(v.dtype, gan[k].dtype)
+        blend[k] = (1 - alpha) * v.to(dtype) + alpha * gan[k].to(v.device, dtype)
+    return blend
+
+
 def describe_differences(own: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor],
                          keys: bool = True) -> str | None:
     """'2 missing keys: a, b; 1 tensors of another shape (file vs network): c (2, 3) vs (4, 3)' for weights

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..archs.layouts import describe_differences, describe_hparams, load_generator_state
+from ..archs.layouts import describe_differences, describe_hparams, interpolate_states, load_generator_state
 from ..data.paired import PairedImageDataset
 from ..metrics import perceptual_index, read_ma_scores
 from ..models.networks import build_generator, infer_generator_options, load_weights
@@ -121,8 +121,8 @@ def test(o: TestOptions) -> Path:
     else:
         psnr = {k: v.detach().clone() for k, v in net_g.state_dict().items()}
         for alpha in o.test.interp_alphas:
-            # The formula of scripts/net_interp.py, so that a blend tested here equals the file it writes.
-            net_g.load_state_dict({k: (1 - alpha) * v + alpha * gan[k].to(v) for k, v in psnr.items()})
+            # The blend scripts/net_interp.py writes, so that a blend tested here equals its file.
+            net_g.load_state_dict(interpolate_states(psnr, gan, alpha))
             log.info("alpha %g: (1 - %g) * PSNR model + %g * GAN model", alpha, alpha, alpha)
             run_sets(alpha)
     order = [ds.name for ds in o.datasets.values()]
