@@ -8,7 +8,7 @@ TFLOP/s and MFU (model FLOPs counted with torch.utils.flop_counter, over --peak-
   and on CUDA, from torch.profiler, GPU kernels, host-device synchronisations and the time the GPU is busy;
 * training fed by the real data loader (synthetic 480x480 PNG pairs, `--workers` workers, batches prefetched to
   the GPU) next to the fixed-batch figure, with the fraction of wall time spent waiting for data;
-* test.py-style inference in megapixels/s (whole image and tiled).
+* inference in megapixels/s as test.py runs it (`super_resolve`, from and to the CPU; whole image and tiled).
 
 The GPU, versions and settings head the output.
 
@@ -41,6 +41,7 @@ from esrgan.archs.vgg import VGGFeatureExtractor
 from esrgan.data.loader import DataWait, build_train_loader, prefetch_to_device
 from esrgan.data.paired import PairedImageDataset
 from esrgan.engine.fast import GraphedSteps, cuda_graph_unsupported
+from esrgan.engine.inference import super_resolve
 from esrgan.engine.trainer import configure_backends
 from esrgan.models.esrgan import ESRGANModel
 from esrgan.options import GanPhaseOpt, PsnrPhaseOpt
@@ -202,27 +203,22 @@ def loader_fed(args: argparse.Namespace, mode: Mode, device: torch.device, gt: s
     return elapsed / args.iters, wait.seconds / elapsed
 
 
-def inference_mpix(model: ESRGANModel, args: argparse.Namespace, device: torch.device, tile: int) -> float:
-    """Output megapixels per second of test.py-style upscaling of one image (whole, or in tiles)."""
-    net = model.deployable_generator().eval()
-    size = args.infer_size
-    lq = torch.rand(1, 3, size, size, device=device)
-    with torch.inference_mode(), model.amp.autocast():
-        def run() -> None:
-            if tile <= 0:
-                net(lq)
-                return
-            for y in range(0, size, tile):
-                for x in range(0, size, tile):
-                    net(lq[..., y: y + tile, x: x + tile])
+def inference_mpix(model: ESRGANModel, mode: Mode, args: argparse.Namespace, device: torch.device,
+                   tile: int) -> float:
+    """Output megapixels per second of upscaling one image as test.py does (`super_resolve`: from and to the
+    CPU, whole or in tiles with test.py's default overlap), in the mode's precision and memory format."""
+    net = model.deployable_generator()
+    lq = torch.rand(1, 3, args.infer_size, args.infer_size)
 
+    def run() -> None:
+        super_resolve(net, lq, 4, tile=tile, precision=mode.precision, channels_last=mode.channels_last,
+                      device=device)
+
+    run()  # warm-up (cuDNN autotuning); the output on the CPU ends each run
+    start = time.perf_counter()
+    for _ in range(args.infer_iters):
         run()
-        sync(device)
-        start = time.perf_counter()
-        for _ in range(args.infer_iters):
-            run()
-        sync(device)
-    return args.infer_iters * (size * 4) ** 2 / 1e6 / (time.perf_counter() - start)
+    return args.infer_iters * (args.infer_size * 4) ** 2 / 1e6 / (time.perf_counter() - start)
 
 
 def main() -> int:
@@ -345,7 +341,7 @@ def main() -> int:
         for tile in (0, args.infer_size // 2):
             label = "whole image" if tile == 0 else f"tiles of {tile}"
             print(f"| {mode} | {label} | "
-                  f"{inference_mpix(model, args, device, tile):.2f} |", flush=True)
+                  f"{inference_mpix(model, mode, args, device, tile):.2f} |", flush=True)
     return 0
 
 

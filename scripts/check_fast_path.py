@@ -13,7 +13,7 @@ difference). Run on the GPU, e.g.:
     python scripts/check_fast_path.py -opt options/train_ESRGAN.yml --psnr-iters 2000 --gan-iters 500 \\
         --fast speed.precision=bf16 speed.channels_last=true speed.compile=true
 
-Exit status 0 when the check passes, 1 when it fails.
+Exit status 0 when the check passes, 1 when it fails, 2 when it cannot run (no validation set).
 """
 
 from __future__ import annotations

@@ -31,9 +31,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from esrgan.data.imresize import bicubic_degrade, imresize, modcrop
-from esrgan.utils.files import atomic_write_text
-from esrgan.utils.image import list_images, write_image
+from ..utils.files import atomic_write_text
+from ..utils.image import list_images, write_image
+from .imresize import bicubic_degrade, imresize, modcrop
 
 R = TypeVar("R")
 

@@ -1,5 +1,9 @@
-"""Atomic file writes: write a hidden temporary file beside the target, flush it to disk, rename it over the
-target. A crash at any moment leaves either the old file or the new one, never a truncated one."""
+"""Files: atomic writes, and what a load error or a cached download is called.
+
+Atomic writes write a hidden temporary file beside the target, flush it to disk and rename it over the target: a
+crash at any moment leaves either the old file or the new one, never a truncated one. `blocked_global` and
+`error_summary` turn a refused or failed `torch.load` into one line for an error message;
+`torch_hub_cache_file` is where torch.hub keeps a downloaded file."""
 
 from __future__ import annotations
 
