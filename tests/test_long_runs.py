@@ -1,5 +1,6 @@
 """Long runs: exact resume, auto-resume, signals, SIGKILL at a random moment, non-finite losses, EMA, pruning."""
 
+import math
 import os
 import random
 import signal
@@ -416,14 +417,29 @@ def test_the_pace_leaves_out_validation_and_checkpoints():
 
 
 def test_resuming_an_older_state_puts_its_best_generator_back(tmp_path, package_log):
-    from esrgan.engine.trainer import _restore_best_model
+    from esrgan.engine.checkpoint import restore_best
 
     for step in (3, 6):
         checkpoint.save_checkpoint(tmp_path, step, {"G": torch.nn.Linear(1, 1)}, {"iter": step})
     best_file = tmp_path / "models" / "best_G.pth"
     torch.save({"weight": torch.zeros(1, 1)}, best_file)  # the best of the abandoned continuation
-    _restore_best_model(tmp_path, 3, {"iter": 3})
+    restore_best(tmp_path, 3, 3)
     assert weights(best_file).keys() == weights(tmp_path / "models" / "3_G.pth").keys()
     assert all(torch.equal(v, weights(tmp_path / "models" / "3_G.pth")[k]) for k, v in weights(best_file).items())
-    _restore_best_model(tmp_path, 3, {"iter": 0})  # no validation before the resumed state
+    restore_best(tmp_path, 3, 0)  # no validation before the resumed state
     assert "best_G.pth may come from the later states of this folder (iterations [6])" in package_log.text
+
+
+def test_the_best_record_is_kept_per_phase_and_a_nan_psnr_never_wins():
+    from esrgan.engine.trainer import _no_best, _track_best
+
+    best, improved = _track_best(_no_best(), {"psnr": 20.0, "ssim": 0.5}, 10, "psnr")
+    assert improved and best == {"psnr": 20.0, "ssim": 0.5, "iter": 10, "phase": "psnr"}
+    assert _track_best(best, {"psnr": 19.0, "ssim": 0.9}, 20, "psnr") == (best, False)
+    assert _track_best(best, {"psnr": math.nan}, 20, "psnr") == (best, False)
+    # The GAN phase has its own record: a lower PSNR than the PSNR phase's best is its first best.
+    best, improved = _track_best(best, {"psnr": 18.0}, 30, "gan")
+    assert improved and best["psnr"] == 18.0 and best["iter"] == 30 and math.isnan(best["ssim"])
+    assert _track_best(best, {"psnr": math.nan}, 40, "gan") == (best, False)
+    best, improved = _track_best(_no_best(), {"psnr": math.nan}, 30, "gan")
+    assert not improved and best == _no_best()

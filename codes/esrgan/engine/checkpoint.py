@@ -25,6 +25,7 @@ from ..utils.files import atomic_save, atomic_write_text, error_summary
 log = logging.getLogger(__name__)
 
 LATEST = "latest"
+BEST_G = "best_G.pth"
 DISK_HEADROOM = 1.2  # encoding overhead and a margin over the raw tensor bytes
 _STATE_NAME = re.compile(r"^(\d+)\.state$")
 _MODEL_NAME = re.compile(r"^(\d+)_[A-Za-z_]+\.pth$")
@@ -52,12 +53,17 @@ def check_disk_space(folder: Path, needed: int) -> None:
                             f"{needed * DISK_HEADROOM / 2**20:.0f} MiB: free some space or lower logger.keep_last")
 
 
+def cpu_state(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A network's state dict, detached and on the CPU: what its weights files hold."""
+    return {k: v.detach().cpu() for k, v in net.state_dict().items()}
+
+
 def save_checkpoint(run_dir: Path, step: int, networks: dict[str, torch.nn.Module], state: dict[str, Any],
                     keep_last: int = 0, keep: tuple[int, ...] = ()) -> None:
     """Write the networks of `step`, then the training state, then the `latest` marker; only then prune old
     checkpoints (keep_last > 0; never those of the iterations in `keep`), so that at every moment the newest
     marked state is complete."""
-    weights = {name: {k: v.detach().cpu() for k, v in net.state_dict().items()} for name, net in networks.items()}
+    weights = {name: cpu_state(net) for name, net in networks.items()}
     run_dir.mkdir(parents=True, exist_ok=True)
     check_disk_space(run_dir, tensor_bytes(state) + tensor_bytes(weights) * 2)
     models = run_dir / "models"
@@ -70,6 +76,28 @@ def save_checkpoint(run_dir: Path, step: int, networks: dict[str, torch.nn.Modul
     atomic_write_text(states / LATEST, f"{step}\n")
     if keep_last > 0:
         prune(run_dir, keep_last, step, keep)
+
+
+def save_best(run_dir: Path, net: torch.nn.Module) -> None:
+    """models/best_G.pth: the generator `net` of the best validation so far."""
+    atomic_save(cpu_state(net), run_dir / "models" / BEST_G)
+
+
+def restore_best(run_dir: Path, step: int, best_iter: int) -> None:
+    """Resumed at `step` from a state older than the run's newest: models/best_G.pth may be a later (abandoned)
+    continuation's. Put back the generator of the resumed best record (of iteration `best_iter`, 0 for none) when
+    that iteration's file is there."""
+    later = [i for i in saved_iterations(run_dir) if i > step]
+    best_file = run_dir / "models" / BEST_G
+    if not later or not best_file.is_file():
+        return
+    saved = run_dir / "models" / f"{best_iter}_G.pth"
+    if best_iter and saved.is_file():
+        atomic_save(torch.load(saved, map_location="cpu", weights_only=True), best_file)
+        log.info("models/%s: the generator of iteration %d again, the best of the resumed run", BEST_G, best_iter)
+    else:
+        log.warning("models/%s may come from the later states of this folder (iterations %s), not from the resumed "
+                    "run, until a validation of this run beats the resumed record", BEST_G, later)
 
 
 def saved_iterations(run_dir: Path) -> list[int]:
@@ -107,10 +135,9 @@ def find_resume_state(run_dir: Path) -> Path | None:
 STATE_KEYS = ("iter", "model", "rng", "best")
 
 
-def load_training_state(path: str | Path, total_iters: int | None = None,
-                        source: str = "path.resume_state") -> dict[str, Any]:
-    """A training state written by save_checkpoint, checked to be one (and, given the run's `total_iters`, to
-    leave something to train). `source` says in messages where the path came from."""
+def load_training_state(path: str | Path, source: str = "path.resume_state") -> dict[str, Any]:
+    """A training state written by save_checkpoint, checked to be one. `source` says in messages where the path
+    came from."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # text, truncated or foreign files raise assorted errors
@@ -122,8 +149,6 @@ def load_training_state(path: str | Path, total_iters: int | None = None,
         raise ValueError(f"{source}: {path} is not a training state (no {', '.join(missing)}): training "
                          "states are experiments/<name>/training_state/<iter>.state; to start from a generator's "
                          "weights use path.pretrain_model_G")
-    if total_iters is not None:
-        check_iterations_left(state, path, total_iters, source)
     return state
 
 

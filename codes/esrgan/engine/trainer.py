@@ -29,7 +29,6 @@ from ..data.paired import PairedImageDataset
 from ..models.esrgan import ESRGANModel, SRModel, changed_settings
 from ..models.networks import build_discriminator, build_feature_extractor, build_generator, load_weights
 from ..options import TrainOptions, dump_yaml
-from ..utils.files import atomic_save
 from ..utils.image import tensor2img, write_image
 from ..utils.logger import add_log_file, setup_logging
 from ..utils.misc import archive_existing, rng_state, select_device, set_random_seed, set_rng_state, timestamp
@@ -39,8 +38,9 @@ from .checkpoint import (
     check_phase_split,
     find_resume_state,
     load_training_state,
+    restore_best,
+    save_best,
     save_checkpoint,
-    saved_iterations,
 )
 from .distributed import (
     World,
@@ -264,21 +264,78 @@ def _release_finished_graphs(graphs: GraphedSteps, o: TrainOptions, step: int) -
         graphs.release("gan_d")
 
 
-def _restore_best_model(run_dir: Path, step: int, best: dict[str, Any]) -> None:
-    """Resumed from a state older than the run's newest: models/best_G.pth may be a later (abandoned)
-    continuation's. Put back the generator of the resumed best record when its iteration's file is there."""
-    later = [i for i in saved_iterations(run_dir) if i > step]
-    best_file = run_dir / "models" / "best_G.pth"
-    if not later or not best_file.is_file():
-        return
-    saved = run_dir / "models" / f"{best['iter']}_G.pth"
-    if best["iter"] and saved.is_file():
-        atomic_save(torch.load(saved, map_location="cpu", weights_only=True), best_file)
-        log.info("models/best_G.pth: the generator of iteration %d again, the best of the resumed run",
-                 best["iter"])
-    else:
-        log.warning("models/best_G.pth may come from the later states of this folder (iterations %s), not from "
-                    "the resumed run, until a validation of this run beats the resumed record", later)
+def _no_best() -> dict[str, Any]:
+    """The best-validation record before any validation (of the run, or of its GAN phase)."""
+    return {"psnr": -math.inf, "ssim": -math.inf, "iter": 0}
+
+
+def _track_best(best: dict[str, Any], result: dict[str, float], step: int, phase: str
+                ) -> tuple[dict[str, Any], bool]:
+    """The best-validation record once validation `result` of `step` is in, and whether `result` is the new
+    best. Each phase has its own record: the GAN phase starts a new one."""
+    if best.get("phase", phase) != phase:
+        best = _no_best()
+    if not result["psnr"] > best["psnr"]:  # NaN is never the best
+        return best, False
+    return {"psnr": result["psnr"], "ssim": result.get("ssim", math.nan), "iter": step, "phase": phase}, True
+
+
+def _load_resume(o: TrainOptions, auto_resume: bool, run_root: Path) -> tuple[dict[str, Any] | None, str | None,
+                                                                              str]:
+    """The training state to continue from: path.resume_state, else with `auto_resume` the newest one of the run
+    folder, else none. Returns it, its path and what named the path (for messages)."""
+    path, source = o.path.resume_state, "path.resume_state"
+    if auto_resume and not path:
+        found = find_resume_state(run_root)
+        path, source = (str(found) if found else None), "--auto_resume"
+        if found is None:
+            log.info("--auto_resume: no training state in %s, starting from scratch", run_root)
+    return (load_training_state(path, source=source) if path else None), path, source
+
+
+def _restore(model: SRModel, resume: dict[str, Any], path: str, source: str) -> dict[str, tuple[Any, Any]]:
+    """Load a training state into `model` (networks, optimizers, schedules) and into the RNGs. Returns the options
+    of this run that the restored optimizers and schedules do not follow (see `changed_settings`)."""
+    changed = {}
+    with contextlib.suppress(KeyError, TypeError, IndexError):  # a state of another kind: the load says so
+        # The PSNR phase's optimizer no longer matters once it is over.
+        changed = changed_settings(resume["model"], model,
+                                   {"G_psnr"} if model.phase(resume["iter"] + 1) == "gan" else set())
+    for key, (saved, given) in changed.items():
+        if key.endswith(".type"):  # a factor of one type cannot take the other's saved attributes
+            raise ValueError(f"{source}: {path}: the schedule saved there is {saved} and {key} is {given}: a "
+                             f"schedule that has started keeps its type. Set {key}: {saved}, or start a new run "
+                             "from the saved weights (path.pretrain_model_G, and pretrain_model_D)")
+    try:
+        model.load_state_dict(resume["model"])
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(f"path.resume_state: {path} does not fit this run's model (was it saved with other "
+                         f"model, network_G or network_D options?): {str(err).splitlines()[0]}") from None
+    set_rng_state(resume["rng"])
+    return changed
+
+
+def _set_up_speed(model: SRModel, o: TrainOptions, device: torch.device, world: World) -> None:
+    """Multi-process wrapping (SyncBatchNorm in D on request), torch.compile and CUDA-graph capture, as the
+    options ask."""
+    if world.distributed:
+        if o.model == "esrgan" and o.network_D.sync_bn:
+            if device.type != "cuda":
+                raise ValueError("network_D.sync_bn: PyTorch's SyncBatchNorm runs on GPUs only; turn it off on CPU")
+            model.net_d = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model.net_d)
+        model.wrap_distributed([device.index] if device.type == "cuda" else None, global_mean, any_rank_flag)
+    if o.speed.compile:
+        model.compile()
+    if o.speed.cuda_graph:
+        reason = cuda_graph_unsupported(device, o.speed.precision, world.distributed)
+        if reason is None:
+            model.use_step_runner(GraphedSteps(device, on_fallback=lambda kind, why: log.warning(
+                "speed.cuda_graph: the %s step could not be captured and runs eagerly from now on (%s)", kind,
+                why)))
+            log.info("speed.cuda_graph: each kind of step is captured after %d eager warm-up iterations",
+                     DEFAULT_WARMUP)
+        else:
+            log.warning("speed.cuda_graph: training eagerly, %s", reason)
 
 
 def train(o: TrainOptions, auto_resume: bool = False) -> Path:
@@ -288,29 +345,19 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
     if world.distributed and device.type == "cuda":
         device = torch.device("cuda", world.local_rank)
     run_root = Path(o.path.experiments_root) / o.name
-    resume_path, source = o.path.resume_state, "path.resume_state"
-    if auto_resume and not resume_path:
-        found = find_resume_state(run_root)
-        resume_path, source = (str(found) if found else None), "--auto_resume"
     # Everything that can fail on bad input runs before the run folder is touched (an earlier run there is moved
     # aside only then); the log file gets the set-up's records afterwards.
     setup_logging(level=logging.INFO if world.is_main else logging.WARNING, backlog=world.is_main)
-    if source == "--auto_resume" and resume_path:
-        # A finished run found again (a re-queued job, a torchrun restart after the last save) is not an error.
-        resume = load_training_state(resume_path, source=source)
-        if resume["iter"] == o.total_iters:
+    resume, resume_path, source = _load_resume(o, auto_resume, run_root)
+    if resume is not None:
+        if source == "--auto_resume" and resume["iter"] == o.total_iters:
+            # A finished run found again (a re-queued job, a torchrun restart after the last save) is not an error.
             log.info("--auto_resume: %s is at the last iteration (%d): the run is complete, nothing to do",
                      resume_path, o.total_iters)
             shutdown(world)
             return run_root
         check_iterations_left(resume, resume_path, o.total_iters, source)  # past the end: says what to do
-    else:
-        resume = load_training_state(resume_path, o.total_iters, source) if resume_path else None
-    if auto_resume and resume is None:
-        log.info("--auto_resume: no training state in %s, starting from scratch", run_root)
-    if resume is not None and o.model == "esrgan":
-        moved = check_phase_split(resume, resume_path, o.train.psnr.niter, source)
-        if moved:
+        if o.model == "esrgan" and (moved := check_phase_split(resume, resume_path, o.train.psnr.niter, source)):
             log.info("Resuming: %s", moved)
     configure_backends(o.speed.cudnn_benchmark, o.speed.deterministic, o.speed.tf32)
     # The same seed on every rank: identical initial networks (and EMA copies); the data differs by rank
@@ -332,23 +379,9 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
                                       tr.dataset_enlarge_ratio, pin_memory=device.type == "cuda",
                                       rank=world.rank, world_size=world.world_size)
 
-    start_step, best, changed = 0, {"psnr": -math.inf, "ssim": -math.inf, "iter": 0}, {}
+    start_step, best, changed = 0, _no_best(), {}
     if resume is not None:
-        with contextlib.suppress(KeyError, TypeError, IndexError):  # a state of another kind: the load says so
-            # The PSNR phase's optimizer no longer matters once it is over.
-            changed = changed_settings(resume["model"], model,
-                                       {"G_psnr"} if model.phase(resume["iter"] + 1) == "gan" else set())
-        for key, (saved, given) in changed.items():
-            if key.endswith(".type"):  # a factor of one type cannot take the other's saved attributes
-                raise ValueError(f"{source}: {resume_path}: the schedule saved there is {saved} and {key} is "
-                                 f"{given}: a schedule that has started keeps its type. Set {key}: {saved}, or start "
-                                 "a new run from the saved weights (path.pretrain_model_G, and pretrain_model_D)")
-        try:
-            model.load_state_dict(resume["model"])
-        except (RuntimeError, ValueError) as err:
-            raise ValueError(f"path.resume_state: {resume_path} does not fit this run's model (was it saved with "
-                             f"other model, network_G or network_D options?): {str(err).splitlines()[0]}") from None
-        set_rng_state(resume["rng"])
+        changed = _restore(model, resume, resume_path, source)
         start_step, best = resume["iter"], resume["best"]
     run_dir = prepare_run_dir(o, resuming=resume is not None, world=world)
     if world.is_main:
@@ -363,25 +396,8 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
                         "\n  ".join(f"{key}: {saved} in the training state, {given} in the options"
                                      for key, (saved, given) in changed.items()))
         if world.is_main:
-            _restore_best_model(run_dir, start_step, best)
-    if world.distributed:
-        if o.model == "esrgan" and o.network_D.sync_bn:
-            if device.type != "cuda":
-                raise ValueError("network_D.sync_bn: PyTorch's SyncBatchNorm runs on GPUs only; turn it off on CPU")
-            model.net_d = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model.net_d)
-        model.wrap_distributed([device.index] if device.type == "cuda" else None, global_mean, any_rank_flag)
-    if o.speed.compile:
-        model.compile()
-    if o.speed.cuda_graph:
-        reason = cuda_graph_unsupported(device, o.speed.precision, world.distributed)
-        if reason is None:
-            model.use_step_runner(GraphedSteps(device, on_fallback=lambda kind, why: log.warning(
-                "speed.cuda_graph: the %s step could not be captured and runs eagerly from now on (%s)", kind,
-                why)))
-            log.info("speed.cuda_graph: each kind of step is captured after %d eager warm-up iterations",
-                     DEFAULT_WARMUP)
-        else:
-            log.warning("speed.cuda_graph: training eagerly, %s", reason)
+            restore_best(run_dir, start_step, best["iter"])
+    _set_up_speed(model, o, device, world)
     total = o.total_iters
     log.info("Run %s on %s x %d: %d iterations (PSNR phase %d, GAN phase %d), %d training images, batch %d per "
              "process", o.name, device, world.world_size, total, o.train.psnr.niter, total - o.train.psnr.niter,
@@ -488,15 +504,9 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
                         for key, value in result.items():
                             writer.add_scalar(f"val/{key}", value, step)
                             writer.add_scalar(f"val/{key}_bicubic", bicubic[key], step)
-                    if best.get("phase", model.phase(step)) != model.phase(step):
-                        best = {"psnr": -math.inf, "ssim": -math.inf, "iter": 0}  # the GAN phase has its own best
-                    if result["psnr"] > best["psnr"]:
-                        best = {"psnr": result["psnr"], "ssim": result.get("ssim", math.nan), "iter": step,
-                                "phase": model.phase(step)}
-                        if world.is_main:
-                            atomic_save({k: v.detach().cpu() for k, v in
-                                         model.deployable_generator().state_dict().items()},
-                                        run_dir / "models" / "best_G.pth")
+                    best, improved = _track_best(best, result, step, model.phase(step))
+                    if improved and world.is_main:
+                        save_best(run_dir, model.deployable_generator())
                     log.info("Best validation of the %s phase: PSNR %.2f dB%s at iter %d", model.phase(step),
                              best["psnr"], f", SSIM {best['ssim']:.4f}" if "ssim" in result else "", best["iter"])
 
