@@ -2,18 +2,19 @@
 
 Both runs are ordinary train.py runs of one option file (same seed, so the same initial networks and the same
 batches), the second with the speed overrides given by --fast. The reference stays fp32; --reference may give it
-speed overrides that do not change its numbers, such as speed.cuda_graph=true (a captured step is the eager step
-bit for bit, which tests/test_speed.py checks on a GPU), to shorten the check: on a GPU the plain fp32 path is
-launch-bound and several times slower than its captured steps. After --psnr-iters PSNR-phase iterations both are
-validated; the check passes when their validation PSNR differs by at most --tolerance dB (the GPU-speed issue asks
-for 0.05 dB after 2,000 iterations). With --gan-iters, the GAN-phase losses of the two runs are compared at every
-print (they should track each other; they are reported, not judged, since the adversarial game amplifies any
-difference). Run on the GPU, e.g.:
+speed overrides that keep its numbers, such as speed.cuda_graph=true (a captured step is the eager step bit for bit,
+which tests/test_speed.py checks on a GPU; only the learning rate is then read as a float32 tensor), to shorten the
+check: on a GPU the plain fp32 path is launch-bound and several times slower than its captured steps. After
+--psnr-iters PSNR-phase iterations both are validated; the check passes when their validation PSNR differs by at most
+--tolerance dB (the GPU-speed issue asks for 0.05 dB after 2,000 iterations). With --gan-iters, the GAN-phase losses
+of the two runs are compared at every print (they should track each other; they are reported, not judged, since the
+adversarial game amplifies any difference). Run on the GPU, e.g.:
 
     python scripts/check_fast_path.py -opt options/train_ESRGAN.yml --psnr-iters 2000 --gan-iters 500 \\
         --fast speed.precision=bf16 speed.channels_last=true speed.compile=true
 
-Exit status 0 when the check passes, 1 when it fails, 2 when it cannot run (no validation set).
+Exit status 0 when the check passes, 1 when it fails, 2 when it cannot run (no validation set), 3 when
+--time-limit stopped it (it then prints how far each run got).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -33,14 +35,15 @@ STOP_TIMEOUT = 120  # seconds a stopped run may take to save its checkpoint befo
 
 
 class Run:
-    """One train.py run in a subprocess, its output in <root>/<name>.log."""
+    """One train.py run in a subprocess, its output in <log_dir>/<name>.log (log_dir: by default root)."""
 
-    def __init__(self, option_file: str, overrides: list[str], root: Path, name: str) -> None:
+    def __init__(self, option_file: str, overrides: list[str], root: Path, name: str,
+                 log_dir: Path | None = None) -> None:
         args = [sys.executable, str(REPO_ROOT / "train.py"), "-opt", option_file]
         for item in [*overrides, f"name={name}", f"path.experiments_root={root}", "logger.use_tb_logger=true"]:
             args += ["--set", item]
         print(f"training {name} ...", flush=True)
-        self.name, self.tb_dir, self.log = name, root / name / "tb_logger", root / f"{name}.log"
+        self.name, self.tb_dir, self.log = name, root / name / "tb_logger", (log_dir or root) / f"{name}.log"
         self.start = time.perf_counter()
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, text=True)
@@ -56,24 +59,41 @@ class Run:
         return [line for line in self.log.read_text().splitlines() if " WARNING: " in line]
 
 
-def wait_all(runs: dict[str, Run]) -> dict[str, float]:
-    """Wall seconds of runs going at once; the first failure stops the others and raises."""
+def stop(runs: Iterable[Run]) -> None:
+    """Ask the runs still going to stop (train.py saves a checkpoint and stops); kill those that do not within
+    STOP_TIMEOUT seconds."""
+    going = [run for run in runs if run.process.poll() is None]
+    for run in going:
+        run.process.terminate()
+    for run in going:
+        try:
+            run.process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            run.process.kill()
+            run.process.wait()
+
+
+def wait_all(runs: dict[str, Run], deadline: float | None = None) -> tuple[dict[str, float], bool]:
+    """Wall seconds of runs going at once, and whether the `deadline` (a time.perf_counter() value) stopped
+    them before they finished; the first failure stops the others and raises."""
     seconds: dict[str, float] = {}
     while len(seconds) < len(runs):
+        if deadline is not None and time.perf_counter() > deadline:
+            stop(runs.values())
+            return {label: time.perf_counter() - run.start for label, run in runs.items()}, True
         for label, run in runs.items():
             if label not in seconds and run.process.poll() is not None:
                 if run.process.returncode != 0:
-                    for other in runs.values():
-                        if other.process.poll() is None:
-                            other.process.terminate()  # train.py saves a checkpoint and stops
-                            try:
-                                other.process.wait(timeout=STOP_TIMEOUT)
-                            except subprocess.TimeoutExpired:
-                                other.process.kill()
-                                other.process.wait()
+                    stop(runs.values())
                 seconds[label] = run.wait()
         time.sleep(0.2)
-    return seconds
+    return seconds, False
+
+
+def last_report(log: Path) -> str:
+    """The last `iter` line of a train.py log (its pace and losses), or a note that there is none."""
+    lines = [line for line in log.read_text().splitlines() if " iter " in line and "s/it" in line]
+    return lines[-1].strip() if lines else "no iteration reported yet"
 
 
 def scalars(tb_dir: Path) -> dict[str, dict[int, float]]:
@@ -100,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help="keep both runs here (default: a temporary folder)")
     parser.add_argument("--parallel", action="store_true",
                         help="run both trainings at once (on a GPU with room for both; each is launch-bound)")
+    parser.add_argument("--log-dir", type=Path, help="write the two runs' train.py output here, as it comes "
+                                                     "(default: the workdir)")
+    parser.add_argument("--time-limit", type=float, metavar="SECONDS",
+                        help="stop both runs after this many seconds and report how far they got (exit status 3)")
     args = parser.parse_args(argv)
     for flag, items in (("--fast", args.fast), ("--reference", args.reference)):
         for item in items:
@@ -116,15 +140,24 @@ def main(argv: list[str] | None = None) -> int:
         common.append("model=sr")
     with tempfile.TemporaryDirectory() as tmp:
         root = args.workdir or Path(tmp)
-        root.mkdir(parents=True, exist_ok=True)
-        runs = {"fp32": Run(args.opt, [*common, *args.reference], root, "check_fp32")}
+        for folder in (root, args.log_dir or root):
+            folder.mkdir(parents=True, exist_ok=True)
+        deadline = time.perf_counter() + args.time_limit if args.time_limit else None
+        runs = {"fp32": Run(args.opt, [*common, *args.reference], root, "check_fp32", args.log_dir)}
         if args.parallel:
-            runs["fast"] = Run(args.opt, [*common, *args.fast], root, "check_fast")
-            seconds = wait_all(runs)
+            runs["fast"] = Run(args.opt, [*common, *args.fast], root, "check_fast", args.log_dir)
+            seconds, stopped = wait_all(runs, deadline)
         else:
-            seconds = {"fp32": runs["fp32"].wait()}
-            runs["fast"] = Run(args.opt, [*common, *args.fast], root, "check_fast")
-            seconds["fast"] = runs["fast"].wait()
+            seconds, stopped = wait_all({"fp32": runs["fp32"]}, deadline)
+            if not stopped:
+                runs["fast"] = Run(args.opt, [*common, *args.fast], root, "check_fast", args.log_dir)
+                more, stopped = wait_all({"fast": runs["fast"]}, deadline)
+                seconds |= more
+        if stopped:
+            print(f"\nINCOMPLETE: stopped at the time limit of {args.time_limit:g} s")
+            for label, run in runs.items():
+                print(f"{label} run, {seconds[label]:.0f} s: {last_report(run.log)}")
+            return 3
         plain, fast = scalars(runs["fp32"].tb_dir), scalars(runs["fast"].tb_dir)
         notes = {label: run.warnings() for label, run in runs.items()}
     for label, lines in notes.items():

@@ -25,12 +25,16 @@
 #
 # Everything printed also goes to $OUT (a folder that a remote runner copies back) or experiments/gpu_checks/, one
 # file per stage, each written as the stage goes (a command cut short keeps what its finished parts printed).
+# The quality check's two train.py logs (check_fp32.log, check_fast.log) are written there too. In `core` the
+# quality check is stopped when the command has run BUDGET seconds less 45 (default 540: a 10-minute command limit
+# leaves time for the stop and the report); it then prints how far each run got and exits with status 3.
 # FAST (the speed overrides of the quality check), REFERENCE (speed overrides of its fp32 reference that keep its
 # numbers, such as speed.cuda_graph=true; default none, the plain fp32 eager path), PSNR_ITERS and PYTHON can be
 # set in the environment; SMOKE=1 runs the core, speed and quality stages with tiny networks on a CPU, to check the
 # commands (tests/test_benchmark.py does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1  # what a stage printed reaches its file even when the stage is killed
 out="${OUT:-experiments/gpu_checks}"
 work="${WORK:-experiments/gpu_checks_runs}"  # checkpoints and data: not copied back with $OUT
 mkdir -p "$out" "$work"
@@ -38,6 +42,8 @@ PY="${PYTHON:-python3}"
 FAST="${FAST:-speed.precision=bf16 speed.channels_last=true speed.cuda_graph=true}"
 # core's reference defaults to captured fp32 steps; REFERENCE= (set, empty) asks for the plain eager path there too.
 [[ "${1:-all}" != core ]] || REFERENCE="${REFERENCE-speed.cuda_graph=true}"
+# core ends its quality check in time to report how far it got when the whole command nears BUDGET seconds.
+[[ "${1:-all}" != core ]] || BUDGET="${BUDGET-540}"
 REFERENCE="${REFERENCE:-}"
 PSNR_ITERS="${PSNR_ITERS:-2000}"
 GAN_ITERS=100
@@ -52,12 +58,17 @@ if [[ "${SMOKE:-0}" == 1 ]]; then
 fi
 
 SMOKE="${SMOKE:-0}" "$PY" - <<'EOF' | tee "$out/machine.txt"
-import datetime, os, platform, torch
-import cv2, tensorboard, tqdm, yaml  # what the stages need besides torch (the GPU machine cannot install)
+import datetime, os, platform, shutil, sysconfig, torch
+import cv2, tensorboard, torchvision, tqdm, yaml  # what the stages need besides torch (the GPU machine cannot install)
 assert torch.cuda.is_available() or os.environ["SMOKE"] == "1", "scripts/gpu_checks.sh needs a CUDA GPU"
 gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU (SMOKE=1)"
-print(datetime.date.today(), gpu, f"torch {torch.__version__}, CUDA {torch.version.cuda}, "
-      f"cuDNN {torch.backends.cudnn.version()}, Python {platform.python_version()}, {os.cpu_count()} CPU cores")
+print(datetime.date.today(), gpu, f"torch {torch.__version__}, torchvision {torchvision.__version__}, CUDA "
+      f"{torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}, Python {platform.python_version()}, "
+      f"{os.cpu_count()} CPU cores")
+# torch.compile's GPU kernels (the compile stage) are built with a C compiler and the Python headers.
+headers = os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h"))
+print(f"for torch.compile: C compiler {shutil.which('gcc') or shutil.which('clang') or 'none'}, Python.h "
+      f"{'found' if headers else 'missing'}")
 EOF
 
 # Runs a stage and appends its wall time and exit status to $out/timings.txt.
@@ -99,12 +110,14 @@ run_quality() {
     "$PY" scripts/generate_lr.py --input datasets/demo/train --output "$work/demo_LR" --scale 4 \
         --hr-mod-output "$work/demo_HR" --workers 8 > "$work/generate_lr.log" 2>&1 ||
         { cat "$work/generate_lr.log"; return 1; }
-    local reference=()
+    local reference=() limit=()
     # shellcheck disable=SC2206  # REFERENCE is a list of overrides
     [[ -z "$REFERENCE" ]] || reference=(--reference $REFERENCE)
+    # What is left of BUDGET, less time for both runs to stop and report (at least a minute).
+    [[ -z "${BUDGET:-}" ]] || limit=(--time-limit "$(( BUDGET - SECONDS - 45 > 60 ? BUDGET - SECONDS - 45 : 60 ))")
     # shellcheck disable=SC2086  # FAST is a list of overrides
     "$PY" scripts/check_fast_path.py -opt options/train_demo.yml --parallel --psnr-iters "$PSNR_ITERS" \
-        --gan-iters "$GAN_ITERS" --print-freq 50 --workdir "$work" --fast $FAST "${reference[@]}" \
+        --gan-iters "$GAN_ITERS" --print-freq 50 --workdir "$work" --log-dir "$out" --fast $FAST "${reference[@]}" "${limit[@]}" \
         --set datasets.train.dataroot_GT="$work/demo_HR" --set datasets.train.dataroot_LQ="$work/demo_LR" \
         --set network_G.nf=64 --set network_G.nb=23 --set network_G.gc=32 --set network_D.nf=64 \
         --set datasets.train.batch_size=16 --set datasets.train.n_workers=6 --set train.ema_decay=0.999 \

@@ -6,6 +6,8 @@ import re
 import subprocess
 import sys
 
+import torchvision
+
 from esrgan.options import REPO_ROOT
 
 
@@ -49,7 +51,9 @@ def test_the_gpu_check_script_runs_its_core_and_speed_stages_in_smoke_mode(tmp_p
                                 capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stdout + result.stderr
     tests = (tmp_path / "out" / "tests_core.txt").read_text()
-    assert "3 skipped, 26 deselected" in tests and "CUDA graphs need a GPU" in tests  # fp32, bf16, fp16
+    assert re.search(r"\n3 skipped, \d+ deselected", tests) and "CUDA graphs need a GPU" in tests  # fp32, bf16, fp16
+    machine = (tmp_path / "out" / "machine.txt").read_text()
+    assert f"torchvision {torchvision.__version__}" in machine and "for torch.compile: C compiler" in machine
     benchmark = (tmp_path / "out" / "benchmark.md").read_text()
     assert "mode bf16+channels_last+graph left out: CUDA graphs need a CUDA device" in benchmark
     assert "| bf16+channels_last | gan |" in benchmark  # the speed stage's modes (it ran last)
@@ -57,6 +61,8 @@ def test_the_gpu_check_script_runs_its_core_and_speed_stages_in_smoke_mode(tmp_p
     assert "fp32 reference: speed.cuda_graph=true" in quality
     assert "fp32 run: " in quality and "speed.cuda_graph: training eagerly, CUDA graphs need a CUDA device" in quality
     assert re.search(r"PSNR phase, iteration 3: \|difference\| 0\.0\d\d dB, tolerance 0.05 dB: PASS", quality)
+    for run in ("check_fp32", "check_fast"):  # the train.py logs, beside the report
+        assert "iter 5 (gan)" in (tmp_path / "out" / f"{run}.log").read_text()
     assert sorted(p.name for p in (tmp_path / "work" / "demo_LR").glob("*.png"))[0] == "astronaut.png"
     timings = (tmp_path / "out" / "timings.txt").read_text().splitlines()
     assert [line.split(" : ")[0] for line in timings] == ["run_tests_core", "run_speed_core", "run_quality",

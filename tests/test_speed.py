@@ -1,5 +1,6 @@
 """Speed settings: bf16 autocast, channels_last, torch.compile and fp16 scaling behave like the fp32 path."""
 
+import re
 import subprocess
 import sys
 
@@ -163,6 +164,40 @@ def test_runs_going_at_once_stop_together_when_one_fails(tmp_path):
     with pytest.raises(RuntimeError, match="the broken run failed"):
         check.wait_all(runs)
     assert time.perf_counter() - start < 20 and runs["fp32"].process.returncode == -9  # SIGKILL
+
+
+def test_runs_past_the_time_limit_are_stopped_and_report_how_far_they_got(tmp_path):
+    import time
+
+    check = check_fast_path_module()
+    runs = {}
+    for label in ("fp32", "fast"):
+        r = check.Run.__new__(check.Run)
+        r.name, r.log, r.start = label, tmp_path / f"{label}.log", time.perf_counter()
+        r.log.write_text("2026-12-07 10:00:00 INFO: Run check on cuda x 1\n"
+                         "2026-12-07 10:00:05 INFO: iter 50 (psnr) 0.045s/it, data wait 0.1% | l_pix 1.0e-02\n"
+                         "2026-12-07 10:00:07 INFO: iter 100 (psnr) 0.044s/it, data wait 0.2% | l_pix 9.0e-03\n"
+                         * (label == "fp32"))
+        r.process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        runs[label] = r
+    start = time.perf_counter()
+    seconds, stopped = check.wait_all(runs, deadline=start + 1)
+    assert stopped and all(run.process.returncode == -15 for run in runs.values())  # SIGTERM: train.py saves
+    assert min(seconds.values()) >= 1 and max(seconds.values()) < time.perf_counter() - start + 1 < 20
+    assert check.last_report(runs["fp32"].log).endswith("iter 100 (psnr) 0.044s/it, data wait 0.2% | l_pix 9.0e-03")
+    assert check.last_report(runs["fast"].log) == "no iteration reported yet"
+
+
+def test_the_fast_path_check_stops_at_its_time_limit_and_says_how_far_each_run_got(tmp_path):
+    args = [sys.executable, str(REPO_ROOT / "scripts" / "check_fast_path.py"), "-opt",
+            str(REPO_ROOT / "options" / "train_demo.yml"), "--psnr-iters", "1000", "--workdir", str(tmp_path / "w"),
+            "--log-dir", str(tmp_path / "logs"), "--fast", "speed.channels_last=true", "--parallel",
+            "--time-limit", "2", "--set", "network_F.allow_random_weights=true"]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "INCOMPLETE: stopped at the time limit of 2 s" in result.stdout
+    assert re.search(r"\nfp32 run, [2-9] s: ", result.stdout) and re.search(r"\nfast run, [2-9] s: ", result.stdout)
+    assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == ["check_fast.log", "check_fp32.log"]
 
 
 # ---------------------------------------------------------------------------------------------- CUDA graphs
