@@ -394,3 +394,20 @@ def test_cv2_bicubic_degradation_is_available_and_differs_from_matlab(tmp_path):
     opencv = PairedImageDataset("t", 4, str(tmp_path / "GT"), None, degradation="cv2_bicubic")[0]["LQ"]
     assert matlab.shape == opencv.shape == (3, 8, 8)
     assert not torch.equal(matlab, opencv)
+
+
+def test_an_image_over_pils_pixel_limit_is_reported_as_unreadable_by_its_header(tmp_path, monkeypatch):
+    """PIL refuses to open a header of more pixels than twice Image.MAX_IMAGE_PIXELS with an error that is no
+    OSError; the header readers turn it into one, so a folder's size scan lists the file as unreadable."""
+    from PIL import Image
+
+    from esrgan.data.sources import FolderSource
+    from esrgan.utils.image import header_size
+
+    cv2.imwrite(str(tmp_path / "big.png"), np.zeros((40, 30, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "small.png"), np.zeros((4, 3, 3), np.uint8))
+    assert header_size(tmp_path / "big.png") == (30, 40)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # 1,200 pixels is over twice the limit
+    with pytest.raises(OSError, match=r"big\.png: .*exceeds limit"):
+        header_size(tmp_path / "big.png")
+    assert FolderSource(str(tmp_path)).sizes() == {"big": None, "small": (4, 3)}

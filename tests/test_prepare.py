@@ -73,8 +73,8 @@ def write_spy(monkeypatch) -> list[str]:
         written.append(Path(path).name)
         real_write(path, img, png_level)
 
-    real_write = prepare.write_image
-    monkeypatch.setattr(prepare, "write_image", spy)
+    real_write = prepare.write_raw
+    monkeypatch.setattr(prepare, "write_raw", spy)
     return written
 
 

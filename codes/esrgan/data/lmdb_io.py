@@ -23,11 +23,10 @@ from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from ..utils.files import atomic_write_text
-from ..utils.image import images_by_stem, to_float_rgb
+from ..utils.image import header_size, images_by_stem, read_raw, to_float_rgb
 
 if TYPE_CHECKING:
     import lmdb
@@ -152,9 +151,7 @@ def _png_shape(png: bytes | memoryview, source: str) -> tuple[int, int, int]:
 
 def _encode_image(path: Path, compress_level: int) -> bytes:
     """The image file as PNG bytes, pixels unchanged (bit depth, gray and alpha kept)."""
-    img = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise OSError(f"cannot decode image {path}: the file is missing, truncated or not an image")
+    img = read_raw(path)
     ok, buf = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, compress_level])
     if not ok:
         raise OSError(f"cannot encode image {path} ({img.dtype}, shape {img.shape}) as PNG")
@@ -163,10 +160,10 @@ def _encode_image(path: Path, compress_level: int) -> bytes:
 
 def _pixel_count(path: Path) -> int | None:
     try:
-        with Image.open(path) as img:  # reads the header only
-            return img.width * img.height
-    except (OSError, Image.DecompressionBombError):
+        width, height = header_size(path)
+    except OSError:
         return None  # the estimate falls back to the samples' mean
+    return width * height
 
 
 def _estimate_map_size(samples: list[bytes], rest: list[Path]) -> int:

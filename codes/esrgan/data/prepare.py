@@ -26,13 +26,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
-import cv2
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from ..utils.files import atomic_write_text
-from ..utils.image import list_images, write_image
+from ..utils.image import header_size, list_images, read_raw, write_raw
 from .imresize import bicubic_degrade, imresize, modcrop
 
 R = TypeVar("R")
@@ -49,12 +47,6 @@ def match_lr(hr_stem: str, lr_files: dict[str, Path], scale: int) -> Path:
         if stem in lr_files:
             return lr_files[stem]
     raise FileNotFoundError(f"no LR image for {hr_stem}: looked for the stems {hr_stem} and {hr_stem}x{scale}")
-
-
-def image_size(path: str | Path) -> tuple[int, int]:
-    """``(width, height)`` of an image file, read from its header without decoding the pixels."""
-    with Image.open(path) as img:
-        return img.size
 
 
 def is_stale(output: Path, source: Path) -> bool:
@@ -105,25 +97,15 @@ def claim_folders(claims: Sequence[tuple[str | Path, dict[str, Any]]]) -> None:
         atomic_write_text(record, json.dumps(settings, sort_keys=True) + "\n")
 
 
-def _read_raw(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """Decode an image as stored (OpenCV channel order), checking it against its header ``size``."""
-    img = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise OSError(f"cannot decode image {path}: the file is truncated or not an image")
+def _read_checked(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """Decode an image as stored (`read_raw`), checking it against its header ``size``."""
+    img = read_raw(path)
     # Crops are planned from the header; a disagreeing decoder would silently yield clipped crops.
     if (img.shape[1], img.shape[0]) != size:
         raise OSError(f"image {path} decodes to {img.shape[1]}x{img.shape[0]}, its header says {size[0]}x{size[1]}")
     return img
 
 
-def _write_raw(path: Path, img: np.ndarray, png_level: int) -> None:
-    """Write an array in OpenCV channel order through ``write_image``, which expects RGB(A)."""
-    if img.ndim == 3 and img.shape[2] in (3, 4):
-        img = img[:, :, [2, 1, 0, 3][: img.shape[2]]]
-    write_image(path, img, png_level)
-
-
-# ------------------------------------------------------------------------------------------ sub-images
 def check_crop_settings(crop_size: int, step: int, thresh_size: int, scale: int | None = None) -> None:
     """Raise ``ValueError`` for crop settings that cannot be used (with LR crops at ``scale`` if given)."""
     if crop_size < 1 or step < 1:
@@ -206,12 +188,12 @@ def extract_subimages(
     if any(with_lr) and not all(with_lr):
         raise ValueError("LR crops need all of lr_path, lr_out_dir and scale")
 
-    hr_size = image_size(hr_path)
+    hr_size = header_size(hr_path)
     out_dirs = [out_dir]
     if lr_path is not None:
         lr_path, lr_out_dir = Path(lr_path), Path(lr_out_dir)
         out_dirs.append(lr_out_dir)
-        lr_size = image_size(lr_path)
+        lr_size = header_size(lr_path)
         expected = (hr_size[0] // scale, hr_size[1] // scale)
         if lr_size != expected:
             raise ValueError(f"LR image {lr_path} is {lr_size[0]}x{lr_size[1]}, but HR image {hr_path} "
@@ -230,11 +212,11 @@ def extract_subimages(
     for (path, size, factor), folder, todo in zip(sources, out_dirs, missing, strict=True):
         if not todo:
             continue
-        img = _read_raw(path, size)
+        img = _read_checked(path, size)
         side = crop_size // factor
         for i in todo:
             y, x = corners[i][0] // factor, corners[i][1] // factor
-            _write_raw(folder / names[i], img[y : y + side, x : x + side], png_level)
+            write_raw(folder / names[i], img[y : y + side, x : x + side], png_level)
         written.update(todo)
     for (path, _, _), folder in zip(sources, out_dirs, strict=True):
         _remove_leftover_crops(folder, hr_path.stem, len(names), path)
@@ -278,18 +260,18 @@ def generate_lr(
     if not missing:
         return False
 
-    size = image_size(hr_path)
+    size = header_size(hr_path)
     if min(size) < scale:
         raise ValueError(f"image {hr_path} ({size[0]}x{size[1]}) is smaller than the scale {scale}")
-    hr = _read_raw(hr_path, size)
+    hr = _read_checked(hr_path, size)
     hr_mod = modcrop(hr, scale)
     if "hr_mod" in missing:
-        _write_raw(Path(hr_mod_out), hr_mod, png_level)
+        write_raw(Path(hr_mod_out), hr_mod, png_level)
     lr = bicubic_degrade(hr, scale)
     if "lr" in missing:
-        _write_raw(Path(lr_out), lr, png_level)
+        write_raw(Path(lr_out), lr, png_level)
     if "bic" in missing:
-        _write_raw(Path(bic_out), imresize(lr, output_shape=hr_mod.shape[:2]), png_level)
+        write_raw(Path(bic_out), imresize(lr, output_shape=hr_mod.shape[:2]), png_level)
     return True
 
 

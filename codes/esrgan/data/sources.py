@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 import numpy as np
-from PIL import Image
 
-from ..utils.image import images_by_stem, read_image
+from ..utils.image import header_size, images_by_stem, read_image
 from .lmdb_io import LmdbImageReader, read_meta_info
 
 Backend = Literal["auto", "folder", "lmdb"]
@@ -52,10 +51,10 @@ class FolderSource:
     def sizes(self) -> dict[str, tuple[int, int] | None]:
         def header(key: str) -> tuple[str, tuple[int, int] | None]:
             try:
-                with Image.open(self.paths[key]) as img:  # reads the header only
-                    return key, (img.height, img.width)
+                width, height = header_size(self.paths[key])
             except OSError:
                 return key, None
+            return key, (height, width)
 
         with ThreadPoolExecutor(HEADER_THREADS) as pool:
             return dict(pool.map(header, self.paths))

@@ -1,4 +1,5 @@
-"""Image files <-> arrays <-> tensors. The framework is RGB throughout; OpenCV's BGR stops at this module.
+"""Image files <-> arrays <-> tensors. The framework is RGB throughout; OpenCV's BGR stops at this module (and
+at `read_raw` / `write_raw`, for the data-preparation code that copies pixels as stored).
 
 Conversions of unusual inputs are explicit: grayscale is replicated to three channels, an alpha channel is
 dropped, 16-bit images are scaled to [0, 1] like 8-bit ones. Each kind is reported once per process.
@@ -13,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from PIL import Image
 
 from .files import atomic_output
 
@@ -50,12 +52,26 @@ def images_by_stem(folder: str | Path) -> dict[str, Path]:
     return {stem: paths[0] for stem, paths in by_stem.items()}
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as float32 RGB HxWx3 in [0, 1]."""
+def read_raw(path: str | Path) -> np.ndarray:
+    """Decode an image file as stored: 8 or 16 bits, gray or OpenCV's BGR(A) channel order."""
     img = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise OSError(f"cannot decode image {path}: the file is missing, truncated or not an image")
-    return to_float_rgb(img, str(path))
+    return img
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as float32 RGB HxWx3 in [0, 1]."""
+    return to_float_rgb(read_raw(path), str(path))
+
+
+def header_size(path: str | Path) -> tuple[int, int]:
+    """``(width, height)`` of an image file, read from its header without decoding the pixels."""
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except Image.DecompressionBombError as err:  # not an OSError, unlike PIL's other refusals
+        raise OSError(f"{path}: {err}") from None
 
 
 def to_float_rgb(img: np.ndarray, source: str) -> np.ndarray:
@@ -80,13 +96,18 @@ def to_float_rgb(img: np.ndarray, source: str) -> np.ndarray:
 
 
 def write_image(path: str | Path, img: np.ndarray, png_level: int | None = None) -> None:
-    """Write an RGB (or gray / RGBA, written as given) uint8 or uint16 image atomically: to a temporary file in
-    the same folder, then renamed, so that an interrupted run never leaves a truncated image behind.
+    """Write an RGB (or gray / RGBA, written as given) uint8 or uint16 image atomically (see `write_raw`)."""
+    if img.ndim == 3 and img.shape[2] in (3, 4):
+        img = img[:, :, [2, 1, 0, 3][: img.shape[2]]]  # RGB(A) -> OpenCV's BGR(A)
+    write_raw(path, img, png_level)
+
+
+def write_raw(path: str | Path, img: np.ndarray, png_level: int | None = None) -> None:
+    """Write an image in OpenCV's channel order (gray, BGR or BGRA; uint8 or uint16) atomically: to a temporary
+    file in the same folder, then renamed, so that an interrupted run never leaves a truncated image behind.
     `png_level` is the PNG compression level 0-9 (OpenCV's default 1 when None)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if img.ndim == 3 and img.shape[2] in (3, 4):
-        img = img[:, :, [2, 1, 0, 3][: img.shape[2]]]  # RGB(A) -> OpenCV's BGR(A)
     params = [cv2.IMWRITE_PNG_COMPRESSION, png_level] if png_level is not None else []
     with atomic_output(path) as tmp:
         if not cv2.imwrite(os.fspath(tmp), np.ascontiguousarray(img), params):
