@@ -443,3 +443,13 @@ def test_the_best_record_is_kept_per_phase_and_a_nan_psnr_never_wins():
     assert _track_best(best, {"psnr": math.nan}, 40, "gan") == (best, False)
     best, improved = _track_best(_no_best(), {"psnr": math.nan}, 30, "gan")
     assert not improved and best == _no_best()
+
+
+def test_a_training_set_too_small_for_a_batch_per_process_is_refused(tmp_path):
+    from esrgan.engine.trainer import build_datasets
+
+    o = options(tmp_path, **{"datasets.train.batch_size": 2, "datasets.train.dataset_enlarge_ratio": 1})
+    assert len(build_datasets(o, world_size=2)[0]) == 3  # the 3 demo validation photos: 2 and 1 per process
+    with pytest.raises(ValueError, match=r"datasets.train: 3 images x dataset_enlarge_ratio 1 shared by 3 processes "
+                                         r"give each fewer than batch_size 2"):
+        build_datasets(o, world_size=3)

@@ -94,13 +94,13 @@ def configure_backends(cudnn_benchmark: bool, deterministic: bool, tf32: str) ->
         torch.use_deterministic_algorithms(True)
 
 
-def build_datasets(o: TrainOptions) -> tuple[PairedImageDataset, PairedImageDataset | None]:
-    """Both datasets, with every pair checked before training starts."""
+def build_datasets(o: TrainOptions, world_size: int = 1) -> tuple[PairedImageDataset, PairedImageDataset | None]:
+    """Both datasets, with every pair checked before training starts; the training set is shared by `world_size`
+    processes."""
     tr = o.datasets.train
     train_set = PairedImageDataset(tr.name, o.scale, tr.dataroot_GT, tr.dataroot_LQ, gt_size=tr.GT_size,
                                    use_flip=tr.use_flip, use_rot=tr.use_rot, data_type=tr.data_type,
                                    degradation=tr.degradation, skip_corrupt=tr.skip_corrupt)
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if math.ceil(len(train_set) * tr.dataset_enlarge_ratio / world_size) < tr.batch_size:
         raise ValueError(f"datasets.train: {len(train_set)} images x dataset_enlarge_ratio "
                          f"{tr.dataset_enlarge_ratio} shared by {world_size} processes give each fewer than "
@@ -373,7 +373,7 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
     model, random_vgg = build_model(o, device)
     if random_vgg:
         o.network_F.weights = "random"  # so that the resolved options say what was really used
-    train_set, val_set = build_datasets(o)
+    train_set, val_set = build_datasets(o, world.world_size)
     tr = o.datasets.train
     train_loader = build_train_loader(train_set, tr.batch_size, tr.n_workers, o.train.manual_seed, tr.use_shuffle,
                                       tr.dataset_enlarge_ratio, pin_memory=device.type == "cuda",
