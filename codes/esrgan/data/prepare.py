@@ -151,10 +151,14 @@ def crop_grid(
     return [(y, x) for y in axes[0] for x in axes[1]]
 
 
+def _digits(count: int) -> int:
+    """Digits of the crop numbers of an image with ``count`` crops: 3, more past 999."""
+    return max(3, len(str(count)))
+
+
 def crop_names(stem: str, count: int) -> list[str]:
     """File names of the ``count`` crops of image ``stem``: ``<stem>_s001.png``, ... (more digits past 999)."""
-    digits = max(3, len(str(count)))
-    return [f"{stem}_s{i:0{digits}d}.png" for i in range(1, count + 1)]
+    return [f"{stem}_s{i:0{_digits(count)}d}.png" for i in range(1, count + 1)]
 
 
 class Extracted(NamedTuple):
@@ -189,10 +193,8 @@ def extract_subimages(
         raise ValueError("LR crops need all of lr_path, lr_out_dir and scale")
 
     hr_size = header_size(hr_path)
-    out_dirs = [out_dir]
     if lr_path is not None:
         lr_path, lr_out_dir = Path(lr_path), Path(lr_out_dir)
-        out_dirs.append(lr_out_dir)
         lr_size = header_size(lr_path)
         expected = (hr_size[0] // scale, hr_size[1] // scale)
         if lr_size != expected:
@@ -201,24 +203,21 @@ def extract_subimages(
 
     corners = crop_grid(hr_size[1], hr_size[0], crop_size, step, thresh_size, scale)
     names = crop_names(hr_path.stem, len(corners))
-    sources = [(hr_path, hr_size, 1)]
+    # (image, its size, the factor its crop corners are divided by, the folder of its crops)
+    sources = [(hr_path, hr_size, 1, out_dir)]
     if lr_path is not None:
-        sources.append((lr_path, lr_size, scale))
-    # missing[k]: indices of the crops whose file in out_dirs[k] is missing or older than its image; an
-    # image is decoded only if one of its crops is.
-    missing = [[i for i, name in enumerate(names) if is_stale(folder / name, path)]
-               for (path, _, _), folder in zip(sources, out_dirs, strict=True)]
+        sources.append((lr_path, lr_size, scale, lr_out_dir))
     written: set[int] = set()
-    for (path, size, factor), folder, todo in zip(sources, out_dirs, missing, strict=True):
-        if not todo:
-            continue
-        img = _read_checked(path, size)
-        side = crop_size // factor
-        for i in todo:
-            y, x = corners[i][0] // factor, corners[i][1] // factor
-            write_raw(folder / names[i], img[y : y + side, x : x + side], png_level)
-        written.update(todo)
-    for (path, _, _), folder in zip(sources, out_dirs, strict=True):
+    for path, size, factor, folder in sources:
+        # The crops missing or older than the image; the image is decoded only if there is one.
+        todo = [i for i, name in enumerate(names) if is_stale(folder / name, path)]
+        if todo:
+            img = _read_checked(path, size)
+            side = crop_size // factor
+            for i in todo:
+                y, x = corners[i][0] // factor, corners[i][1] // factor
+                write_raw(folder / names[i], img[y : y + side, x : x + side], png_level)
+            written.update(todo)
         _remove_leftover_crops(folder, hr_path.stem, len(names), path)
     return Extracted(len(corners), len(written))
 
@@ -228,7 +227,7 @@ def _remove_leftover_crops(folder: Path, stem: str, count: int, source: Path) ->
     earlier, larger image of that name had (numbered with 3 digits, or more past 999). A newer one is left
     alone (it is not this image's to judge). Each run of numbers ends at the first missing file, so an
     image without leftovers costs a few lookups."""
-    width = len(crop_names(stem, count)[0]) - len(f"{stem}_s.png") if count else 0
+    width = _digits(count) if count else 0
     for digits in range(3, 8):
         i = count + 1 if digits == width else 1
         while i < 10**digits and (path := folder / f"{stem}_s{i:0{digits}d}.png").is_file():
