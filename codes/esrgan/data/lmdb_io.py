@@ -170,10 +170,11 @@ def _estimate_map_size(samples: list[bytes], rest: list[Path]) -> int:
     """Map size for the encoded `samples` plus the images in `rest`, extrapolated per pixel from the samples,
     with headroom for LMDB's pages and the estimate's error."""
     sample_pixels = [h * w for h, w, _ in (_png_shape(s, "encoded image") for s in samples)]
-    bytes_per_pixel = sum(map(len, samples)) / max(sum(sample_pixels), 1)
+    sample_bytes = sum(map(len, samples))
+    bytes_per_pixel = sample_bytes / max(sum(sample_pixels), 1)
     mean_pixels = sum(sample_pixels) / max(len(sample_pixels), 1)
     rest_pixels = sum(n if n is not None else mean_pixels for n in map(_pixel_count, rest))
-    return int((sum(map(len, samples)) + bytes_per_pixel * rest_pixels) * 1.5) + (64 << 20)
+    return int((sample_bytes + bytes_per_pixel * rest_pixels) * 1.5) + (64 << 20)
 
 
 @contextlib.contextmanager
@@ -211,6 +212,39 @@ def _keys_of(folder: str | Path) -> dict[str, Path]:
     return keys
 
 
+_STARTED, _COMPLETE = ".esrgan_lmdb_started", ".esrgan_lmdb_complete"
+
+
+def _start_run(output_path: Path) -> int:
+    """The time (ns) after which a modified image is stored again: the start of the last complete run.
+
+    That start is the time of a marker touched when a run begins and renamed when it ends (one clock, the file
+    system's). Without a complete run, an unfinished run's marker stays as it is: the earliest start of the runs
+    so far; with neither (an LMDB of another tool), the time of the last commit; for a new LMDB, 0."""
+    started = output_path / _STARTED
+    reference = next((f for f in (output_path / _COMPLETE, started, output_path / "data.mdb") if f.exists()), None)
+    written_ns = reference.stat().st_mtime_ns if reference is not None else 0
+    if reference != started:
+        started.write_bytes(b"")
+    return written_ns
+
+
+def _finish_run(output_path: Path) -> None:
+    """Mark the run that `_start_run` began as complete."""
+    with contextlib.suppress(FileNotFoundError):  # another run on this LMDB finished first and took the marker
+        os.replace(output_path / _STARTED, output_path / _COMPLETE)
+
+
+def _stored_shapes(env: lmdb.Environment, output_path: Path) -> dict[str, tuple[int, int, int]]:
+    """(h, w, c) of every image in the LMDB, from the PNG headers."""
+    shapes = {}
+    with env.begin(buffers=True) as txn:  # buffers: only each value's header is read, not copied whole
+        for raw_key, value in txn.cursor():
+            key = bytes(raw_key).decode("utf-8")
+            shapes[key] = _png_shape(value, f"{output_path}:{key}")
+    return shapes
+
+
 def create_lmdb(
     input_dir: str | Path,
     output_path: str | Path,
@@ -238,15 +272,7 @@ def create_lmdb(
         raise ValueError(f"no images in {input_dir}")
 
     output_path.mkdir(parents=True, exist_ok=True)
-    # An image modified after the start of the last complete run is stored again. That start is the time of
-    # a marker touched when a run begins and renamed when it ends (one clock, the file system's). Without a
-    # complete run, an unfinished run's marker stays as it is: the earliest start of the runs so far; with
-    # neither (an LMDB of another tool), the time of the last commit.
-    started, complete = output_path / ".esrgan_lmdb_started", output_path / ".esrgan_lmdb_complete"
-    reference = next((f for f in (complete, started, output_path / "data.mdb") if f.exists()), None)
-    written_ns = reference.stat().st_mtime_ns if reference is not None else 0
-    if reference != started:
-        started.write_bytes(b"")
+    written_ns = _start_run(output_path)
     env = _lmdb().open(os.fspath(output_path), meminit=False)
     try:
         with env.begin() as txn:
@@ -282,14 +308,10 @@ def create_lmdb(
         entries = env.stat()["entries"]
         if entries != len(keys):
             raise RuntimeError(f"{output_path} holds {entries} images but {input_dir} has {len(keys)}")
-        shapes = {}
-        with env.begin(buffers=True) as txn:  # buffers: only each value's header is read, not copied whole
-            for raw_key, value in txn.cursor():
-                key = bytes(raw_key).decode("utf-8")
-                shapes[key] = _png_shape(value, f"{output_path}:{key}")
+        shapes = _stored_shapes(env, output_path)
     finally:
         env.close()
     write_meta_info(output_path, shapes, compress_level)
-    with contextlib.suppress(FileNotFoundError):  # another run on this LMDB finished first and took the marker
-        os.replace(started, complete)
+    _finish_run(output_path)
     return len(keys)
+
