@@ -27,11 +27,11 @@ from esrgan.data.prepare import (
     add_run_arguments,
     check_crop_settings,
     check_distinct_folders,
-    claim_folders,
     extract_subimages,
     match_lr,
-    print_errors,
+    report_errors,
     run_jobs,
+    source_images,
 )
 from esrgan.utils.image import images_by_stem
 
@@ -72,15 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     grid = {"made_by": "extract_subimages.py", "crop_size": args.crop_size, "step": args.step,
             "thresh_size": args.thresh_size, "scale": args.scale}
     try:
-        hr_files = images_by_stem(args.input)
         lr_files = images_by_stem(args.lr_input) if args.lr_input else {}
-        claim_folders([(args.output, {**grid, "images": "HR crops"})]
-                      + ([(args.lr_output, {**grid, "images": "LR crops"})] if args.lr_output else []))
+        hr_files = source_images(args.input, [(args.output, {**grid, "images": "HR crops"})]
+                                 + ([(args.lr_output, {**grid, "images": "LR crops"})] if args.lr_output else []))
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
-    if not hr_files:
-        print(f"error: no images in {args.input}", file=sys.stderr)
         return 1
 
     jobs: list[tuple] = []
@@ -106,10 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     if small:
         print(f"skipped {len(small)} image(s) smaller than the {args.crop_size}x{args.crop_size} crop: "
               + ", ".join(small))
-    if errors:
-        print_errors(errors)
-        return 1
-    return 0
+    return report_errors(errors)
 
 
 if __name__ == "__main__":

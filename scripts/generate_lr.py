@@ -24,19 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "codes"))
 from esrgan.data.prepare import (
     add_run_arguments,
     check_distinct_folders,
-    claim_folders,
     generate_lr,
-    print_errors,
+    int_at_least,
+    report_errors,
     run_jobs,
+    source_images,
 )
-from esrgan.utils.image import images_by_stem
-
-
-def scale_type(text: str) -> int:
-    value = int(text)
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"must be an integer of at least 2, got {value}")
-    return value
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -46,7 +39,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "cropped HR images and the LR images upsampled back to HR size (the bicubic baseline).")
     parser.add_argument("--input", required=True, type=Path, help="folder of HR images")
     parser.add_argument("--output", required=True, type=Path, help="folder for the LR images")
-    parser.add_argument("--scale", required=True, type=scale_type, help="downscaling factor, an integer >= 2")
+    parser.add_argument("--scale", required=True, type=int_at_least(2), help="downscaling factor, an integer >= 2")
     parser.add_argument("--hr-mod-output", type=Path, help="folder for the HR images cropped to a multiple of scale")
     parser.add_argument("--bic-output", type=Path, help="folder for the LR images bicubic-upsampled to HR size")
     add_run_arguments(parser)
@@ -64,14 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     kinds = {"LR": args.output, "HR mod-cropped": args.hr_mod_output, "LR upsampled": args.bic_output}
     try:
-        hr_files = images_by_stem(args.input)
-        claim_folders([(folder, {"made_by": "generate_lr.py", "scale": args.scale, "images": kind})
-                       for kind, folder in kinds.items() if folder is not None])
+        hr_files = source_images(args.input, [(folder, {"made_by": "generate_lr.py", "scale": args.scale,
+                                                        "images": kind})
+                                              for kind, folder in kinds.items() if folder is not None])
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
-    if not hr_files:
-        print(f"error: no images in {args.input}", file=sys.stderr)
         return 1
 
     def output(folder: Path | None, stem: str) -> Path | None:
@@ -86,10 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"wrote the x{args.scale} LR images of {sum(1 for _, w in results if w)} image(s) to {args.output}")
     print(f"skipped {sum(1 for _, w in results if not w)} image(s) whose outputs are all up to date")
-    if errors:
-        print_errors(errors)
-        return 1
-    return 0
+    return report_errors(errors)
 
 
 if __name__ == "__main__":

@@ -373,6 +373,23 @@ def test_extract_subimages_script_crops_a_folder_with_its_lr_images(tmp_path):
     assert [p.name for p in list_images(tmp_path / "lq")] == crop_names("0001", 12)
 
 
+@pytest.mark.parametrize("script, args", [("extract_subimages.py", ["--crop-size", "10", "--step", "8"]),
+                                          ("generate_lr.py", ["--scale", "2"])])
+def test_a_script_given_a_folder_without_images_says_so_and_claims_no_output(tmp_path, script, args):
+    (tmp_path / "hr").mkdir()
+    (tmp_path / "hr" / "notes.txt").write_text("not an image")
+    result = run_script(script, "--input", "hr", "--output", "out", *args, cwd=tmp_path)
+    assert result.returncode == 1 and result.stderr == "error: no images in hr\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_scale_and_workers_below_their_minimum_are_refused_by_the_parser(tmp_path):
+    result = run_script("generate_lr.py", "--input", "hr", "--output", "out", "--scale", "1", cwd=tmp_path)
+    assert result.returncode == 2 and "argument --scale: must be an integer of at least 2, got 1" in result.stderr
+    result = run_script("extract_subimages.py", "--input", "hr", "--output", "out", "--workers", "0", cwd=tmp_path)
+    assert result.returncode == 2 and "argument --workers: must be an integer of at least 1, got 0" in result.stderr
+
+
 def test_the_crops_of_an_image_replaced_since_are_made_again_from_it(tmp_path, write_spy):
     hr_path = write_raw(tmp_path / "img.png", coordinate_image())
     extract(hr_path, tmp_path / "out")

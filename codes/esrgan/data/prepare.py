@@ -30,7 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..utils.files import atomic_write_text
-from ..utils.image import header_size, list_images, read_raw, write_raw
+from ..utils.image import header_size, images_by_stem, list_images, read_raw, write_raw
 from .imresize import bicubic_degrade, imresize, modcrop
 
 R = TypeVar("R")
@@ -312,19 +312,34 @@ def run_jobs(
 
 
 # ------------------------------------------------------------------------------------------ script helpers
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``--png-level`` and ``--workers`` options shared by the preparation scripts."""
+def int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``low``."""
 
-    def positive_int(text: str) -> int:
+    def parse(text: str) -> int:
         value = int(text)
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer of at least {low}, got {value}")
         return value
 
+    return parse
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``--png-level`` and ``--workers`` options shared by the preparation scripts."""
     parser.add_argument("--png-level", type=int, choices=range(10), default=3, metavar="0-9",
                         help="PNG compression level, 0 (fastest, largest) to 9 (default: %(default)s)")
-    parser.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1,
+    parser.add_argument("--workers", type=int_at_least(1), default=os.cpu_count() or 1,
                         help="parallel processes (default: the number of CPUs, %(default)s here)")
+
+
+def source_images(input_dir: Path, claims: Sequence[tuple[str | Path, dict[str, Any]]]) -> dict[str, Path]:
+    """The images of a script's ``input_dir`` by stem, its output folders claimed for them (`claim_folders`);
+    raises ValueError (or OSError) when there are none or a folder is refused."""
+    files = images_by_stem(input_dir)
+    if not files:
+        raise ValueError(f"no images in {input_dir}")
+    claim_folders(claims)
+    return files
 
 
 def check_distinct_folders(inputs: Sequence[str | Path], outputs: Sequence[str | Path]) -> None:
@@ -340,9 +355,13 @@ def check_distinct_folders(inputs: Sequence[str | Path], outputs: Sequence[str |
         seen[resolved] = folder
 
 
-def print_errors(errors: Sequence[tuple[tuple, str]]) -> None:
-    """Print the failed jobs (named by their first argument, the input image) to stderr."""
+def report_errors(errors: Sequence[tuple[tuple, str]]) -> int:
+    """Print the failed jobs (named by their first argument, the input image) to stderr; the script's exit
+    status: 1 when a job failed, else 0."""
+    if not errors:
+        return 0
     noun = "image" if len(errors) == 1 else "images"
     print(f"failed on {len(errors)} {noun}:", file=sys.stderr)
     for job, message in errors:
         print(f"  {job[0]}: {message}", file=sys.stderr)
+    return 1
