@@ -22,7 +22,7 @@ from ..archs.layouts import describe_differences, describe_hparams, interpolate_
 from ..data.paired import PairedImageDataset
 from ..metrics import perceptual_index, read_ma_scores
 from ..models.networks import build_generator, infer_generator_options, load_weights
-from ..options import NetworkGOpt, TestOptions, TestSetOpt, dump_yaml
+from ..options import NetworkGOpt, TestOptions, TestRunOpt, TestSetOpt, dump_yaml
 from ..utils.image import tensor2img, write_image
 from ..utils.logger import add_log_file, setup_logging
 from ..utils.misc import archive_existing, select_device, timestamp
@@ -113,7 +113,7 @@ def test(o: TestOptions) -> Path:
     def run_sets(alpha: float | None) -> None:
         for ds_opt, dataset in zip(o.datasets.values(), datasets, strict=True):
             set_dir = out_dir / ds_opt.name / ("" if alpha is None else f"alpha_{alpha:g}")
-            summaries.append(_test_set(net_g, dataset, ds_opt, set_dir, scale, o, evaluator, bicubic,
+            summaries.append(_test_set(net_g, dataset, ds_opt, set_dir, scale, o.test, evaluator, bicubic,
                                        ma_scores[ds_opt.name], alpha))
 
     if gan is None:
@@ -162,16 +162,16 @@ def _ma_scores(ds: TestSetOpt, dataset: PairedImageDataset) -> dict[str, float] 
 
 
 def _test_set(net: nn.Module, dataset: PairedImageDataset, ds_opt: TestSetOpt, set_dir: Path, scale: int,
-              o: TestOptions, evaluator: Evaluator, bicubic: dict[tuple[str, str], dict[str, float]],
+              run: TestRunOpt, evaluator: Evaluator, bicubic: dict[tuple[str, str], dict[str, float]],
               ma_scores: dict[str, float] | None, alpha: float | None) -> SetSummary:
     label = ds_opt.name if alpha is None else f"{ds_opt.name} (alpha {alpha:g})"
     skip = set(evaluator.metrics) - set(ds_opt.metrics)
     rows = {}
-    for batch in _batches(dataset, o.test.batch_size):
+    for batch in _batches(dataset, run.batch_size):
         start = time.perf_counter()
-        sr_batch = super_resolve(net, torch.stack([s["LQ"] for s in batch]), scale, tile=o.test.tile,
-                                 tile_overlap=o.test.tile_overlap, precision=o.test.precision,
-                                 channels_last=o.test.channels_last, self_ensemble=o.test.self_ensemble)
+        sr_batch = super_resolve(net, torch.stack([s["LQ"] for s in batch]), scale, tile=run.tile,
+                                 tile_overlap=run.tile_overlap, precision=run.precision,
+                                 channels_last=run.channels_last, self_ensemble=run.self_ensemble)
         seconds = (time.perf_counter() - start) / len(batch)
         for sample, sr_tensor in zip(batch, sr_batch, strict=True):
             name = sample["name"]
