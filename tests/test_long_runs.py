@@ -260,7 +260,7 @@ def test_sigterm_to_the_process_group_saves_a_complete_state_and_auto_resume_fin
     wait_for_state(tmp_path / "exp" / "run")
     os.killpg(proc.pid, signal.SIGTERM)  # the training process and its data-loader workers, like Slurm
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
+    assert proc.returncode == 128 + signal.SIGTERM, err  # stopped, not finished: `&& python test.py` stops here
     assert "SIGTERM received: stopping after this iteration" in err
     assert "Stopped by SIGTERM at iteration" in err
     stopped_at = checkpoint.saved_iterations(tmp_path / "exp" / "run")[-1]
@@ -453,3 +453,17 @@ def test_a_training_set_too_small_for_a_batch_per_process_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"datasets.train: 3 images x dataset_enlarge_ratio 1 shared by 3 processes "
                                          r"give each fewer than batch_size 2"):
         build_datasets(o, world_size=3)
+
+
+def test_resuming_another_runs_state_moves_the_earlier_run_of_this_name_aside_instead_of_overwriting_it(tmp_path):
+    sr = {"model": "sr", "train.gan.niter": 0, "train.psnr.niter": 2, "logger.save_freq": 2,
+          "datasets.train.dataset_enlarge_ratio": 1}
+    run_a = train(options(tmp_path, **sr, name="a"))
+    run_b = train(options(tmp_path, **sr, name="b", **{"train.manual_seed": 77}))
+    b_weights = weights(run_b / "models" / "2_G.pth")
+    resumed = train(options(tmp_path, **(sr | {"train.psnr.niter": 4}), name="b",
+                            **{"path.resume_state": str(run_a / "training_state" / "2.state")}))
+    assert resumed == run_b and checkpoint.saved_iterations(run_b) == [4]  # a's continuation, in a new folder
+    (archived,) = tmp_path.glob("b_archived_*")
+    assert checkpoint.saved_iterations(archived) == [2]
+    assert all(torch.equal(v, b_weights[k]) for k, v in weights(archived / "models" / "2_G.pth").items())

@@ -20,9 +20,14 @@ def _parser(description: str) -> argparse.ArgumentParser:
 
 
 def _run(job: Callable[[], object]) -> int:
-    """Run a job; bad input (options, files, weights) ends with a one-line message instead of a traceback."""
+    """Run a job; bad input (options, files, weights) ends with a one-line message instead of a traceback, and
+    a training stopped by a signal (after saving; the log says how to continue) with 128 + its number."""
+    from .engine.trainer import TrainingStopped
+
     try:
         job()
+    except TrainingStopped as stopped:
+        return stopped.exit_status
     except (OptionError, ValueError, OSError) as err:
         from .utils.logger import log_error_to_file
 

@@ -216,6 +216,15 @@ def bicubic_baseline(dataset: PairedImageDataset, evaluator: Evaluator, scale: i
         evaluator.metrics)
 
 
+class TrainingStopped(Exception):  # noqa: N818 (a requested stop, not an error)
+    """Training stopped on a signal after saving a complete state; train.py exits with 128 + the signal's number,
+    as a process the signal ended would."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.exit_status = 128 + signum
+
+
 class StopRequest:
     """SIGINT / SIGTERM (what a scheduler sends before it kills a job) ask the loop to stop after the current
     iteration and save; a second signal ends the process at once."""
@@ -309,8 +318,10 @@ def _restore(model: SRModel, resume: dict[str, Any], path: str, source: str) -> 
     try:
         model.load_state_dict(resume["model"])
     except (RuntimeError, ValueError) as err:
-        raise ValueError(f"path.resume_state: {path} does not fit this run's model (was it saved with other "
-                         f"model, network_G or network_D options?): {str(err).splitlines()[0]}") from None
+        raise ValueError(f"{source}: {path} does not fit this run's model (was it saved with other model, "
+                         f"network_G or network_D options?): {str(err).splitlines()[0]}" + (
+                             "; to start a new run with these options, give it another name or leave out "
+                             "--auto_resume" if source == "--auto_resume" else "")) from None
     set_rng_state(resume["rng"])
     return changed
 
@@ -383,7 +394,11 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
     if resume is not None:
         changed = _restore(model, resume, resume_path, source)
         start_step, best = resume["iter"], resume["best"]
-    run_dir = prepare_run_dir(o, resuming=resume is not None, world=world)
+    # A state of this run's own folder continues it there; one from elsewhere (another run's) starts a new folder,
+    # an earlier run of this name being moved aside as for any new run, so that its checkpoints stay as they are.
+    continuing = resume is not None and (
+        Path(resume_path).resolve().parent == (run_root / "training_state").resolve())
+    run_dir = prepare_run_dir(o, resuming=continuing, world=world)
     if world.is_main:
         add_log_file(run_dir / f"train_{o.name}_{timestamp()}.log")
         dump_yaml(o, run_dir / f"options_{timestamp()}.yml")
@@ -395,7 +410,7 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
                         "run from the saved weights (path.pretrain_model_G / pretrain_model_D).", source,
                         "\n  ".join(f"{key}: {saved} in the training state, {given} in the options"
                                      for key, (saved, given) in changed.items()))
-        if world.is_main:
+        if world.is_main and continuing:
             restore_best(run_dir, start_step, best["iter"])
     _set_up_speed(model, o, device, world)
     total = o.total_iters
@@ -521,7 +536,8 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
                     received = signal.Signals(stop.signal).name if stop.signal is not None else "another process"
                     log.warning("Stopped by %s at iteration %d; continue with --auto_resume (or "
                                 "path.resume_state=%s)", received, step, run_dir / "training_state" / f"{step}.state")
-                    return run_dir
+                    # A process that another one's signal stopped reports SIGTERM, what a scheduler sends.
+                    raise TrainingStopped(stop.signal or signal.SIGTERM)
                 if step >= total:
                     break
     finally:
@@ -531,6 +547,6 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
         if writer is not None:
             writer.close()
         shutdown(world)
-    log.info("Done. Generator: %s; TensorBoard: tensorboard --logdir %s", run_dir / "models" / "latest_G.pth",
-             run_dir / "tb_logger")
+    log.info("Done. Generator: %s%s", run_dir / "models" / "latest_G.pth",
+             f"; TensorBoard: tensorboard --logdir {run_dir / 'tb_logger'}" if writer is not None else "")
     return run_dir
