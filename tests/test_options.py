@@ -146,6 +146,42 @@ def test_adam_beta1_of_one_or_more_is_out_of_range():
     assert "in [0, 0.999999]" in message
 
 
+@pytest.mark.parametrize("key, value, bounds", [
+    ("train.psnr.scheduler.periods", [100, 0], ">= 1"),  # a cycle of 0 iterations divides by zero
+    ("train.gan.scheduler.milestones", [-5], ">= 1"),
+    ("train.gan.scheduler.restart_weights", [-0.5], ">= 0"),
+    ("train.manual_seed", 2**32, "in [0, 4294967295]"),  # NumPy's seeds
+])
+def test_list_items_and_seeds_out_of_range_name_their_key(key, value, bounds):
+    message = error_of(with_value(minimal_train(), key, value))
+    assert message.startswith(f"{key}: ") and f"out of range; it must be {bounds}" in message
+
+
+@pytest.mark.parametrize("name", ["", " ", ".", "..", "a/b", "..\\x"])
+def test_a_run_name_must_be_one_folder_name(name):
+    # The run's folder <root>/<name> is moved aside when it exists: "" or "." would move the whole root.
+    assert error_of(with_value(minimal_train(), "name", name)).startswith(f"name: {name!r} is not a folder name")
+
+
+def test_two_test_sets_of_one_name_are_refused():
+    raw = {"name": "t", "path": {"pretrain_model_G": "g.pth"},
+           "datasets": {"a": {"dataroot_GT": DEMO_VAL, "name": "Set5"}, "b": {"dataroot_GT": DEMO_TRAIN,
+                                                                             "name": "Set5"}}}
+    assert error_of(raw, OptionsOfTest, check_paths=False) == (
+        "datasets.b.name: 'Set5' is also the name of datasets.a; each test set's results go to "
+        "results/<name>/<set name>, so give each its own")
+    del raw["datasets"]["b"]["name"]  # named after its key
+    assert [ds.name for ds in parse_options(OptionsOfTest, raw, check_paths=False).datasets.values()] == ["Set5", "b"]
+
+
+def test_an_option_file_that_is_a_folder_or_not_utf8_is_named(tmp_path):
+    with pytest.raises(OptionError, match=rf"option file {tmp_path} is a folder; give the YAML file"):
+        load_options(TrainOptions, tmp_path)
+    (tmp_path / "latin1.yml").write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(OptionError, match=r"latin1\.yml: not UTF-8 text .*save the option file as UTF-8"):
+        load_options(TrainOptions, tmp_path / "latin1.yml")
+
+
 # ------------------------------------------------------------------------------------------ YAML quirks
 def test_exponent_without_a_dot_is_a_string_to_pyyaml_and_accepted_as_a_float():
     value = yaml.safe_load("lr: 1e-4")["lr"]

@@ -154,13 +154,13 @@ class OptimOpt:
 class SchedulerOpt:
     type: Literal["MultiStepLR", "CosineAnnealingRestartLR"] = opt("MultiStepLR", "learning-rate schedule")
     milestones: list[int] = opt(factory=list, doc="MultiStepLR: iterations (counted from the start of the "
-                                                  "phase) at which the lr is multiplied by gamma")
+                                                  "phase) at which the lr is multiplied by gamma", lo=1)
     gamma: float = opt(0.5, "MultiStepLR: the factor applied at each milestone", lo=0)
     periods: list[int] = opt(factory=list, doc="CosineAnnealingRestartLR: length of each cosine cycle, in "
-                                               "iterations")
+                                               "iterations", lo=1)
     restart_weights: list[float] = opt(factory=list, doc="CosineAnnealingRestartLR: each cycle starts at "
                                                          "eta_min + weight * (lr - eta_min), as in BasicSR "
-                                                         "(default 1 for every cycle)")
+                                                         "(default 1 for every cycle)", lo=0)
     eta_min: float = opt(1e-7, "CosineAnnealingRestartLR: the lowest lr", lo=0)
     warmup_iters: int = opt(0, "linear lr warm-up over the first warmup_iters iterations of the phase (0: none)",
                             lo=0)
@@ -194,7 +194,8 @@ class GanPhaseOpt:
 
 @dataclass
 class TrainOpt:
-    manual_seed: int = opt(0, "seed of Python, NumPy and torch RNGs (data order, crops, init)", lo=0)
+    manual_seed: int = opt(0, "seed of Python, NumPy and torch RNGs (data order, crops, init)", lo=0,
+                           hi=2**32 - 1)
     psnr: PsnrPhaseOpt = opt(factory=PsnrPhaseOpt, doc="phase 1: PSNR-oriented pre-training")
     gan: GanPhaseOpt = opt(factory=GanPhaseOpt, doc="phase 2: RaGAN + perceptual + pixel loss")
     val_freq: int = opt(5000, "validate every val_freq iterations (and at the end of each phase)", lo=1)
@@ -655,8 +656,13 @@ def _check_test(o: TestOptions, check: bool) -> None:
         raise OptionError(f"scale: {o.scale} is not supported; RRDBNet upscales by {SUPPORTED_SCALES}")
     if not o.datasets:
         raise OptionError("datasets: name at least one test set")
+    named: dict[str, str] = {}
     for key, ds in o.datasets.items():
         ds.name = ds.name or key
+        if ds.name in named:  # one results folder per name
+            raise OptionError(f"datasets.{key}.name: {ds.name!r} is also the name of datasets.{named[ds.name]}; "
+                              "each test set's results go to results/<name>/<set name>, so give each its own")
+        named[ds.name] = key
         _check_dataset(ds, f"datasets.{key}", need_gt=False, check=check)
         if ds.ma_scores is not None:
             if "niqe" not in ds.metrics:
@@ -689,6 +695,14 @@ def _check_scheduler(o: SchedulerOpt, key: str) -> None:
                               f"{len(o.periods)} periods; give one per period or none")
 
 
+def _check_name(name: str) -> None:
+    """A run name is one folder name: experiments/<name> (results/<name>) must not be the root itself or outside
+    it, since an earlier folder of that path is moved aside."""
+    if name.strip() in ("", ".", "..") or "/" in name or "\\" in name:
+        raise OptionError(f"name: {name!r} is not a folder name; the run's folder is <root>/<name>, so give a "
+                          "name such as 'ESRGAN_x4_DIV2K' (no '/', not empty, '.' or '..')")
+
+
 def parse_options(cls: type, raw: dict, root: Path = REPO_ROOT, check_paths: bool = True) -> Any:
     """Validate a raw option tree into `cls` (TrainOptions or TestOptions), resolve paths, run the checks.
 
@@ -700,6 +714,7 @@ def parse_options(cls: type, raw: dict, root: Path = REPO_ROOT, check_paths: boo
     if unknown:
         raise OptionError(f"{len(unknown)} unknown options:\n  " + "\n  ".join(unknown))
     options = _build(cls, raw, "")
+    _check_name(options.name)
     _resolve_paths(options, root)
     if isinstance(options, TrainOptions):
         if options.network_F.weights not in ("imagenet", "random"):
@@ -718,6 +733,8 @@ def parse_options(cls: type, raw: dict, root: Path = REPO_ROOT, check_paths: boo
 def load_options(cls: type, path: str | Path, overrides: list[str] | None = None) -> Any:
     """Read a YAML option file, apply `--set` overrides and validate."""
     path = Path(path)
+    if path.is_dir():
+        raise OptionError(f"option file {path} is a folder; give the YAML file, e.g. options/train_ESRGAN.yml")
     if not path.is_file():
         where = "" if path.is_absolute() else f" (relative to the current directory {Path.cwd()})"
         hint = (f"; did you mean {REPO_ROOT / path}?" if not path.is_absolute() and (REPO_ROOT / path).is_file()
@@ -728,6 +745,8 @@ def load_options(cls: type, path: str | Path, overrides: list[str] | None = None
             raw = yaml.safe_load(fh) or {}
         except yaml.YAMLError as err:
             raise OptionError(f"{path}: not valid YAML: {err}") from err
+        except UnicodeDecodeError as err:
+            raise OptionError(f"{path}: not UTF-8 text ({err}); save the option file as UTF-8") from None
     if not isinstance(raw, dict):
         raise OptionError(f"{path}: the top level must be a mapping of option keys")
     apply_overrides(raw, overrides or [])  # its errors name the --set argument, not the file
