@@ -42,6 +42,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.output.resolve() == args.input.resolve():
+        print(f"error: refusing to overwrite the input {args.input}; write the conversion to another file",
+              file=sys.stderr)
+        return 1
     try:
         state, hparams, description = load_generator_state(args.input)
         save_generator_state(state, args.output, args.to)

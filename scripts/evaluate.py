@@ -102,6 +102,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.crop = args.scale if args.crop is None else args.crop
     if args.crop < 0:
         parser.error("--crop must be non-negative")
+    if args.csv is not None and args.csv.is_dir():
+        parser.error(f"--csv {args.csv} is a folder; give the CSV file to write, e.g. {args.csv / 'scores.csv'}")
     return args
 
 
@@ -159,11 +161,15 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"{r['name']:<{width}} " + " ".join(f"{format_value(k, r[k]):>8}" for k in columns))
     if args.csv:
-        args.csv.parent.mkdir(parents=True, exist_ok=True)
-        with open(args.csv, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=["name", *columns])
-            writer.writeheader()
-            writer.writerows(rows)
+        try:
+            args.csv.parent.mkdir(parents=True, exist_ok=True)
+            with open(args.csv, "w", newline="", encoding="utf-8") as fh:
+                writer = csv.DictWriter(fh, fieldnames=["name", *columns])
+                writer.writeheader()
+                writer.writerows(rows)
+        except OSError as err:
+            print(f"error: --csv: cannot write {args.csv}: {err}", file=sys.stderr)
+            return 2
         print(f"scores written to {args.csv}")
     return 0
 

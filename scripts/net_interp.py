@@ -76,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     if len(set(outputs)) != len(outputs):
         print(f"error: several alphas would be written to the same file: {args.alpha}", file=sys.stderr)
         return 1
+    inputs = {args.psnr.resolve(), args.gan.resolve()}
+    overwritten = [str(path) for path in outputs if path.resolve() in inputs]
+    if overwritten:
+        print(f"error: refusing to overwrite an input model with a blend: {', '.join(overwritten)}; choose another "
+              "output", file=sys.stderr)
+        return 1
     try:
         psnr, hparams, psnr_description = load_generator_state(args.psnr)
         gan, _, gan_description = load_generator_state(args.gan)

@@ -288,3 +288,11 @@ def test_ma_scores_may_be_keyed_by_the_sr_file_names(folders):
     assert evaluate("--gt", str(folders / "gt"), "--sr", str(folders / "sr"), "--suffix", "_x4_SR", "--metrics",
                     "niqe", "--ma-scores", str(folders / "ma.csv"), "--csv", str(folders / "out.csv")) == 0
     assert [float(r["ma"]) for r in read_rows(folders / "out.csv")] == [8, 7, 7.5]
+
+
+def test_evaluate_refuses_a_csv_path_that_is_a_folder_before_scoring(folders, capsys):
+    with pytest.raises(SystemExit) as info:
+        evaluate("--gt", str(folders / "gt"), "--sr", str(folders / "sr"), "--suffix", "_x4_SR", "--csv",
+                 str(folders))
+    assert info.value.code == 2
+    assert f"--csv {folders} is a folder; give the CSV file to write" in capsys.readouterr().err

@@ -454,6 +454,18 @@ def test_interpolation_refuses_different_networks_listing_the_differences(tmp_pa
     assert not (tmp_path / "out.pth").exists()
 
 
+def test_neither_script_overwrites_its_input(tmp_path, psnr_and_gan, capsys):
+    before = {name: (tmp_path / name).read_bytes() for name in ("psnr.pth", "gan.pth")}
+    argv = ["--psnr", str(tmp_path / "psnr.pth"), "--gan", str(tmp_path / "gan.pth"), "--alpha", "0.8",
+            "-o", str(tmp_path / "x" / ".." / "gan.pth")]  # the GAN model, spelled otherwise
+    assert script("net_interp.py")(argv) == 1
+    assert "refusing to overwrite an input model with a blend" in capsys.readouterr().err
+    psnr = str(tmp_path / "psnr.pth")
+    assert script("convert_weights.py")([psnr, psnr, "--to", "basicsr"]) == 1
+    assert "refusing to overwrite the input" in capsys.readouterr().err
+    assert before == {name: (tmp_path / name).read_bytes() for name in ("psnr.pth", "gan.pth")}
+
+
 def test_interpolation_refuses_alpha_outside_0_1(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         script("net_interp.py")(["--psnr", "a", "--gan", "b", "--alpha", "1.5", "-o", str(tmp_path)])
