@@ -412,3 +412,16 @@ def test_an_image_over_pils_pixel_limit_is_reported_as_unreadable_by_its_header(
     with pytest.raises(OSError, match=r"big\.png: .*exceeds limit"):
         header_size(tmp_path / "big.png")
     assert FolderSource(str(tmp_path)).sizes() == {"big": None, "small": (4, 3)}
+
+
+def test_validation_leaves_out_an_unreadable_image_instead_of_scoring_another_twice(tmp_path):
+    from esrgan.engine.distributed import World
+    from esrgan.engine.trainer import _scored_over_ranks
+
+    for i, name in enumerate("abc"):
+        write_rgb(tmp_path / "GT" / f"{name}.png", random_rgb(32, 32, seed=i))
+    truncate_pixels(tmp_path / "GT" / "b.png")
+    ds = PairedImageDataset("val", 4, str(tmp_path / "GT"), None, skip_corrupt=True)
+    scored = []
+    means = _scored_over_ranks(ds, World(), lambda i, sample: scored.append(sample["name"]) or {"n": i}, ["n"])
+    assert scored == ["a", "c"] and means == {"n": 1.0}  # the mean of indices 0 and 2

@@ -184,8 +184,13 @@ class Pace:
 def _scored_over_ranks(dataset: PairedImageDataset, world: World, score: Callable[[int, dict], dict[str, float]],
                        metrics: Collection[str]) -> dict[str, float]:
     """Means of `score(index, sample)` over the dataset, its images shared out over the ranks (every rank gets
-    the same means)."""
-    rows = [score(i, dataset[i]) for i in range(world.rank, len(dataset), world.world_size)]
+    the same means). An image that cannot be read (with skip_corrupt) is left out, not scored twice through the
+    image the dataset puts in its place."""
+    rows = []
+    for i in range(world.rank, len(dataset), world.world_size):
+        sample = dataset[i]
+        if sample["name"] == dataset.keys[i]:
+            rows.append(score(i, sample))
     return mean_scores([r for part in gather_objects(rows, world) for r in part], metrics)
 
 
