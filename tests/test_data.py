@@ -425,3 +425,19 @@ def test_validation_leaves_out_an_unreadable_image_instead_of_scoring_another_tw
     scored = []
     means = _scored_over_ranks(ds, World(), lambda i, sample: scored.append(sample["name"]) or {"n": i}, ["n"])
     assert scored == ["a", "c"] and means == {"n": 1.0}  # the mean of indices 0 and 2
+
+
+def test_a_whole_image_set_names_images_too_small_to_score_before_anything_runs(tmp_path):
+    write_rgb(tmp_path / "GT" / "ok.png", random_rgb(12, 16, seed=0))  # LQ 3x4 at x4
+    write_rgb(tmp_path / "GT" / "tiny.png", random_rgb(3, 3, seed=1))  # LQ 0x0
+    write_rgb(tmp_path / "GT" / "thin.png", random_rgb(8, 192, seed=2))  # LQ 48x2: nothing left after cropping
+    with pytest.raises(ValueError) as info:
+        PairedImageDataset("val", 4, str(tmp_path / "GT"), None)
+    message = str(info.value)
+    assert "2 images do not fit" in message and message.count("is too small to score") == 2
+    assert "thin is too small to score: its GT is 192x8, so its LQ is 48x2" in message
+    assert "tiny is too small to score: its GT is 3x3, so its LQ is 0x0" in message
+    assert "it needs an LQ of at least 3x3" in message
+    (tmp_path / "GT" / "tiny.png").unlink()
+    (tmp_path / "GT" / "thin.png").unlink()
+    assert len(PairedImageDataset("val", 4, str(tmp_path / "GT"), None)) == 1

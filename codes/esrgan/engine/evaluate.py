@@ -18,6 +18,7 @@ import torch
 from ..data.imresize import imresize
 from ..metrics import calculate_niqe, calculate_psnr, calculate_ssim
 from ..metrics.niqe import NIQEImageTooSmallError
+from ..metrics.psnr_ssim import SSIMImageTooSmallError
 from ..utils.image import to_uint8
 
 log = logging.getLogger(__name__)
@@ -95,16 +96,17 @@ class Evaluator:
     def _compute(self, metric: str, img: np.ndarray, gt: np.ndarray | None, name: str) -> float:
         if metric == "psnr":
             return calculate_psnr(img, gt, self.crop_border)
-        if metric == "ssim":
-            return calculate_ssim(img, gt, self.crop_border)
         if metric == "lpips":
             from ..metrics.lpips import calculate_lpips
 
             return calculate_lpips(self._lpips, img, gt, self.crop_border)
+        # Windowed metrics need a few pixels: a smaller image is n/a (nan) for them, as a missing value.
         try:
+            if metric == "ssim":
+                return calculate_ssim(img, gt, self.crop_border)
             return calculate_niqe(img, self.crop_border, self.niqe_channel)
-        except NIQEImageTooSmallError as err:
-            log.warning("%s: NIQE is n/a: %s", name or "image", err)
+        except (SSIMImageTooSmallError, NIQEImageTooSmallError) as err:
+            log.warning("%s: %s is n/a: %s", name or "image", LABELS[metric], err)
             return math.nan
 
 

@@ -34,6 +34,10 @@ _SSIM_C1 = (0.01 * _PEAK) ** 2
 _SSIM_C2 = (0.03 * _PEAK) ** 2
 
 
+
+class SSIMImageTooSmallError(ValueError):
+    """The images (after cropping) are smaller than SSIM's 11x11 window."""
+
 def _to_255(img: np.ndarray) -> np.ndarray:
     """uint8 images as they are, float images in [0, 1] multiplied by 255; float64 result."""
     if img.dtype == np.uint8:
@@ -127,7 +131,7 @@ def calculate_ssim(
     """
     a, b = _prepare_pair(img1, img2, crop_border, test_y_channel)
     if min(a.shape[:2]) < _SSIM_WINDOW_SIZE:
-        raise ValueError(
+        raise SSIMImageTooSmallError(
             f"SSIM needs images of at least {_SSIM_WINDOW_SIZE}x{_SSIM_WINDOW_SIZE} pixels after "
             f"cropping, got {a.shape[:2]}"
         )
