@@ -132,6 +132,27 @@ def test_a_literal_with_a_wrong_value_lists_the_choices():
     assert "'gan', 'ragan', 'lsgan'" in message
 
 
+@pytest.mark.parametrize("key, value, message", [
+    # The right name in another section beats a near name in this one (logger.save_freq).
+    ("logger.val_freq", 100, "unknown option logger.val_freq: did you mean train.val_freq?"),
+    ("val", {"val_freq": 100}, "unknown option val (a BasicSR name): use train.val_freq and train.val_metrics"),
+    ("train.psnr.optim_G.betas", [0.9, 0.99], "unknown option train.psnr.optim_G.betas (a BasicSR name): use beta1 "
+                                              "and beta2"),
+    ("datasets.train.type", "PairedImageDataset", "unknown option datasets.train.type (a BasicSR name): not needed "
+                                                  "here"),
+])
+def test_basicsr_habits_get_the_right_suggestion(key, value, message):
+    assert error_of(with_value(minimal_train(), key, value)).startswith(message)
+
+
+def test_basicsr_tile_names_point_to_the_tile_options():
+    raw = {"name": "t", "path": {"pretrain_model_G": "g.pth"}, "datasets": {"a": {"dataroot_GT": DEMO_VAL}},
+           "test": {"tile_size": 256, "tile_pad": 10}}
+    assert error_of(raw, OptionsOfTest, check_paths=False) == (
+        "2 unknown options:\n  unknown option test.tile_size (a BasicSR name): use test.tile (LR pixels)\n"
+        "  unknown option test.tile_pad (a BasicSR name): use test.tile_overlap (LR pixels)")
+
+
 # ------------------------------------------------------------------------------------------ ranges
 def test_batch_size_zero_is_out_of_range():
     message = error_of(with_value(minimal_train(), "datasets.train.batch_size", 0))

@@ -382,6 +382,12 @@ BASICSR_NAMES = {
     "gan_opt": "use train.gan.gan_type / gan_weight",
     "net_d_iters": "use train.gan.D_update_ratio",
     "net_d_init_iters": "use train.gan.D_init_iters",
+    "val": "use train.val_freq and train.val_metrics (the validation set is datasets.val)",
+    "betas": "use beta1 and beta2",
+    "type": "not needed here: the section says what it builds (network_G.which_model_G and network_D.which_model_D "
+            "name the architectures; datasets are paired GT/LQ sets)",
+    "tile_size": "use test.tile (LR pixels)",
+    "tile_pad": "use test.tile_overlap (LR pixels)",
     "save_checkpoint_freq": "use logger.save_freq",
     "save_img": "not needed: validation images go to TensorBoard (logger.tb_images)",
     "metrics": "use train.val_metrics (datasets.<set>.metrics in test option files)",
@@ -412,17 +418,20 @@ def _schema_keys(cls: type, prefix: str = "") -> list[str]:
 
 def _unknown_key_message(root_cls: type, prefix: str, key: str, valid: list[str]) -> str:
     """Suggest the key of the same section that differs only in case, else BasicSR's name's counterpart, else the
-    nearest key of the same section, else the nearest key of the same name anywhere."""
+    keys of exactly this name in other sections, else the nearest key of the same section, else the nearest key
+    of the same name anywhere."""
     full = _join(prefix, key)
     same = [v for v in valid if v.lower() == key.lower()]
     if key in BASICSR_NAMES and not same:
         return f"unknown option {full} (a BasicSR name): {BASICSR_NAMES[key]}"
-    close = _closest(key, valid, 0.6)
-    if close:
-        return f"unknown option {full}: did you mean {_join(prefix, close)}?"
     by_leaf: dict[str, list[str]] = {}
     for path in _schema_keys(root_cls):
         by_leaf.setdefault(path.rsplit(".", 1)[-1], []).append(path)
+    if key in by_leaf and not same:  # the right name in the wrong section (logger.val_freq for train.val_freq)
+        return f"unknown option {full}: did you mean {' or '.join(by_leaf[key])}?"
+    close = _closest(key, valid, 0.6)
+    if close:
+        return f"unknown option {full}: did you mean {_join(prefix, close)}?"
     close = _closest(key, list(by_leaf), 0.75)
     if close:
         return f"unknown option {full}: did you mean {' or '.join(by_leaf[close])}?"
