@@ -6,6 +6,7 @@ Usage: python scripts/create_lmdb.py --input datasets/DIV2K/HR_sub --output data
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -34,7 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes encoding images")
     parser.add_argument("--commit-every", type=int, default=1000,
                         help="images per transaction: what an interrupted run loses at most")
+    parser.add_argument("--remove-missing", action="store_true",
+                        help="delete from the LMDB the images that are no longer in --input (without it, such "
+                             "images are refused as a sign of another folder's LMDB)")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     output = Path(args.output)
     # Dataset options pick the LMDB backend by this suffix, and BasicSR requires it too.
@@ -42,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--output must be a folder name ending in .lmdb, got {args.output}")
     try:
         count = create_lmdb(args.input, output, compress_level=args.compress_level, workers=args.workers,
-                            commit_every=args.commit_every)
+                            commit_every=args.commit_every, remove_missing=args.remove_missing)
     except (OSError, ValueError) as exc:
         parser.exit(1, f"{parser.prog}: error: {exc}\n")
     print(f"{count} images in {output}; image list: {output / META_INFO}")

@@ -26,6 +26,7 @@ from esrgan.data.prepare import (
     check_distinct_folders,
     generate_lr,
     int_at_least,
+    remove_outputs_without_source,
     report_errors,
     run_jobs,
     source_images,
@@ -42,6 +43,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--scale", required=True, type=int_at_least(2), help="downscaling factor, an integer >= 2")
     parser.add_argument("--hr-mod-output", type=Path, help="folder for the HR images cropped to a multiple of scale")
     parser.add_argument("--bic-output", type=Path, help="folder for the LR images bicubic-upsampled to HR size")
+    parser.add_argument("--remove-missing", action="store_true",
+                        help="delete the outputs whose image is no longer in --input")
     add_run_arguments(parser)
     args = parser.parse_args(argv)
 
@@ -76,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"wrote the x{args.scale} LR images of {sum(1 for _, w in results if w)} image(s) to {args.output}")
     print(f"skipped {sum(1 for _, w in results if not w)} image(s) whose outputs are all up to date")
+    if args.remove_missing:
+        removed = remove_outputs_without_source([f for f in kinds.values() if f is not None], hr_files)
+        print(f"deleted {len(removed)} output(s) whose image is no longer in {args.input}")
     return report_errors(errors)
 
 

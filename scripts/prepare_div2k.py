@@ -50,10 +50,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"{lr} not found: making the LR sub-images with MATLAB-compatible bicubic", flush=True)
             run("extract_subimages.py", "--input", hr, "--output", hr_sub, *common)
-            run("generate_lr.py", "--input", hr_sub, "--output", lr_sub, "--scale", SCALE, *common)
+            run("generate_lr.py", "--input", hr_sub, "--output", lr_sub, "--scale", SCALE, "--remove-missing",
+                *common)
+        # The folders are this script's own: what a crop no longer made (a source image replaced by a smaller
+        # one) leaves behind goes, in the LR crops above and in the LMDBs.
         for folder in (hr_sub, lr_sub):
             run("create_lmdb.py", "--input", folder, "--output", folder.with_name(folder.name + ".lmdb"),
-                "--workers", str(args.workers))
+                "--workers", str(args.workers), "--remove-missing")
     except subprocess.CalledProcessError as err:
         print(f"prepare_div2k.py: a step failed (exit {err.returncode}); fix what it reported and run this "
               "command again: finished work is kept", file=sys.stderr)

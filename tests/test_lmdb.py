@@ -397,3 +397,14 @@ def test_data_type_lmdb_on_an_image_folder_names_the_option(tmp_path):
     with pytest.raises(ValueError, match=r"is not an LMDB \(no data\.mdb\) but data_type is lmdb: set data_type "
                                          r"to auto or folder"):
         open_source(str(tmp_path), "lmdb")
+
+
+def test_images_removed_from_the_folder_are_refused_or_with_remove_missing_deleted(tmp_path):
+    src = _folder(tmp_path / "in", ["a.png", "b.png", "c.png"])
+    create_lmdb(src, tmp_path / "out.lmdb", progress=False)
+    (src / "b.png").unlink()
+    with pytest.raises(ValueError, match=r"1 images that are not in .*\['b'\].*run again with --remove-missing"):
+        create_lmdb(src, tmp_path / "out.lmdb", progress=False)
+    assert create_lmdb(src, tmp_path / "out.lmdb", progress=False, remove_missing=True) == 2
+    assert sorted(_stored_values(tmp_path / "out.lmdb")) == ["a", "c"]
+    assert list(read_meta_info(tmp_path / "out.lmdb")) == ["a", "c"]

@@ -528,3 +528,19 @@ def test_generate_lr_script_reports_a_broken_image_and_converts_the_others(tmp_p
     assert "failed on 1 image:" in result.stderr
     assert "broken.png" in result.stderr
     assert read_raw(tmp_path / "lr" / "good.png").shape == (9, 12, 3)
+
+
+def test_generate_lr_removes_outputs_of_removed_images_only_when_asked(tmp_path):
+    for name in ("a", "b"):
+        write_raw(tmp_path / "hr" / f"{name}.png", coordinate_image())
+    args = ["--input", "hr", "--output", "lr", "--bic-output", "bic", "--scale", "2"]
+    assert run_script("generate_lr.py", *args, cwd=tmp_path).returncode == 0
+    (tmp_path / "hr" / "b.png").unlink()
+    (tmp_path / "lr" / "notes.txt").write_text("not an output")
+    assert run_script("generate_lr.py", *args, cwd=tmp_path).returncode == 0
+    assert [p.name for p in list_images(tmp_path / "lr")] == ["a.png", "b.png"]  # kept without the flag
+    result = run_script("generate_lr.py", *args, "--remove-missing", cwd=tmp_path)
+    assert result.returncode == 0 and "deleted 2 output(s) whose image is no longer in hr" in result.stdout
+    assert [p.name for p in list_images(tmp_path / "lr")] == [p.name for p in list_images(tmp_path / "bic")] == \
+        ["a.png"]
+    assert (tmp_path / "lr" / "notes.txt").is_file()

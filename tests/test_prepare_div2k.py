@@ -40,3 +40,23 @@ def test_prepared_div2k_lmdbs_train_with_the_paper_option_file(tmp_path):
     result = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "runs" / "div2k" / "models" / "2_G.pth").is_file()
+
+
+def test_a_source_image_replaced_by_a_smaller_one_is_prepared_again_to_the_end(tmp_path):
+    """Without DIV2K's LR folder: the LR crops are made by generate_lr.py. The crop the smaller image no longer
+    has goes from the crops, the LR crops and both LMDBs, and the rerun finishes."""
+    rng = np.random.default_rng(0)
+    hr = tmp_path / "DIV2K" / "DIV2K_train_HR"
+    hr.mkdir(parents=True)
+    for name in ("0001", "0002"):
+        cv2.imwrite(str(hr / f"{name}.png"), rng.integers(0, 256, (480, 720, 3), dtype=np.uint8))  # 2 crops each
+    command = [sys.executable, str(REPO_ROOT / "scripts" / "prepare_div2k.py"), "--div2k", str(tmp_path / "DIV2K"),
+               "--workers", "1"]
+    subprocess.run(command, check=True, capture_output=True, cwd=tmp_path)
+    cv2.imwrite(str(hr / "0001.png"), rng.integers(0, 256, (480, 480, 3), dtype=np.uint8))  # 1 crop now
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    expected = ["0001_s001", "0002_s001", "0002_s002"]
+    for folder in ("DIV2K800_sub", "DIV2K800_sub_bicLRx4"):
+        assert sorted(p.stem for p in (tmp_path / "DIV2K" / folder).glob("*.png")) == expected
+        assert sorted(read_meta_info(tmp_path / "DIV2K" / f"{folder}.lmdb")) == expected

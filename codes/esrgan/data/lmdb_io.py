@@ -252,13 +252,15 @@ def create_lmdb(
     workers: int = 1,
     commit_every: int = 1000,
     progress: bool = True,
+    remove_missing: bool = False,
 ) -> int:
     """Store the images directly in `input_dir` in the LMDB `output_path` and write its `meta_info.txt`;
     returns the number of images.
 
     Resumable: keys already in the LMDB (batches committed by an interrupted run) are skipped, so re-running
     with the same arguments finishes the job; an image modified since the last complete run began is stored
-    again. Encoding runs in `workers` processes; the map grows as needed.
+    again. Encoding runs in `workers` processes; the map grows as needed. Keys of images that are no longer in
+    `input_dir` are refused (the LMDB of another folder, say), or with `remove_missing` deleted.
     """
     input_dir, output_path = Path(input_dir), Path(output_path)
     if not 0 <= compress_level <= 9:
@@ -278,11 +280,18 @@ def create_lmdb(
         with env.begin() as txn:
             existing = {bytes(k).decode("utf-8") for k in txn.cursor().iternext(keys=True, values=False)}
         foreign = sorted(existing - keys.keys())
-        if foreign:
+        if foreign and not remove_missing:
             raise ValueError(
-                f"{output_path} holds {len(foreign)} images that are not in {input_dir} (e.g. {foreign[:5]}); "
-                "it was made from another folder: delete it or choose another output path"
+                f"{output_path} holds {len(foreign)} images that are not in {input_dir} (e.g. {foreign[:5]}): it "
+                "was made from another folder (delete it or choose another output path), or these images have "
+                "been removed from this one since (then run again with --remove-missing to delete them here too)"
             )
+        if foreign:
+            with env.begin(write=True) as txn:
+                for key in foreign:
+                    txn.delete(key.encode("utf-8"))
+            log.info("%s: deleted %d images that are no longer in %s (e.g. %s)", output_path, len(foreign),
+                     input_dir, foreign[:5])
         todo = [key for key in keys if key not in existing or keys[key].stat().st_mtime_ns > written_ns]
         with (
             _encoded([keys[k] for k in todo], compress_level, workers) as encoded,

@@ -22,7 +22,7 @@ import json
 import multiprocessing
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
@@ -272,6 +272,16 @@ def generate_lr(
     if "bic" in missing:
         write_raw(Path(bic_out), imresize(lr, output_shape=hr_mod.shape[:2]), png_level)
     return True
+
+
+def remove_outputs_without_source(folders: Sequence[Path], stems: Collection[str]) -> list[Path]:
+    """Delete the PNG outputs in ``folders`` whose stem is not among the source images' ``stems`` (their image
+    was removed from the source folder); returns them."""
+    removed = [path for folder in folders if folder.is_dir() for path in list_images(folder)
+               if path.suffix == ".png" and path.stem not in stems]
+    for path in removed:
+        path.unlink()
+    return removed
 
 
 # ------------------------------------------------------------------------------------------ running jobs
