@@ -467,3 +467,49 @@ def test_resuming_another_runs_state_moves_the_earlier_run_of_this_name_aside_in
     (archived,) = tmp_path.glob("b_archived_*")
     assert checkpoint.saved_iterations(archived) == [2]
     assert all(torch.equal(v, b_weights[k]) for k, v in weights(archived / "models" / "2_G.pth").items())
+
+
+@pytest.mark.parametrize("at", [2, 3], ids=["inside-the-run", "at-its-last-step"])
+def test_a_stop_signal_raises_training_stopped_unless_the_run_is_complete(tmp_path, monkeypatch, at):
+    from esrgan.engine import trainer
+
+    check_health = trainer._check_health
+
+    def signal_at(model, max_nonfinite, step):  # runs at every print, inside the iteration
+        check_health(model, max_nonfinite, step)
+        if step == at:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(trainer, "_check_health", signal_at)
+    o = options(tmp_path, **{"model": "sr", "train.gan.niter": 0, "train.psnr.niter": 3, "logger.save_freq": 1})
+    if at < 3:
+        with pytest.raises(trainer.TrainingStopped) as info:
+            train(o)
+        assert info.value.exit_status == 128 + signal.SIGTERM
+    else:
+        assert train(o) == tmp_path / "run"  # finished: exit status 0, nothing to continue
+    assert checkpoint.saved_iterations(tmp_path / "run")[-1] == at
+
+
+def test_auto_resume_takes_the_runs_own_newest_state_over_path_resume_state(tmp_path):
+    sr = {"model": "sr", "train.gan.niter": 0, "logger.save_freq": 1, "datasets.train.dataset_enlarge_ratio": 1}
+    run = train(options(tmp_path, **sr, **{"train.psnr.niter": 2}))
+    first = str(run / "training_state" / "1.state")
+    train(options(tmp_path, **sr, **{"train.psnr.niter": 3, "path.resume_state": first}), auto_resume=True)
+    logs = "".join(p.read_text() for p in run.glob("train_*.log"))
+    assert f"Resumed from {run / 'training_state' / '2.state'} at iteration 2" in logs  # not from 1
+    assert checkpoint.saved_iterations(run) == [1, 2, 3]
+    assert not list(tmp_path.glob("run_archived_*"))
+
+
+def test_a_stopped_run_exits_with_the_signals_status_but_0_for_torchrun_which_would_restart_it(monkeypatch):
+    from esrgan.cli import _run
+    from esrgan.engine.trainer import TrainingStopped
+
+    def stopped():
+        raise TrainingStopped(signal.SIGINT)
+
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    assert _run(stopped) == 130
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job")
+    assert _run(stopped) == 0

@@ -21,13 +21,16 @@ def _parser(description: str) -> argparse.ArgumentParser:
 
 def _run(job: Callable[[], object]) -> int:
     """Run a job; bad input (options, files, weights) ends with a one-line message instead of a traceback, and
-    a training stopped by a signal (after saving; the log says how to continue) with 128 + its number."""
+    a training stopped by a signal (after saving; the log says how to continue) with 128 + its number (0 under
+    torchrun)."""
     from .engine.trainer import TrainingStopped
 
     try:
         job()
     except TrainingStopped as stopped:
-        return stopped.exit_status
+        # Under torchrun a worker's non-zero exit is a crash that --max-restarts restarts; the agent reports a
+        # signal it received itself.
+        return 0 if os.environ.get("TORCHELASTIC_RUN_ID") else stopped.exit_status
     except (OptionError, ValueError, OSError) as err:
         from .utils.logger import log_error_to_file
 

@@ -299,10 +299,13 @@ def _load_resume(o: TrainOptions, auto_resume: bool, run_root: Path) -> tuple[di
     """The training state to continue from: path.resume_state, else with `auto_resume` the newest one of the run
     folder, else none. Returns it, its path and what named the path (for messages)."""
     path, source = o.path.resume_state, "path.resume_state"
-    if auto_resume and not path:
+    if auto_resume:
+        # The run's own newest state comes first: path.resume_state only starts it (a restarted job keeps
+        # both flags, and must not go back to that state every time).
         found = find_resume_state(run_root)
-        path, source = (str(found) if found else None), "--auto_resume"
-        if found is None:
+        if found is not None:
+            path, source = str(found), "--auto_resume"
+        elif not path:
             log.info("--auto_resume: no training state in %s, starting from scratch", run_root)
     return (load_training_state(path, source=source) if path else None), path, source
 
@@ -355,7 +358,8 @@ def _set_up_speed(model: SRModel, o: TrainOptions, device: torch.device, world: 
 
 
 def train(o: TrainOptions, auto_resume: bool = False) -> Path:
-    """Run (or resume) the training described by `o`; returns the run folder."""
+    """Run (or resume) the training described by `o`; returns the run folder. A stop signal (SIGINT, SIGTERM)
+    ends it early with a complete state saved, raising TrainingStopped."""
     device = select_device(o.device)
     world = init_distributed(device, o.train.dist_timeout)
     if world.distributed and device.type == "cuda":
@@ -537,7 +541,7 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
                 if step % o.logger.save_freq == 0 or phase_end or stopping:
                     with pace.pause():
                         save(step)
-                if stopping:
+                if stopping and step < total:  # a stop at the last step is a finished run
                     received = signal.Signals(stop.signal).name if stop.signal is not None else "another process"
                     log.warning("Stopped by %s at iteration %d; continue with --auto_resume (or "
                                 "path.resume_state=%s)", received, step, run_dir / "training_state" / f"{step}.state")
