@@ -397,9 +397,9 @@ def test_cv2_bicubic_degradation_is_available_and_differs_from_matlab(tmp_path):
     assert not torch.equal(matlab, opencv)
 
 
-def test_an_image_over_pils_pixel_limit_is_reported_as_unreadable_by_its_header(tmp_path, monkeypatch):
-    """PIL refuses to open a header of more pixels than twice Image.MAX_IMAGE_PIXELS with an error that is no
-    OSError; the header readers turn it into one, so a folder's size scan lists the file as unreadable."""
+def test_an_image_over_pils_pixel_limit_is_sized_from_its_header(tmp_path, monkeypatch):
+    """PIL refuses to open a header of more pixels than twice Image.MAX_IMAGE_PIXELS (its guard against decoding
+    huge images); OpenCV decodes them, so the header readers lift the limit for the header and put it back."""
     from PIL import Image
 
     from esrgan.data.sources import FolderSource
@@ -407,11 +407,11 @@ def test_an_image_over_pils_pixel_limit_is_reported_as_unreadable_by_its_header(
 
     cv2.imwrite(str(tmp_path / "big.png"), np.zeros((40, 30, 3), np.uint8))
     cv2.imwrite(str(tmp_path / "small.png"), np.zeros((4, 3, 3), np.uint8))
-    assert header_size(tmp_path / "big.png") == (30, 40)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # 1,200 pixels is over twice the limit
-    with pytest.raises(OSError, match=r"big\.png: .*exceeds limit"):
-        header_size(tmp_path / "big.png")
-    assert FolderSource(str(tmp_path)).sizes() == {"big": None, "small": (4, 3)}
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(tmp_path / "big.png")
+    assert header_size(tmp_path / "big.png") == (30, 40) and Image.MAX_IMAGE_PIXELS == 500
+    assert FolderSource(str(tmp_path)).sizes() == {"big": (40, 30), "small": (4, 3)}
 
 
 def test_validation_leaves_out_an_unreadable_image_instead_of_scoring_another_twice(tmp_path):
@@ -438,6 +438,11 @@ def test_a_whole_image_set_names_images_too_small_to_score_before_anything_runs(
     assert "thin is too small to score: its GT is 192x8, so its LQ is 48x2" in message
     assert "tiny is too small to score: its GT is 3x3, so its LQ is 0x0" in message
     assert "it needs an LQ of at least 3x3" in message
+    # A set whose metrics need no GT (NIQE only: n/a for small images) needs only a non-empty LQ.
+    with pytest.raises(ValueError, match=r"1 images do not fit: tiny is smaller than the scale: its GT is 3x3, so "
+                                         r"its LQ would be 0x0$"):
+        PairedImageDataset("test", 4, str(tmp_path / "GT"), None, scored=False)
     (tmp_path / "GT" / "tiny.png").unlink()
+    assert len(PairedImageDataset("test", 4, str(tmp_path / "GT"), None, scored=False)) == 2
     (tmp_path / "GT" / "thin.png").unlink()
     assert len(PairedImageDataset("val", 4, str(tmp_path / "GT"), None)) == 1

@@ -414,7 +414,7 @@ def test_interpolation_follows_the_papers_formula(tmp_path, psnr_and_gan):
 
 
 def test_a_half_precision_model_is_blended_in_float32(tmp_path, psnr_and_gan):
-    """A float16 GAN file with a float32 PSNR file: the blend is computed (and written) in float32, so test.py's
+    """A float16 model (one of the two, or both): the blend is computed (and written) in float32, so test.py's
     sweep, which blends into its float32 network, tests exactly the file net_interp.py writes."""
     psnr, gan = psnr_and_gan
     torch.save({k: v.half() for k, v in gan.items()}, tmp_path / "gan16.pth")
@@ -427,6 +427,9 @@ def test_a_half_precision_model_is_blended_in_float32(tmp_path, psnr_and_gan):
     assert all(torch.equal(out[k], v) for k, v in expected.items())
     blend = interpolate_states(psnr, {k: v.half() for k, v in gan.items()}, 0.3)
     assert all(torch.equal(v, expected[k]) for k, v in blend.items())
+    both_half = interpolate_states({k: v.half() for k, v in psnr.items()}, {k: v.half() for k, v in gan.items()}, 0.3)
+    assert all(v.dtype == torch.float32 and torch.equal(v, 0.7 * psnr[k].half().float() + 0.3 * gan[k].half().float())
+               for k, v in both_half.items())
 
 
 def test_interpolation_outputs_can_follow_a_pattern(tmp_path, psnr_and_gan):

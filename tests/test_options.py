@@ -184,6 +184,13 @@ def test_a_run_name_must_be_one_folder_name(name):
     assert error_of(with_value(minimal_train(), "name", name)).startswith(f"name: {name!r} is not a folder name")
 
 
+def test_a_test_set_name_must_be_one_folder_name():
+    raw = {"name": "t", "path": {"pretrain_model_G": "g.pth"}, "datasets": {"a": {"dataroot_GT": DEMO_VAL,
+                                                                               "name": "Set5/"}}}
+    assert error_of(raw, OptionsOfTest, check_paths=False).startswith(
+        "datasets.a.name: 'Set5/' is not a folder name")
+
+
 def test_two_test_sets_of_one_name_are_refused():
     raw = {"name": "t", "path": {"pretrain_model_G": "g.pth"},
            "datasets": {"a": {"dataroot_GT": DEMO_VAL, "name": "Set5"}, "b": {"dataroot_GT": DEMO_TRAIN,

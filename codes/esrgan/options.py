@@ -668,6 +668,7 @@ def _check_test(o: TestOptions, check: bool) -> None:
     named: dict[str, str] = {}
     for key, ds in o.datasets.items():
         ds.name = ds.name or key
+        _check_name(ds.name, f"datasets.{key}.name")
         if ds.name in named:  # one results folder per name
             raise OptionError(f"datasets.{key}.name: {ds.name!r} is also the name of datasets.{named[ds.name]}; "
                               "each test set's results go to results/<name>/<set name>, so give each its own")
@@ -704,12 +705,12 @@ def _check_scheduler(o: SchedulerOpt, key: str) -> None:
                               f"{len(o.periods)} periods; give one per period or none")
 
 
-def _check_name(name: str) -> None:
-    """A run name is one folder name: experiments/<name> (results/<name>) must not be the root itself or outside
-    it, since an earlier folder of that path is moved aside."""
+def _check_name(name: str, key: str = "name") -> None:
+    """A run (or test set) name is one folder name: experiments/<name> (results/<name>/<set name>) must not be
+    the root itself or outside it, since an earlier folder of that path is moved aside."""
     if name.strip() in ("", ".", "..") or "/" in name or "\\" in name:
-        raise OptionError(f"name: {name!r} is not a folder name; the run's folder is <root>/<name>, so give a "
-                          "name such as 'ESRGAN_x4_DIV2K' (no '/', not empty, '.' or '..')")
+        raise OptionError(f"{key}: {name!r} is not a folder name; the results go to a folder of this name, so give "
+                          "a name such as 'ESRGAN_x4_DIV2K' (no '/', not empty, '.' or '..')")
 
 
 def parse_options(cls: type, raw: dict, root: Path = REPO_ROOT, check_paths: bool = True) -> Any:

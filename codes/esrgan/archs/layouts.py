@@ -263,11 +263,11 @@ def key_differences(own: Mapping[str, torch.Tensor], given: Mapping[str, torch.T
 def interpolate_states(psnr: Mapping[str, torch.Tensor], gan: Mapping[str, torch.Tensor], alpha: float
                        ) -> dict[str, torch.Tensor]:
     """Network interpolation (paper, section 4.4): ``(1 - alpha) * psnr + alpha * gan`` for every tensor, on the
-    PSNR model's device, in the dtype the two promote to (float16 with float32 is blended in float32). The two
-    must have the same keys and shapes (see `key_differences`)."""
+    PSNR model's device, in float32 at least (half-precision models are blended in float32, as test.py's sweep
+    blends into its float32 network). The two must have the same keys and shapes (see `key_differences`)."""
     blend = {}
     for k, v in psnr.items():
-        dtype = torch.promote_types(v.dtype, gan[k].dtype)
+        dtype = torch.promote_types(torch.promote_types(v.dtype, gan[k].dtype), torch.float32)
         blend[k] = (1 - alpha) * v.to(dtype) + alpha * gan[k].to(v.device, dtype)
     return blend
 

@@ -323,4 +323,3 @@ def create_lmdb(
     write_meta_info(output_path, shapes, compress_level)
     _finish_run(output_path)
     return len(keys)
-

@@ -82,14 +82,16 @@ MIN_SCORED_LQ = 3  # LQ pixels a side of an image with GT in a whole-image set: 
 class PairedImageDataset(Dataset):
     """GT + LQ pairs; GT only (LQ by bicubic on the fly); or LQ only (no GT, for upscaling).
 
-    `gt_size` set: training samples (random aligned crops); None: whole images with GT cut to scale x LQ.
+    `gt_size` set: training samples (random aligned crops); None: whole images with GT cut to scale x LQ,
+    `scored` (with metrics that compare with the GT) or not.
     """
 
     def __init__(self, name: str, scale: int, dataroot_GT: str | None, dataroot_LQ: str | None,
                  gt_size: int | None = None, use_flip: bool = False, use_rot: bool = False,
                  data_type: Backend = "auto", degradation: Degradation = "matlab_bicubic",
-                 skip_corrupt: bool = False) -> None:
+                 skip_corrupt: bool = False, scored: bool = True) -> None:
         self.name = name
+        self.scored = scored  # whole images with GT are scored against it: they must outlast the border crop
         self.scale = scale
         self.gt_size = gt_size
         self.use_flip = use_flip
@@ -161,12 +163,13 @@ class PairedImageDataset(Dataset):
             if self.gt_size is not None and min(lh, lw) < self.gt_size // s:
                 problems.append(f"{key} is too small for GT_size {self.gt_size}: its LQ is {lw}x{lh}, smaller "
                                 f"than {self.gt_size // s}x{self.gt_size // s}")
-            elif self.gt_size is None and key in gt_sizes and min(lh, lw) < MIN_SCORED_LQ:
+            elif self.gt_size is None and key in gt_sizes and min(lh, lw) < (MIN_SCORED_LQ if self.scored else 1):
                 # Scored with `s` border pixels of the x`s` result cropped on each side (SR papers' convention).
                 gh, gw = gt_sizes[key]
                 problems.append(f"{key} is too small to score: its GT is {gw}x{gh}, so its LQ is {lw}x{lh} (the "
                                 f"scores crop {s} pixels at each border of the x{s} result); it needs an LQ of at "
-                                f"least {MIN_SCORED_LQ}x{MIN_SCORED_LQ}")
+                                f"least {MIN_SCORED_LQ}x{MIN_SCORED_LQ}" if self.scored else
+                                f"{key} is smaller than the scale: its GT is {gw}x{gh}, so its LQ would be {lw}x{lh}")
         if problems:
             # Every pair (not only every faulty one) of one other scale: the option, not the data, is wrong.
             (ratio,) = set(ratios) if len(set(ratios)) == 1 and len(ratios) == len(keys) else (None,)

@@ -85,7 +85,8 @@ def test(o: TestOptions) -> Path:
     load_weights(net_g, o.path.pretrain_model_G, o.path.strict_load, "generator")
     net_g.to(device)
     datasets = [PairedImageDataset(ds.name, scale, ds.dataroot_GT, ds.dataroot_LQ, data_type=ds.data_type,
-                                   degradation=ds.degradation, skip_corrupt=ds.skip_corrupt)
+                                   degradation=ds.degradation, skip_corrupt=ds.skip_corrupt,
+                                   scored=bool(set(ds.metrics) - NO_REFERENCE))
                 for ds in o.datasets.values()]
     gan = _gan_state(net_g, o.path.interp_gan_model) if o.path.interp_gan_model else None
     ma_scores = {ds.name: _ma_scores(ds, dataset) for ds, dataset in zip(o.datasets.values(), datasets, strict=True)}

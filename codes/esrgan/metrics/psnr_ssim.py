@@ -34,9 +34,9 @@ _SSIM_C1 = (0.01 * _PEAK) ** 2
 _SSIM_C2 = (0.03 * _PEAK) ** 2
 
 
-
 class SSIMImageTooSmallError(ValueError):
     """The images (after cropping) are smaller than SSIM's 11x11 window."""
+
 
 def _to_255(img: np.ndarray) -> np.ndarray:
     """uint8 images as they are, float images in [0, 1] multiplied by 255; float64 result."""

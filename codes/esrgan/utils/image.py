@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 
 import cv2
@@ -65,13 +66,24 @@ def read_image(path: str | Path) -> np.ndarray:
     return to_float_rgb(read_raw(path), str(path))
 
 
+_NO_PIXEL_LIMIT = threading.Lock()
+
+
 def header_size(path: str | Path) -> tuple[int, int]:
     """``(width, height)`` of an image file, read from its header without decoding the pixels."""
     try:
         with Image.open(path) as img:
             return img.size
-    except Image.DecompressionBombError as err:  # not an OSError, unlike PIL's other refusals
-        raise OSError(f"{path}: {err}") from None
+    except Image.DecompressionBombError:
+        # PIL's guard against decoding huge images; only the header is read here, and OpenCV decodes them. The
+        # limit is PIL's global: lifted for this open only, one thread at a time.
+        with _NO_PIXEL_LIMIT:
+            limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                with Image.open(path) as img:
+                    return img.size
+            finally:
+                Image.MAX_IMAGE_PIXELS = limit
 
 
 def to_float_rgb(img: np.ndarray, source: str) -> np.ndarray:
