@@ -298,10 +298,10 @@ def test_evaluate_refuses_a_csv_path_that_is_a_folder_before_scoring(folders, ca
     assert f"--csv {folders} is a folder; give the CSV file to write" in capsys.readouterr().err
 
 
-def test_ssim_of_an_image_smaller_than_its_window_after_cropping_is_n_a_with_a_warning(caplog):
+def test_ssim_of_an_image_smaller_than_its_window_after_cropping_is_n_a_with_a_warning(package_log):
     from esrgan.engine.evaluate import Evaluator
 
     img = np.full((18, 18, 3), 128, np.uint8)  # 10x10 after cropping 4 pixels at each border
     scores = Evaluator(["psnr", "ssim"], 4).score(img, img.copy(), "small")
     assert scores["psnr"] == float("inf") and math.isnan(scores["ssim"])
-    assert "small: SSIM is n/a: SSIM needs images of at least 11x11 pixels after cropping" in caplog.text
+    assert "small: SSIM is n/a: SSIM needs images of at least 11x11 pixels after cropping" in package_log.text
