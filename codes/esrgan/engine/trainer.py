@@ -296,8 +296,8 @@ def _track_best(best: dict[str, Any], result: dict[str, float], step: int, phase
 
 def _load_resume(o: TrainOptions, auto_resume: bool, run_root: Path) -> tuple[dict[str, Any] | None, str | None,
                                                                               str]:
-    """The training state to continue from: path.resume_state, else with `auto_resume` the newest one of the run
-    folder, else none. Returns it, its path and what named the path (for messages)."""
+    """The training state to continue from: with `auto_resume` the newest one of the run folder if there is one,
+    else path.resume_state, else none. Returns it, its path and what named the path (for messages)."""
     path, source = o.path.resume_state, "path.resume_state"
     if auto_resume:
         # The run's own newest state comes first: path.resume_state only starts it (a restarted job keeps
