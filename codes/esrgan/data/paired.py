@@ -163,13 +163,15 @@ class PairedImageDataset(Dataset):
             if self.gt_size is not None and min(lh, lw) < self.gt_size // s:
                 problems.append(f"{key} is too small for GT_size {self.gt_size}: its LQ is {lw}x{lh}, smaller "
                                 f"than {self.gt_size // s}x{self.gt_size // s}")
-            elif self.gt_size is None and key in gt_sizes and min(lh, lw) < (MIN_SCORED_LQ if self.scored else 1):
-                # Scored with `s` border pixels of the x`s` result cropped on each side (SR papers' convention).
-                gh, gw = gt_sizes[key]
-                problems.append(f"{key} is too small to score: its GT is {gw}x{gh}, so its LQ is {lw}x{lh} (the "
-                                f"scores crop {s} pixels at each border of the x{s} result); it needs an LQ of at "
-                                f"least {MIN_SCORED_LQ}x{MIN_SCORED_LQ}" if self.scored else
-                                f"{key} is smaller than the scale: its GT is {gw}x{gh}, so its LQ would be {lw}x{lh}")
+            elif self.gt_size is None and key in gt_sizes:  # a whole image with GT (gh, gw from above)
+                if self.scored and min(lh, lw) < MIN_SCORED_LQ:
+                    # Scored with `s` border pixels of the x`s` result cropped on each side (SR papers' convention).
+                    problems.append(f"{key} is too small to score: its GT is {gw}x{gh}, so its LQ is {lw}x{lh} (the "
+                                    f"scores crop {s} pixels at each border of the x{s} result); it needs an LQ of "
+                                    f"at least {MIN_SCORED_LQ}x{MIN_SCORED_LQ}")
+                elif min(lh, lw) < 1:
+                    problems.append(f"{key} is smaller than the scale: its GT is {gw}x{gh}, so its LQ would be "
+                                    f"{lw}x{lh}")
         if problems:
             # Every pair (not only every faulty one) of one other scale: the option, not the data, is wrong.
             (ratio,) = set(ratios) if len(set(ratios)) == 1 and len(ratios) == len(keys) else (None,)
