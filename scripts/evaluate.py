@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "codes"))
 from esrgan.engine.evaluate import LABELS, METRICS, NO_REFERENCE, Evaluator, format_value, mean_scores
 from esrgan.metrics import perceptual_index, read_ma_scores
 from esrgan.utils.image import images_by_stem, read_image, to_uint8
-from esrgan.utils.misc import select_device
+from esrgan.utils.misc import listing, select_device
 
 log = logging.getLogger("evaluate")
 
@@ -54,11 +54,8 @@ def pair_images(gt_dir: Path | None, sr_dir: Path, suffix: str) -> list[tuple[st
     gt = images_by_stem(gt_dir)
     only_gt, only_sr = sorted(set(gt) - set(sr)), sorted(set(sr) - set(gt))
     if only_gt or only_sr:
-        def few(names: list[str]) -> str:
-            return ", ".join(names[:10]) + (" ..." if len(names) > 10 else "")
-
-        problems = ([f"{len(only_gt)} GT images have no SR image ({few(only_gt)})"] if only_gt else []) + (
-            [f"{len(only_sr)} SR images have no GT image ({few(only_sr)})"] if only_sr else [])
+        problems = ([f"{len(only_gt)} GT images have no SR image ({listing(only_gt)})"] if only_gt else []) + (
+            [f"{len(only_sr)} SR images have no GT image ({listing(only_sr)})"] if only_sr else [])
         raise ValueError(f"the names in --gt {gt_dir} and --sr {sr_dir} do not match: {'; '.join(problems)}. "
                          "Images pair by file name without extension; use --suffix if the SR names carry a tag")
     return [(name, gt[name], sr[name]) for name in sorted(gt)]
@@ -119,8 +116,7 @@ def evaluate(args: argparse.Namespace) -> list[dict]:
         ma = {name: ma.get(name, ma.get(sr.stem)) for name, _, sr in pairs}
         missing = [name for name, value in ma.items() if value is None]
         if missing:
-            raise ValueError(f"{args.ma_scores}: no Ma score for {', '.join(missing[:10])}"
-                             + (" ..." if len(missing) > 10 else ""))
+            raise ValueError(f"{args.ma_scores}: no Ma score for {listing(missing)}")
     else:
         log.info("No --ma-scores: the perceptual index is not computed; NIQE is reported alone")
     evaluator = Evaluator(args.metrics, args.crop, args.niqe_channel, args.lpips_net, args.lpips_weights,

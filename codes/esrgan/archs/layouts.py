@@ -31,6 +31,7 @@ from typing import Any, Literal, get_args
 import torch
 
 from ..utils.files import atomic_output, atomic_save, blocked_global, error_summary
+from ..utils.misc import listing
 from .rrdbnet import RRDBNet
 
 Layout = Literal["esrgan", "old", "basicsr"]
@@ -49,11 +50,6 @@ _BLOCK_CONV: dict[Layout, str] = {"esrgan": "RRDB_trunk.{i}.RDB{k}.conv{j}", "ol
                                   "basicsr": "body.{i}.rdb{k}.conv{j}"}
 _UPSAMPLE_STAGES = {2: 1, 4: 2}
 _CONV_PARAMS = ("weight", "bias")  # every tensor of RRDBNet, in state-dict order within a conv
-
-
-def _listing(items: list[str]) -> str:
-    more = f" ... (+{len(items) - KEYS_SHOWN} more)" if len(items) > KEYS_SHOWN else ""
-    return ", ".join(items[:KEYS_SHOWN]) + more
 
 
 def _single_convs(layout: Layout, nb: int, scale: int) -> dict[str, str]:
@@ -93,7 +89,7 @@ def detect_layout(sd: Mapping[str, Any]) -> Layout:
     if len(found) != 1:
         raise ValueError("the keys match no single known ESRGAN generator layout (ESRGAN: conv_first, RRDB_trunk.*; "
                          "old arch: model.0, model.1.sub.*; BasicSR: conv_first, body.*); the file has "
-                         f"{len(sd)} keys: {_listing(list(sd))}")
+                         f"{len(sd)} keys: {listing(list(sd), KEYS_SHOWN)}")
     return found[0]
 
 
@@ -122,7 +118,8 @@ def _rename(sd: Mapping[str, torch.Tensor], table: dict[str, str], source: str) 
         else:
             unknown.append(key)
     if unknown:
-        raise ValueError(f"{len(unknown)} keys of the {source} have no counterpart in RRDBNet: {_listing(unknown)}")
+        raise ValueError(f"{len(unknown)} keys of the {source} have no counterpart in RRDBNet: "
+                         f"{listing(unknown, KEYS_SHOWN)}")
     return {key: tensor for _, key, tensor in sorted(renamed, key=lambda item: item[0])}
 
 
@@ -188,8 +185,8 @@ def unwrap(obj: Any) -> tuple[dict[str, torch.Tensor], str]:
             break
     others = [str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     if others:
-        raise ValueError(f"not a state dict: {len(others)} entries are not tensors ({_listing(others)}); state dicts "
-                         f"are recognised raw or under one of {', '.join(WRAPPERS)}")
+        raise ValueError(f"not a state dict: {len(others)} entries are not tensors ({listing(others, KEYS_SHOWN)}); "
+                         f"state dicts are recognised raw or under one of {', '.join(WRAPPERS)}")
     sd = {k.removeprefix("module."): v for k, v in obj.items()}
     if any(k.startswith("module.") for k in obj):
         used += ", 'module.' prefix removed"
@@ -279,7 +276,7 @@ def describe_differences(own: Mapping[str, torch.Tensor], given: Mapping[str, to
     missing, unexpected, wrong = key_differences(own, given)
     shapes = [f"{k} {tuple(given[k].shape)} vs {tuple(own[k].shape)}" for k in wrong]
     groups = ((missing, "missing keys"), (unexpected, "unexpected keys")) if keys else ()
-    parts = [f"{len(items)} {what}: {_listing(items)}" for items, what in
+    parts = [f"{len(items)} {what}: {listing(items, KEYS_SHOWN)}" for items, what in
              (*groups, (shapes, "tensors of another shape (file vs network)")) if items]
     return "; ".join(parts) or None
 

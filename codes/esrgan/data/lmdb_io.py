@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from ..utils.files import atomic_write_text
 from ..utils.image import header_size, images_by_stem, read_raw, to_float_rgb
+from ..utils.misc import listing
 
 if TYPE_CHECKING:
     import lmdb
@@ -282,7 +283,7 @@ def create_lmdb(
         foreign = sorted(existing - keys.keys())
         if foreign and not remove_missing:
             raise ValueError(
-                f"{output_path} holds {len(foreign)} images that are not in {input_dir} (e.g. {foreign[:5]}): it "
+                f"{output_path} holds {len(foreign)} images that are not in {input_dir} ({listing(foreign, 5)}): it "
                 "was made from another folder (delete it or choose another output path), or these images have "
                 "been removed from this one since (then run again with --remove-missing to delete them here too)"
             )
@@ -290,8 +291,8 @@ def create_lmdb(
             with env.begin(write=True) as txn:
                 for key in foreign:
                     txn.delete(key.encode("utf-8"))
-            log.info("%s: deleted %d images that are no longer in %s (e.g. %s)", output_path, len(foreign),
-                     input_dir, foreign[:5])
+            log.info("%s: deleted %d images that are no longer in %s (%s)", output_path, len(foreign),
+                     input_dir, listing(foreign, 5))
         todo = [key for key in keys if key not in existing or keys[key].stat().st_mtime_ns > written_ns]
         with (
             _encoded([keys[k] for k in todo], compress_level, workers) as encoded,

@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..utils.image import img2tensor
+from ..utils.misc import listing
 from .imresize import imresize, modcrop
 from .sources import Backend, ImageSource, open_source
 
@@ -40,11 +41,6 @@ def _fits(gh: int, gw: int, lh: int, lw: int, factor: int) -> bool:
 def _pair_scale(gh: int, gw: int, lh: int, lw: int) -> int | None:
     """The smallest integer factor between a GT and an LQ size, if there is one."""
     return next((f for f in range(1, 9) if _fits(gh, gw, lh, lw, f)), None)
-
-
-def _listing(names: list[str]) -> str:
-    shown = ", ".join(names[:MAX_LISTED])
-    return shown + (f" ... and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else "")
 
 
 def bicubic_lq(gt: np.ndarray, scale: int, degradation: Degradation = "matlab_bicubic") -> np.ndarray:
@@ -119,15 +115,15 @@ class PairedImageDataset(Dataset):
             missing = sorted(k for k, v in self.lq_key.items() if v not in names)
             shared = sorted(k for k, v in self.lq_key.items() if v != k and v in self.lq_key)
             if shared:  # 'a' would pair with 'ax4', the LQ of the GT image named 'ax4'
-                errors.append(f"GT images {_listing(shared)} in {gt.root} have no LQ of the same name in {lq.root}, "
-                              f"and their DIV2K-style LQ names <name>x{s} are GT images of their own; name the LQ "
-                              "images as the GT images")
+                errors.append(f"GT images {listing(shared, MAX_LISTED)} in {gt.root} have no LQ of the same name in "
+                              f"{lq.root}, and their DIV2K-style LQ names <name>x{s} are GT images of their own; name "
+                              "the LQ images as the GT images")
                 keys = sorted(set(keys) - set(shared))
             if missing:
                 others = sorted({f for k in missing for f in range(2, 9) if f != s and f"{k}x{f}" in names})
                 hint = (f"; they are there as <name>x{others[0]}: check scale" if len(others) == 1 else "")
                 errors.append(f"{len(missing)} GT images in {gt.root} have no LQ image of the same name (or DIV2K's "
-                              f"<name>x{s}) in {lq.root}{hint}: {_listing(missing)}")
+                              f"<name>x{s}) in {lq.root}{hint}: {listing(missing, MAX_LISTED)}")
                 keys = sorted(set(keys) - set(missing))
         gt_sizes = gt.sizes() if gt is not None else {}
         if lq is not None:
@@ -140,11 +136,11 @@ class PairedImageDataset(Dataset):
         if unreadable:
             keys = [k for k in keys if (gt is None or gt_sizes[k] is not None) and lq_sizes[k] is not None]
             if not self.skip_corrupt:
-                errors.append(f"{len(unreadable)} images cannot be read: {_listing(unreadable)} (or set "
+                errors.append(f"{len(unreadable)} images cannot be read: {listing(unreadable, MAX_LISTED)} (or set "
                               "skip_corrupt: true to leave them out)")
             else:
                 log.warning("dataset %s: leaving out %d unreadable images: %s", self.name, len(unreadable),
-                            _listing(unreadable))
+                            listing(unreadable, MAX_LISTED))
                 self.keys = keys
                 if not self.keys:
                     errors.append("no readable images left")
@@ -176,7 +172,7 @@ class PairedImageDataset(Dataset):
             # Every pair (not only every faulty one) of one other scale: the option, not the data, is wrong.
             (ratio,) = set(ratios) if len(set(ratios)) == 1 and len(ratios) == len(keys) else (None,)
             cause = (f"every pair is x{ratio}, not x{s}: check scale (and the LQ folder). " if ratio else "")
-            errors.append(f"{len(problems)} images do not fit: {cause}{_listing(problems)}")
+            errors.append(f"{len(problems)} images do not fit: {cause}{listing(problems, MAX_LISTED)}")
         if errors:
             raise ValueError(f"dataset {self.name}: " + "\n  and ".join(errors))
 

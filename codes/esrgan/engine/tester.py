@@ -25,7 +25,7 @@ from ..models.networks import build_generator, infer_generator_options, load_wei
 from ..options import NetworkGOpt, TestOptions, TestRunOpt, TestSetOpt, dump_yaml
 from ..utils.image import tensor2img, write_image
 from ..utils.logger import add_log_file, setup_logging
-from ..utils.misc import archive_existing, select_device, timestamp
+from ..utils.misc import archive_existing, listing, select_device, timestamp
 from .evaluate import LABELS, METRICS, NO_REFERENCE, Evaluator, bicubic_image, describe, format_value, mean_scores
 from .inference import check_precision, super_resolve
 
@@ -158,7 +158,7 @@ def _ma_scores(ds: TestSetOpt, dataset: PairedImageDataset) -> dict[str, float] 
     missing = [name for name in dataset.keys if name not in scores]
     if missing:
         raise ValueError(f"{ds.ma_scores}: no Ma score for {len(missing)} of the {len(dataset)} images of "
-                         f"{ds.name}: {', '.join(missing[:10])}" + (" ..." if len(missing) > 10 else ""))
+                         f"{ds.name}: {listing(missing)}")
     return scores
 
 

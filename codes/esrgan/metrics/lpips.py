@@ -21,6 +21,7 @@ import torchvision
 from torch import nn
 
 from ..utils.files import torch_hub_cache_file
+from ..utils.misc import listing
 
 LpipsNet = Literal["alex", "vgg", "squeeze"]
 
@@ -99,7 +100,7 @@ def _load_backbone(backbone: nn.Module, state: dict[str, torch.Tensor], source: 
     if set(mapped) != expected:
         missing = sorted(expected - set(mapped))
         raise MetricUnavailableError(f"{source} is not a torchvision state dict of the LPIPS backbone: "
-                                f"{len(missing)} weights missing (e.g. {', '.join(missing[:3])})")
+                                f"{len(missing)} weights missing ({listing(missing, 3)})")
     backbone.load_state_dict(mapped, strict=True)
 
 

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from .files import atomic_output
+from .misc import listing
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def images_by_stem(folder: str | Path) -> dict[str, Path]:
     clashes = [" / ".join(p.name for p in paths) for paths in by_stem.values() if len(paths) > 1]
     if clashes:
         raise ValueError(f"{folder}: several files share a name and differ only by extension, so they would get "
-                         f"the same key: {', '.join(clashes[:20])}" + (" ..." if len(clashes) > 20 else ""))
+                         f"the same key: {listing(clashes, 20)}")
     return {stem: paths[0] for stem, paths in by_stem.items()}
 
 

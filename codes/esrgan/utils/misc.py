@@ -1,4 +1,4 @@
-"""Seeding, RNG state capture, device choice and run folders."""
+"""Seeding, RNG state capture, device choice, run folders, and the name lists of messages."""
 
 from __future__ import annotations
 
@@ -9,6 +9,12 @@ from typing import Any
 
 import numpy as np
 import torch
+
+
+def listing(names: list[str], limit: int = 10) -> str:
+    """The first `limit` names, comma-separated, and how many more there are: for messages naming what is wrong."""
+    more = f" ... and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
 
 
 def set_random_seed(seed: int) -> None:
