@@ -145,7 +145,7 @@ class TrainDatasetsOpt:
 class OptimOpt:
     lr: float = opt(1e-4, "Adam learning rate", lo=0)
     beta1: float = opt(0.9, "Adam beta1, below 1", lo=0, hi=0.999999)
-    beta2: float = opt(0.99, "Adam beta2, below 1 (the paper and the 2018 code: 0.999; mmsr and BasicSR: 0.99)",
+    beta2: float = opt(0.999, "Adam beta2, below 1 (the paper and the 2018 code: 0.999; mmsr and BasicSR: 0.99)",
                        lo=0, hi=0.999999)
     weight_decay: float = opt(0.0, "Adam weight decay", lo=0)
 
