@@ -63,12 +63,24 @@ def test_unsupported_scale_is_rejected_with_the_supported_ones():
         RRDBNet(scale=3)
 
 
-def test_dense_block_init_is_kaiming_scaled_by_a_tenth_with_zero_bias():
+def test_dense_block_init_is_kaiming_scaled_by_a_tenth_with_zero_bias_and_the_other_convs_keep_torchs():
+    """As in the original code: the five convs of every dense block get Kaiming normal (fan_in) * 0.1 and zero
+    biases; conv_first, trunk_conv, the upsampling convs, HRconv and conv_last keep PyTorch's default
+    (uniform, std 1 / sqrt(3 fan_in), non-zero biases)."""
     torch.manual_seed(0)
-    conv = RRDBNet(3, 3, 64, 1, gc=32).RRDB_trunk[0].RDB1.conv5  # fan_in = 192 * 9
-    expected_std = 0.1 * math.sqrt(2.0 / (192 * 9))
-    assert conv.weight.std().item() == pytest.approx(expected_std, rel=0.02)
-    assert torch.count_nonzero(conv.bias) == 0
+    net = RRDBNet(3, 3, 64, 2, gc=32)
+    dense = {name: m for name, m in net.named_modules() if ".RDB" in name and isinstance(m, torch.nn.Conv2d)}
+    assert len(dense) == 2 * 3 * 5
+    for name, conv in dense.items():
+        fan_in = conv.weight[0].numel()  # 576 to 1,728 for conv1 to conv5 (at least 18,432 weights each)
+        assert conv.weight.std().item() == pytest.approx(0.1 * math.sqrt(2.0 / fan_in), rel=0.03), name
+        assert torch.count_nonzero(conv.bias) == 0, name
+    others = ["conv_first", "trunk_conv", "upconv1", "upconv2", "HRconv", "conv_last"]
+    for name in others:
+        conv = getattr(net, name)
+        fan_in = conv.weight[0].numel()
+        assert conv.weight.std().item() == pytest.approx(1 / math.sqrt(3 * fan_in), rel=0.08), name
+        assert torch.count_nonzero(conv.bias) == conv.bias.numel(), name
 
 
 def test_rrdbnet_residual_scaling_is_0_2():

@@ -155,6 +155,23 @@ def test_a_gan_step_equals_the_papers_step_written_out():
         # Adam's first step (bias-corrected): lr * g / (|g| + eps), whatever the betas
         assert torch.allclose(p, p0 - 1e-3 * grad / (grad.abs() + 1e-8), rtol=0, atol=1e-12)
         assert torch.allclose(e, 0.9 * e0 + 0.1 * p, rtol=0, atol=1e-15)
+    for p, p0, grad in zip(model.net_d.parameters(), params(d), grads_d, strict=True):
+        assert torch.allclose(p, p0 - 1e-3 * grad / (grad.abs() + 1e-8), rtol=0, atol=1e-12)
+
+
+def test_each_adam_takes_its_phases_and_networks_settings():
+    psnr = PsnrPhaseOpt(niter=1, optim_G=OptimOpt(lr=3e-4, beta1=0.8, beta2=0.95, weight_decay=1e-5))
+    gan = GanPhaseOpt(niter=1, optim_G=OptimOpt(lr=2e-4, beta1=0.7, beta2=0.9),
+                      optim_D=OptimOpt(lr=5e-4, beta1=0.6, beta2=0.85, weight_decay=1e-3))
+    model = ESRGANModel(RRDBNet(3, 3, nf=8, nb=1, gc=4, scale=4), Discriminator_VGG_128(3, nf=4),
+                        VGGFeatureExtractor(4), psnr, gan, CPU)
+    feed(model)
+    model.optimize_parameters(1)
+    model.optimize_parameters(2)  # the GAN phase: its two optimizers are made
+    settings = {name: (g["lr"], g["betas"], g["weight_decay"]) for name, opt in model.optimizers.items()
+                for g in opt.param_groups}
+    assert settings == {"G_psnr": (3e-4, (0.8, 0.95), 1e-5), "G": (2e-4, (0.7, 0.9), 0.0),
+                        "D": (5e-4, (0.6, 0.85), 1e-3)}
 
 
 def test_d_init_iters_holds_g_while_d_learns():
