@@ -1,5 +1,6 @@
 """Specification of the paired folder dataset, its augmentation and the image/tensor conversions."""
 
+import os
 import random
 from pathlib import Path
 
@@ -7,10 +8,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from esrgan.data.imresize import imresize
 from esrgan.data.paired import PairedImageDataset, augment
-from esrgan.utils.image import read_image, tensor2img
+from esrgan.utils.image import header_size, read_image, tensor2img, to_uint8, write_image
 
 
 def write_rgb(path: Path, rgb: np.ndarray) -> Path:
@@ -259,6 +261,39 @@ def test_read_image_of_a_corrupt_file_names_it(tmp_path):
     with pytest.raises(OSError) as info:
         read_image(path)
     assert str(path) in str(info.value)
+
+
+def test_a_file_name_that_is_not_utf8_is_read_and_written(tmp_path):
+    # A Latin-1 name from an old archive: Python holds it with a surrogate escape, on which OpenCV's own file
+    # functions crash the process (opencv-python 5.1).
+    path = tmp_path / os.fsdecode(b"caf\xe9.png")
+    rgb = random_rgb(3, 5, seed=4)
+    write_image(path, rgb)
+    assert os.listdir(tmp_path) == [os.fsdecode(b"caf\xe9.png")]
+    np.testing.assert_array_equal(to_uint8(read_image(path)), rgb)
+    assert header_size(path) == (5, 3)
+
+
+def test_a_float_image_is_refused_naming_its_sample_type(tmp_path):
+    path = tmp_path / "float.tiff"
+    assert cv2.imwrite(str(path), np.full((4, 4, 3), 0.5, dtype=np.float32))
+    with pytest.raises(OSError, match=r"float\.tiff has sample type float32; only 8- and 16-bit"):
+        read_image(path)
+
+
+@pytest.mark.parametrize(("orientation", "upright"), [(1, lambda a: a), (3, lambda a: np.rot90(a, 2)),
+                                                      (6, lambda a: np.rot90(a, -1)), (8, lambda a: np.rot90(a))])
+def test_a_jpeg_is_turned_upright_by_its_exif_orientation_and_its_size_read_so(tmp_path, orientation, upright):
+    """As image viewers, BasicSR's reader and upscale.py show it; the header size agrees with the pixels."""
+    stored = np.zeros((16, 24, 3), dtype=np.uint8)
+    stored[:8, :8] = 255  # a white top-left corner, where a rotation moves it
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(stored).save(tmp_path / "photo.jpg", exif=exif, quality=100)
+    img = to_uint8(read_image(tmp_path / "photo.jpg"))
+    expected = upright(stored)
+    assert img.shape == expected.shape and header_size(tmp_path / "photo.jpg") == expected.shape[1::-1]
+    assert np.abs(img.astype(int) - expected).mean() < 2
 
 
 # ------------------------------------------------------------------------------------------ tensor2img

@@ -80,15 +80,15 @@ def write_spy(monkeypatch) -> list[str]:
 
 @pytest.fixture
 def decode_spy(monkeypatch) -> list[str]:
-    """Names of the files decoded with OpenCV from now on."""
+    """Names of the files decoded through the module from now on."""
     decoded: list[str] = []
 
-    def spy(path, flags):
+    def spy(path):
         decoded.append(Path(path).name)
-        return real_imread(path, flags)
+        return real_read(path)
 
-    real_imread = cv2.imread
-    monkeypatch.setattr(cv2, "imread", spy)
+    real_read = prepare.read_raw
+    monkeypatch.setattr(prepare, "read_raw", spy)
     return decoded
 
 
@@ -341,6 +341,35 @@ def test_failing_jobs_are_collected_while_the_others_run(workers):
     results, errors = run_jobs(int, [("7",), ("x",), ("9",)], workers, "test")
     assert results == [(("7",), 7), (("9",), 9)]
     assert errors == [(("x",), "ValueError: invalid literal for int() with base 10: 'x'")]
+
+
+WORKER_DIES = """
+import os, signal, sys
+from pathlib import Path
+from esrgan.data import lmdb_io, prepare
+
+def job(name, *args, **kwargs):
+    if Path(name).stem == "b":
+        os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's out-of-memory killer does
+    return name
+
+if sys.argv[1] == "run_jobs":
+    prepare.run_jobs(job, [("a",), ("b",), ("c",)], 2, "cropping")
+else:
+    lmdb_io._encode_image = job
+    lmdb_io.create_lmdb(sys.argv[2], sys.argv[3], progress=False, workers=2)
+"""
+
+
+@pytest.mark.parametrize("runner", ["run_jobs", "create_lmdb"])
+def test_a_worker_that_dies_stops_the_run_with_an_error_instead_of_a_hang(tmp_path, runner):
+    for name in "abc":
+        write_raw(tmp_path / "in" / f"{name}.png", random_image((4, 4)))
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "codes")}
+    done = subprocess.run([sys.executable, "-c", WORKER_DIES, runner, tmp_path / "in", tmp_path / "out.lmdb"],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 1
+    assert "ChildProcessError: " in done.stderr and "a worker process died" in done.stderr
 
 
 # ------------------------------------------------------------------------------------------ scripts

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
 import os
 import re
 import struct
@@ -28,6 +27,7 @@ from tqdm import tqdm
 from ..utils.files import atomic_write_text
 from ..utils.image import header_size, images_by_stem, read_raw, to_float_rgb
 from ..utils.misc import listing
+from .prepare import worker_processes
 
 if TYPE_CHECKING:
     import lmdb
@@ -54,7 +54,7 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}  # IHDR colour type -> channels (a palette decodes to RGB)
 
 _ESTIMATE_SAMPLES = 8  # images encoded before the map size is chosen
-_IMAP_CHUNKSIZE = 4  # amortises inter-process traffic while keeping few large images in flight
+_MAP_CHUNKSIZE = 4  # amortises inter-process traffic while keeping few large images in flight
 # A batch is kept in memory until committed, so that it can be re-written after growing the map; this bounds it
 # for large images whatever `commit_every` is.
 _MAX_BATCH_BYTES = 256 << 20
@@ -185,8 +185,8 @@ def _encoded(paths: list[Path], compress_level: int, workers: int) -> Iterator[I
     if workers <= 1 or len(paths) <= 1:
         yield map(encode, paths)
         return
-    with multiprocessing.Pool(min(workers, len(paths))) as pool:
-        yield pool.imap(encode, paths, chunksize=_IMAP_CHUNKSIZE)
+    with worker_processes(min(workers, len(paths)), "encoding the images") as pool:
+        yield pool.map(encode, paths, chunksize=_MAP_CHUNKSIZE)
 
 
 def _commit(env: lmdb.Environment, batch: list[tuple[bytes, bytes]]) -> None:

@@ -17,12 +17,14 @@ other settings (another crop grid, another scale) is refused instead of mixing t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
-import multiprocessing
 import os
 import sys
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
@@ -294,6 +296,22 @@ def _run_guarded(fn: Callable[..., Any], indexed_job: tuple[int, tuple]) -> tupl
         return index, False, f"{type(exc).__name__}: {exc}"
 
 
+@contextlib.contextmanager
+def worker_processes(workers: int, task: str) -> Iterator[ProcessPoolExecutor]:
+    """A pool of `workers` processes for `task`. A worker that dies (killed for memory, a crash in a decoder)
+    stops the run with an error instead of leaving it waiting for that worker for ever; an error (or Ctrl-C)
+    in the caller drops the work not yet started."""
+    pool = ProcessPoolExecutor(workers)
+    try:
+        yield pool
+    except BrokenProcessPool:
+        raise ChildProcessError(f"{task}: a worker process died (killed for memory, or a crash while decoding "
+                                "an image); what was finished is kept: run again, with --workers 1 to see the "
+                                "image it stops at") from None
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
 def run_jobs(
     fn: Callable[..., R], jobs: Sequence[tuple], workers: int, desc: str
 ) -> tuple[list[tuple[tuple, R]], list[tuple[tuple, str]]]:
@@ -307,9 +325,9 @@ def run_jobs(
     outcomes: list[tuple[int, bool, Any]] = []
     with tqdm(total=len(jobs), desc=desc, unit="img") as bar:
         if workers > 1 and len(jobs) > 1:
-            with multiprocessing.Pool(min(workers, len(jobs))) as pool:
-                for outcome in pool.imap_unordered(call, enumerate(jobs)):
-                    outcomes.append(outcome)
+            with worker_processes(min(workers, len(jobs)), desc) as pool:
+                for future in as_completed([pool.submit(call, indexed) for indexed in enumerate(jobs)]):
+                    outcomes.append(future.result())
                     bar.update()
         else:
             for outcome in map(call, enumerate(jobs)):

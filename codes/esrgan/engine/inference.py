@@ -12,19 +12,17 @@ images, gray, RGB and RGBA; the result is written in the kind of the input (see 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
 
 from ..data.imresize import imresize
-from ..utils.image import write_image
+from ..utils.image import read_raw, write_image
 
 Precision = Literal["fp32", "fp16", "bf16"]
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)
@@ -179,24 +177,11 @@ def read_for_inference(path: str | Path) -> tuple[np.ndarray, ImageInfo]:
     returned in `info.alpha`, to be upscaled with `upscale_alpha`). JPEGs are turned upright by their EXIF
     orientation, as image viewers show them. Raises OSError for a file that cannot be read or decoded.
     """
-    data = np.fromfile(os.fspath(path), dtype=np.uint8)  # np.fromfile + imdecode also read non-ASCII paths
-    # A JPEG has no alpha channel, so it may be decoded with the flags under which OpenCV applies EXIF orientation
-    # (IMREAD_UNCHANGED, needed for alpha, ignores it).
-    jpeg = data[:2].tobytes() == b"\xff\xd8"
-    flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR if jpeg else cv2.IMREAD_UNCHANGED
-    img = cv2.imdecode(data, flags) if data.size else None
-    if img is None:
-        raise OSError(f"cannot decode image {path}: the file is truncated or not an image")
-    if img.dtype not in (np.uint8, np.uint16):
-        raise OSError(f"image {path} has sample type {img.dtype}; only 8- and 16-bit images are supported")
+    img = read_raw(path)
     bit_depth: Literal[8, 16] = 16 if img.dtype == np.uint16 else 8
     img = img.astype(np.float32) / float(np.iinfo(img.dtype).max)
-    if img.ndim == 3 and img.shape[2] == 1:
-        img = img[:, :, 0]
     if img.ndim == 2:
         return np.repeat(img[:, :, None], 3, axis=2), ImageInfo(bit_depth, gray=True, alpha=None)
-    if img.shape[2] not in (3, 4):
-        raise OSError(f"image {path} has {img.shape[2]} channels; expected gray, RGB or RGBA")
     alpha = np.ascontiguousarray(img[:, :, 3]) if img.shape[2] == 4 else None
     return np.ascontiguousarray(img[:, :, 2::-1]), ImageInfo(bit_depth, gray=False, alpha=alpha)
 

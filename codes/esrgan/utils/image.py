@@ -2,7 +2,9 @@
 at `read_raw` / `write_raw`, for the data-preparation code that copies pixels as stored).
 
 Conversions of unusual inputs are explicit: grayscale is replicated to three channels, an alpha channel is
-dropped, 16-bit images are scaled to [0, 1] like 8-bit ones. Each kind is reported once per process.
+dropped, 16-bit images are scaled to [0, 1] like 8-bit ones. Each kind is reported once per process. Every
+reader decodes through `read_raw`, which turns a JPEG upright by its EXIF orientation (and `header_size` gives
+the size so decoded).
 """
 
 from __future__ import annotations
@@ -54,11 +56,32 @@ def images_by_stem(folder: str | Path) -> dict[str, Path]:
     return {stem: paths[0] for stem, paths in by_stem.items()}
 
 
+def _is_jpeg(data: np.ndarray | bytes) -> bool:
+    return bytes(data[:2]) == b"\xff\xd8"
+
+
 def read_raw(path: str | Path) -> np.ndarray:
-    """Decode an image file as stored: 8 or 16 bits, gray or OpenCV's BGR(A) channel order."""
-    img = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
+    """Decode an image file: 8 or 16 bits, gray or OpenCV's BGR(A) channel order, the pixels as stored except
+    that a JPEG is turned upright by its EXIF orientation, as image viewers and BasicSR's reader show it.
+
+    The file is read by NumPy and decoded from memory: OpenCV's own file functions crash on some names that
+    are not valid UTF-8 (Latin-1 names from an old archive, say).
+    """
+    try:
+        data = np.fromfile(os.fspath(path), dtype=np.uint8)
+    except OSError as err:
+        raise OSError(f"cannot read image {path}: {err.strerror or err}") from None
+    # OpenCV applies the EXIF orientation except under IMREAD_UNCHANGED, which keeps alpha (a JPEG has none).
+    flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR if _is_jpeg(data) else cv2.IMREAD_UNCHANGED
+    img = cv2.imdecode(data, flags) if data.size else None
     if img is None:
-        raise OSError(f"cannot decode image {path}: the file is missing, truncated or not an image")
+        raise OSError(f"cannot decode image {path}: the file is truncated or not an image")
+    if img.dtype not in (np.uint8, np.uint16):
+        raise OSError(f"image {path} has sample type {img.dtype}; only 8- and 16-bit images are supported")
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.ndim == 3 and img.shape[2] not in (3, 4):
+        raise OSError(f"image {path} has {img.shape[2]} channels; expected gray, RGB or RGBA")
     return img
 
 
@@ -70,11 +93,23 @@ def read_image(path: str | Path) -> np.ndarray:
 _NO_PIXEL_LIMIT = threading.Lock()
 
 
+_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+def _upright_size(img: Image.Image) -> tuple[int, int]:
+    """`img`'s size as `read_raw` decodes it: a JPEG turned by its EXIF orientation."""
+    width, height = img.size
+    if img.format in ("JPEG", "MPO") and img.getexif().get(0x0112) in _TRANSPOSING_ORIENTATIONS:
+        return height, width
+    return width, height
+
+
 def header_size(path: str | Path) -> tuple[int, int]:
-    """``(width, height)`` of an image file, read from its header without decoding the pixels."""
+    """``(width, height)`` of an image file as `read_raw` decodes it, read from its header without decoding the
+    pixels."""
     try:
         with Image.open(path) as img:
-            return img.size
+            return _upright_size(img)
     except Image.DecompressionBombError:
         # PIL's guard against decoding huge images; only the header is read here, and OpenCV decodes them. The
         # limit is PIL's global: lifted for this open only, one thread at a time.
@@ -82,7 +117,7 @@ def header_size(path: str | Path) -> tuple[int, int]:
             limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
             try:
                 with Image.open(path) as img:
-                    return img.size
+                    return _upright_size(img)
             finally:
                 Image.MAX_IMAGE_PIXELS = limit
 
@@ -120,11 +155,17 @@ def write_raw(path: str | Path, img: np.ndarray, png_level: int | None = None) -
     file in the same folder, then renamed, so that an interrupted run never leaves a truncated image behind.
     `png_level` is the PNG compression level 0-9 (OpenCV's default 1 when None)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     params = [cv2.IMWRITE_PNG_COMPRESSION, png_level] if png_level is not None else []
+    try:  # encoded in memory and written by Python, for the names OpenCV's own file functions crash on
+        ok, encoded = cv2.imencode(path.suffix, np.ascontiguousarray(img), params)
+    except cv2.error:
+        ok = False
+    if not ok:
+        raise OSError(f"could not write image {path}: OpenCV cannot encode a {img.dtype} {img.shape} image as "
+                      f"{path.suffix or 'a file without extension'}")
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path) as tmp:
-        if not cv2.imwrite(os.fspath(tmp), np.ascontiguousarray(img), params):
-            raise OSError(f"could not write image {path}")
+        tmp.write_bytes(encoded.tobytes())
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:
