@@ -393,6 +393,13 @@ def test_unreadable_files_are_listed_at_start_up_or_left_out_on_request(tmp_path
     assert ds.keys == ["good"]
 
 
+def test_a_broken_symbolic_link_is_named_at_start_up_not_silently_left_out(tmp_path):
+    write_rgb(tmp_path / "GT" / "good.png", random_rgb(32, 32, seed=0))
+    (tmp_path / "GT" / "moved.png").symlink_to(tmp_path / "elsewhere" / "moved.png")
+    with pytest.raises(ValueError, match=r"1 images cannot be read: \S*/GT/moved\.png"):
+        PairedImageDataset("t", 4, str(tmp_path / "GT"), None, gt_size=32)
+
+
 def truncate_pixels(path: Path) -> None:
     """Keep the PNG header (size readable) but cut the pixel data, so only decoding fails."""
     path.write_bytes(path.read_bytes()[:60])

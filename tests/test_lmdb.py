@@ -93,6 +93,11 @@ def test_read_meta_info_takes_lines_without_the_compression_level(tmp_path):
     assert read_meta_info(tmp_path) == {"0001_s001": (480, 480, 3), "0002": (4, 6, 3)}
 
 
+def test_read_meta_info_takes_lines_with_spaces_around_and_windows_line_ends(tmp_path):
+    (tmp_path / "meta_info.txt").write_bytes(b"0001_s001.png (480,480,3) 1 \r\n  0002.png (4,6,3)\t\r\n")
+    assert read_meta_info(tmp_path) == {"0001_s001": (480, 480, 3), "0002": (4, 6, 3)}
+
+
 def test_an_mmsr_lmdb_is_named_as_such(tmp_path):
     (tmp_path / "meta_info.pkl").write_bytes(b"\x80\x04")
     with pytest.raises(FileNotFoundError, match=r"meta_info\.txt not found \(this is the older mmsr layout"):

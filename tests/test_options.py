@@ -272,6 +272,14 @@ def test_a_missing_dataroot_folder_names_the_key_and_the_path(tmp_path):
     assert str(missing) in message
 
 
+def test_a_dataroot_that_is_a_file_says_to_give_its_folder(tmp_path):
+    image = tmp_path / "img.png"
+    image.write_bytes(b"")
+    message = error_of(with_value(minimal_train(), "datasets.val.dataroot_GT", str(image)))
+    assert message.endswith(f"datasets.val.dataroot_GT: {image} is a file; give the folder (of images, or an LMDB) "
+                            "that holds it")
+
+
 def test_missing_folders_are_not_checked_without_check_paths(tmp_path):
     missing = str(tmp_path / "no_such_folder")
     options = parse_options(TrainOptions, with_value(minimal_train(), "datasets.val.dataroot_LQ", missing),

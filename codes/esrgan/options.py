@@ -588,6 +588,8 @@ def _resolve_paths(obj: Any, root: Path) -> None:
 
 
 def _require_dir(path: str | None, key: str, check: bool) -> None:
+    if check and path is not None and Path(path).is_file():
+        raise OptionError(f"{key}: {path} is a file; give the folder (of images, or an LMDB) that holds it")
     if check and path is not None and not Path(path).is_dir():
         raise OptionError(f"{key}: folder {path} does not exist (relative paths start at {ROOT_NAME})")
 

@@ -74,7 +74,7 @@ def read_meta_info(lmdb_path: str | Path) -> dict[str, tuple[int, int, int]]:
     for number, line in enumerate(meta_path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
-        match = _META_LINE.match(line)
+        match = _META_LINE.match(line.strip())  # BasicSR's reader strips the line too
         if match is None:
             raise ValueError(
                 f"{meta_path}, line {number}: {line!r} is not of the form '<key>.png (<h>,<w>,<c>) [<level>]'"

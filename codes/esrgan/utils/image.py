@@ -36,9 +36,10 @@ def _warn_once(kind: str, message: str) -> None:
 
 def list_images(folder: str | Path) -> list[Path]:
     """Image files directly inside `folder`, sorted by name. Hidden files (macOS `._*` companions, the temporary
-    files of an interrupted atomic write) are not images of the dataset."""
-    return sorted(p for p in Path(folder).iterdir()
-                  if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file())
+    files of an interrupted atomic write) are not images of the dataset. A broken symbolic link is listed, so
+    that reading it names it (a dataset moved from under its links is not silently smaller)."""
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS
+                  and not p.name.startswith(".") and not p.is_dir())
 
 
 def images_by_stem(folder: str | Path) -> dict[str, Path]:
