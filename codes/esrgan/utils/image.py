@@ -57,10 +57,6 @@ def images_by_stem(folder: str | Path) -> dict[str, Path]:
     return {stem: paths[0] for stem, paths in by_stem.items()}
 
 
-def _is_jpeg(data: np.ndarray | bytes) -> bool:
-    return bytes(data[:2]) == b"\xff\xd8"
-
-
 def read_raw(path: str | Path) -> np.ndarray:
     """Decode an image file: 8 or 16 bits, gray or OpenCV's BGR(A) channel order, the pixels as stored except
     that a JPEG is turned upright by its EXIF orientation, as image viewers and BasicSR's reader show it.
@@ -68,12 +64,10 @@ def read_raw(path: str | Path) -> np.ndarray:
     The file is read by NumPy and decoded from memory: OpenCV's own file functions crash on some names that
     are not valid UTF-8 (Latin-1 names from an old archive, say).
     """
-    try:
-        data = np.fromfile(os.fspath(path), dtype=np.uint8)
-    except OSError as err:
-        raise OSError(f"cannot read image {path}: {err.strerror or err}") from None
+    data = np.fromfile(os.fspath(path), dtype=np.uint8)  # a missing file: FileNotFoundError naming it
     # OpenCV applies the EXIF orientation except under IMREAD_UNCHANGED, which keeps alpha (a JPEG has none).
-    flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR if _is_jpeg(data) else cv2.IMREAD_UNCHANGED
+    jpeg = data[:2].tobytes() == b"\xff\xd8"
+    flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR if jpeg else cv2.IMREAD_UNCHANGED
     img = cv2.imdecode(data, flags) if data.size else None
     if img is None:
         raise OSError(f"cannot decode image {path}: the file is truncated or not an image")
