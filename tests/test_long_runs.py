@@ -1,5 +1,6 @@
 """Long runs: exact resume, auto-resume, signals, SIGKILL at a random moment, non-finite losses, EMA, pruning."""
 
+import logging
 import math
 import os
 import random
@@ -489,6 +490,67 @@ def test_a_stop_signal_raises_training_stopped_unless_the_run_is_complete(tmp_pa
     else:
         assert train(o) == tmp_path / "run"  # finished: exit status 0, nothing to continue
     assert checkpoint.saved_iterations(tmp_path / "run")[-1] == at
+
+
+def test_a_stop_whose_checkpoint_does_not_fit_names_no_state_that_is_not_there(tmp_path, monkeypatch):
+    from esrgan.engine import trainer
+
+    check_health, real_save = trainer._check_health, trainer.save_checkpoint
+
+    def signal_at(model, max_nonfinite, step):
+        check_health(model, max_nonfinite, step)
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def disk_full_at_2(run_dir, step, *args, **kwargs):
+        if step == 2:
+            raise checkpoint.DiskFullError("3 MiB free")
+        real_save(run_dir, step, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "_check_health", signal_at)
+    monkeypatch.setattr(trainer, "save_checkpoint", disk_full_at_2)
+    o = options(tmp_path, **{"model": "sr", "train.gan.niter": 0, "train.psnr.niter": 3, "logger.save_freq": 1})
+    with pytest.raises(trainer.TrainingStopped):
+        train(o)
+    assert checkpoint.saved_iterations(tmp_path / "run") == [1]
+    text = log_text(tmp_path / "run")
+    assert "checkpoint of iteration 2 NOT saved: 3 MiB free" in text
+    assert "Stopped by SIGINT at iteration 2 without its checkpoint (see above); --auto_resume continues from the " \
+           "newest state that was saved" in text
+    assert "2.state" not in text
+
+
+def test_the_temporaries_of_a_save_killed_midway_are_deleted_when_the_run_continues(tmp_path):
+    sr = {"model": "sr", "train.gan.niter": 0, "logger.save_freq": 1}
+    run = train(options(tmp_path, **sr, **{"train.psnr.niter": 1}))
+    leftovers = [run / "models" / ".2_G.k3j9_x.tmp.pth", run / "training_state" / ".2.q81hz0.tmp.state"]
+    for path in leftovers:
+        path.write_bytes(b"half a checkpo")  # what kill -9 during a save leaves: atomic_output's clean-up never ran
+    train(options(tmp_path, **sr, **{"train.psnr.niter": 2}), auto_resume=True)
+    assert not any(path.exists() for path in leftovers)
+    assert checkpoint.saved_iterations(run) == [1, 2]
+
+
+def test_an_error_that_is_not_bad_input_reaches_the_log_file_with_its_traceback(tmp_path):
+    from esrgan.cli import _run
+    from esrgan.utils.logger import add_log_file
+
+    def out_of_memory():
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    logger = logging.getLogger("esrgan")
+    before = list(logger.handlers)
+    add_log_file(tmp_path / "train.log")
+    try:
+        with pytest.raises(RuntimeError, match="out of memory"):
+            _run(out_of_memory)
+    finally:
+        for handler in set(logger.handlers) - set(before):
+            logger.removeHandler(handler)
+            handler.close()
+    text = (tmp_path / "train.log").read_text()
+    assert "error: the run ended with an unexpected error" in text and "Traceback" in text
+    assert "RuntimeError: CUDA out of memory" in text
 
 
 def test_auto_resume_takes_the_runs_own_newest_state_over_path_resume_state(tmp_path):

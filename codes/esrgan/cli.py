@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from collections.abc import Callable
 
 from .options import OptionError, TestOptions, TrainOptions, load_options
@@ -31,7 +32,7 @@ def _run(job: Callable[[], object]) -> int:
         # Under torchrun a worker's non-zero exit is a crash that --max-restarts restarts; the agent reports a
         # signal it received itself.
         return 0 if os.environ.get("TORCHELASTIC_RUN_ID") else stopped.exit_status
-    except (OptionError, ValueError, OSError) as err:
+    except (OptionError, ValueError, OSError, FloatingPointError) as err:
         from .utils.logger import log_error_to_file
 
         log_error_to_file(f"error: {err}")
@@ -39,6 +40,11 @@ def _run(job: Callable[[], object]) -> int:
             raise
         print(f"error: {err}\n(set ESRGAN_TRACEBACK=1 to see the traceback)", file=sys.stderr)
         return 2
+    except Exception:  # out of GPU memory, a bug: the traceback on the console, and in the log file too
+        from .utils.logger import log_error_to_file
+
+        log_error_to_file(f"error: the run ended with an unexpected error\n{traceback.format_exc()}")
+        raise
     return 0
 
 

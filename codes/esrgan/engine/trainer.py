@@ -29,6 +29,7 @@ from ..data.paired import PairedImageDataset
 from ..models.esrgan import ESRGANModel, SRModel, changed_settings
 from ..models.networks import build_discriminator, build_feature_extractor, build_generator, load_weights
 from ..options import TrainOptions, dump_yaml
+from ..utils.files import remove_temporaries
 from ..utils.image import tensor2img, write_image
 from ..utils.logger import add_log_file, setup_logging
 from ..utils.misc import archive_existing, rng_state, select_device, set_random_seed, set_rng_state, timestamp
@@ -121,6 +122,9 @@ def prepare_run_dir(o: TrainOptions, resuming: bool, world: World) -> Path:
                 print(f"An earlier run {run_dir} was moved to {archived}")
         for sub in ("models", "training_state", "val_images", "tb_logger"):
             (run_dir / sub).mkdir(parents=True, exist_ok=True)
+        for sub in ("models", "training_state"):  # a save the previous process was killed in
+            for leftover in remove_temporaries(run_dir / sub):
+                print(f"Deleted {leftover}, the unfinished write of an interrupted save")
     barrier(world)
     return run_dir
 
@@ -442,10 +446,12 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
     # val_freq, save_freq and keep_last: its model is the one to fine-tune from or interpolate with (paper, 4.4).
     psnr_end = o.train.psnr.niter if o.model == "esrgan" and o.train.psnr.niter > 0 else None
 
-    def save(step: int) -> None:
+    def save(step: int) -> bool:
+        """Save the checkpoint of `step`; False (after logging why) when it did not fit on the disk."""
         state = {"iter": step, "phase": model.phase(step), "psnr_niter": o.train.psnr.niter,
                  "model": model.state_dict(), "rng": rng_state(),
                  "best": best, "epoch_position": list(divmod(step, iters_per_epoch))}
+        saved = True
         if world.is_main:
             # D's own file only once it trains: in the PSNR phase it is the initial D (the state holds it anyway).
             nets = {"G": model.deployable_generator()} | ({"D": model.net_d} if model.phase(step) == "gan" else {})
@@ -460,7 +466,9 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
                 if step == total:
                     raise
                 log.error("checkpoint of iteration %d NOT saved: %s", step, err)
+                saved = False
         barrier(world)
+        return saved
 
     meter = LossMeter(world)
     stop = StopRequest()
@@ -538,13 +546,19 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
                 # iteration; several agree every STOP_CHECK_EVERY iterations (one small all-reduce).
                 stopping = stop.signal is not None if not world.distributed else (
                     (printing or step % STOP_CHECK_EVERY == 0) and any_rank(stop.signal is not None, world, device))
+                saved = False
                 if step % o.logger.save_freq == 0 or phase_end or stopping:
                     with pace.pause():
-                        save(step)
+                        saved = save(step)
                 if stopping and step < total:  # a stop at the last step is a finished run
                     received = signal.Signals(stop.signal).name if stop.signal is not None else "another process"
-                    log.warning("Stopped by %s at iteration %d; continue with --auto_resume (or "
-                                "path.resume_state=%s)", received, step, run_dir / "training_state" / f"{step}.state")
+                    if saved:
+                        log.warning("Stopped by %s at iteration %d; continue with --auto_resume (or "
+                                    "path.resume_state=%s)", received, step,
+                                    run_dir / "training_state" / f"{step}.state")
+                    else:
+                        log.warning("Stopped by %s at iteration %d without its checkpoint (see above); "
+                                    "--auto_resume continues from the newest state that was saved", received, step)
                     # A process that another one's signal stopped reports SIGTERM, what a scheduler sends.
                     raise TrainingStopped(stop.signal or signal.SIGTERM)
                 if step >= total:

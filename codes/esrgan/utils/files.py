@@ -45,6 +45,15 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
         Path(tmp).unlink(missing_ok=True)
 
 
+def remove_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporaries `atomic_output` left in `folder` when its process was killed mid-write (a crash
+    skips its clean-up); only for folders that no other process is writing to. Returns what was deleted."""
+    leftovers = [p for p in Path(folder).glob(".*.tmp*") if p.is_file()]
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    return leftovers
+
+
 def _fsync_directory(directory: Path) -> None:
     """Make the rename itself durable (POSIX); Windows cannot open a directory, and needs no such step."""
     if os.name != "posix":
