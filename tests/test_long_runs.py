@@ -492,6 +492,29 @@ def test_a_stop_signal_raises_training_stopped_unless_the_run_is_complete(tmp_pa
     assert checkpoint.saved_iterations(tmp_path / "run")[-1] == at
 
 
+def test_in_the_gan_phase_best_g_is_never_the_psnr_phases_which_becomes_best_g_psnr(tmp_path, monkeypatch):
+    from esrgan.engine import trainer
+
+    check_health = trainer._check_health
+
+    def signal_at(model, max_nonfinite, step):
+        check_health(model, max_nonfinite, step)
+        if step == 3:  # the GAN phase's first iteration, before its first validation
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(trainer, "_check_health", signal_at)
+    val = {"name": "v", "dataroot_GT": str(REPO_ROOT / "datasets" / "demo" / "val")}
+    o = options(tmp_path, **{"train.psnr.niter": 2, "train.gan.niter": 4, "train.val_freq": 100,
+                             "datasets.val": val})
+    with pytest.raises(trainer.TrainingStopped):
+        train(o)
+    models = tmp_path / "run" / "models"
+    assert not (models / "best_G.pth").exists()
+    psnr_end = torch.load(models / "2_G.pth", weights_only=True)  # validated as the phase's end, its only one
+    best_psnr = torch.load(models / "best_G_psnr.pth", weights_only=True)
+    assert all(torch.equal(psnr_end[k], best_psnr[k]) for k in psnr_end)
+
+
 def test_a_stop_whose_checkpoint_does_not_fit_names_no_state_that_is_not_there(tmp_path, monkeypatch):
     from esrgan.engine import trainer
 

@@ -4,7 +4,8 @@ Layout of a run folder:
     models/<iter>_G.pth, models/latest_G.pth   deployable generator (the EMA when enabled): a raw state dict
                                                 with the seed's keys
     models/<iter>_D.pth                         discriminator
-    models/best_G.pth                           the generator of the best validation PSNR
+    models/best_G.pth                           the generator of the best validation PSNR of the current phase
+    models/best_G_psnr.pth                      in the GAN phase: the PSNR phase's best_G.pth
     training_state/<iter>.state                 everything needed to resume (weights, optimizers, schedulers,
                                                 RNG states, iteration, best metrics)
     training_state/latest                       the iteration of the newest complete state (written last)
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 LATEST = "latest"
 BEST_G = "best_G.pth"
+BEST_G_PSNR = "best_G_psnr.pth"
 DISK_HEADROOM = 1.2  # encoding overhead and a margin over the raw tensor bytes
 _STATE_NAME = re.compile(r"^(\d+)\.state$")
 _MODEL_NAME = re.compile(r"^(\d+)_[A-Za-z_]+\.pth$")
@@ -81,6 +83,15 @@ def save_checkpoint(run_dir: Path, step: int, networks: dict[str, torch.nn.Modul
 def save_best(run_dir: Path, net: torch.nn.Module) -> None:
     """models/best_G.pth: the generator `net` of the best validation so far."""
     atomic_save(cpu_state(net), run_dir / "models" / BEST_G)
+
+
+def retire_psnr_best(run_dir: Path) -> None:
+    """The GAN phase starts: the PSNR phase's best generator becomes models/best_G_psnr.pth, so that best_G.pth
+    is never a PSNR-phase model in the GAN phase (before the GAN phase's first validation, say)."""
+    best_file = run_dir / "models" / BEST_G
+    if best_file.is_file():
+        best_file.replace(run_dir / "models" / BEST_G_PSNR)
+        log.info("models/%s is now models/%s: the GAN phase keeps its own best", BEST_G, BEST_G_PSNR)
 
 
 def restore_best(run_dir: Path, step: int, best_iter: int) -> None:

@@ -40,6 +40,7 @@ from .checkpoint import (
     find_resume_state,
     load_training_state,
     restore_best,
+    retire_psnr_best,
     save_best,
     save_checkpoint,
 )
@@ -502,6 +503,8 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
                 step += 1
                 if psnr_end is not None and step == psnr_end + 1:
                     log.info("Iteration %d: PSNR phase done, GAN phase starts", step)
+                    if world.is_main:
+                        retire_psnr_best(run_dir)
                 if isinstance(model.run_step, GraphedSteps):
                     _release_finished_graphs(model.run_step, o, step)
                 bar.set_description(model.phase(step), refresh=False)
