@@ -490,6 +490,13 @@ def test_defaults_are_the_papers():
     assert (psnr.optim_G.beta1, psnr.optim_G.beta2, gan.optim_D.beta2) == (0.9, 0.999, 0.999)
 
 
+def test_a_psnr_optimizer_section_given_without_lr_keeps_the_phases_default_lr():
+    raw = minimal_train()
+    raw["train"]["psnr"]["optim_G"] = {"beta2": 0.99}  # as --set train.psnr.optim_G.beta2=0.99 makes it
+    assert parse_options(TrainOptions, raw).train.psnr.optim_G.lr == 2e-4
+    assert parse_options(TrainOptions, minimal_train()).train.psnr.optim_G.lr == 2e-4
+
+
 def test_the_papers_option_file_holds_the_papers_schedule():
     """options/train_ESRGAN.yml, by the numbers of ../shared/ESRGAN.md: batch 16 of 128x128 GT patches; PSNR phase
     L1 at 2e-4 halved every 200k iterations; GAN phase 400k iterations at 1e-4 for G and D, halved at 50k,

@@ -151,6 +151,11 @@ class OptimOpt:
 
 
 @dataclass
+class PsnrOptimOpt(OptimOpt):
+    lr: float = opt(2e-4, "Adam learning rate (the paper's 2e-4 for the PSNR-oriented model)", lo=0)
+
+
+@dataclass
 class SchedulerOpt:
     type: Literal["MultiStepLR", "CosineAnnealingRestartLR"] = opt("MultiStepLR", "learning-rate schedule")
     milestones: list[int] = opt(factory=list, doc="MultiStepLR: iterations (counted from the start of the "
@@ -171,7 +176,7 @@ class PsnrPhaseOpt:
     niter: int = opt(0, "iterations of the PSNR-oriented phase (L1 only) before the GAN phase; for model 'sr' "
                         "this is the whole run", lo=0)
     pixel_criterion: Literal["l1", "l2", "charbonnier"] = opt("l1", "pixel loss of the PSNR phase")
-    optim_G: OptimOpt = opt(factory=lambda: OptimOpt(lr=2e-4), doc="Adam of G in the PSNR phase")
+    optim_G: PsnrOptimOpt = opt(factory=PsnrOptimOpt, doc="Adam of G in the PSNR phase")
     scheduler: SchedulerOpt = opt(factory=SchedulerOpt, doc="lr schedule of the PSNR phase")
 
 
