@@ -33,6 +33,12 @@
 # set in the environment; SMOKE=1 runs the core, speed and quality stages with tiny networks on a CPU, to check the
 # commands (tests/test_benchmark.py does).
 set -euo pipefail
+usage="usage: bash scripts/gpu_checks.sh [core|speed|quality|tests|compile|all]"
+case "${1:-all}" in  # before anything runs: the machine check fails without a GPU
+    core|speed|quality|tests|compile|all) ;;
+    -h|--help) echo "$usage"; sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "$usage" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1  # what a stage printed reaches its file even when the stage is killed
 out="${OUT:-experiments/gpu_checks}"
@@ -140,5 +146,4 @@ case "${1:-all}" in
     tests) timed run_tests ;;
     compile) timed run_compile ;;
     all) stages run_speed run_quality run_tests run_compile ;;
-    *) echo "usage: bash scripts/gpu_checks.sh [core|speed|quality|tests|compile|all]" >&2; exit 2 ;;
 esac

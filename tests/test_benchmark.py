@@ -40,6 +40,16 @@ def test_metric_benchmark_prints_milliseconds_per_image():
     assert all(float(cell) > 0 for cell in row.strip("| \n").split("|")[1:])
 
 
+def test_the_gpu_check_script_answers_help_and_refuses_an_unknown_stage_before_checking_the_machine():
+    script = str(REPO_ROOT / "scripts" / "gpu_checks.sh")
+    usage = "usage: bash scripts/gpu_checks.sh [core|speed|quality|tests|compile|all]"
+    helped = subprocess.run(["bash", script, "--help"], capture_output=True, text=True, timeout=30)
+    assert helped.returncode == 0 and helped.stdout.startswith(usage + "\n")
+    assert "bash scripts/gpu_checks.sh core" in helped.stdout and "set -euo" not in helped.stdout
+    refused = subprocess.run(["bash", script, "cores"], capture_output=True, text=True, timeout=30)
+    assert (refused.returncode, refused.stderr) == (2, usage + "\n")
+
+
 def test_the_gpu_check_script_runs_its_core_and_speed_stages_in_smoke_mode(tmp_path):
     """SMOKE=1: tiny networks on the CPU, so that the commands and option keys the GPU session will run are
     checked here (the graph mode is left out on a CPU, and says so). `core` runs the CUDA tests (skipped here),

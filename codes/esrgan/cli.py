@@ -11,12 +11,11 @@ from collections.abc import Callable
 from .options import OptionError, TestOptions, TrainOptions, load_options
 
 
-def _parser(description: str) -> argparse.ArgumentParser:
+def _parser(description: str, example: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("-opt", "--opt", required=True, help="path to the YAML option file")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override an option, e.g. --set train.gan.niter=1000 (value parsed as YAML; "
-                             "repeatable)")
+                        help=f"override an option, e.g. --set {example} (value parsed as YAML; repeatable)")
     return parser
 
 
@@ -49,7 +48,7 @@ def _run(job: Callable[[], object]) -> int:
 
 
 def train_main(argv: list[str] | None = None) -> int:
-    parser = _parser("Train ESRGAN (or a PSNR-oriented RRDBNet) from a YAML option file.")
+    parser = _parser("Train ESRGAN (or a PSNR-oriented RRDBNet) from a YAML option file.", "train.gan.niter=1000")
     parser.add_argument("--auto_resume", "--auto-resume", action="store_true",
                         help="continue from the newest complete training state of this run, if there is one")
     args = parser.parse_args(argv)
@@ -63,7 +62,7 @@ def train_main(argv: list[str] | None = None) -> int:
 
 
 def test_main(argv: list[str] | None = None) -> int:
-    args = _parser("Super-resolve test sets with a trained generator and score them.").parse_args(argv)
+    args = _parser("Super-resolve test sets with a trained generator and score them.", "test.tile=256").parse_args(argv)
 
     def job() -> None:
         from .engine.tester import test
