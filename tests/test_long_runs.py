@@ -232,7 +232,7 @@ def test_a_save_without_enough_disk_space_says_so(tmp_path, monkeypatch):
 def test_training_state_holds_only_safely_loadable_data(tmp_path):
     run = train(options(tmp_path, **{"train.psnr.niter": 1, "train.gan.niter": 1, "train.ema_decay": 0.5}))
     state = torch.load(run / "training_state" / "2.state", weights_only=True)
-    assert set(state) == {"iter", "phase", "psnr_niter", "model", "rng", "best", "epoch_position"}
+    assert set(state) == {"iter", "phase", "psnr_niter", "model", "rng", "best", "epoch_position", "data_order"}
     assert set(state["model"]["optimizers"]) == {"G_psnr", "G", "D"}
     assert state["rng"]["torch"].dtype == torch.uint8
 
@@ -574,6 +574,23 @@ def test_an_error_that_is_not_bad_input_reaches_the_log_file_with_its_traceback(
     text = (tmp_path / "train.log").read_text()
     assert "error: the run ended with an unexpected error" in text and "Traceback" in text
     assert "RuntimeError: CUDA out of memory" in text
+
+
+def test_resuming_with_other_data_settings_warns_that_the_batches_differ(tmp_path):
+    sr = {"model": "sr", "train.gan.niter": 0, "logger.save_freq": 1, "datasets.train.dataset_enlarge_ratio": 1}
+    run = train(options(tmp_path, **sr, **{"train.psnr.niter": 2}))
+    train(options(tmp_path, **sr, **{"train.psnr.niter": 3}), auto_resume=True)  # the same settings: no warning
+    assert "are not those the saved run would have seen" not in log_texts(run)
+    other = {"datasets.train.dataset_enlarge_ratio": 3, "train.manual_seed": 7}
+    train(options(tmp_path, **sr | other, **{"train.psnr.niter": 4}), auto_resume=True)
+    assert ("--auto_resume: the training batches from here on are not those the saved run would have seen, as these "
+            "differ from it (the networks and optimizers continue as saved):\n"
+            "  train.manual_seed: 10 in the training state, 7 now\n"
+            "  datasets.train.dataset_enlarge_ratio: 1 in the training state, 3 now") in log_texts(run)
+
+
+def log_texts(run: Path) -> str:
+    return "".join(p.read_text() for p in sorted(run.glob("train_*.log")))
 
 
 def test_auto_resume_takes_the_runs_own_newest_state_over_path_resume_state(tmp_path):

@@ -339,6 +339,16 @@ def _restore(model: SRModel, resume: dict[str, Any], path: str, source: str) -> 
     return changed
 
 
+def _data_order(o: TrainOptions, images: int, world_size: int) -> dict[str, Any]:
+    """What fixes the training batches of each iteration: a resumed run sees the batches the uninterrupted run
+    would have seen only if these are those of the saved run."""
+    tr = o.datasets.train
+    return {"train.manual_seed": o.train.manual_seed, "training images": images,
+            "datasets.train.dataset_enlarge_ratio": tr.dataset_enlarge_ratio,
+            "datasets.train.batch_size": tr.batch_size, "datasets.train.use_shuffle": tr.use_shuffle,
+            "processes": world_size}
+
+
 def _set_up_speed(model: SRModel, o: TrainOptions, device: torch.device, world: World) -> None:
     """Multi-process wrapping (SyncBatchNorm in D on request), torch.compile and CUDA-graph capture, as the
     options ask."""
@@ -404,10 +414,13 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
                                       tr.dataset_enlarge_ratio, pin_memory=device.type == "cuda",
                                       rank=world.rank, world_size=world.world_size)
 
-    start_step, best, changed = 0, _no_best(), {}
+    data_order = _data_order(o, len(train_set), world.world_size)
+    start_step, best, changed, reordered = 0, _no_best(), {}, {}
     if resume is not None:
         changed = _restore(model, resume, resume_path, source)
         start_step, best = resume["iter"], resume["best"]
+        saved_order = resume.get("data_order", data_order)  # states of earlier versions did not record it
+        reordered = {k: (saved_order.get(k), v) for k, v in data_order.items() if saved_order.get(k) != v}
     # A state of this run's own folder continues it there; one from elsewhere (another run's) starts a new folder,
     # an earlier run of this name being moved aside as for any new run, so that its checkpoints stay as they are.
     continuing = resume is not None and (
@@ -424,6 +437,11 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
                         "run from the saved weights (path.pretrain_model_G / pretrain_model_D).", source,
                         "\n  ".join(f"{key}: {saved} in the training state, {given} in the options"
                                      for key, (saved, given) in changed.items()))
+        if reordered and world.is_main:
+            log.warning("%s: the training batches from here on are not those the saved run would have seen, as "
+                        "these differ from it (the networks and optimizers continue as saved):\n  %s", source,
+                        "\n  ".join(f"{key}: {saved} in the training state, {now} now"
+                                     for key, (saved, now) in reordered.items()))
         if world.is_main and continuing:
             restore_best(run_dir, start_step, best["iter"])
     _set_up_speed(model, o, device, world)
@@ -451,7 +469,7 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
         """Save the checkpoint of `step`; False (after logging why) when it did not fit on the disk."""
         state = {"iter": step, "phase": model.phase(step), "psnr_niter": o.train.psnr.niter,
                  "model": model.state_dict(), "rng": rng_state(),
-                 "best": best, "epoch_position": list(divmod(step, iters_per_epoch))}
+                 "best": best, "epoch_position": list(divmod(step, iters_per_epoch)), "data_order": data_order}
         saved = True
         if world.is_main:
             # D's own file only once it trains: in the PSNR phase it is the initial D (the state holds it anyway).
