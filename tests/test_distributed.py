@@ -134,6 +134,8 @@ def test_validation_metrics_shared_out_over_two_ranks_are_the_means_over_every_i
     assert two.returncode == 0, two.stderr
     events = EventAccumulator(str(tmp_path / "run" / "tb_logger"), size_guidance={"scalars": 0}).Reload()
     logged = {k: events.Scalars(f"val/{k}")[0].value for k in ("psnr", "niqe", "psnr_bicubic", "niqe_bicubic")}
+    # every image in TensorBoard (tb_images 4), rank 1's included
+    assert sorted(events.Tags()["images"]) == [f"val/crop{k} (SR | GT)" for k in range(3)]
 
     net = RRDBNet(3, 3, nf=8, nb=1, gc=4)
     net.load_state_dict(torch.load(tmp_path / "run" / "models" / "3_G.pth", weights_only=True))

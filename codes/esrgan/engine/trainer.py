@@ -203,7 +203,9 @@ def validate(model: SRModel, dataset: PairedImageDataset, evaluator: Evaluator, 
              run_dir: Path, writer: Any, tb_images: int, world: World, tile: int, tile_overlap: int,
              skip: Collection[str] = ()) -> dict[str, float]:
     """Super-resolve the validation set, shared out over the ranks; the means of the evaluator's metrics (but
-    `skip`), border `scale` cropped. Every rank gets the same means."""
+    `skip`), border `scale` cropped. Every rank gets the same means. The first `tb_images` images, SR beside GT,
+    go to TensorBoard through rank 0's `writer`, whichever rank made them."""
+    panels: list[tuple[int, str, np.ndarray]] = []
 
     def score(i: int, sample: dict) -> dict[str, float]:
         name = sample["name"]
@@ -211,12 +213,16 @@ def validate(model: SRModel, dataset: PairedImageDataset, evaluator: Evaluator, 
                                       tile_overlap=tile_overlap, device=model.device))
         gt = tensor2img(sample["GT"])
         write_image(run_dir / "val_images" / name / f"{name}_{step}.png", sr)
-        if writer is not None and i < tb_images:
-            side_by_side = np.concatenate([sr, gt], axis=1)
-            writer.add_image(f"val/{name} (SR | GT)", side_by_side, step, dataformats="HWC")
+        if i < tb_images:
+            panels.append((i, name, np.concatenate([sr, gt], axis=1)))
         return evaluator.score(sr, gt, name, skip)
 
-    return _scored_over_ranks(dataset, world, score, [m for m in evaluator.metrics if m not in skip])
+    means = _scored_over_ranks(dataset, world, score, [m for m in evaluator.metrics if m not in skip])
+    if tb_images:
+        shown = sorted((p for part in gather_objects(panels, world) for p in part), key=lambda p: p[0])
+        for _, name, panel in shown if writer is not None else ():
+            writer.add_image(f"val/{name} (SR | GT)", panel, step, dataformats="HWC")
+    return means
 
 
 def bicubic_baseline(dataset: PairedImageDataset, evaluator: Evaluator, scale: int, world: World) -> dict[str, float]:
@@ -549,7 +555,8 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
                     niqe_now = (step // o.train.val_freq) % o.train.val_niqe_every == 0 or phase_end
                     with pace.pause():
                         result = validate(model, val_set, evaluator, o.scale, step, run_dir, writer,
-                                          o.logger.tb_images, world, o.train.val_tile, o.train.val_tile_overlap,
+                                          o.logger.tb_images if o.logger.use_tb_logger else 0, world,
+                                          o.train.val_tile, o.train.val_tile_overlap,
                                           skip=() if niqe_now else ("niqe",))
                     log.info("Validation %s at iter %d: %s", val_set.name, step, ", ".join(
                         f"{describe({k: v})} (bicubic {format_value(k, bicubic[k])})" for k, v in result.items()))
