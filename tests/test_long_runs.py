@@ -515,6 +515,24 @@ def test_in_the_gan_phase_best_g_is_never_the_psnr_phases_which_becomes_best_g_p
     assert all(torch.equal(psnr_end[k], best_psnr[k]) for k in psnr_end)
 
 
+def test_validation_images_that_cannot_be_written_are_reported_and_training_goes_on(tmp_path, monkeypatch):
+    from esrgan.engine import trainer
+
+    def disk_full(path, img, png_level=None):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(trainer, "write_image", disk_full)
+    val = {"name": "v", "dataroot_GT": str(REPO_ROOT / "datasets" / "demo" / "val")}
+    run = train(options(tmp_path, **{"model": "sr", "train.gan.niter": 0, "train.psnr.niter": 2,
+                                     "train.val_freq": 1, "datasets.val": val}))
+    assert checkpoint.saved_iterations(run) == [2]
+    text = log_text(run)
+    for step in (1, 2):  # once per validation, not per image
+        assert text.count(f"validation images of iteration {step} not written ([Errno 28] No space left on "
+                          "device: ") == 1
+    assert "Validation v at iter 2: PSNR" in text
+
+
 def test_a_stop_whose_checkpoint_does_not_fit_names_no_state_that_is_not_there(tmp_path, monkeypatch):
     from esrgan.engine import trainer
 

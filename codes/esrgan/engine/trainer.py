@@ -204,15 +204,22 @@ def validate(model: SRModel, dataset: PairedImageDataset, evaluator: Evaluator, 
              skip: Collection[str] = ()) -> dict[str, float]:
     """Super-resolve the validation set, shared out over the ranks; the means of the evaluator's metrics (but
     `skip`), border `scale` cropped. Every rank gets the same means. The first `tb_images` images, SR beside GT,
-    go to TensorBoard through rank 0's `writer`, whichever rank made them."""
+    go to TensorBoard through rank 0's `writer`, whichever rank made them. An SR image that cannot be written (a
+    full disk) is reported, and validation and training go on: the checkpoints have their own disk check."""
     panels: list[tuple[int, str, np.ndarray]] = []
+    unwritten: list[str] = []  # reported once per validation
 
     def score(i: int, sample: dict) -> dict[str, float]:
         name = sample["name"]
         sr = tensor2img(super_resolve(model.deployable_generator(), sample["LQ"][None], scale, tile=tile,
                                       tile_overlap=tile_overlap, device=model.device))
         gt = tensor2img(sample["GT"])
-        write_image(run_dir / "val_images" / name / f"{name}_{step}.png", sr)
+        try:
+            write_image(run_dir / "val_images" / name / f"{name}_{step}.png", sr)
+        except OSError as err:
+            if not unwritten:
+                log.error("validation images of iteration %d not written (%s); validation goes on", step, err)
+            unwritten.append(name)
         if i < tb_images:
             panels.append((i, name, np.concatenate([sr, gt], axis=1)))
         return evaluator.score(sr, gt, name, skip)
