@@ -607,6 +607,16 @@ def test_resuming_with_other_data_settings_warns_that_the_batches_differ(tmp_pat
             "  datasets.train.dataset_enlarge_ratio: 1 in the training state, 3 now") in log_texts(run)
 
 
+def test_a_loss_report_over_another_window_than_print_freq_says_so(tmp_path):
+    sr = {"model": "sr", "train.gan.niter": 0, "logger.save_freq": 1, "logger.print_freq": 2}
+    run = train(options(tmp_path, **sr, **{"train.psnr.niter": 3}))
+    train(options(tmp_path, **sr, **{"train.psnr.niter": 4}), auto_resume=True)
+    reports = [line.split(" | ")[1] for line in log_texts(run).splitlines() if "s/it, data wait" in line]
+    assert [r.startswith("l_g_pix") for r in reports] == [True, True, True]
+    # iteration 2: the usual two; 3: the run's end, one; 4: one, since the resume at 3
+    assert [r.partition(" (")[2] for r in reports] == ["", "means over 1 iteration)", "means over 1 iteration)"]
+
+
 def log_texts(run: Path) -> str:
     return "".join(p.read_text() for p in sorted(run.glob("train_*.log")))
 

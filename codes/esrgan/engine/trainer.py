@@ -512,13 +512,19 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
     pace = Pace(step, data_wait)
     iters_per_epoch = len(train_loader)
 
+    last_report = start_step
+
     def report(at: int) -> None:
-        """Log (and write to TensorBoard) the losses averaged since the last report, and the pace."""
+        """Log (and write to TensorBoard) the losses averaged since the last report, and the pace; a mean over
+        fewer or more than print_freq iterations (after a resume, at the PSNR phase's end) says so."""
+        nonlocal last_report
         values = meter.read()
         seconds_per_iter, wait_fraction = pace.read(at)
+        window, last_report = at - last_report, at
         bar.set_postfix({k: f"{v:.3g}" for k, v in values.items() if not k.startswith("lr")})
-        log.info("iter %d (%s) %.3fs/it, data wait %.1f%% | %s", at, model.phase(at), seconds_per_iter,
-                 100 * wait_fraction, ", ".join(f"{k} {v:.4e}" for k, v in values.items()))
+        log.info("iter %d (%s) %.3fs/it, data wait %.1f%% | %s%s", at, model.phase(at), seconds_per_iter,
+                 100 * wait_fraction, ", ".join(f"{k} {v:.4e}" for k, v in values.items()),
+                 "" if window == o.logger.print_freq else f" (means over {window} iteration{'s' * (window != 1)})")
         if writer is not None:
             for key, value in values.items():
                 writer.add_scalar(f"train/{key}", value, at)
