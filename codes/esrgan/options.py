@@ -507,8 +507,8 @@ def _convert(value: Any, tp: Any, key: str, root_cls: type) -> Any:
         return int(number)
     if tp is float:
         number = _as_number(value)
-        if number is None or math.isnan(number):
-            raise OptionError(f"{key}: expected a number, got {value!r}")
+        if number is None or not math.isfinite(number):
+            raise OptionError(f"{key}: expected a finite number, got {value!r}")
         return float(number)
     if tp is str:
         if not isinstance(value, str | int | float) or isinstance(value, bool):
