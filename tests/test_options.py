@@ -273,6 +273,14 @@ def test_a_missing_dataroot_folder_names_the_key_and_the_path(tmp_path):
     assert str(missing) in message
 
 
+def test_a_missing_pretrained_model_says_how_to_resume_without_it(tmp_path):
+    gone = tmp_path / "RRDB_PSNR_x4.pth"
+    message = error_of(with_value(minimal_train(), "path.pretrain_model_G", str(gone)))
+    assert message.startswith(f"path.pretrain_model_G: file {gone} does not exist (relative paths start at ")
+    assert message.endswith("; a resumed run takes its weights from the training state: to resume without the "
+                            "file, add --set path.pretrain_model_G=~")
+
+
 def test_a_dataroot_that_is_a_file_says_to_give_its_folder(tmp_path):
     image = tmp_path / "img.png"
     image.write_bytes(b"")

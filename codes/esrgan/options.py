@@ -599,13 +599,13 @@ def _require_dir(path: str | None, key: str, check: bool) -> None:
         raise OptionError(f"{key}: folder {path} does not exist (relative paths start at {ROOT_NAME})")
 
 
-def _require_file(path: str | None, key: str, check: bool) -> None:
+def _require_file(path: str | None, key: str, check: bool, missing_hint: str = "") -> None:
     if check and path and Path(path).is_dir():
         hint = (": give one of its training_state/<iter>.state files, or train with --auto_resume"
                 if key == "path.resume_state" else "")
         raise OptionError(f"{key}: {path} is a folder, not a file{hint}")
     if check and path and not Path(path).is_file():
-        raise OptionError(f"{key}: file {path} does not exist (relative paths start at {ROOT_NAME})")
+        raise OptionError(f"{key}: file {path} does not exist (relative paths start at {ROOT_NAME}){missing_hint}")
 
 
 def _check_dataset(ds: DatasetOpt, key: str, need_gt: bool, check: bool) -> None:
@@ -634,8 +634,10 @@ def _check_train(o: TrainOptions, check: bool) -> None:
     _check_dataset(tr, "datasets.train", need_gt=True, check=check)
     if o.datasets.val is not None:
         _check_dataset(o.datasets.val, "datasets.val", need_gt=True, check=check)
-    _require_file(o.path.pretrain_model_G, "path.pretrain_model_G", check)
-    _require_file(o.path.pretrain_model_D, "path.pretrain_model_D", check)
+    for net in "GD":  # read by a new run only
+        _require_file(getattr(o.path, f"pretrain_model_{net}"), f"path.pretrain_model_{net}", check,
+                      f"; a resumed run takes its weights from the training state: to resume without the file, "
+                      f"add --set path.pretrain_model_{net}=~")
     _require_file(o.path.resume_state, "path.resume_state", check)
     if o.model == "sr":
         if o.train.gan.niter:
