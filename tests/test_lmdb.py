@@ -266,11 +266,12 @@ def test_empty_input_folder_is_rejected(tmp_path):
         create_lmdb(tmp_path / "in", tmp_path / "out.lmdb", progress=False)
 
 
-def test_a_float_image_is_refused_by_name_rather_than_stored_as_8_bits(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_float_image_is_refused_by_name_rather_than_stored_as_8_bits(tmp_path, workers):
     folder = _folder(tmp_path / "in", ["a.png"])
     assert cv2.imwrite(str(folder / "b.tiff"), np.full((4, 4, 3), 0.5, dtype=np.float32))
     with pytest.raises(OSError, match=r"b\.tiff has sample type float32; only 8- and 16-bit"):
-        create_lmdb(folder, tmp_path / "out.lmdb", progress=False, workers=1)
+        create_lmdb(folder, tmp_path / "out.lmdb", progress=False, workers=workers)
 
 
 def test_lmdb_made_from_another_folder_is_not_completed(tmp_path):

@@ -492,27 +492,31 @@ def test_a_stop_signal_raises_training_stopped_unless_the_run_is_complete(tmp_pa
     assert checkpoint.saved_iterations(tmp_path / "run")[-1] == at
 
 
-def test_in_the_gan_phase_best_g_is_never_the_psnr_phases_which_becomes_best_g_psnr(tmp_path, monkeypatch):
+def test_in_the_gan_phase_best_g_is_never_a_psnr_phase_model(tmp_path, monkeypatch):
+    """Not before the GAN phase's first validation either, nor after a resume at the switch that abandoned a GAN
+    continuation (whose best_G.pth was written before any of its checkpoints)."""
     from esrgan.engine import trainer
 
-    check_health = trainer._check_health
+    check_health, crash_at = trainer._check_health, [4]
 
-    def signal_at(model, max_nonfinite, step):
+    def crash(model, max_nonfinite, step):
         check_health(model, max_nonfinite, step)
-        if step == 3:  # the GAN phase's first iteration, before its first validation
-            os.kill(os.getpid(), signal.SIGTERM)
+        if step in crash_at:
+            crash_at.clear()
+            raise RuntimeError("killed")
 
-    monkeypatch.setattr(trainer, "_check_health", signal_at)
+    monkeypatch.setattr(trainer, "_check_health", crash)
     val = {"name": "v", "dataroot_GT": str(REPO_ROOT / "datasets" / "demo" / "val")}
-    o = options(tmp_path, **{"train.psnr.niter": 2, "train.gan.niter": 4, "train.val_freq": 100,
-                             "datasets.val": val})
-    with pytest.raises(trainer.TrainingStopped):
-        train(o)
+    settings = {"train.psnr.niter": 2, "train.gan.niter": 4, "datasets.val": val}
     models = tmp_path / "run" / "models"
+    with pytest.raises(RuntimeError, match="killed"):  # after iteration 3's validation, before its checkpoint
+        train(options(tmp_path, **settings, **{"train.val_freq": 1, "logger.save_freq": 100}))
+    assert (models / "best_G.pth").is_file() and checkpoint.saved_iterations(tmp_path / "run") == [2]
+    crash_at.append(3)  # resumed at the switch: stopped at the GAN phase's first iteration, before validating
+    with pytest.raises(RuntimeError, match="killed"):
+        train(options(tmp_path, **settings, **{"train.val_freq": 100}), auto_resume=True)
     assert not (models / "best_G.pth").exists()
-    psnr_end = torch.load(models / "2_G.pth", weights_only=True)  # validated as the phase's end, its only one
-    best_psnr = torch.load(models / "best_G_psnr.pth", weights_only=True)
-    assert all(torch.equal(psnr_end[k], best_psnr[k]) for k in psnr_end)
+    assert sorted(p.name for p in models.iterdir()) == ["2_G.pth", "latest_G.pth"]
 
 
 def test_validation_images_that_cannot_be_written_are_reported_and_training_goes_on(tmp_path, monkeypatch):

@@ -277,8 +277,9 @@ def test_a_missing_pretrained_model_says_how_to_resume_without_it(tmp_path):
     gone = tmp_path / "RRDB_PSNR_x4.pth"
     message = error_of(with_value(minimal_train(), "path.pretrain_model_G", str(gone)))
     assert message.startswith(f"path.pretrain_model_G: file {gone} does not exist (relative paths start at ")
-    assert message.endswith("; a resumed run takes its weights from the training state: to resume without the "
-                            "file, add --set path.pretrain_model_G=~")
+    assert message.endswith("; a run resumed from a training state takes its weights from there: to resume "
+                            "without the file, add --set path.pretrain_model_G=~ (a new run would then start from "
+                            "random weights)")
 
 
 def test_a_dataroot_that_is_a_file_says_to_give_its_folder(tmp_path):

@@ -636,8 +636,9 @@ def _check_train(o: TrainOptions, check: bool) -> None:
         _check_dataset(o.datasets.val, "datasets.val", need_gt=True, check=check)
     for net in "GD":  # read by a new run only
         _require_file(getattr(o.path, f"pretrain_model_{net}"), f"path.pretrain_model_{net}", check,
-                      f"; a resumed run takes its weights from the training state: to resume without the file, "
-                      f"add --set path.pretrain_model_{net}=~")
+                      f"; a run resumed from a training state takes its weights from there: to resume without "
+                      f"the file, add --set path.pretrain_model_{net}=~ (a new run would then start from "
+                      "random weights)")
     _require_file(o.path.resume_state, "path.resume_state", check)
     if o.model == "sr":
         if o.train.gan.niter:

@@ -5,7 +5,6 @@ Layout of a run folder:
                                                 with the seed's keys
     models/<iter>_D.pth                         discriminator
     models/best_G.pth                           the generator of the best validation PSNR of the current phase
-    models/best_G_psnr.pth                      in the GAN phase: the PSNR phase's best_G.pth
     training_state/<iter>.state                 everything needed to resume (weights, optimizers, schedulers,
                                                 RNG states, iteration, best metrics)
     training_state/latest                       the iteration of the newest complete state (written last)
@@ -27,7 +26,6 @@ log = logging.getLogger(__name__)
 
 LATEST = "latest"
 BEST_G = "best_G.pth"
-BEST_G_PSNR = "best_G_psnr.pth"
 DISK_HEADROOM = 1.2  # encoding overhead and a margin over the raw tensor bytes
 _STATE_NAME = re.compile(r"^(\d+)\.state$")
 _MODEL_NAME = re.compile(r"^(\d+)_[A-Za-z_]+\.pth$")
@@ -85,13 +83,15 @@ def save_best(run_dir: Path, net: torch.nn.Module) -> None:
     atomic_save(cpu_state(net), run_dir / "models" / BEST_G)
 
 
-def retire_psnr_best(run_dir: Path) -> None:
-    """The GAN phase starts: the PSNR phase's best generator becomes models/best_G_psnr.pth, so that best_G.pth
-    is never a PSNR-phase model in the GAN phase (before the GAN phase's first validation, say)."""
+def drop_psnr_best(run_dir: Path, psnr_end: int) -> None:
+    """The GAN phase starts its own best record: models/best_G.pth, the PSNR phase's (or that of a GAN phase
+    abandoned by a resume), is deleted, so that it is never taken for the best GAN model (before the GAN phase's
+    first validation, say). The PSNR phase's end stays in models/<psnr_end>_G.pth."""
     best_file = run_dir / "models" / BEST_G
     if best_file.is_file():
-        best_file.replace(run_dir / "models" / BEST_G_PSNR)
-        log.info("models/%s is now models/%s: the GAN phase keeps its own best", BEST_G, BEST_G_PSNR)
+        best_file.unlink()
+        log.info("models/%s deleted: the GAN phase keeps its own best (the PSNR phase's end is models/%d_G.pth)",
+                 BEST_G, psnr_end)
 
 
 def restore_best(run_dir: Path, step: int, best_iter: int) -> None:

@@ -37,10 +37,10 @@ from .checkpoint import (
     DiskFullError,
     check_iterations_left,
     check_phase_split,
+    drop_psnr_best,
     find_resume_state,
     load_training_state,
     restore_best,
-    retire_psnr_best,
     save_best,
     save_checkpoint,
 )
@@ -479,7 +479,8 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
     psnr_end = o.train.psnr.niter if o.model == "esrgan" and o.train.psnr.niter > 0 else None
 
     def save(step: int) -> bool:
-        """Save the checkpoint of `step`; False (after logging why) when it did not fit on the disk."""
+        """Save the checkpoint of `step`; False on every rank (after logging why) when it did not fit on the
+        disk."""
         state = {"iter": step, "phase": model.phase(step), "psnr_niter": o.train.psnr.niter,
                  "model": model.state_dict(), "rng": rng_state(),
                  "best": best, "epoch_position": list(divmod(step, iters_per_epoch)), "data_order": data_order}
@@ -499,8 +500,8 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
                     raise
                 log.error("checkpoint of iteration %d NOT saved: %s", step, err)
                 saved = False
-        barrier(world)
-        return saved
+        # Rank 0's answer for every rank; the all-reduce also holds them until its save is done.
+        return not any_rank(not saved, world, device)
 
     meter = LossMeter(world)
     stop = StopRequest()
@@ -541,7 +542,7 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
                 if psnr_end is not None and step == psnr_end + 1:
                     log.info("Iteration %d: PSNR phase done, GAN phase starts", step)
                     if world.is_main:
-                        retire_psnr_best(run_dir)
+                        drop_psnr_best(run_dir, psnr_end)
                 if isinstance(model.run_step, GraphedSteps):
                     _release_finished_graphs(model.run_step, o, step)
                 bar.set_description(model.phase(step), refresh=False)
