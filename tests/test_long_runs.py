@@ -412,8 +412,8 @@ def test_the_pace_leaves_out_validation_and_checkpoints():
     with pace.pause():
         time.sleep(0.3)  # a validation
     time.sleep(0.02)
-    seconds_per_iter, wait = pace.read(12)
-    assert 0.005 < seconds_per_iter < 0.1 and wait == 0.0
+    window, seconds_per_iter, wait = pace.read(12)
+    assert window == 2 and 0.005 < seconds_per_iter < 0.1 and wait == 0.0
     assert pace.step == 12 and pace.paused == 0.0
 
 

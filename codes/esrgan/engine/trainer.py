@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -177,26 +177,29 @@ class Pace:
         finally:
             self.paused += time.time() - begun
 
-    def read(self, step: int) -> tuple[float, float]:
-        """(seconds per iteration, data-wait fraction) since the last read, which ended at iteration self.step."""
+    def read(self, step: int) -> tuple[int, float, float]:
+        """(iterations, seconds per iteration, data-wait fraction) since the last read, which ended at iteration
+        self.step."""
         elapsed = max(time.time() - self.start - self.paused, 1e-9)
-        per_iter = elapsed / max(step - self.step, 1)
+        window = step - self.step
+        per_iter = elapsed / max(window, 1)
         wait = min((self.data_wait.seconds - self.waited) / elapsed, 1.0)
         self._restart(step)
-        return per_iter, wait
+        return window, per_iter, wait
 
 
-def _scored_over_ranks(dataset: PairedImageDataset, world: World, score: Callable[[int, dict], dict[str, float]],
-                       metrics: Collection[str]) -> dict[str, float]:
-    """Means of `score(index, sample)` over the dataset, its images shared out over the ranks (every rank gets
-    the same means). An image that cannot be read (with skip_corrupt) is left out, not scored twice through the
-    image the dataset puts in its place."""
-    rows = []
+def _own_share(dataset: PairedImageDataset, world: World) -> Iterator[tuple[int, dict]]:
+    """(index, sample) of this rank's share of the validation images. An image that cannot be read (with
+    skip_corrupt) is left out, not scored twice through the image the dataset puts in its place."""
     for i in range(world.rank, len(dataset), world.world_size):
         sample = dataset[i]
         if sample["name"] == dataset.keys[i]:
-            rows.append(score(i, sample))
-    return mean_scores([r for part in gather_objects(rows, world) for r in part], metrics)
+            yield i, sample
+
+
+def _means_over_ranks(rows: list[dict[str, float]], world: World, metrics: Collection[str]) -> dict[str, float]:
+    """The means of every rank's `rows`; every rank gets them."""
+    return mean_scores([row for part in gather_objects(rows, world) for row in part], metrics)
 
 
 def validate(model: SRModel, dataset: PairedImageDataset, evaluator: Evaluator, scale: int, step: int,
@@ -206,10 +209,8 @@ def validate(model: SRModel, dataset: PairedImageDataset, evaluator: Evaluator, 
     `skip`), border `scale` cropped. Every rank gets the same means. The first `tb_images` images, SR beside GT,
     go to TensorBoard through rank 0's `writer`, whichever rank made them. An SR image that cannot be written (a
     full disk) is reported, and validation and training go on: the checkpoints have their own disk check."""
-    panels: list[tuple[int, str, np.ndarray]] = []
-    unwritten: list[str] = []  # reported once per validation
-
-    def score(i: int, sample: dict) -> dict[str, float]:
+    rows, panels, write_failed = [], [], False
+    for i, sample in _own_share(dataset, world):
         name = sample["name"]
         sr = tensor2img(super_resolve(model.deployable_generator(), sample["LQ"][None], scale, tile=tile,
                                       tile_overlap=tile_overlap, device=model.device))
@@ -217,26 +218,26 @@ def validate(model: SRModel, dataset: PairedImageDataset, evaluator: Evaluator, 
         try:
             write_image(run_dir / "val_images" / name / f"{name}_{step}.png", sr)
         except OSError as err:
-            if not unwritten:
+            if not write_failed:  # once per validation
                 log.error("validation images of iteration %d not written (%s); validation goes on", step, err)
-            unwritten.append(name)
+            write_failed = True
         if i < tb_images:
             panels.append((i, name, np.concatenate([sr, gt], axis=1)))
-        return evaluator.score(sr, gt, name, skip)
-
-    means = _scored_over_ranks(dataset, world, score, [m for m in evaluator.metrics if m not in skip])
+        rows.append(evaluator.score(sr, gt, name, skip))
+    means = _means_over_ranks(rows, world, [m for m in evaluator.metrics if m not in skip])
     if tb_images:
         shown = sorted((p for part in gather_objects(panels, world) for p in part), key=lambda p: p[0])
-        for _, name, panel in shown if writer is not None else ():
-            writer.add_image(f"val/{name} (SR | GT)", panel, step, dataformats="HWC")
+        if writer is not None:
+            for _, name, panel in shown:
+                writer.add_image(f"val/{name} (SR | GT)", panel, step, dataformats="HWC")
     return means
 
 
 def bicubic_baseline(dataset: PairedImageDataset, evaluator: Evaluator, scale: int, world: World) -> dict[str, float]:
     """The validation metrics of bicubic upscaling, shared out over the ranks like `validate`."""
-    return _scored_over_ranks(dataset, world, lambda i, sample: evaluator.score(
-        bicubic_image(sample["LQ"], scale), tensor2img(sample["GT"]), f"{sample['name']} (bicubic)"),
-        evaluator.metrics)
+    rows = [evaluator.score(bicubic_image(sample["LQ"], scale), tensor2img(sample["GT"]), f"{sample['name']} "
+                            "(bicubic)") for _, sample in _own_share(dataset, world)]
+    return _means_over_ranks(rows, world, evaluator.metrics)
 
 
 class TrainingStopped(Exception):  # noqa: N818 (a requested stop, not an error)
@@ -513,15 +514,11 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
     pace = Pace(step, data_wait)
     iters_per_epoch = len(train_loader)
 
-    last_report = start_step
-
     def report(at: int) -> None:
         """Log (and write to TensorBoard) the losses averaged since the last report, and the pace; a mean over
         fewer or more than print_freq iterations (after a resume, at the PSNR phase's end) says so."""
-        nonlocal last_report
         values = meter.read()
-        seconds_per_iter, wait_fraction = pace.read(at)
-        window, last_report = at - last_report, at
+        window, seconds_per_iter, wait_fraction = pace.read(at)
         bar.set_postfix({k: f"{v:.3g}" for k, v in values.items() if not k.startswith("lr")})
         log.info("iter %d (%s) %.3fs/it, data wait %.1f%% | %s%s", at, model.phase(at), seconds_per_iter,
                  100 * wait_fraction, ", ".join(f"{k} {v:.4e}" for k, v in values.items()),
