@@ -469,7 +469,7 @@ def _join(prefix: str, key: str) -> str:
     return f"{prefix}.{key}" if prefix else key
 
 
-def _convert(value: Any, tp: Any, key: str, root_cls: type) -> Any:
+def _convert(value: Any, tp: Any, key: str) -> Any:
     """Convert a YAML value to the annotated type, or raise OptionError naming the key."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
@@ -477,7 +477,7 @@ def _convert(value: Any, tp: Any, key: str, root_cls: type) -> Any:
         if value is None and type(None) in args:
             return None
         (inner,) = [a for a in args if a is not type(None)]
-        return _convert(value, inner, key, root_cls)
+        return _convert(value, inner, key)
     if origin is Literal:
         if value not in args:
             raise OptionError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}."
@@ -486,15 +486,15 @@ def _convert(value: Any, tp: Any, key: str, root_cls: type) -> Any:
     if origin is list:
         if not isinstance(value, list):
             raise OptionError(f"{key}: expected a list, got {value!r}")
-        return [_convert(v, args[0], f"{key}[{i}]", root_cls) for i, v in enumerate(value)]
+        return [_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             raise OptionError(f"{key}: expected a mapping of names to entries, got {value!r}")
         # A named entry set to null is left out: `--set datasets.<set>=null` drops a test set of the file.
-        return {str(k): _convert(v, args[1], _join(key, str(k)), root_cls) for k, v in value.items()
+        return {str(k): _convert(v, args[1], _join(key, str(k))) for k, v in value.items()
                 if v is not None}
     if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key, root_cls)
+        return _build(tp, value, key)
     if tp is bool:
         if not isinstance(value, bool):
             raise OptionError(f"{key}: expected true or false, got {value!r}")
@@ -530,7 +530,7 @@ def _as_number(value: Any) -> float | int | None:
     return None
 
 
-def _build(cls: type, raw: Any, prefix: str, root_cls: type | None = None) -> Any:
+def _build(cls: type, raw: Any, prefix: str) -> Any:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -544,7 +544,7 @@ def _build(cls: type, raw: Any, prefix: str, root_cls: type | None = None) -> An
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise OptionError(f"missing option {key}: {f.metadata.get('doc', '')}")
             continue
-        value = _convert(raw[name], hints[name], key, root_cls or cls)
+        value = _convert(raw[name], hints[name], key)
         lo, hi = f.metadata.get("lo"), f.metadata.get("hi")
         for item in value if isinstance(value, list) else [value]:
             numeric = isinstance(item, int | float) and not isinstance(item, bool)

@@ -1,8 +1,9 @@
 """The training loop: build, iterate, log, validate, checkpoint, resume.
 
-Read top to bottom, `train` is one iteration of ESRGAN training plus its bookkeeping. Loss values stay on the
-device between prints: they are summed there and read once every `print_freq` iterations, so the loop does
-not wait for the GPU every step.
+Read top to bottom, `train` is a whole run: set-up (or resume), then the loop of ESRGAN iterations with their
+bookkeeping. Loss values stay on the device between prints: the loop waits for the GPU only to read them (every
+`print_freq` iterations), to check for skipped steps (every `max_nonfinite`), and with several processes to agree
+on a stop (every STOP_CHECK_EVERY), besides validation and checkpoints.
 """
 
 from __future__ import annotations
@@ -428,6 +429,7 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
                                       tr.dataset_enlarge_ratio, pin_memory=device.type == "cuda",
                                       rank=world.rank, world_size=world.world_size)
 
+    iters_per_epoch = len(train_loader)
     data_order = _data_order(o, len(train_set), world.world_size)
     start_step, best, changed, reordered = 0, _no_best(), {}, {}
     if resume is not None:
@@ -484,7 +486,8 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
         disk."""
         state = {"iter": step, "phase": model.phase(step), "psnr_niter": o.train.psnr.niter,
                  "model": model.state_dict(), "rng": rng_state(),
-                 "best": best, "epoch_position": list(divmod(step, iters_per_epoch)), "data_order": data_order}
+                 "best": best, "data_order": data_order,
+                 "epoch_position": list(divmod(step, iters_per_epoch))}  # for a reader: resuming derives it
         saved = True
         if world.is_main:
             # D's own file only once it trains: in the PSNR phase it is the initial D (the state holds it anyway).
@@ -512,7 +515,6 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
                mininterval=0.1 if sys.stderr.isatty() else 30.0, disable=not world.is_main)
     data_wait = DataWait()
     pace = Pace(step, data_wait)
-    iters_per_epoch = len(train_loader)
 
     def report(at: int) -> None:
         """Log (and write to TensorBoard) the losses averaged since the last report, and the pace; a mean over
