@@ -26,6 +26,7 @@ from esrgan.archs.layouts import (
     load_generator_state,
     save_generator_state,
 )
+from esrgan.utils.files import output_problem
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -42,9 +43,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.output.resolve() == args.input.resolve():
-        print(f"error: refusing to overwrite the input {args.input}; write the conversion to another file",
-              file=sys.stderr)
+    problem = output_problem(args.output, args.input)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 1
     try:
         state, hparams, description = load_generator_state(args.input)

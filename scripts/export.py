@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "codes"))
 
 from esrgan.archs.layouts import describe_hparams, load_generator_state, save_generator_state
 from esrgan.archs.rrdbnet import RRDBNet
-from esrgan.utils.files import atomic_output
+from esrgan.utils.files import atomic_output, output_problem
 
 TOLERANCE = 1e-4
 EXPORT_SIZE = (16, 16)
@@ -91,6 +91,10 @@ def export_torchscript(net: RRDBNet, in_nc: int, path: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    problem = output_problem(args.output, args.input)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
     try:
         state, hparams, description = load_generator_state(args.input)
         print(f"{args.input}: {description}, {describe_hparams(hparams)}")

@@ -46,6 +46,18 @@ def test_safetensors_export_holds_the_weights_and_hyperparameters(tmp_path, tiny
         assert all(torch.equal(fh.get_tensor(k), v) for k, v in tiny.state_dict().items())
 
 
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_export_refuses_to_overwrite_its_input_or_write_over_a_folder(tmp_path, tiny, capsys, fmt):
+    before = (tmp_path / "g.pth").read_bytes()
+    assert export_main()([str(tmp_path / "g.pth"), "--format", fmt, "-o", str(tmp_path / "g.pth")]) == 1
+    assert f"error: refusing to overwrite the input {tmp_path / 'g.pth'}; write to another file" in \
+        capsys.readouterr().err
+    assert (tmp_path / "g.pth").read_bytes() == before
+    (tmp_path / "out").mkdir()
+    assert export_main()([str(tmp_path / "g.pth"), "--format", fmt, "-o", str(tmp_path / "out")]) == 1
+    assert f"error: {tmp_path / 'out'} is a folder; give the file to write" in capsys.readouterr().err
+
+
 def test_safetensors_export_needs_the_safetensors_suffix(tmp_path, tiny, capsys):
     assert export_main()([str(tmp_path / "g.pth"), "--format", "safetensors", "-o", str(tmp_path / "g.pth2")]) == 1
     assert "must end in .safetensors" in capsys.readouterr().err

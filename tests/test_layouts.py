@@ -466,6 +466,8 @@ def test_neither_script_overwrites_its_input(tmp_path, psnr_and_gan, capsys):
     psnr = str(tmp_path / "psnr.pth")
     assert script("convert_weights.py")([psnr, psnr, "--to", "basicsr"]) == 1
     assert "refusing to overwrite the input" in capsys.readouterr().err
+    assert script("convert_weights.py")([psnr, str(tmp_path), "--to", "basicsr"]) == 1
+    assert f"error: {tmp_path} is a folder; give the file to write" in capsys.readouterr().err
     assert before == {name: (tmp_path / name).read_bytes() for name in ("psnr.pth", "gan.pth")}
 
 

@@ -45,6 +45,16 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
         Path(tmp).unlink(missing_ok=True)
 
 
+def output_problem(output: Path, source: Path) -> str | None:
+    """Why a script must not write `output`, made from the file `source`: it is that file, or a folder; None
+    when it may."""
+    if output.is_dir():
+        return f"{output} is a folder; give the file to write"
+    if output.resolve() == source.resolve():
+        return f"refusing to overwrite the input {source}; write to another file"
+    return None
+
+
 def remove_temporaries(folder: str | Path) -> list[Path]:
     """Delete the temporaries `atomic_output` left in `folder` when its process was killed mid-write (a crash
     skips its clean-up); only for folders that no other process is writing to. Returns what was deleted."""
