@@ -537,6 +537,19 @@ def test_validation_images_that_cannot_be_written_are_reported_and_training_goes
     assert "Validation v at iter 2: PSNR" in text
 
 
+def test_training_data_inside_the_run_folder_a_new_run_would_move_aside_is_refused(tmp_path):
+    data = tmp_path / "run" / "crops"
+    data.mkdir(parents=True)
+    for photo in (REPO_ROOT / "datasets" / "demo" / "val").iterdir():
+        (data / photo.name).write_bytes(photo.read_bytes())
+    with pytest.raises(ValueError, match=r"^datasets\.train\.dataroot_GT \(.*/run/crops\) inside .*/run, the "
+                                         r"folder of an earlier run of this name"):
+        train(options(tmp_path, **{"model": "sr", "train.gan.niter": 0, "train.psnr.niter": 1,
+                                   "datasets.train.dataroot_GT": str(data)}))
+    assert [p.name for p in tmp_path.iterdir()] == ["run"] and [p.name for p in (tmp_path / "run").iterdir()] == \
+        ["crops"]
+
+
 def test_a_stop_whose_checkpoint_does_not_fit_names_no_state_that_is_not_there(tmp_path, monkeypatch):
     from esrgan.engine import trainer
 

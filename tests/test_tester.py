@@ -130,6 +130,20 @@ def test_batches_of_same_size_images_give_the_same_results(plain_run, data, tmp_
         assert (psnr, ssim) == pytest.approx(plain[name], abs=1e-4)
 
 
+def test_test_data_inside_the_results_folder_it_would_move_aside_is_refused_and_nothing_moves(data, tmp_path):
+    gt = tmp_path / "results" / "spec" / "s"  # an earlier run's output, or data put there by mistake
+    for name in "ab":
+        write_image(gt / f"{name}.png", np.zeros((16, 16, 3), dtype=np.uint8))
+    o = opts(data, tmp_path / "results", datasets={"s": {"dataroot_GT": str(gt)}})
+    with pytest.raises(ValueError) as info:
+        run_test(o)
+    assert str(info.value) == (f"datasets.s.dataroot_GT ({gt}) inside {tmp_path / 'results' / 'spec'}, the folder "
+                               "of an earlier run of this name, which a new run moves aside: give the run another "
+                               "name, or move the data out of it")
+    assert sorted(p.name for p in gt.iterdir()) == ["a.png", "b.png"]
+    assert [p.name for p in (tmp_path / "results").iterdir()] == ["spec"]
+
+
 def test_fp16_on_the_cpu_stops_before_any_image_is_written(data, tmp_path):
     with pytest.raises(ValueError, match="precision fp16 needs a CUDA device"):
         run_test(opts(data, tmp_path, test={"precision": "fp16"}))

@@ -25,7 +25,7 @@ from ..models.networks import build_generator, infer_generator_options, load_wei
 from ..options import NetworkGOpt, TestOptions, TestRunOpt, TestSetOpt, dump_yaml
 from ..utils.image import tensor2img, write_image
 from ..utils.logger import add_log_file, setup_logging
-from ..utils.misc import archive_existing, listing, select_device, timestamp
+from ..utils.misc import archive_existing, listing, refuse_inputs_inside, select_device, timestamp
 from .evaluate import LABELS, METRICS, NO_REFERENCE, Evaluator, bicubic_image, describe, format_value, mean_scores
 from .inference import check_precision, super_resolve
 
@@ -95,6 +95,10 @@ def test(o: TestOptions) -> Path:
                           m.niqe_channel, m.lpips_net, m.lpips_weights, device)
 
     out_dir = Path(o.path.results_root) / o.name
+    refuse_inputs_inside(out_dir, {f"datasets.{key}.{field}": getattr(ds, field) for key, ds in o.datasets.items()
+                                   for field in ("dataroot_GT", "dataroot_LQ", "ma_scores")}
+                         | {"path.pretrain_model_G": o.path.pretrain_model_G,
+                            "path.interp_gan_model": o.path.interp_gan_model})
     archived = archive_existing(out_dir)
     out_dir.mkdir(parents=True)
     add_log_file(out_dir / f"test_{o.name}_{timestamp()}.log")

@@ -33,7 +33,15 @@ from ..options import TrainOptions, dump_yaml
 from ..utils.files import remove_temporaries
 from ..utils.image import tensor2img, write_image
 from ..utils.logger import add_log_file, setup_logging
-from ..utils.misc import archive_existing, rng_state, select_device, set_random_seed, set_rng_state, timestamp
+from ..utils.misc import (
+    archive_existing,
+    refuse_inputs_inside,
+    rng_state,
+    select_device,
+    set_random_seed,
+    set_rng_state,
+    timestamp,
+)
 from .checkpoint import (
     DiskFullError,
     check_iterations_left,
@@ -117,6 +125,12 @@ def build_datasets(o: TrainOptions, world_size: int = 1) -> tuple[PairedImageDat
 
 def prepare_run_dir(o: TrainOptions, resuming: bool, world: World) -> Path:
     run_dir = Path(o.path.experiments_root) / o.name
+    if not resuming:  # on every rank, so that all of them stop
+        sets = {"train": o.datasets.train, "val": o.datasets.val}
+        refuse_inputs_inside(run_dir, {f"datasets.{key}.{field}": getattr(ds, field) for key, ds in sets.items()
+                                       if ds is not None for field in ("dataroot_GT", "dataroot_LQ")}
+                             | {"path.pretrain_model_G": o.path.pretrain_model_G,
+                                "path.pretrain_model_D": o.path.pretrain_model_D})
     if world.is_main:
         if not resuming:
             archived = archive_existing(run_dir)

@@ -70,6 +70,19 @@ def timestamp() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
 
 
+def refuse_inputs_inside(folder: Path, inputs: dict[str, str | None]) -> None:
+    """A new run moves an existing run `folder` aside (`archive_existing`): refuse the inputs (option key ->
+    path) that lie inside it, before anything is moved."""
+    if not folder.exists():
+        return
+    root = folder.resolve()
+    inside = [f"{key} ({path})" for key, path in inputs.items()
+              if path and root in (Path(path).resolve(), *Path(path).resolve().parents)]
+    if inside:
+        raise ValueError(f"{', '.join(inside)} inside {folder}, the folder of an earlier run of this name, which a "
+                         "new run moves aside: give the run another name, or move the data out of it")
+
+
 def archive_existing(path: Path) -> Path | None:
     """Move an existing folder aside as <name>_archived_<time> so that a new run never overwrites it."""
     if not path.exists():
