@@ -163,6 +163,15 @@ def test_network_sizes_and_scale_left_out_are_read_from_the_weights(data, tmp_pa
     assert resolved["network_G"] == {"which_model_G": "RRDBNet", "in_nc": 3, "out_nc": 3, "nf": 8, "nb": 2, "gc": 4}
 
 
+def test_a_model_that_is_not_rgb_to_rgb_is_refused_before_the_results_folder_is_touched(data, tmp_path):
+    torch.save(RRDBNet(1, 1, nf=8, nb=1, gc=4).state_dict(), tmp_path / "gray.pth")
+    o = opts(data, tmp_path / "results", network_G=None, path={"pretrain_model_G": str(tmp_path / "gray.pth")})
+    with pytest.raises(ValueError, match=r"gray\.pth: the network maps 1 to 1 channels; test sets are read and "
+                                         r"scored as RGB, which needs 3 to 3"):
+        run_test(o)
+    assert not (tmp_path / "results").exists()
+
+
 def test_given_sizes_that_disagree_with_the_weights_list_the_tensors(data, tmp_path):
     with pytest.raises(ValueError, match=r"30 missing keys: RRDB_trunk\.1\.RDB1\.conv1\.weight.*nf=8, nb=1, gc=4"):
         run_test(opts(data, tmp_path, network_G={"nb": 2}))

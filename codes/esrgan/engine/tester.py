@@ -81,6 +81,9 @@ def test(o: TestOptions) -> Path:
     device = select_device(o.device)
     check_precision(o.test.precision, device)
     net_opt, scale = resolve_generator(o)
+    if (net_opt.in_nc, net_opt.out_nc) != (3, 3):
+        raise ValueError(f"{o.path.pretrain_model_G}: the network maps {net_opt.in_nc} to {net_opt.out_nc} channels; "
+                         "test sets are read and scored as RGB, which needs 3 to 3")
     net_g = build_generator(net_opt, scale)
     load_weights(net_g, o.path.pretrain_model_G, o.path.strict_load, "generator")
     net_g.to(device)
