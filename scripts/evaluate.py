@@ -126,8 +126,8 @@ def evaluate(args: argparse.Namespace) -> list[dict]:
         sr = read_for_scoring(sr_path)
         gt = read_for_scoring(gt_path) if gt_path is not None else None
         if gt is not None and gt.shape != sr.shape and gt.shape[2:] == sr.shape[2:] and all(
-                0 <= g - r < args.scale for g, r in zip(gt.shape[:2], sr.shape[:2], strict=True)):
-            gt = gt[: sr.shape[0], : sr.shape[1]]  # a GT side that is not a multiple of the scale
+                r == g - g % args.scale for g, r in zip(gt.shape[:2], sr.shape[:2], strict=True)):
+            gt = gt[: sr.shape[0], : sr.shape[1]]  # a GT side that is not a multiple of the scale, mod-cropped
         if gt is not None and gt.shape != sr.shape:
             raise ValueError(f"{sr_path} is {'x'.join(map(str, sr.shape))} but {gt_path} is "
                              f"{'x'.join(map(str, gt.shape))}: SR and GT images must have the same size and channels")

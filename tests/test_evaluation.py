@@ -254,6 +254,14 @@ def test_evaluate_names_images_of_different_sizes(folders, capsys):
     assert "coffee_x4_SR.png is 396x600x3 but" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("cut", [(1, 0), (3, 3)])
+def test_evaluate_refuses_an_sr_smaller_than_a_gt_that_is_already_a_multiple_of_the_scale(folders, capsys, cut):
+    sr = to_uint8(read_image(folders / "sr" / "coffee_x4_SR.png"))  # 400x600, like the GT
+    write_image(folders / "sr" / "coffee_x4_SR.png", sr[: sr.shape[0] - cut[0], : sr.shape[1] - cut[1]])
+    assert evaluate("--gt", str(folders / "gt"), "--sr", str(folders / "sr"), "--suffix", "_x4_SR") == 2
+    assert f"coffee_x4_SR.png is {400 - cut[0]}x{600 - cut[1]}x3 but" in capsys.readouterr().err
+
+
 def test_evaluate_cuts_a_gt_that_is_not_a_multiple_of_the_scale_as_test_py_does(folders):
     gt = demo("train/coffee")
     sr = to_uint8(read_image(folders / "sr" / "coffee_x4_SR.png"))
