@@ -70,9 +70,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"comma-separated, of {', '.join(METRICS)} (default: psnr,ssim,niqe with --gt, "
                              "niqe without)")
     parser.add_argument("--scale", type=int, default=4,
-                        help="the SR factor (default 4): a GT image larger than its SR image by less than this in "
-                             "height and width (not a multiple of the scale) is cut to the SR size at the bottom "
-                             "and right, as test.py cuts it")
+                        help="the SR factor (default 4): a GT image whose height or width is not a multiple of it "
+                             "is cut at the bottom and right to the multiple below (its mod-crop), as test.py cuts "
+                             "it, when that is the SR image's size")
     parser.add_argument("--crop", type=int, default=None,
                         help="pixels cropped at every border (default: the scale)")
     parser.add_argument("--suffix", default="", help="tag at the end of the SR file names, e.g. _ESRGAN")
