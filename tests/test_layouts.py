@@ -178,6 +178,15 @@ def test_unwrap_refuses_what_is_not_a_state_dict():
         unwrap([torch.ones(1)])
 
 
+def test_a_training_state_given_as_weights_says_which_file_to_give(tmp_path):
+    state = {"iter": 5, "phase": "psnr", "model": {"networks": {"G": tiny_net().state_dict()}, "optimizers": {},
+                                                  "schedulers": {}, "scalers": {}}}
+    torch.save(state, tmp_path / "5.state")
+    with pytest.raises(ValueError, match=r"this is a training state \(training_state/<iter>\.state, of iteration 5\), "
+                                         r"not weights: give the generator saved beside it, models/<iter>_G\.pth"):
+        load_generator_state(tmp_path / "5.state")
+
+
 # ------------------------------------------------------------------------------------------ reading files
 class Payload:
     """Unpickling this creates `marker`: a stand-in for code that a crafted .pth runs when loaded."""

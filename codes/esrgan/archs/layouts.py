@@ -178,6 +178,9 @@ def unwrap(obj: Any) -> tuple[dict[str, torch.Tensor], str]:
     and what was used, e.g. 'params_ema' or "raw state dict, 'module.' prefix removed"."""
     if not isinstance(obj, Mapping):
         raise ValueError(f"expected a state dict, found {type(obj).__name__}")
+    if isinstance(obj.get("model"), Mapping) and "networks" in obj["model"] and "iter" in obj:
+        raise ValueError(f"this is a training state (training_state/<iter>.state, of iteration {obj['iter']}), "
+                         "not weights: give the generator saved beside it, models/<iter>_G.pth")
     used = "raw state dict"
     for wrapper in WRAPPERS:
         if isinstance(obj.get(wrapper), Mapping):
