@@ -117,7 +117,7 @@ def evaluate(args: argparse.Namespace) -> list[dict]:
         missing = [name for name, value in ma.items() if value is None]
         if missing:
             raise ValueError(f"{args.ma_scores}: no Ma score for {listing(missing)}")
-    else:
+    elif "niqe" in args.metrics:
         log.info("No --ma-scores: the perceptual index is not computed; NIQE is reported alone")
     evaluator = Evaluator(args.metrics, args.crop, args.niqe_channel, args.lpips_net, args.lpips_weights,
                           select_device(args.device))
