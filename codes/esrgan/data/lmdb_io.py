@@ -2,8 +2,9 @@
 
 An `X.lmdb` folder holds LMDB's `data.mdb` / `lock.mdb` and, beside them, `meta_info.txt` with one line per
 image, sorted by key: `<key>.png (<h>,<w>,<c>) <compress_level>` (c is 1 for gray images). Keys are image file
-names without their extension, UTF-8 encoded; values are the PNG encoding of the image exactly as stored on
-disk (16-bit, gray and alpha survive; conversion to the framework's float RGB happens when reading).
+names without their extension, UTF-8 encoded; values are the PNG encoding of the image as `read_raw` decodes
+it (16-bit, gray and alpha survive, a JPEG is turned upright by its EXIF orientation; conversion to the
+framework's float RGB happens when reading).
 """
 
 from __future__ import annotations

@@ -5,11 +5,12 @@ reads a random patch of each image, and reading it from a 480x480 sub-image inst
 what keeps data loading fast (the ESRGAN / BasicSR recipe). The LR inputs of the SR benchmarks are
 MATLAB's ``imresize(hr, 1/scale, 'bicubic')`` of the mod-cropped HR image.
 
-Images are read with ``cv2.IMREAD_UNCHANGED`` and written with their samples exactly as stored:
-8 or 16 bit, gray, colour or with alpha. Every output is written atomically (temporary file, then
-rename), so an existing output is complete. As ``make`` does, an output is remade only when it is
-missing or older than its source image, so a job whose outputs are all up to date is skipped, an
-interrupted run is resumed by running it again, and a source image replaced since is done again.
+Images are read with ``read_raw`` and written with their samples as stored: 8 or 16 bit, gray, colour or with
+alpha (a JPEG turned upright by its EXIF orientation, as every reader of the framework sees it). Every output
+is written atomically (temporary file, then rename), so an existing output is complete. As ``make`` does, an
+output is remade only when it is missing or older than its source image, so a job whose outputs are all up to
+date is skipped, an interrupted run is resumed by running it again, and a source image replaced since is done
+again.
 Each output folder records the settings its files were made with (``SETTINGS_FILE``): a run with
 other settings (another crop grid, another scale) is refused instead of mixing the two.
 """
@@ -100,7 +101,7 @@ def claim_folders(claims: Sequence[tuple[str | Path, dict[str, Any]]]) -> None:
 
 
 def _read_checked(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """Decode an image as stored (`read_raw`), checking it against its header ``size``."""
+    """Decode an image (`read_raw`), checking it against its header ``size``."""
     img = read_raw(path)
     # Crops are planned from the header; a disagreeing decoder would silently yield clipped crops.
     if (img.shape[1], img.shape[0]) != size:

@@ -1,5 +1,5 @@
 """Image files <-> arrays <-> tensors. The framework is RGB throughout; OpenCV's BGR stops at this module (and
-at `read_raw` / `write_raw`, for the data-preparation code that copies pixels as stored).
+at `read_raw` / `write_raw`, for the data-preparation code that copies pixels unconverted).
 
 Conversions of unusual inputs are explicit: grayscale is replicated to three channels, an alpha channel is
 dropped, 16-bit images are scaled to [0, 1] like 8-bit ones. Each kind is reported once per process. Every
