@@ -1,9 +1,10 @@
 """The training loop: build, iterate, log, validate, checkpoint, resume.
 
-Read top to bottom, `train` is a whole run: set-up (or resume), then the loop of ESRGAN iterations with their
-bookkeeping. Loss values stay on the device between prints: the loop waits for the GPU only to read them (every
-`print_freq` iterations), to check for skipped steps (every `max_nonfinite`), and with several processes to agree
-on a stop (every STOP_CHECK_EVERY), besides validation and checkpoints.
+`train` is a whole run's set-up (or resume), read top to bottom; `_Run.iterate` is one iteration and what falls due
+at it (report, health check, validation, checkpoint, stop). Loss values stay on the device between prints: the loop
+waits for the GPU only to read them (every `print_freq` iterations), to check for skipped steps (every
+`max_nonfinite`), and with several processes to agree on a stop (every STOP_CHECK_EVERY), besides validation and
+checkpoints.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -328,10 +329,21 @@ def _track_best(best: dict[str, Any], result: dict[str, float], step: int, phase
     return {"psnr": result["psnr"], "ssim": result.get("ssim", math.nan), "iter": step, "phase": phase}, True
 
 
-def _load_resume(o: TrainOptions, auto_resume: bool, run_root: Path) -> tuple[dict[str, Any] | None, str | None,
-                                                                              str]:
+class Resume(NamedTuple):
+    """A training state to continue from, its file, and what named the file (for messages)."""
+
+    state: dict[str, Any]
+    path: str
+    source: str  # "path.resume_state" or "--auto_resume"
+
+    def belongs_to(self, run_root: Path) -> bool:
+        """Whether this is a state of the run folder `run_root` (which the run then continues in)."""
+        return Path(self.path).resolve().parent == (run_root / "training_state").resolve()
+
+
+def _load_resume(o: TrainOptions, auto_resume: bool, run_root: Path) -> Resume | None:
     """The training state to continue from: with `auto_resume` the newest one of the run folder if there is one,
-    else path.resume_state, else none. Returns it, its path and what named the path (for messages)."""
+    else path.resume_state, else none."""
     path, source = o.path.resume_state, "path.resume_state"
     if auto_resume:
         # The run's own newest state comes first: path.resume_state only starts it (a restarted job keeps
@@ -341,31 +353,68 @@ def _load_resume(o: TrainOptions, auto_resume: bool, run_root: Path) -> tuple[di
             path, source = str(found), "--auto_resume"
         elif not path:
             log.info("--auto_resume: no training state in %s, starting from scratch", run_root)
-    return (load_training_state(path, source=source) if path else None), path, source
+    return Resume(load_training_state(path, source=source), path, source) if path else None
 
 
-def _restore(model: SRModel, resume: dict[str, Any], path: str, source: str) -> dict[str, tuple[Any, Any]]:
+def _run_is_complete(o: TrainOptions, resume: Resume) -> bool:
+    """Whether `resume` is the last state of a finished run, found again by --auto_resume (a re-queued job, a
+    torchrun restart after the last save): nothing to do, and no error. Any other state this run cannot continue
+    from stops it, saying what to do."""
+    if resume.source == "--auto_resume" and resume.state["iter"] == o.total_iters:
+        log.info("--auto_resume: %s is at the last iteration (%d): the run is complete, nothing to do",
+                 resume.path, o.total_iters)
+        return True
+    check_iterations_left(resume.state, resume.path, o.total_iters, resume.source)  # past the end: says what to do
+    if o.model == "esrgan" and (moved := check_phase_split(resume.state, resume.path, o.train.psnr.niter,
+                                                           resume.source)):
+        log.info("Resuming: %s", moved)
+    return False
+
+
+def _restore(model: SRModel, resume: Resume) -> dict[str, tuple[Any, Any]]:
     """Load a training state into `model` (networks, optimizers, schedules) and into the RNGs. Returns the options
     of this run that the restored optimizers and schedules do not follow (see `changed_settings`)."""
+    state, path, source = resume
     changed = {}
     with contextlib.suppress(KeyError, TypeError, IndexError):  # a state of another kind: the load says so
         # The PSNR phase's optimizer no longer matters once it is over.
-        changed = changed_settings(resume["model"], model,
-                                   {"G_psnr"} if model.phase(resume["iter"] + 1) == "gan" else set())
+        changed = changed_settings(state["model"], model,
+                                   {"G_psnr"} if model.phase(state["iter"] + 1) == "gan" else set())
     for key, (saved, given) in changed.items():
         if key.endswith(".type"):  # a factor of one type cannot take the other's saved attributes
             raise ValueError(f"{source}: {path}: the schedule saved there is {saved} and {key} is {given}: a "
                              f"schedule that has started keeps its type. Set {key}: {saved}, or start a new run "
                              "from the saved weights (path.pretrain_model_G, and pretrain_model_D)")
     try:
-        model.load_state_dict(resume["model"])
+        model.load_state_dict(state["model"])
     except (RuntimeError, ValueError) as err:
         raise ValueError(f"{source}: {path} does not fit this run's model (was it saved with other model, "
                          f"network_G or network_D options?): {str(err).splitlines()[0]}" + (
                              "; to start a new run with these options, give it another name or leave out "
                              "--auto_resume" if source == "--auto_resume" else "")) from None
-    set_rng_state(resume["rng"])
+    set_rng_state(state["rng"])
     return changed
+
+
+def _report_resume(resume: Resume, model: SRModel, changed: dict[str, tuple[Any, Any]],
+                   data_order: dict[str, Any]) -> None:
+    """Log where the run continues, the options of this run that the restored state does not follow, and what
+    makes its batches differ from those the saved run would have seen."""
+    log.info("Resumed from %s at iteration %d (%s phase)", resume.path, resume.state["iter"],
+             model.phase(resume.state["iter"] + 1))
+    if changed:
+        log.warning("%s: the optimizers and schedules continue as saved, so these options of this run have no "
+                    "effect (the options file records them as given):\n  %s\nTo train with them, start a new run "
+                    "from the saved weights (path.pretrain_model_G / pretrain_model_D).", resume.source,
+                    "\n  ".join(f"{key}: {saved} in the training state, {given} in the options"
+                                for key, (saved, given) in changed.items()))
+    saved_order = resume.state.get("data_order", data_order)  # states of earlier versions did not record it
+    reordered = {k: (saved_order.get(k), v) for k, v in data_order.items() if saved_order.get(k) != v}
+    if reordered:
+        log.warning("%s: the training batches from here on are not those the saved run would have seen, as these "
+                    "differ from it (the networks and optimizers continue as saved):\n  %s", resume.source,
+                    "\n  ".join(f"{key}: {saved} in the training state, {now} now"
+                                for key, (saved, now) in reordered.items()))
 
 
 def _data_order(o: TrainOptions, images: int, world_size: int) -> dict[str, Any]:
@@ -412,17 +461,10 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
     # Everything that can fail on bad input runs before the run folder is touched (an earlier run there is moved
     # aside only then); the log file gets the set-up's records afterwards.
     setup_logging(level=logging.INFO if world.is_main else logging.WARNING, backlog=world.is_main)
-    resume, resume_path, source = _load_resume(o, auto_resume, run_root)
-    if resume is not None:
-        if source == "--auto_resume" and resume["iter"] == o.total_iters:
-            # A finished run found again (a re-queued job, a torchrun restart after the last save) is not an error.
-            log.info("--auto_resume: %s is at the last iteration (%d): the run is complete, nothing to do",
-                     resume_path, o.total_iters)
-            shutdown(world)
-            return run_root
-        check_iterations_left(resume, resume_path, o.total_iters, source)  # past the end: says what to do
-        if o.model == "esrgan" and (moved := check_phase_split(resume, resume_path, o.train.psnr.niter, source)):
-            log.info("Resuming: %s", moved)
+    resume = _load_resume(o, auto_resume, run_root)
+    if resume is not None and _run_is_complete(o, resume):
+        shutdown(world)
+        return run_root
     configure_backends(o.speed.cudnn_benchmark, o.speed.deterministic, o.speed.tf32)
     # The same seed on every rank: identical initial networks (and EMA copies); the data differs by rank
     # through the sampler's shards.
@@ -442,189 +484,208 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
     train_loader = build_train_loader(train_set, tr.batch_size, tr.n_workers, o.train.manual_seed, tr.use_shuffle,
                                       tr.dataset_enlarge_ratio, pin_memory=device.type == "cuda",
                                       rank=world.rank, world_size=world.world_size)
-
-    iters_per_epoch = len(train_loader)
     data_order = _data_order(o, len(train_set), world.world_size)
-    start_step, best, changed, reordered = 0, _no_best(), {}, {}
-    if resume is not None:
-        changed = _restore(model, resume, resume_path, source)
-        start_step, best = resume["iter"], resume["best"]
-        saved_order = resume.get("data_order", data_order)  # states of earlier versions did not record it
-        reordered = {k: (saved_order.get(k), v) for k, v in data_order.items() if saved_order.get(k) != v}
+    changed = _restore(model, resume) if resume is not None else {}
     # A state of this run's own folder continues it there; one from elsewhere (another run's) starts a new folder,
     # an earlier run of this name being moved aside as for any new run, so that its checkpoints stay as they are.
-    continuing = resume is not None and (
-        Path(resume_path).resolve().parent == (run_root / "training_state").resolve())
+    continuing = resume is not None and resume.belongs_to(run_root)
     run_dir = prepare_run_dir(o, resuming=continuing, world=world)
+    start_step, best = (resume.state["iter"], resume.state["best"]) if resume is not None else (0, _no_best())
     if world.is_main:
         add_log_file(run_dir / f"train_{o.name}_{timestamp()}.log")
         dump_yaml(o, run_dir / f"options_{timestamp()}.yml")
-    if resume is not None:
-        log.info("Resumed from %s at iteration %d (%s phase)", resume_path, start_step, model.phase(start_step + 1))
-        if changed and world.is_main:
-            log.warning("%s: the optimizers and schedules continue as saved, so these options of this run have no "
-                        "effect (the options file records them as given):\n  %s\nTo train with them, start a new "
-                        "run from the saved weights (path.pretrain_model_G / pretrain_model_D).", source,
-                        "\n  ".join(f"{key}: {saved} in the training state, {given} in the options"
-                                     for key, (saved, given) in changed.items()))
-        if reordered and world.is_main:
-            log.warning("%s: the training batches from here on are not those the saved run would have seen, as "
-                        "these differ from it (the networks and optimizers continue as saved):\n  %s", source,
-                        "\n  ".join(f"{key}: {saved} in the training state, {now} now"
-                                     for key, (saved, now) in reordered.items()))
-        if world.is_main and continuing:
+        if resume is not None:
+            _report_resume(resume, model, changed, data_order)
+        if continuing:
             restore_best(run_dir, start_step, best["iter"])
     _set_up_speed(model, o, device, world)
-    total = o.total_iters
     log.info("Run %s on %s x %d: %d iterations (PSNR phase %d, GAN phase %d), %d training images, batch %d per "
-             "process", o.name, device, world.world_size, total, o.train.psnr.niter, total - o.train.psnr.niter,
-             len(train_set), tr.batch_size)
+             "process", o.name, device, world.world_size, o.total_iters, o.train.psnr.niter,
+             o.total_iters - o.train.psnr.niter, len(train_set), tr.batch_size)
 
-    writer = None
-    if o.logger.use_tb_logger and world.is_main:
-        from torch.utils.tensorboard import SummaryWriter
-        writer = SummaryWriter(log_dir=str(run_dir / "tb_logger"), purge_step=start_step + 1)
-    if val_set is not None:
-        m = o.metric_options
-        evaluator = Evaluator(o.train.val_metrics, o.scale, m.niqe_channel, m.lpips_net, m.lpips_weights, device)
-        bicubic = bicubic_baseline(val_set, evaluator, o.scale, world)
-        log.info("Validation %s, bicubic baseline: %s (%d border pixels cropped)", val_set.name, describe(bicubic),
-                 o.scale)
+    run = _Run(o, model, world, run_dir, val_set, start_step, best, data_order, len(train_loader))
+    try:
+        run.loop(train_loader)
+    finally:
+        run.close()
+        stop_workers(train_loader)
+        shutdown(world)
+    log.info("Done. Generator: %s%s", run_dir / "models" / "latest_G.pth",
+             f"; TensorBoard: tensorboard --logdir {run_dir / 'tb_logger'}" if run.writer is not None else "")
+    return run_dir
 
-    # The PSNR phase's end (when a GAN phase follows it) is validated, saved and kept like the run's end, whatever
-    # val_freq, save_freq and keep_last: its model is the one to fine-tune from or interpolate with (paper, 4.4).
-    psnr_end = o.train.psnr.niter if o.model == "esrgan" and o.train.psnr.niter > 0 else None
 
-    def save(step: int) -> bool:
+class _Run:
+    """The loop of a run's iterations, and what falls due between them: loss reports, health checks, validation
+    with the best model, checkpoints, stop signals."""
+
+    def __init__(self, o: TrainOptions, model: SRModel, world: World, run_dir: Path,
+                 val_set: PairedImageDataset | None, step: int, best: dict[str, Any], data_order: dict[str, Any],
+                 iters_per_epoch: int) -> None:
+        self.o, self.model, self.world, self.run_dir, self.val_set = o, model, world, run_dir, val_set
+        self.step, self.best, self.total = step, best, o.total_iters
+        self.data_order, self.iters_per_epoch = data_order, iters_per_epoch
+        # The PSNR phase's end (when a GAN phase follows it) is validated, saved and kept like the run's end,
+        # whatever val_freq, save_freq and keep_last: its model is the one to fine-tune from or interpolate with
+        # (paper, 4.4).
+        self.psnr_end = o.train.psnr.niter if o.model == "esrgan" and o.train.psnr.niter > 0 else None
+        self.writer = None
+        if o.logger.use_tb_logger and world.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(log_dir=str(run_dir / "tb_logger"), purge_step=step + 1)
+        if val_set is not None:
+            m = o.metric_options
+            self.evaluator = Evaluator(o.train.val_metrics, o.scale, m.niqe_channel, m.lpips_net, m.lpips_weights,
+                                       model.device)
+            self.bicubic = bicubic_baseline(val_set, self.evaluator, o.scale, world)
+            log.info("Validation %s, bicubic baseline: %s (%d border pixels cropped)", val_set.name,
+                     describe(self.bicubic), o.scale)
+        self.meter = LossMeter(world)
+        self.data_wait = DataWait()
+        self.pace = Pace(step, self.data_wait)
+        # Outside a terminal (CI, nohup) a bar redrawn 10x a second only fills the log.
+        self.bar = tqdm(total=self.total, initial=step, dynamic_ncols=True, desc=model.phase(step + 1),
+                        mininterval=0.1 if sys.stderr.isatty() else 30.0, disable=not world.is_main)
+        self.stop = StopRequest()
+
+    def close(self) -> None:
+        self.stop.restore()
+        self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+
+    def loop(self, loader: Any) -> None:
+        """Iterate from the current step to the last, with batches of `loader` moved to the device ahead."""
+        batch_size, device = self.o.datasets.train.batch_size, self.model.device
+        copy_stream = torch.cuda.Stream(device) if device.type == "cuda" else None  # one for every epoch
+        while self.step < self.total:
+            # The data position follows from the iteration, so a resumed run continues with the very next batch.
+            epoch, position = divmod(self.step, self.iters_per_epoch)
+            loader.sampler.set_epoch(epoch, start=position * batch_size)
+            for batch in prefetch_to_device(self.data_wait.timed(loader), device, copy_stream):
+                self.step += 1
+                self.iterate(batch)
+                if self.step >= self.total:
+                    break
+
+    def iterate(self, batch: dict[str, torch.Tensor]) -> None:
+        """Iteration `self.step`, then what falls due at it."""
+        o, model, step = self.o, self.model, self.step
+        self._begin(step)
+        model.feed_data(batch)
+        try:
+            model.optimize_parameters(step)
+        except torch.cuda.OutOfMemoryError as err:
+            raise torch.cuda.OutOfMemoryError(
+                f"{err}\nOut of GPU memory at iteration {step}: lower datasets.train.batch_size or "
+                "datasets.train.GT_size (with model sr), or network_G.nf / nb.") from None
+        self.meter.add(model.log_dict)
+        self.bar.update(1)
+
+        phase_end = step in (self.total, self.psnr_end)
+        printing = step % o.logger.print_freq == 0 or phase_end
+        if printing:
+            self.report(step)
+        if printing or step % o.train.max_nonfinite == 0:
+            _check_health(model, o.train.max_nonfinite, step)
+        if self.val_set is not None and (step % o.train.val_freq == 0 or phase_end):
+            with self.pace.pause():
+                self.validate(step, phase_end)
+        stopping = self._stop_agreed(step, printing)
+        saved = False
+        if step % o.logger.save_freq == 0 or phase_end or stopping:
+            with self.pace.pause():
+                saved = self.save(step)
+        if stopping and step < self.total:  # a stop at the last step is a finished run
+            self._stop(step, saved)
+
+    def _begin(self, step: int) -> None:
+        """What changes as iteration `step` begins: at the GAN phase's start the PSNR phase's best model is
+        dropped; captured steps that will not run again are freed; the bar names the phase."""
+        if self.psnr_end is not None and step == self.psnr_end + 1:
+            log.info("Iteration %d: PSNR phase done, GAN phase starts", step)
+            if self.world.is_main:
+                drop_psnr_best(self.run_dir, self.psnr_end)
+        if isinstance(self.model.run_step, GraphedSteps):
+            _release_finished_graphs(self.model.run_step, self.o, step)
+        self.bar.set_description(self.model.phase(step), refresh=False)
+
+    def report(self, step: int) -> None:
+        """Log (and write to TensorBoard) the losses averaged since the last report, and the pace; a mean over
+        fewer or more than print_freq iterations (after a resume, at the PSNR phase's end) says so."""
+        values = self.meter.read()
+        window, seconds_per_iter, wait_fraction = self.pace.read(step)
+        self.bar.set_postfix({k: f"{v:.3g}" for k, v in values.items() if not k.startswith("lr")})
+        log.info("iter %d (%s) %.3fs/it, data wait %.1f%% | %s%s", step, self.model.phase(step), seconds_per_iter,
+                 100 * wait_fraction, ", ".join(f"{k} {v:.4e}" for k, v in values.items()),
+                 "" if window == self.o.logger.print_freq else
+                 f" (means over {window} iteration{'s' * (window != 1)})")
+        if self.writer is not None:
+            for key, value in values.items():
+                self.writer.add_scalar(f"train/{key}", value, step)
+            self.writer.add_scalar("train/data_wait_fraction", wait_fraction, step)
+
+    def validate(self, step: int, phase_end: bool) -> None:
+        """Validate, log and keep the best model of the phase. NIQE is scored at every val_niqe_every-th
+        validation, counted from the iteration so that a resumed run keeps the rhythm, and at a phase's end."""
+        o, model = self.o, self.model
+        niqe_now = (step // o.train.val_freq) % o.train.val_niqe_every == 0 or phase_end
+        result = validate(model, self.val_set, self.evaluator, o.scale, step, self.run_dir, self.writer,
+                          o.logger.tb_images if o.logger.use_tb_logger else 0, self.world, o.train.val_tile,
+                          o.train.val_tile_overlap, skip=() if niqe_now else ("niqe",))
+        log.info("Validation %s at iter %d: %s", self.val_set.name, step, ", ".join(
+            f"{describe({k: v})} (bicubic {format_value(k, self.bicubic[k])})" for k, v in result.items()))
+        if self.writer is not None:
+            for key, value in result.items():
+                self.writer.add_scalar(f"val/{key}", value, step)
+                self.writer.add_scalar(f"val/{key}_bicubic", self.bicubic[key], step)
+        self.best, improved = _track_best(self.best, result, step, model.phase(step))
+        if improved and self.world.is_main:
+            save_best(self.run_dir, model.deployable_generator())
+        log.info("Best validation of the %s phase: PSNR %.2f dB%s at iter %d", model.phase(step), self.best["psnr"],
+                 f", SSIM {self.best['ssim']:.4f}" if "ssim" in result else "", self.best["iter"])
+
+    def save(self, step: int) -> bool:
         """Save the checkpoint of `step`; False on every rank (after logging why) when it did not fit on the
         disk."""
+        o, model, world = self.o, self.model, self.world
         state = {"iter": step, "phase": model.phase(step), "psnr_niter": o.train.psnr.niter,
-                 "model": model.state_dict(), "rng": rng_state(),
-                 "best": best, "data_order": data_order,
-                 "epoch_position": list(divmod(step, iters_per_epoch))}  # for a reader: resuming derives it
+                 "model": model.state_dict(), "rng": rng_state(), "best": self.best, "data_order": self.data_order,
+                 "epoch_position": list(divmod(step, self.iters_per_epoch))}  # for a reader: resuming derives it
         saved = True
         if world.is_main:
             # D's own file only once it trains: in the PSNR phase it is the initial D (the state holds it anyway).
             nets = {"G": model.deployable_generator()} | ({"D": model.net_d} if model.phase(step) == "gan" else {})
             try:
-                save_checkpoint(run_dir, step, nets, state, o.logger.keep_last,
-                                keep=(psnr_end,) if psnr_end else ())
+                save_checkpoint(self.run_dir, step, nets, state, o.logger.keep_last,
+                                keep=(self.psnr_end,) if self.psnr_end else ())
                 if o.logger.save_safetensors:
-                    save_generator_state(nets["G"].state_dict(), run_dir / "models" / "latest_G.safetensors")
+                    save_generator_state(nets["G"].state_dict(), self.run_dir / "models" / "latest_G.safetensors")
                 log.info("Saved %s and training_state/%d.state", ", ".join(f"models/{step}_{n}.pth" for n in nets),
                          step)
             except DiskFullError as err:
-                if step == total:
+                if step == self.total:
                     raise
                 log.error("checkpoint of iteration %d NOT saved: %s", step, err)
                 saved = False
         # Rank 0's answer for every rank; the all-reduce also holds them until its save is done.
-        return not any_rank(not saved, world, device)
+        return not any_rank(not saved, world, model.device)
 
-    meter = LossMeter(world)
-    stop = StopRequest()
-    step = start_step
-    # Outside a terminal (CI, nohup) a bar redrawn 10x a second only fills the log.
-    bar = tqdm(total=total, initial=start_step, dynamic_ncols=True, desc=model.phase(step + 1),
-               mininterval=0.1 if sys.stderr.isatty() else 30.0, disable=not world.is_main)
-    data_wait = DataWait()
-    pace = Pace(step, data_wait)
+    def _stop_agreed(self, step: int, printing: bool) -> bool:
+        """Whether a signal stops the run at `step`, the same answer on all ranks: a single process checks its
+        flag every iteration; several agree every STOP_CHECK_EVERY iterations (one small all-reduce)."""
+        asked = self.stop.signal is not None
+        if not self.world.distributed:
+            return asked
+        return (printing or step % STOP_CHECK_EVERY == 0) and any_rank(asked, self.world, self.model.device)
 
-    def report(at: int) -> None:
-        """Log (and write to TensorBoard) the losses averaged since the last report, and the pace; a mean over
-        fewer or more than print_freq iterations (after a resume, at the PSNR phase's end) says so."""
-        values = meter.read()
-        window, seconds_per_iter, wait_fraction = pace.read(at)
-        bar.set_postfix({k: f"{v:.3g}" for k, v in values.items() if not k.startswith("lr")})
-        log.info("iter %d (%s) %.3fs/it, data wait %.1f%% | %s%s", at, model.phase(at), seconds_per_iter,
-                 100 * wait_fraction, ", ".join(f"{k} {v:.4e}" for k, v in values.items()),
-                 "" if window == o.logger.print_freq else f" (means over {window} iteration{'s' * (window != 1)})")
-        if writer is not None:
-            for key, value in values.items():
-                writer.add_scalar(f"train/{key}", value, at)
-            writer.add_scalar("train/data_wait_fraction", wait_fraction, at)
-
-    copy_stream = torch.cuda.Stream(device) if device.type == "cuda" else None  # one for every epoch
-    try:
-        while step < total:
-            # The data position follows from the iteration, so a resumed run continues with the very next batch.
-            epoch, position = divmod(step, iters_per_epoch)
-            train_loader.sampler.set_epoch(epoch, start=position * tr.batch_size)
-            for batch in prefetch_to_device(data_wait.timed(train_loader), device, copy_stream):
-                step += 1
-                if psnr_end is not None and step == psnr_end + 1:
-                    log.info("Iteration %d: PSNR phase done, GAN phase starts", step)
-                    if world.is_main:
-                        drop_psnr_best(run_dir, psnr_end)
-                if isinstance(model.run_step, GraphedSteps):
-                    _release_finished_graphs(model.run_step, o, step)
-                bar.set_description(model.phase(step), refresh=False)
-                model.feed_data(batch)
-                try:
-                    model.optimize_parameters(step)
-                except torch.cuda.OutOfMemoryError as err:
-                    raise torch.cuda.OutOfMemoryError(
-                        f"{err}\nOut of GPU memory at iteration {step}: lower datasets.train.batch_size or "
-                        "datasets.train.GT_size (with model sr), or network_G.nf / nb.") from None
-                meter.add(model.log_dict)
-                bar.update(1)
-
-                phase_end = step in (total, psnr_end)
-                printing = step % o.logger.print_freq == 0 or phase_end
-                if printing:
-                    report(step)
-                if printing or step % o.train.max_nonfinite == 0:
-                    _check_health(model, o.train.max_nonfinite, step)
-
-                if val_set is not None and (step % o.train.val_freq == 0 or phase_end):
-                    # NIQE at every val_niqe_every-th validation, counted from the iteration so that a resumed
-                    # run keeps the rhythm.
-                    niqe_now = (step // o.train.val_freq) % o.train.val_niqe_every == 0 or phase_end
-                    with pace.pause():
-                        result = validate(model, val_set, evaluator, o.scale, step, run_dir, writer,
-                                          o.logger.tb_images if o.logger.use_tb_logger else 0, world,
-                                          o.train.val_tile, o.train.val_tile_overlap,
-                                          skip=() if niqe_now else ("niqe",))
-                    log.info("Validation %s at iter %d: %s", val_set.name, step, ", ".join(
-                        f"{describe({k: v})} (bicubic {format_value(k, bicubic[k])})" for k, v in result.items()))
-                    if writer is not None:
-                        for key, value in result.items():
-                            writer.add_scalar(f"val/{key}", value, step)
-                            writer.add_scalar(f"val/{key}_bicubic", bicubic[key], step)
-                    best, improved = _track_best(best, result, step, model.phase(step))
-                    if improved and world.is_main:
-                        save_best(run_dir, model.deployable_generator())
-                    log.info("Best validation of the %s phase: PSNR %.2f dB%s at iter %d", model.phase(step),
-                             best["psnr"], f", SSIM {best['ssim']:.4f}" if "ssim" in result else "", best["iter"])
-
-                # A signal stops all ranks at the same step: a single process checks its flag every
-                # iteration; several agree every STOP_CHECK_EVERY iterations (one small all-reduce).
-                stopping = stop.signal is not None if not world.distributed else (
-                    (printing or step % STOP_CHECK_EVERY == 0) and any_rank(stop.signal is not None, world, device))
-                saved = False
-                if step % o.logger.save_freq == 0 or phase_end or stopping:
-                    with pace.pause():
-                        saved = save(step)
-                if stopping and step < total:  # a stop at the last step is a finished run
-                    received = signal.Signals(stop.signal).name if stop.signal is not None else "another process"
-                    if saved:
-                        log.warning("Stopped by %s at iteration %d; continue with --auto_resume (or "
-                                    "path.resume_state=%s)", received, step,
-                                    run_dir / "training_state" / f"{step}.state")
-                    else:
-                        log.warning("Stopped by %s at iteration %d without its checkpoint (see above); "
-                                    "--auto_resume continues from the newest state that was saved", received, step)
-                    # A process that another one's signal stopped reports SIGTERM, what a scheduler sends.
-                    raise TrainingStopped(stop.signal or signal.SIGTERM)
-                if step >= total:
-                    break
-    finally:
-        stop.restore()
-        stop_workers(train_loader)
-        bar.close()
-        if writer is not None:
-            writer.close()
-        shutdown(world)
-    log.info("Done. Generator: %s%s", run_dir / "models" / "latest_G.pth",
-             f"; TensorBoard: tensorboard --logdir {run_dir / 'tb_logger'}" if writer is not None else "")
-    return run_dir
+    def _stop(self, step: int, saved: bool) -> None:
+        received = signal.Signals(self.stop.signal).name if self.stop.signal is not None else "another process"
+        if saved:
+            log.warning("Stopped by %s at iteration %d; continue with --auto_resume (or path.resume_state=%s)",
+                        received, step, self.run_dir / "training_state" / f"{step}.state")
+        else:
+            log.warning("Stopped by %s at iteration %d without its checkpoint (see above); --auto_resume "
+                        "continues from the newest state that was saved", received, step)
+        # A process that another one's signal stopped reports SIGTERM, what a scheduler sends.
+        raise TrainingStopped(self.stop.signal or signal.SIGTERM)
