@@ -274,6 +274,28 @@ def test_a_float_image_is_refused_by_name_rather_than_stored_as_8_bits(tmp_path,
         create_lmdb(folder, tmp_path / "out.lmdb", progress=False, workers=workers)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_every_unreadable_image_is_listed_after_the_others_are_stored(tmp_path, workers):
+    folder = _folder(tmp_path / "in", ["a.png", "c.png", "e.png"])
+    (folder / "b.png").write_bytes(b"not a png")
+    assert cv2.imwrite(str(folder / "d.tiff"), np.full((4, 4, 3), 0.5, dtype=np.float32))
+    out = tmp_path / "out.lmdb"
+
+    with pytest.raises(OSError) as err:
+        create_lmdb(folder, out, progress=False, workers=workers, commit_every=1)
+    lines = str(err.value).splitlines()
+    assert lines[0] == f"2 images of {folder} could not be stored in {out}:"
+    assert lines[1].startswith(f"  {folder / 'b.png'}: ") and lines[2].startswith(f"  {folder / 'd.tiff'}: ")
+    assert "sample type float32" in lines[2]
+    assert lines[3] == "The other 3 are stored. Replace or remove these and run again: it stores only what is missing."
+    assert sorted(_stored_values(out)) == ["a", "c", "e"] and not (out / "meta_info.txt").exists()
+
+    (folder / "b.png").unlink()
+    (folder / "d.tiff").unlink()
+    assert create_lmdb(folder, out, progress=False, workers=workers) == 3
+    assert sorted(read_meta_info(out)) == ["a", "c", "e"]
+
+
 def test_lmdb_made_from_another_folder_is_not_completed(tmp_path):
     create_lmdb(_folder(tmp_path / "one", ["x.png"]), tmp_path / "out.lmdb", progress=False)
 

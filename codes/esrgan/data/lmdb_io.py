@@ -151,12 +151,16 @@ def _png_shape(png: bytes | memoryview, source: str) -> tuple[int, int, int]:
     return height, width, _PNG_CHANNELS[head[25]]
 
 
-def _encode_image(path: Path, compress_level: int) -> bytes:
-    """The image file as PNG bytes, pixels unchanged (bit depth, gray and alpha kept)."""
-    img = read_raw(path)
-    ok, buf = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, compress_level])
-    if not ok:
-        raise OSError(f"cannot encode image {path} ({img.dtype}, shape {img.shape}) as PNG")
+def _encode_image(path: Path, compress_level: int) -> bytes | str:
+    """The image file as PNG bytes, pixels unchanged (bit depth, gray and alpha kept); or, when it cannot be
+    read or encoded, why (so that one bad image does not stop the others)."""
+    try:
+        img = read_raw(path)
+        ok, buf = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, compress_level])
+        if not ok:
+            raise OSError(f"cannot encode image {path} ({img.dtype}, shape {img.shape}) as PNG")
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
     return buf.tobytes()
 
 
@@ -180,8 +184,8 @@ def _estimate_map_size(samples: list[bytes], rest: list[Path]) -> int:
 
 
 @contextlib.contextmanager
-def _encoded(paths: list[Path], compress_level: int, workers: int) -> Iterator[Iterator[bytes]]:
-    """PNG encodings of `paths`, in order, computed lazily by `workers` processes."""
+def _encoded(paths: list[Path], compress_level: int, workers: int) -> Iterator[Iterator[bytes | str]]:
+    """PNG encodings of `paths` (or why one failed), in order, computed lazily by `workers` processes."""
     encode = partial(_encode_image, compress_level=compress_level)
     if workers <= 1 or len(paths) <= 1:
         yield map(encode, paths)
@@ -262,7 +266,9 @@ def create_lmdb(
     Resumable: keys already in the LMDB (batches committed by an interrupted run) are skipped, so re-running
     with the same arguments finishes the job; an image modified since the last complete run began is stored
     again. Encoding runs in `workers` processes; the map grows as needed. Keys of images that are no longer in
-    `input_dir` are refused (the LMDB of another folder, say), or with `remove_missing` deleted.
+    `input_dir` are refused (the LMDB of another folder, say), or with `remove_missing` deleted. Images that
+    cannot be read are listed together in an OSError at the end, after the others are stored (and without
+    `meta_info.txt`, which only a complete LMDB gets).
     """
     input_dir, output_path = Path(input_dir), Path(output_path)
     if not 0 <= compress_level <= 9:
@@ -302,18 +308,29 @@ def create_lmdb(
         ):
             samples = list(islice(encoded, _ESTIMATE_SAMPLES))
             used = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
-            env.set_mapsize(used + _estimate_map_size(samples, [keys[k] for k in todo[len(samples):]]))
+            env.set_mapsize(used + _estimate_map_size([s for s in samples if isinstance(s, bytes)],
+                                                      [keys[k] for k in todo[len(samples):]]))
             batch: list[tuple[bytes, bytes]] = []
             batch_bytes = 0
+            failed: dict[str, str] = {}
             for key, value in zip(todo, chain(samples, encoded), strict=True):
+                bar.update()
+                if isinstance(value, str):
+                    failed[key] = value
+                    continue
                 batch.append((key.encode("utf-8"), value))
                 batch_bytes += len(value)
-                bar.update()
                 if len(batch) >= commit_every or batch_bytes >= _MAX_BATCH_BYTES:
                     _commit(env, batch)
                     batch, batch_bytes = [], 0
             if batch:
                 _commit(env, batch)
+        if failed:
+            noun = "image" if len(failed) == 1 else "images"
+            raise OSError(f"{len(failed)} {noun} of {input_dir} could not be stored in {output_path}:\n"
+                          + "".join(f"  {keys[key]}: {why}\n" for key, why in failed.items())
+                          + f"The other {len(keys) - len(failed)} are stored. Replace or remove these and run "
+                          "again: it stores only what is missing.")
 
         # Guards against another process having written to the same LMDB meanwhile.
         entries = env.stat()["entries"]
