@@ -239,6 +239,17 @@ def test_safetensors_without_the_package_says_how_to_install_it(tmp_path, monkey
         read_weights_file(tmp_path / "g.safetensors")
 
 
+@pytest.mark.parametrize("legacy", [False, True])
+def test_the_format_is_read_from_the_content_so_renamed_files_load(tmp_path, legacy):
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    sd = tiny_net().state_dict()
+    safetensors_torch.save_file(sd, tmp_path / "renamed.pth")
+    torch.save(sd, tmp_path / "renamed.safetensors", _use_new_zipfile_serialization=not legacy)
+    for name in ("renamed.pth", "renamed.safetensors"):
+        state, _ = read_weights_file(tmp_path / name)
+        assert sorted(state) == sorted(sd) and all(torch.equal(state[k], sd[k]) for k in sd)
+
+
 def test_a_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match=r"cannot read weights file .*nothing\.pth"):
         read_weights_file(tmp_path / "nothing.pth")

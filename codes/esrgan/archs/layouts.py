@@ -213,9 +213,10 @@ def _read_torch(path: Path) -> Any:
     if path.is_file() and path.stat().st_size == 0:
         raise ValueError(f"cannot read weights file {path}: the file is empty")
     try:
-        with warnings.catch_warnings():  # torch warns before refusing a TorchScript archive: the error says it
-            warnings.filterwarnings("ignore", message=".*TorchScript archive")
-            return torch.load(path, map_location="cpu", weights_only=True)
+        # An open file, not the path: torch.load hands a path ending in .safetensors to safetensors.
+        with open(path, "rb") as fh, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*TorchScript archive")  # the error below says it
+            return torch.load(fh, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ValueError(f"cannot read weights file {path}: it does not exist") from None
     except pickle.UnpicklingError as err:
@@ -240,10 +241,28 @@ def _read_torch(path: Path) -> Any:
                          f"({error_summary(err)})") from None
 
 
+def _starts_like(path: Path) -> str | None:
+    """'safetensors' or 'torch' when the file's first bytes are those of that format, else None: a safetensors
+    file opens with its header's length (8 bytes, little-endian, within the file) and the header's '{'; a
+    torch.save file is a zip archive, or with the legacy format a pickle (protocol 2)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(9)
+        size = path.stat().st_size
+    except OSError:
+        return None
+    if len(head) == 9 and head[8:] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= size - 8:
+        return "safetensors"
+    return "torch" if head.startswith((b"PK\x03\x04", b"\x80\x02")) else None
+
+
 def read_weights_file(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
-    """The unwrapped state dict of a .pth (or other torch.save file) or .safetensors file, and what was used."""
+    """The unwrapped state dict of a .pth (or other torch.save file) or .safetensors file, and what was used. The
+    format is read from the file's first bytes, so that a renamed file loads too; the suffix decides only for a
+    file that is neither."""
     path = Path(path)
-    obj = _read_safetensors(path) if path.suffix == ".safetensors" else _read_torch(path)
+    kind = _starts_like(path) or ("safetensors" if path.suffix == ".safetensors" else "torch")
+    obj = _read_safetensors(path) if kind == "safetensors" else _read_torch(path)
     try:
         return unwrap(obj)
     except ValueError as err:
