@@ -38,9 +38,9 @@ from benchmark_data import make_data  # scripts/, this script's folder
 from esrgan.archs.discriminator import Discriminator_VGG_128
 from esrgan.archs.rrdbnet import RRDBNet
 from esrgan.archs.vgg import VGGFeatureExtractor
-from esrgan.data.loader import DataWait, build_train_loader, prefetch_to_device
+from esrgan.data.loader import DataWait, build_train_loader, prefetch_to_device, stop_workers
 from esrgan.data.paired import PairedImageDataset
-from esrgan.engine.fast import GraphedSteps, cuda_graph_unsupported
+from esrgan.engine.fast import DEFAULT_WARMUP, GraphedSteps, cuda_graph_unsupported
 from esrgan.engine.inference import super_resolve
 from esrgan.engine.trainer import configure_backends
 from esrgan.models.esrgan import ESRGANModel
@@ -63,6 +63,13 @@ class Mode:
                         + ["graph"] * self.graph)
 
 
+FELL_BACK: set[Mode] = set()  # graph modes with a step that could not be captured (its figures are eager ones)
+
+
+def mode_label(mode: Mode) -> str:
+    return f"{mode} (NOT captured: eager)" if mode in FELL_BACK else str(mode)
+
+
 def build(args: argparse.Namespace, mode: Mode, device: torch.device) -> ESRGANModel:
     torch.manual_seed(0)
     net_g = RRDBNet(3, 3, args.nf, args.nb, args.gc, scale=4)
@@ -75,6 +82,7 @@ def build(args: argparse.Namespace, mode: Mode, device: torch.device) -> ESRGANM
         def fell_back(kind: str, why: str) -> None:
             print(f"WARNING: mode {mode}: the {kind} step was not captured ({why}); its figures are eager ones",
                   file=sys.stderr, flush=True)
+            FELL_BACK.add(mode)
 
         model.use_step_runner(GraphedSteps(device, on_fallback=fell_back))
     return model
@@ -182,25 +190,31 @@ def profile_cuda(model: ESRGANModel, device: torch.device, iters: int) -> Profil
 def loader_fed(args: argparse.Namespace, mode: Mode, device: torch.device, gt: str, lq: str,
                phase: str) -> tuple[float, float]:
     """(seconds per iteration, data-wait fraction) of training fed as train.py feeds it: the training loader on
-    PNG pairs (random crops, flips, rotations) in `args.workers` workers, batches prefetched to the device."""
+    PNG pairs (random crops, flips, rotations) in `args.workers` workers, batches prefetched to the device. The
+    batches the workers have ready after the warm-up (up to 4 per worker) are used up untimed, so that the timed
+    `args.loader_iters` iterations run at the rate the workers make batches, if that is the slower one."""
     dataset = PairedImageDataset("benchmark", 4, gt, lq, gt_size=args.gt_size, use_flip=True, use_rot=True)
     loader = build_train_loader(dataset, args.batch, args.workers, seed=0, shuffle=True, enlarge_ratio=10**4,
                                 pin_memory=device.type == "cuda")
-    model = prepare(build(args, mode, device), phase, args, device)
-    wait = DataWait()
-    batches = prefetch_to_device(wait.timed(loader), device)
-    for i, batch in zip(range(args.warmup), batches, strict=False):
-        model.feed_data(batch)
-        model.optimize_parameters(i + 1)
-    sync(device)
-    wait.seconds = 0.0
-    start = time.perf_counter()
-    for i, batch in zip(range(args.iters), batches, strict=False):
-        model.feed_data(batch)
-        model.optimize_parameters(args.warmup + i + 1)
-    sync(device)
-    elapsed = time.perf_counter() - start
-    return elapsed / args.iters, wait.seconds / elapsed
+    try:
+        model = prepare(build(args, mode, device), phase, args, device)
+        wait = DataWait()
+        batches = prefetch_to_device(wait.timed(loader), device)
+        untimed = args.warmup + 4 * args.workers
+        for i, batch in zip(range(untimed), batches, strict=False):
+            model.feed_data(batch)
+            model.optimize_parameters(i + 1)
+        sync(device)
+        wait.seconds = 0.0
+        start = time.perf_counter()
+        for i, batch in zip(range(args.loader_iters), batches, strict=False):
+            model.feed_data(batch)
+            model.optimize_parameters(untimed + i + 1)
+        sync(device)
+        elapsed = time.perf_counter() - start
+    finally:
+        stop_workers(loader)  # they ignore SIGTERM: left to Python's exit after an error, they would hang it
+    return elapsed / args.loader_iters, wait.seconds / elapsed
 
 
 def inference_mpix(model: ESRGANModel, mode: Mode, args: argparse.Namespace, device: torch.device,
@@ -233,6 +247,7 @@ def main() -> int:
     parser.add_argument("--nf-d", type=int, default=64)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--iters", type=int, default=30)
+    parser.add_argument("--loader-iters", type=int, default=150, help="timed iterations of the loader-fed run")
     parser.add_argument("--infer-size", type=int, default=256, help="LR side of the inference test image")
     parser.add_argument("--infer-iters", type=int, default=5)
     parser.add_argument("--peak-tflops", type=float, default=790.0,
@@ -256,7 +271,7 @@ def main() -> int:
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     if args.smoke:
         args.batch, args.nf, args.nb, args.gc, args.nf_d = 2, 8, 1, 4, 8
-        args.warmup, args.iters, args.infer_size, args.infer_iters = 1, 1, 32, 1
+        args.warmup, args.iters, args.loader_iters, args.infer_size, args.infer_iters = 1, 1, 1, 32, 1
         args.workers, args.images, args.profile_iters = 1, 4, 1
     names = args.modes or (["fp32", "bf16", "bf16+channels_last", "bf16+channels_last+compile",
                             "bf16+channels_last+graph", "bf16+channels_last+compile+graph"]
@@ -268,6 +283,9 @@ def main() -> int:
         if reason:
             print(f"mode {mode} left out: {reason}", flush=True)
             modes.remove(mode)
+    if any(m.graph for m in modes) and args.warmup <= DEFAULT_WARMUP:
+        parser.error(f"--warmup must be more than {DEFAULT_WARMUP} with graph modes: their first {DEFAULT_WARMUP} "
+                     "steps run eagerly and the next is captured, which must not be timed as a replay")
 
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU"
     print(f"device {device} ({gpu}); torch {torch.__version__}, CUDA {torch.version.cuda}, Python "
@@ -297,7 +315,7 @@ def main() -> int:
             timed[mode, phase] = seconds
             flops = phase_flops.setdefault(phase, flops)  # the model's FLOPs, counted in the fp32 eager mode
             tflops = flops / seconds / 1e12
-            print(f"| {mode} | {phase} | {1 / seconds:.2f} | {seconds * 1e3:.1f} | {tflops:.2f} | "
+            print(f"| {mode_label(mode)} | {phase} | {1 / seconds:.2f} | {seconds * 1e3:.1f} | {tflops:.2f} | "
                   f"{tflops / args.peak_tflops:.1%} | {memory:.2f} | {baseline[phase] / seconds:.2f}x |", flush=True)
             # Counted after the timing, so that neither disturbs the other. A compiled or replayed step
             # dispatches no eager operators to count.
@@ -312,7 +330,8 @@ def main() -> int:
     for (mode, phase), (operators, reads, profile) in launches.items():
         gpu = ("-", "-", "-") if profile is None else (
             f"{profile.kernels:.0f}", f"{profile.syncs:.1f}", f"{profile.busy_ms:.1f}")
-        print(f"| {mode} | {phase} | {operators} | {reads} | {' | '.join(gpu)} | {timed[mode, phase] * 1e3:.1f} |")
+        print(f"| {mode_label(mode)} | {phase} | {operators} | {reads} | {' | '.join(gpu)} | "
+              f"{timed[mode, phase] * 1e3:.1f} |")
     if args.top_kernels > 0 and device.type == "cuda":
         for (mode, phase), (_, _, profile) in launches.items():
             print(f"\n{mode}, {phase} phase: the {args.top_kernels} kernels with the most GPU time")
@@ -325,14 +344,15 @@ def main() -> int:
     if loader_mode is None:
         raise SystemExit(f"--loader-mode {args.loader_mode} is not among the modes {[str(m) for m in modes]}")
     print(f"\nTraining fed by the data loader: {args.images} synthetic 480x480 PNG pairs, {args.workers} workers, "
-          f"batches prefetched to {device.type}")
+          f"batches prefetched to {device.type}, {args.loader_iters} timed iterations; data wait: the share of wall "
+          "time the host waited for a batch (an upper bound on the GPU's wait, as the host runs ahead)")
     print("| mode | phase | it/s fixed batch | it/s from the loader | data wait |")
     print("|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         gt, lq = make_data(Path(tmp), args.images, 480, 4, lmdb=False)["folder"]
         for phase in ("psnr", "gan"):
             seconds, waiting = loader_fed(args, loader_mode, device, gt, lq, phase)
-            print(f"| {loader_mode} | {phase} | {1 / timed[loader_mode, phase]:.2f} | {1 / seconds:.2f} | "
+            print(f"| {mode_label(loader_mode)} | {phase} | {1 / timed[loader_mode, phase]:.2f} | {1 / seconds:.2f} | "
                   f"{waiting:.1%} |", flush=True)
     print("\n| mode | inference | output MP/s |")
     print("|---|---|---|")

@@ -2,7 +2,7 @@
 
 Generates a synthetic DIV2K-like set (480x480 HR sub-images with photo-like spectra, their MATLAB-bicubic LR),
 stores it as PNG folders and as LMDBs, and times the training loader at the paper's settings (batch 16, GT 128,
-flips and rotations), the first batches (worker start-up) excluded.
+flips and rotations), the first batches (worker start-up, and the batches the workers made meanwhile) excluded.
 
     python scripts/benchmark_data.py [--images 64] [--workers 1 2 4] [--batches 40]
 """
@@ -23,10 +23,10 @@ import numpy as np
 
 from esrgan.data.imresize import imresize
 from esrgan.data.lmdb_io import create_lmdb
-from esrgan.data.loader import build_train_loader
+from esrgan.data.loader import build_train_loader, stop_workers
 from esrgan.data.paired import PairedImageDataset
 
-WARMUP_BATCHES = 3
+WARMUP_BATCHES = 3  # besides the 4 per worker the loader keeps ready (its prefetch_factor)
 
 
 def synthetic_photo(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -61,13 +61,16 @@ def samples_per_second(gt: str, lq: str, scale: int, gt_size: int, batch: int, w
     dataset = PairedImageDataset("bench", scale, gt, lq, gt_size=gt_size, use_flip=True, use_rot=True)
     loader = build_train_loader(dataset, batch, workers, seed=0, shuffle=True, enlarge_ratio=1000,
                                 pin_memory=False)
-    iterator = iter(loader)
-    for _ in range(WARMUP_BATCHES):
-        next(iterator)
-    start = time.perf_counter()
-    for _ in range(batches):
-        next(iterator)
-    return batches * batch / (time.perf_counter() - start)
+    try:
+        iterator = iter(loader)
+        for _ in range(WARMUP_BATCHES + 4 * workers):
+            next(iterator)
+        start = time.perf_counter()
+        for _ in range(batches):
+            next(iterator)
+        return batches * batch / (time.perf_counter() - start)
+    finally:
+        stop_workers(loader)  # they ignore SIGTERM: left to Python's exit after an error, they would hang it
 
 
 def main() -> int:

@@ -31,7 +31,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 LOSSES = ("l_g_pix", "l_g_fea", "l_g_gan", "l_d_real", "l_d_fake")
 
 
-STOP_TIMEOUT = 120  # seconds a stopped run may take to save its checkpoint before it is killed
+STOP_TIMEOUT = 120  # default seconds a stopped run may take to save its checkpoint before it is killed
 
 
 class Run:
@@ -59,27 +59,28 @@ class Run:
         return [line for line in self.log.read_text().splitlines() if " WARNING: " in line]
 
 
-def stop(runs: Iterable[Run]) -> None:
+def stop(runs: Iterable[Run], timeout: float = STOP_TIMEOUT) -> None:
     """Ask the runs still going to stop (train.py saves a checkpoint and stops); kill those that do not within
-    STOP_TIMEOUT seconds."""
+    `timeout` seconds."""
     going = [run for run in runs if run.process.poll() is None]
     for run in going:
         run.process.terminate()
     for run in going:
         try:
-            run.process.wait(timeout=STOP_TIMEOUT)
+            run.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             run.process.kill()
             run.process.wait()
 
 
-def wait_all(runs: dict[str, Run], deadline: float | None = None) -> tuple[dict[str, float], bool]:
+def wait_all(runs: dict[str, Run], deadline: float | None = None, stop_timeout: float = STOP_TIMEOUT
+             ) -> tuple[dict[str, float], bool]:
     """Wall seconds of runs going at once, and whether the `deadline` (a time.perf_counter() value) stopped
     them before they finished; the first failure stops the others and raises."""
     seconds: dict[str, float] = {}
     while len(seconds) < len(runs):
         if deadline is not None and time.perf_counter() > deadline:
-            stop(runs.values())
+            stop(runs.values(), stop_timeout)
             return {label: time.perf_counter() - run.start for label, run in runs.items()}, True
         for label, run in runs.items():
             if label not in seconds and run.process.poll() is not None:
@@ -124,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
                                                      "(default: the workdir)")
     parser.add_argument("--time-limit", type=float, metavar="SECONDS",
                         help="stop both runs after this many seconds and report how far they got (exit status 3)")
+    parser.add_argument("--stop-timeout", type=float, default=STOP_TIMEOUT, metavar="SECONDS",
+                        help="how long a run stopped at the time limit may take to save before it is killed")
     args = parser.parse_args(argv)
     for flag, items in (("--fast", args.fast), ("--reference", args.reference)):
         for item in items:
@@ -146,12 +149,12 @@ def main(argv: list[str] | None = None) -> int:
         runs = {"fp32": Run(args.opt, [*common, *args.reference], root, "check_fp32", args.log_dir)}
         if args.parallel:
             runs["fast"] = Run(args.opt, [*common, *args.fast], root, "check_fast", args.log_dir)
-            seconds, stopped = wait_all(runs, deadline)
+            seconds, stopped = wait_all(runs, deadline, args.stop_timeout)
         else:
-            seconds, stopped = wait_all({"fp32": runs["fp32"]}, deadline)
+            seconds, stopped = wait_all({"fp32": runs["fp32"]}, deadline, args.stop_timeout)
             if not stopped:
                 runs["fast"] = Run(args.opt, [*common, *args.fast], root, "check_fast", args.log_dir)
-                more, stopped = wait_all({"fast": runs["fast"]}, deadline)
+                more, stopped = wait_all({"fast": runs["fast"]}, deadline, args.stop_timeout)
                 seconds |= more
         if stopped:
             print(f"\nINCOMPLETE: stopped at the time limit of {args.time_limit:g} s")

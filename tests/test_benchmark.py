@@ -78,3 +78,29 @@ def test_the_gpu_check_script_runs_its_core_and_speed_stages_in_smoke_mode(tmp_p
     assert [line.split(" : ")[0] for line in timings] == ["run_tests_core", "run_speed_core", "run_quality",
                                                           "run_speed"]
     assert all(re.fullmatch(r"\S+ : \d+ s, exit status 0", line) for line in timings)
+
+
+def test_core_bounds_each_stage_and_compares_with_the_eager_path_when_the_cuda_tests_fail(tmp_path):
+    """A stage that overruns its limit is stopped (status 124) and the next ones run; failed CUDA tests make the
+    quality check's reference the plain eager path; with too little of BUDGET left the check is not started
+    (status 3). The command's status is that of the last stage that failed."""
+    script = str(REPO_ROOT / "scripts" / "gpu_checks.sh")
+    env = os.environ | {"SMOKE": "1", "FAST": "speed.channels_last=true", "PYTHON": sys.executable}
+    # 1 s: not even enough for Python to import torch.
+    failed_tests = env | {"OUT": str(tmp_path / "a"), "WORK": str(tmp_path / "work"), "TESTS_LIMIT": "1"}
+    result = subprocess.run(["bash", script, "core"], env=failed_tests, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 124, result.stdout + result.stderr
+    timings = (tmp_path / "a" / "timings.txt").read_text().splitlines()
+    assert re.fullmatch(r"run_tests_core : \d+ s, exit status 124", timings[0])
+    assert timings[1] == "the CUDA tests failed: the quality check's fp32 reference runs eagerly"
+    assert [line.split(" : ")[1].split(", ")[1] for line in timings[2:]] == ["exit status 0"] * 2
+    quality = (tmp_path / "a" / "check_fast_path.md").read_text()
+    assert "fp32 reference: the plain fp32 eager path" in quality and ": PASS" in quality
+
+    no_time = env | {"OUT": str(tmp_path / "b"), "WORK": str(tmp_path / "work"), "SPEED_LIMIT": "1", "BUDGET": "100"}
+    result = subprocess.run(["bash", script, "core"], env=no_time, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 3, result.stdout + result.stderr
+    statuses = [line.rsplit(" ", 1)[1] for line in (tmp_path / "b" / "timings.txt").read_text().splitlines()]
+    assert statuses == ["0", "124", "3"]
+    assert re.fullmatch(r"quality check not started: -?\d+ s of BUDGET left, too few to reach a validation\n",
+                        (tmp_path / "b" / "check_fast_path.md").read_text())

@@ -127,8 +127,9 @@ def prefetch_to_device(batches: Iterator[dict[str, Any]], device: torch.device,
 
 class DataWait:
     """Host seconds spent waiting for the next batch. The loader keeps ahead of training when this stays near
-    zero; its share of the wall time is the fraction of time the GPU waits for data (the host otherwise runs
-    ahead of the GPU, queueing work)."""
+    zero. Its share of the wall time bounds the fraction of time the GPU waits for data from above: the host runs
+    ahead of the GPU, queueing work (with captured steps, until the next print), so the GPU may still be busy
+    with queued steps while the host waits."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
