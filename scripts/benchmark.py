@@ -191,8 +191,8 @@ def loader_fed(args: argparse.Namespace, mode: Mode, device: torch.device, gt: s
                phase: str) -> tuple[float, float]:
     """(seconds per iteration, data-wait fraction) of training fed as train.py feeds it: the training loader on
     PNG pairs (random crops, flips, rotations) in `args.workers` workers, batches prefetched to the device. The
-    batches the workers have ready after the warm-up (up to 4 per worker) are used up untimed, so that the timed
-    `args.loader_iters` iterations run at the rate the workers make batches, if that is the slower one."""
+    batches the workers have ready after the warm-up (prefetch_factor per worker) are used up untimed, so that the
+    timed `args.loader_iters` iterations run at the rate the workers make batches, if that is the slower one."""
     dataset = PairedImageDataset("benchmark", 4, gt, lq, gt_size=args.gt_size, use_flip=True, use_rot=True)
     loader = build_train_loader(dataset, args.batch, args.workers, seed=0, shuffle=True, enlarge_ratio=10**4,
                                 pin_memory=device.type == "cuda")
@@ -200,7 +200,7 @@ def loader_fed(args: argparse.Namespace, mode: Mode, device: torch.device, gt: s
         model = prepare(build(args, mode, device), phase, args, device)
         wait = DataWait()
         batches = prefetch_to_device(wait.timed(loader), device)
-        untimed = args.warmup + 4 * args.workers
+        untimed = args.warmup + (loader.prefetch_factor or 0) * args.workers
         for i, batch in zip(range(untimed), batches, strict=False):
             model.feed_data(batch)
             model.optimize_parameters(i + 1)
@@ -271,7 +271,8 @@ def main() -> int:
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     if args.smoke:
         args.batch, args.nf, args.nb, args.gc, args.nf_d = 2, 8, 1, 4, 8
-        args.warmup, args.iters, args.loader_iters, args.infer_size, args.infer_iters = 1, 1, 1, 32, 1
+        # Enough warm-up for graph modes (CUDA): their eager steps and the capture are not timed.
+        args.warmup, args.iters, args.loader_iters, args.infer_size, args.infer_iters = DEFAULT_WARMUP + 1, 1, 1, 32, 1
         args.workers, args.images, args.profile_iters = 1, 4, 1
     names = args.modes or (["fp32", "bf16", "bf16+channels_last", "bf16+channels_last+compile",
                             "bf16+channels_last+graph", "bf16+channels_last+compile+graph"]

@@ -26,7 +26,7 @@ from esrgan.data.lmdb_io import create_lmdb
 from esrgan.data.loader import build_train_loader, stop_workers
 from esrgan.data.paired import PairedImageDataset
 
-WARMUP_BATCHES = 3  # besides the 4 per worker the loader keeps ready (its prefetch_factor)
+WARMUP_BATCHES = 3  # besides the batches the workers keep ready (prefetch_factor per worker)
 
 
 def synthetic_photo(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -63,7 +63,7 @@ def samples_per_second(gt: str, lq: str, scale: int, gt_size: int, batch: int, w
                                 pin_memory=False)
     try:
         iterator = iter(loader)
-        for _ in range(WARMUP_BATCHES + 4 * workers):
+        for _ in range(WARMUP_BATCHES + (loader.prefetch_factor or 0) * workers):
             next(iterator)
         start = time.perf_counter()
         for _ in range(batches):

@@ -60,14 +60,15 @@ class Run:
 
 
 def stop(runs: Iterable[Run], timeout: float = STOP_TIMEOUT) -> None:
-    """Ask the runs still going to stop (train.py saves a checkpoint and stops); kill those that do not within
-    `timeout` seconds."""
+    """Ask the runs still going to stop (train.py saves a checkpoint and stops); kill those that have not stopped
+    `timeout` seconds later (all of them together: the stop takes `timeout` at most, however many runs)."""
     going = [run for run in runs if run.process.poll() is None]
     for run in going:
         run.process.terminate()
+    end = time.perf_counter() + timeout
     for run in going:
         try:
-            run.process.wait(timeout=timeout)
+            run.process.wait(timeout=max(end - time.perf_counter(), 0.0))
         except subprocess.TimeoutExpired:
             run.process.kill()
             run.process.wait()
@@ -85,7 +86,7 @@ def wait_all(runs: dict[str, Run], deadline: float | None = None, stop_timeout: 
         for label, run in runs.items():
             if label not in seconds and run.process.poll() is not None:
                 if run.process.returncode != 0:
-                    stop(runs.values())
+                    stop(runs.values(), stop_timeout)
                 seconds[label] = run.wait()
         time.sleep(0.2)
     return seconds, False

@@ -28,10 +28,10 @@
 # file per stage, each written as the stage goes (a command cut short keeps what its finished parts printed).
 # The quality check's two train.py logs (check_fp32.log, check_fast.log) are written there too. In `core` the
 # tests and the benchmark have time limits of their own (TESTS_LIMIT, SPEED_LIMIT seconds: a hang costs only its
-# stage), and the quality check is stopped when the command has run BUDGET seconds less 45 (default 540: a
-# 10-minute command limit leaves time for the stop and the report; give BUDGET as the command's own limit less
-# 30); it then prints how far each run got, or is not started with less than 150 s left. Exit status: 0, or that
-# of the last stage that failed (3: the quality check was stopped or not started; 124: a stage ran out of time).
+# stage), and the quality check is stopped when the command has run BUDGET seconds less 45 (default 540; give
+# BUDGET as the command's own time limit less 30 s); it then prints how far each run got, or is not started with
+# less than 150 s left. Exit status: 0, or that of the last stage that failed (3: the quality check was stopped or
+# not started; 124, or 137 when it had to be killed: a stage ran out of time).
 # FAST (the speed overrides of the quality check), REFERENCE (speed overrides of its fp32 reference that keep its
 # numbers, such as speed.cuda_graph=true; default none, the plain fp32 eager path), PSNR_ITERS and PYTHON can be
 # set in the environment; SMOKE=1 runs the core, speed and quality stages with tiny networks on a CPU, to check the

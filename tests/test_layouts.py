@@ -237,14 +237,20 @@ def test_safetensors_without_the_package_says_how_to_install_it(tmp_path, monkey
     (tmp_path / "g.safetensors").write_bytes(b"unused")
     with pytest.raises(ValueError, match="needs the optional safetensors package: pip install safetensors"):
         read_weights_file(tmp_path / "g.safetensors")
+    (tmp_path / "g.pth").write_bytes((2).to_bytes(8, "little") + b"{}")  # a safetensors file by its content
+    with pytest.raises(ValueError, match=r"g\.pth is a safetensors file: reading it needs the optional safetensors "
+                                         "package"):
+        read_weights_file(tmp_path / "g.pth")
 
 
-@pytest.mark.parametrize("legacy", [False, True])
-def test_the_format_is_read_from_the_content_so_renamed_files_load(tmp_path, legacy):
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol 3")  # torch's note on protocol 3, which it reads
+@pytest.mark.parametrize(("legacy", "protocol"), [(False, 2), (True, 2), (True, 3)])
+def test_the_format_is_read_from_the_content_so_renamed_files_load(tmp_path, legacy, protocol):
     safetensors_torch = pytest.importorskip("safetensors.torch")
     sd = tiny_net().state_dict()
     safetensors_torch.save_file(sd, tmp_path / "renamed.pth")
-    torch.save(sd, tmp_path / "renamed.safetensors", _use_new_zipfile_serialization=not legacy)
+    torch.save(sd, tmp_path / "renamed.safetensors", _use_new_zipfile_serialization=not legacy,
+               pickle_protocol=protocol)
     for name in ("renamed.pth", "renamed.safetensors"):
         state, _ = read_weights_file(tmp_path / name)
         assert sorted(state) == sorted(sd) and all(torch.equal(state[k], sd[k]) for k in sd)

@@ -296,6 +296,23 @@ def test_every_unreadable_image_is_listed_after_the_others_are_stored(tmp_path, 
     assert sorted(read_meta_info(out)) == ["a", "c", "e"]
 
 
+def test_an_image_that_became_unreadable_leaves_no_stale_copy_and_no_meta_info(tmp_path):
+    folder = _folder(tmp_path / "in", ["a.png", "b.png", "c.png"])
+    out = tmp_path / "out.lmdb"
+    create_lmdb(folder, out, progress=False)
+    time.sleep(0.01)
+    (folder / "b.png").write_bytes(b"truncated")
+
+    with pytest.raises(OSError, match=r"1 image of .* could not be stored") as err:
+        create_lmdb(folder, out, progress=False)
+    assert f"  {folder / 'b.png'}: " in str(err.value)
+    assert sorted(_stored_values(out)) == ["a", "c"] and not (out / "meta_info.txt").exists()
+
+    (folder / "b.png").unlink()  # removed, as the message offers: the next run completes the LMDB without it
+    assert create_lmdb(folder, out, progress=False) == 2
+    assert sorted(read_meta_info(out)) == ["a", "c"]
+
+
 def test_lmdb_made_from_another_folder_is_not_completed(tmp_path):
     create_lmdb(_folder(tmp_path / "one", ["x.png"]), tmp_path / "out.lmdb", progress=False)
 

@@ -492,6 +492,24 @@ def test_a_stop_signal_raises_training_stopped_unless_the_run_is_complete(tmp_pa
     assert checkpoint.saved_iterations(tmp_path / "run")[-1] == at
 
 
+def test_the_loader_workers_and_the_process_group_are_released_when_closing_the_run_fails(tmp_path, monkeypatch):
+    """The workers ignore SIGTERM: a run whose TensorBoard writer fails to close (a full disk) must still shut them
+    down, or the process hangs at exit."""
+    from esrgan.engine import trainer
+
+    released = []
+
+    def close_fails(run):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(trainer._Run, "close", close_fails)
+    monkeypatch.setattr(trainer, "stop_workers", lambda loader: released.append("workers"))
+    monkeypatch.setattr(trainer, "shutdown", lambda world: released.append("process group"))
+    with pytest.raises(OSError, match="No space left on device"):
+        train(options(tmp_path, **{"model": "sr", "train.gan.niter": 0, "train.psnr.niter": 1}))
+    assert released == ["workers", "process group"]
+
+
 def test_in_the_gan_phase_best_g_is_never_a_psnr_phase_model(tmp_path, monkeypatch):
     """Not before the GAN phase's first validation either, nor after a resume at the switch that abandoned a GAN
     continuation (whose best_G.pth was written before any of its checkpoints)."""

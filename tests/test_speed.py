@@ -156,14 +156,46 @@ def test_runs_going_at_once_stop_together_when_one_fails(tmp_path):
         check.wait_all(runs)
     assert time.perf_counter() - start < 20 and runs["fp32"].process.returncode is not None  # stopped, not waited
 
-    # A run that does not stop when asked (a hung device, say) is killed after STOP_TIMEOUT seconds.
+    # A run that does not stop when asked (a hung device, say) is killed after stop_timeout seconds.
     deaf = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
     runs = {"fp32": run("deaf", deaf), "fast": run("broken", "import time; time.sleep(1); raise SystemExit(3)")}
-    check.STOP_TIMEOUT = 1
     start = time.perf_counter()
     with pytest.raises(RuntimeError, match="the broken run failed"):
-        check.wait_all(runs)
+        check.wait_all(runs, stop_timeout=1)
     assert time.perf_counter() - start < 20 and runs["fp32"].process.returncode == -9  # SIGKILL
+
+
+def test_stopping_several_runs_takes_the_stop_timeout_once_not_once_per_run(monkeypatch):
+    check = check_fast_path_module()
+    clock = [0.0]
+    monkeypatch.setattr(check.time, "perf_counter", lambda: clock[0])
+
+    class Deaf:  # ignores SIGTERM; waiting for it lets the (fake) clock run out
+        def __init__(self):
+            self.waits, self.killed = [], False
+
+        def poll(self):
+            return None
+
+        def terminate(self):
+            pass
+
+        def wait(self, timeout=None):
+            self.waits.append(timeout)
+            if timeout is None:
+                return -9
+            clock[0] += timeout
+            raise subprocess.TimeoutExpired("train.py", timeout)
+
+        def kill(self):
+            self.killed = True
+
+    runs = [check.Run.__new__(check.Run) for _ in range(2)]
+    for r in runs:
+        r.process = Deaf()
+    check.stop(runs, timeout=30)
+    assert [r.process.waits for r in runs] == [[30, None], [0.0, None]] and all(r.process.killed for r in runs)
+    assert clock[0] == 30
 
 
 def test_runs_past_the_time_limit_are_stopped_and_report_how_far_they_got(tmp_path):

@@ -201,7 +201,7 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         import safetensors
         from safetensors.torch import load_file
     except ImportError:
-        raise ValueError(f"{path}: reading .safetensors files needs the optional safetensors package: "
+        raise ValueError(f"{path} is a safetensors file: reading it needs the optional safetensors package: "
                          "pip install safetensors") from None
     try:
         return load_file(path, device="cpu")
@@ -244,7 +244,7 @@ def _read_torch(path: Path) -> Any:
 def _starts_like(path: Path) -> str | None:
     """'safetensors' or 'torch' when the file's first bytes are those of that format, else None: a safetensors
     file opens with its header's length (8 bytes, little-endian, within the file) and the header's '{'; a
-    torch.save file is a zip archive, or with the legacy format a pickle (protocol 2)."""
+    torch.save file is a zip archive, or with the legacy format a pickle (protocol 2 to 5)."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(9)
@@ -253,7 +253,8 @@ def _starts_like(path: Path) -> str | None:
         return None
     if len(head) == 9 and head[8:] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= size - 8:
         return "safetensors"
-    return "torch" if head.startswith((b"PK\x03\x04", b"\x80\x02")) else None
+    legacy = head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")
+    return "torch" if head.startswith(b"PK\x03\x04") or legacy else None
 
 
 def read_weights_file(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:

@@ -267,8 +267,8 @@ def create_lmdb(
     with the same arguments finishes the job; an image modified since the last complete run began is stored
     again. Encoding runs in `workers` processes; the map grows as needed. Keys of images that are no longer in
     `input_dir` are refused (the LMDB of another folder, say), or with `remove_missing` deleted. Images that
-    cannot be read are listed together in an OSError at the end, after the others are stored (and without
-    `meta_info.txt`, which only a complete LMDB gets).
+    cannot be read are listed together in an OSError at the end, after the others are stored; an earlier version
+    of them is deleted from the LMDB, and so is `meta_info.txt`, which only a complete LMDB has.
     """
     input_dir, output_path = Path(input_dir), Path(output_path)
     if not 0 <= compress_level <= 9:
@@ -326,6 +326,12 @@ def create_lmdb(
             if batch:
                 _commit(env, batch)
         if failed:
+            # What an earlier run stored of them is out of date, and so is an earlier meta_info.txt: an LMDB that
+            # lists an image with its old pixels would look complete.
+            with env.begin(write=True) as txn:
+                for key in failed:
+                    txn.delete(key.encode("utf-8"))
+            (output_path / META_INFO).unlink(missing_ok=True)
             noun = "image" if len(failed) == 1 else "images"
             raise OSError(f"{len(failed)} {noun} of {input_dir} could not be stored in {output_path}:\n"
                           + "".join(f"  {keys[key]}: {why}\n" for key, why in failed.items())

@@ -503,13 +503,12 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
              "process", o.name, device, world.world_size, o.total_iters, o.train.psnr.niter,
              o.total_iters - o.train.psnr.niter, len(train_set), tr.batch_size)
 
-    run = _Run(o, model, world, run_dir, val_set, start_step, best, data_order, len(train_loader))
-    try:
+    with contextlib.ExitStack() as cleanup:  # each release runs, even when one before it raised
+        cleanup.callback(shutdown, world)
+        cleanup.callback(stop_workers, train_loader)  # they ignore SIGTERM: left to Python's exit, they hang it
+        run = _Run(o, model, world, run_dir, val_set, start_step, best, data_order, len(train_loader))
+        cleanup.callback(run.close)
         run.loop(train_loader)
-    finally:
-        run.close()
-        stop_workers(train_loader)
-        shutdown(world)
     log.info("Done. Generator: %s%s", run_dir / "models" / "latest_G.pth",
              f"; TensorBoard: tensorboard --logdir {run_dir / 'tb_logger'}" if run.writer is not None else "")
     return run_dir
