@@ -558,3 +558,53 @@ def test_tf32_option_is_checked():
     assert load_options(TrainOptions, demo).speed.tf32 == "conv"
     with pytest.raises(OptionError, match=r"speed\.tf32: .convolutions. is not one of .conv., .all., .none."):
         load_options(TrainOptions, demo, ["speed.tf32=convolutions"])
+
+
+def test_a_training_run_with_captured_steps_ends_with_the_eager_runs_weights(tmp_path, monkeypatch):
+    """speed.cuda_graph through train.py's loop, with RerunGraph standing in for CUDA graphs: warm-up, capture and
+    replays of each kind of step, the phase switch (the PSNR graph freed), D_init_iters (the D-only graph freed
+    once G trains at every step), validation, checkpoints and EMA end with the eager run's weights, bit for bit
+    (given learning rates that float32 holds exactly)."""
+    import yaml
+
+    from esrgan.engine import checkpoint, trainer
+    from esrgan.engine.fast import GraphedSteps
+    from esrgan.options import TrainOptions, apply_overrides, parse_options
+
+    runners = []
+
+    class StandIn(GraphedSteps):
+        def __init__(self, device, warmup=3, on_fallback=None):
+            super().__init__(device, warmup, graph_factory=RerunGraph, on_fallback=on_fallback)
+            runners.append(self)
+
+    def run(name: str, graphed: bool):
+        demo = REPO_ROOT / "datasets" / "demo"
+        settings = {"name": name, "path.experiments_root": str(tmp_path), "device": "cpu",
+                    "speed.cuda_graph": graphed, "datasets.train.dataroot_GT": str(demo / "val"),
+                    "datasets.val.dataroot_GT": str(demo / "val"), "datasets.train.batch_size": 2,
+                    "datasets.train.n_workers": 0, "network_G.nf": 8, "network_G.nb": 1, "network_G.gc": 4,
+                    "network_D.nf": 4, "network_F.feature_layer": 8, "logger.use_tb_logger": False,
+                    "train.psnr.niter": 6, "train.gan.niter": 10, "train.gan.D_init_iters": 5,
+                    "train.ema_decay": 0.9, "train.val_freq": 4, "logger.save_freq": 5, "logger.print_freq": 3,
+                    # Rates float32 holds exactly: a captured step reads its rate from a float32 tensor.
+                    "train.psnr.optim_G.lr": 2**-12, "train.gan.optim_G.lr": 2**-13, "train.gan.optim_D.lr": 2**-13}
+        raw = yaml.safe_load((REPO_ROOT / "options" / "train_demo.yml").read_text())
+        apply_overrides(raw, [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+                              for k, v in settings.items()])
+        return trainer.train(parse_options(TrainOptions, raw))
+
+    plain = run("plain", graphed=False)
+    monkeypatch.setattr(trainer, "cuda_graph_unsupported", lambda *args: None)
+    monkeypatch.setattr(trainer, "GraphedSteps", StandIn)
+    graphed = run("graphed", graphed=True)
+
+    (runner,) = runners
+    assert runner.calls == {"psnr": 6, "gan_d": 5, "gan_g_d": 5} and not runner.eager
+    assert set(runner.graphs) == {"gan_g_d"}  # captured at its 4th step; psnr and gan_d were freed
+    a, b = (checkpoint.load_training_state(r / "training_state" / "16.state")["model"]["networks"]
+            for r in (plain, graphed))
+    assert list(a) == ["G", "G_ema", "D"]
+    for net, state in a.items():
+        for key, value in state.items():
+            assert torch.equal(value, b[net][key]), f"{net}.{key}"
