@@ -589,7 +589,7 @@ class _Run:
             _check_health(model, o.train.max_nonfinite, step)
         if self.val_set is not None and (step % o.train.val_freq == 0 or phase_end):
             with self.pace.pause():
-                self.validate(step, phase_end)
+                self.validate_and_keep_best(step, phase_end)
         stopping = self._stop_agreed(step, printing)
         saved = False
         if step % o.logger.save_freq == 0 or phase_end or stopping:
@@ -624,7 +624,7 @@ class _Run:
                 self.writer.add_scalar(f"train/{key}", value, step)
             self.writer.add_scalar("train/data_wait_fraction", wait_fraction, step)
 
-    def validate(self, step: int, phase_end: bool) -> None:
+    def validate_and_keep_best(self, step: int, phase_end: bool) -> None:
         """Validate, log and keep the best model of the phase. NIQE is scored at every val_niqe_every-th
         validation, counted from the iteration so that a resumed run keeps the rhythm, and at a phase's end."""
         o, model = self.o, self.model
