@@ -149,6 +149,16 @@ def test_option_errors_end_with_a_message_not_a_traceback(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_one_set_flag_takes_several_overrides(capsys):
+    from esrgan.cli import train_main
+
+    assert train_main(["-opt", str(REPO_ROOT / "options/train_demo.yml"), "--set", "train.pixel_weigth=1",
+                       "logger.print_frq=2", "--set", "name=x"]) == 2
+    err = capsys.readouterr().err
+    assert "2 unknown options:" in err and "unknown option logger.print_frq: did you mean logger.print_freq? " \
+                                          "(given with --set)" in err
+
+
 def test_weights_that_do_not_fit_the_network_list_the_keys(tmp_path):
     torch.save(RRDBNet(3, 3, nf=8, nb=2, gc=4).state_dict(), tmp_path / "g.pth")
     args = [sys.executable, str(REPO_ROOT / "test.py"), "-opt", str(REPO_ROOT / "options/test_demo.yml")]

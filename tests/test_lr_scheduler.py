@@ -84,3 +84,20 @@ def test_a_saved_schedule_reads_back_as_the_options_that_built_it():
     assert {k: v for k, v in training_settings(saved(OptimOpt().lr, multistep)).items() if ".scheduler." in k} == {
         "train.gan.scheduler.type": "MultiStepLR", "train.gan.scheduler.milestones": [5, 9],
         "train.gan.scheduler.gamma": 0.5, "train.gan.scheduler.warmup_iters": 2}
+
+
+def test_schedule_settings_that_cannot_act_within_their_phase_are_named():
+    import yaml
+
+    from esrgan.engine.trainer import schedule_warnings
+    from esrgan.options import REPO_ROOT, TrainOptions, parse_options
+
+    raw = yaml.safe_load((REPO_ROOT / "options" / "train_ESRGAN.yml").read_text(encoding="utf-8"))
+    o = parse_options(TrainOptions, raw, check_paths=False)
+    assert schedule_warnings(o) == []  # the paper's schedule
+    o.train.gan.niter = 100_000  # a shorter GAN phase: milestones 200k and 300k are never reached
+    o.train.psnr.scheduler.warmup_iters = o.train.psnr.niter
+    assert schedule_warnings(o) == [
+        "train.psnr.scheduler.warmup_iters 1000000: the lr warms up for the whole phase of 1000000 iterations",
+        "train.gan.scheduler.milestones [100000, 200000, 300000] never take effect: milestones count from the "
+        "start of the phase, which has 100000 iterations (train.gan.niter)"]

@@ -13,6 +13,7 @@ from esrgan.options import (
     TrainOptions,
     apply_overrides,
     load_options,
+    load_yaml,
     parse_options,
 )
 from esrgan.options import TestOptions as OptionsOfTest  # not `TestOptions`: pytest would try to collect it
@@ -143,6 +144,45 @@ def test_a_literal_with_a_wrong_value_lists_the_choices():
 ])
 def test_basicsr_habits_get_the_right_suggestion(key, value, message):
     assert error_of(with_value(minimal_train(), key, value)).startswith(message)
+
+
+def test_a_section_spelled_in_another_case_is_checked_inside_too():
+    """BasicSR's network_g holds BasicSR's names: all of them are listed in the same run."""
+    raw = minimal_train() | {"network_g": {"type": "RRDBNet", "num_feat": 64, "nb": 23}}
+    assert error_of(raw).splitlines() == [
+        "3 unknown options:",
+        "  unknown option network_g: did you mean network_G?",
+        "  unknown option network_g.type (a BasicSR name): not needed here: the section says what it builds "
+        "(network_G.which_model_G and network_D.which_model_D name the architectures; datasets are paired GT/LQ "
+        "sets)",
+        "  unknown option network_g.num_feat (a BasicSR name): use network_G.nf / network_D.nf"]
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("train.lr_G", 1e-4, "unknown option train.lr_G (a name of the original ESRGAN code): use "
+                         "train.psnr.optim_G.lr and train.gan.optim_G.lr"),
+    ("train.lr_steps", [50000], "unknown option train.lr_steps (a name of the original ESRGAN code): use "
+                                "train.<phase>.scheduler.milestones (counted from the start of each phase)"),
+    ("datasets.train.dataroot_HR", DEMO_TRAIN, "unknown option datasets.train.dataroot_HR (a name of the original "
+                                               "ESRGAN code): use dataroot_GT"),
+    ("datasets.train.mode", "LQGT", "unknown option datasets.train.mode (a name of the original ESRGAN code): not "
+                                    "needed: datasets are paired GT/LQ sets"),
+    ("network_G.scale", 4, "unknown option network_G.scale: did you mean scale?"),
+])
+def test_the_original_codes_names_get_their_counterpart(key, value, message):
+    assert error_of(with_value(minimal_train(), key, value)).startswith(message)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("datasets.train.data_type", "img", "datasets.train.data_type: 'img' is not one of 'auto', 'folder', 'lmdb'. "
+                                        "'img' is written 'folder' here."),
+    ("train.gan.gan_type", "vanilla", "train.gan.gan_type: 'vanilla' is not one of 'gan', 'ragan', 'lsgan'. "
+                                      "'vanilla' is written 'gan' here."),
+    ("train.gan.gan_type", "hinge", "train.gan.gan_type: 'hinge' is not one of 'gan', 'ragan', 'lsgan'. "
+                                    "valid values: gan, ragan, lsgan"),
+])
+def test_values_of_other_codes_get_their_counterpart(key, value, message):
+    assert error_of(with_value(minimal_train(), key, value)) == message
 
 
 def test_basicsr_tile_names_point_to_the_tile_options():
@@ -421,6 +461,29 @@ def write_yaml(path: Path, data) -> Path:
     return path
 
 
+def test_a_key_given_twice_in_one_section_is_refused_with_both_lines(tmp_path):
+    """PyYAML keeps the last of two equal keys: a second train: section would silently replace the first."""
+    path = tmp_path / "twice.yml"
+    path.write_text("name: a\ntrain:\n  manual_seed: 1\nmodel: sr\ntrain:\n  manual_seed: 3\n", encoding="utf-8")
+    with pytest.raises(OptionError) as info:
+        load_options(TrainOptions, path)
+    assert str(info.value) == (f"{path}: the key 'train' is given twice in one section (lines 2 and 5); YAML would "
+                               "keep only the last one: merge the two")
+    # A merge key's entries may be overridden: that is what it is for.
+    assert load_yaml("adam: &a {lr: 1, beta1: 2}\ngan:\n  <<: *a\n  lr: 3\n") == {
+        "adam": {"lr": 1, "beta1": 2}, "gan": {"lr": 3, "beta1": 2}}
+    with pytest.raises(OptionError, match=r"the key 'lr' is given twice in one section \(line 1\)"):
+        load_yaml("{lr: 1, lr: 2}")
+
+
+def test_an_unknown_key_given_with_set_says_so(tmp_path):
+    path = write_yaml(tmp_path / "ok.yml", minimal_train())
+    with pytest.raises(OptionError) as info:
+        load_options(TrainOptions, path, ["train.psnr.optim_G.lrr=1"])
+    assert str(info.value) == (f"{path}: unknown option train.psnr.optim_G.lrr: did you mean "
+                               "train.psnr.optim_G.lr? (given with --set)")
+
+
 def test_load_options_prefixes_the_file_name(tmp_path):
     path = write_yaml(tmp_path / "bad.yml", with_value(minimal_train(), "train.pixel_weigth", 1))
     with pytest.raises(OptionError) as info:
@@ -505,6 +568,25 @@ def test_a_psnr_optimizer_section_given_without_lr_keeps_the_phases_default_lr()
     raw["train"]["psnr"]["optim_G"] = {"beta2": 0.99}  # as --set train.psnr.optim_G.beta2=0.99 makes it
     assert parse_options(TrainOptions, raw).train.psnr.optim_G.lr == 2e-4
     assert parse_options(TrainOptions, minimal_train()).train.psnr.optim_G.lr == 2e-4
+
+
+def test_the_papers_option_file_gives_every_training_option():
+    """options/train_ESRGAN.yml is where a user reads what can be set: every key of the schema is in it, but the
+    cosine schedule's, which a commented-out alternative shows."""
+    from esrgan.options import _schema_keys
+
+    text = (OPTIONS_DIR / "train_ESRGAN.yml").read_text(encoding="utf-8")
+
+    def paths(tree: dict, prefix: str = "") -> set[str]:
+        return {p for k, v in tree.items() for p in {f"{prefix}{k}"} | (
+            paths(v, f"{prefix}{k}.") if isinstance(v, dict) else set())}
+
+    missing = set(_schema_keys(TrainOptions)) - paths(yaml.safe_load(text))
+    cosine = {f"train.{phase}.scheduler.{key}" for phase in ("psnr", "gan")
+              for key in ("periods", "restart_weights", "eta_min")}
+    assert missing == cosine
+    assert "# scheduler: {type: CosineAnnealingRestartLR, periods: [" in text and "restart_weights: [" in text
+    assert "eta_min: " in text
 
 
 def test_the_papers_option_file_holds_the_papers_schedule():

@@ -11,11 +11,14 @@ from collections.abc import Callable
 from .options import OptionError, TestOptions, TrainOptions, load_options
 
 
-def _parser(description: str, example: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description)
+def _parser(description: str, example: str, files: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=description,
+        epilog=f"Example option files: {files}. Every option, its default and its range: docs/OPTIONS.md.")
     parser.add_argument("-opt", "--opt", required=True, help="path to the YAML option file")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help=f"override an option, e.g. --set {example} (value parsed as YAML; repeatable)")
+    parser.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                        help=f"override options, e.g. --set {example} (values parsed as YAML; several after one "
+                             "--set, or --set repeated)")
     return parser
 
 
@@ -48,7 +51,9 @@ def _run(job: Callable[[], object]) -> int:
 
 
 def train_main(argv: list[str] | None = None) -> int:
-    parser = _parser("Train ESRGAN (or a PSNR-oriented RRDBNet) from a YAML option file.", "train.gan.niter=1000")
+    parser = _parser("Train ESRGAN (or a PSNR-oriented RRDBNet) from a YAML option file.", "train.gan.niter=1000",
+                     "options/train_ESRGAN.yml (the paper's settings, every option commented), "
+                     "options/train_demo.yml")
     parser.add_argument("--auto_resume", "--auto-resume", action="store_true",
                         help="continue from the newest complete training state of this run, if there is one")
     args = parser.parse_args(argv)
@@ -62,7 +67,8 @@ def train_main(argv: list[str] | None = None) -> int:
 
 
 def test_main(argv: list[str] | None = None) -> int:
-    args = _parser("Super-resolve test sets with a trained generator and score them.", "test.tile=256").parse_args(argv)
+    args = _parser("Super-resolve test sets with a trained generator and score them.", "test.tile=256",
+                   "options/test.yml, options/test_demo.yml").parse_args(argv)
 
     def job() -> None:
         from .engine.tester import test

@@ -14,6 +14,7 @@ import difflib
 import math
 import types
 import typing
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -349,9 +350,12 @@ def _closest(key: str, valid: list[str], cutoff: float) -> str | None:
     return lowered[close[0]] if close else None
 
 
-def _suggest(key: str, valid: list[str]) -> str:
-    close = _closest(key, valid, 0.6)
-    return f" did you mean {close}?" if close else f" valid keys: {', '.join(valid)}"
+def _suggest(value: str, valid: list[str]) -> str:
+    """The hint of a value that is not one of `valid`: its counterpart here, or the nearest, or all of them."""
+    if VALUE_NAMES.get(value) in valid:
+        return f" {value!r} is written {VALUE_NAMES[value]!r} here."
+    close = _closest(value, valid, 0.6)
+    return f" did you mean {close}?" if close else f" valid values: {', '.join(valid)}"
 
 
 # BasicSR's names for what these option files call otherwise (its ESRGAN option files, key by key), for the
@@ -399,6 +403,45 @@ BASICSR_NAMES = {
     "wandb": "not needed: the logs go to TensorBoard (logger.use_tb_logger)",
 }
 
+# The names of the original ESRGAN code's option files (mmsr's), likewise.
+MMSR_NAMES = {
+    "lr_G": "use train.psnr.optim_G.lr and train.gan.optim_G.lr",
+    "lr_D": "use train.gan.optim_D.lr",
+    "weight_decay_G": "use train.<phase>.optim_G.weight_decay",
+    "weight_decay_D": "use train.gan.optim_D.weight_decay",
+    "beta1_G": "use train.<phase>.optim_G.beta1",
+    "beta2_G": "use train.<phase>.optim_G.beta2",
+    "beta1_D": "use train.gan.optim_D.beta1",
+    "beta2_D": "use train.gan.optim_D.beta2",
+    "lr_scheme": "use train.<phase>.scheduler.type",
+    "lr_steps": "use train.<phase>.scheduler.milestones (counted from the start of each phase)",
+    "lr_gamma": "use train.<phase>.scheduler.gamma",
+    "T_period": "use train.<phase>.scheduler.periods",
+    "restarts": "use train.<phase>.scheduler.periods (one cycle each) and restart_weights",
+    "dataroot_HR": "use dataroot_GT",
+    "dataroot_LR": "use dataroot_LQ",
+    "HR_size": "use datasets.train.GT_size",
+    "mode": "not needed: datasets are paired GT/LQ sets (mmsr's LQGT), the LQ made from GT when dataroot_LQ is "
+            "left out",
+    "color": "not needed: images are read as RGB",
+    "gpu_ids": "use device (cuda:N) for one GPU, torchrun --nproc_per_node=N train.py -opt ... for several",
+    "distortion": "not needed: the degradation is bicubic (datasets.<set>.degradation)",
+    "subset_file": "not supported: put the images to use in a folder of their own",
+    "norm_type": "not needed: the architectures are the paper's (no batch norm in G, batch norm in D)",
+    "act_type": "not needed: the architectures are the paper's (LeakyReLU 0.2)",
+    "mode_D": "not needed: the architectures are the paper's",
+    "root": "not needed: relative paths start at the repository root",
+    "models": "not needed: runs are written to <experiments_root>/<name>/ (path.experiments_root)",
+    "training_state": "not needed: runs are written to <experiments_root>/<name>/ (path.experiments_root)",
+    "log": "not needed: runs are written to <experiments_root>/<name>/ (path.experiments_root)",
+    "val_images": "not needed: runs are written to <experiments_root>/<name>/ (path.experiments_root)",
+    "results_root": "in test option files, path.results_root; training writes to path.experiments_root",
+    "pretrain_model_F": "use network_F.weights",
+}
+
+# Values of BasicSR's and the original code's option files and their counterparts here.
+VALUE_NAMES = {"img": "folder", "disk": "folder", "vanilla": "gan", "cb": "charbonnier"}
+
 
 def _section(tp: Any) -> type | None:
     """The option class of a section's annotation (`SomeOpt` or `SomeOpt | None`); None for values and for
@@ -429,6 +472,8 @@ def _unknown_key_message(root_cls: type, prefix: str, key: str, valid: list[str]
     same = [v for v in valid if v.lower() == key.lower()]
     if key in BASICSR_NAMES and not same:
         return f"unknown option {full} (a BasicSR name): {BASICSR_NAMES[key]}"
+    if key in MMSR_NAMES and not same:
+        return f"unknown option {full} (a name of the original ESRGAN code): {MMSR_NAMES[key]}"
     by_leaf: dict[str, list[str]] = {}
     for path in _schema_keys(root_cls):
         by_leaf.setdefault(path.rsplit(".", 1)[-1], []).append(path)
@@ -443,25 +488,33 @@ def _unknown_key_message(root_cls: type, prefix: str, key: str, valid: list[str]
     return f"unknown option {full}: valid keys here are {', '.join(valid)}"
 
 
-def _unknown_keys(cls: type, raw: Any, prefix: str, root_cls: type) -> list[str]:
-    """A message for every unknown key of a raw tree (not only the first), so that one run lists them all."""
+def _unknown_keys(cls: type, raw: Any, prefix: str, root_cls: type, overridden: Collection[str] = ()
+                  ) -> list[str]:
+    """A message for every unknown key of a raw tree (not only the first), so that one run lists them all; the
+    keys of a section spelled in another case (BasicSR's network_g) are checked too. Keys in `overridden` came
+    from --set, and their messages say so."""
     if not isinstance(raw, dict):
         return []
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     messages = []
     for key, value in raw.items():
+        name, path = key, _join(prefix, str(key))
         if key not in fields:
-            messages.append(_unknown_key_message(root_cls, prefix, str(key), list(fields)))
-            continue
-        tp = hints[key]
+            message = _unknown_key_message(root_cls, prefix, str(key), list(fields))
+            messages.append(message + (" (given with --set)" if path in overridden else ""))
+            same_but_case = [f for f in fields if f.lower() == str(key).lower()]
+            if not same_but_case:
+                continue
+            name = same_but_case[0]
+        tp = hints[name]
         if typing.get_origin(tp) is dict:  # datasets of test option files: named entries
             entry = typing.get_args(tp)[1]
             if dataclasses.is_dataclass(entry) and isinstance(value, dict):
-                for name, item in value.items():
-                    messages += _unknown_keys(entry, item, _join(_join(prefix, key), str(name)), root_cls)
+                for entry_name, item in value.items():
+                    messages += _unknown_keys(entry, item, _join(path, str(entry_name)), root_cls, overridden)
         elif (section := _section(tp)) is not None:
-            messages += _unknown_keys(section, value, _join(prefix, key), root_cls)
+            messages += _unknown_keys(section, value, path, root_cls, overridden)
     return messages
 
 
@@ -555,6 +608,34 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     return cls(**values)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping, which PyYAML would silently resolve to the
+    last one (a second `train:` section replacing the whole first one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: keys after it may override those
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = lines.get(key)
+            except TypeError:  # an unhashable key: construct_mapping says what is wrong with it
+                continue
+            if first is not None:
+                where = f"line {line}" if first == line else f"lines {first} and {line}"
+                raise OptionError(f"the key {key!r} is given twice in one section ({where}); YAML would keep "
+                                  "only the last one: merge the two")
+            lines[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(stream: Any) -> Any:
+    """yaml.safe_load, refusing keys given twice in one mapping."""
+    return yaml.load(stream, Loader=_UniqueKeyLoader)
+
+
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """Apply `dotted.key=value` strings (value parsed as YAML) to the raw option tree."""
     for item in overrides:
@@ -571,7 +652,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
                 raise OptionError(f"--set {dotted}: {part!r} holds a value, not a section")
             node = child
         try:
-            node[parts[-1]] = yaml.safe_load(text)
+            node[parts[-1]] = load_yaml(text)
         except yaml.YAMLError as err:
             problem = str(err).splitlines()[0]
             raise OptionError(f"--set {dotted}: {text!r} is not valid YAML ({problem}); write lists as [1, 2] "
@@ -723,12 +804,14 @@ def _check_name(name: str, key: str = "name") -> None:
                           "a name such as 'ESRGAN_x4_DIV2K' (no '/', not empty, '.' or '..')")
 
 
-def parse_options(cls: type, raw: dict, root: Path = REPO_ROOT, check_paths: bool = True) -> Any:
+def parse_options(cls: type, raw: dict, root: Path = REPO_ROOT, check_paths: bool = True,
+                  overridden: Collection[str] = ()) -> Any:
     """Validate a raw option tree into `cls` (TrainOptions or TestOptions), resolve paths, run the checks.
 
-    `check_paths=False` skips the existence checks of input paths (for inspecting option files elsewhere).
+    `check_paths=False` skips the existence checks of input paths (for inspecting option files elsewhere);
+    `overridden` names the keys given with --set (their unknown-key messages say so).
     """
-    unknown = _unknown_keys(cls, raw, "", cls)
+    unknown = _unknown_keys(cls, raw, "", cls, overridden)
     if len(unknown) == 1:
         raise OptionError(unknown[0])
     if unknown:
@@ -762,16 +845,19 @@ def load_options(cls: type, path: str | Path, overrides: list[str] | None = None
         raise OptionError(f"option file {path} does not exist{where}{hint}")
     with open(path, encoding="utf-8") as fh:
         try:
-            raw = yaml.safe_load(fh) or {}
+            raw = load_yaml(fh) or {}
         except yaml.YAMLError as err:
             raise OptionError(f"{path}: not valid YAML: {err}") from err
         except UnicodeDecodeError as err:
             raise OptionError(f"{path}: not UTF-8 text ({err}); save the option file as UTF-8") from None
+        except OptionError as err:
+            raise OptionError(f"{path}: {err}") from None
     if not isinstance(raw, dict):
         raise OptionError(f"{path}: the top level must be a mapping of option keys")
     apply_overrides(raw, overrides or [])  # its errors name the --set argument, not the file
+    overridden = {item.partition("=")[0].strip() for item in overrides or []}
     try:
-        return parse_options(cls, raw)
+        return parse_options(cls, raw, overridden=overridden)
     except OptionError as err:
         raise OptionError(f"{path}: {err}") from None
 

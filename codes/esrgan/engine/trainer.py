@@ -341,6 +341,25 @@ class Resume(NamedTuple):
         return Path(self.path).resolve().parent == (run_root / "training_state").resolve()
 
 
+def schedule_warnings(o: TrainOptions) -> list[str]:
+    """Schedule settings that cannot act within their phase: a milestone at or past the phase's last iteration
+    (they count from the phase's start, where BasicSR's count from the run's), a warm-up as long as the phase."""
+    notes = []
+    for phase in ("psnr", "gan") if o.model == "esrgan" else ("psnr",):
+        p = getattr(o.train, phase)
+        key = f"train.{phase}.scheduler"
+        if p.niter == 0:
+            continue
+        late = [m for m in p.scheduler.milestones if m >= p.niter] if p.scheduler.type == "MultiStepLR" else []
+        if late:
+            notes.append(f"{key}.milestones {late} never take effect: milestones count from the start of the "
+                         f"phase, which has {p.niter} iterations (train.{phase}.niter)")
+        if p.scheduler.warmup_iters >= p.niter:
+            notes.append(f"{key}.warmup_iters {p.scheduler.warmup_iters}: the lr warms up for the whole phase of "
+                         f"{p.niter} iterations")
+    return notes
+
+
 def _load_resume(o: TrainOptions, auto_resume: bool, run_root: Path) -> Resume | None:
     """The training state to continue from: with `auto_resume` the newest one of the run folder if there is one,
     else path.resume_state, else none."""
@@ -494,6 +513,8 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
     if world.is_main:
         add_log_file(run_dir / f"train_{o.name}_{timestamp()}.log")
         dump_yaml(o, run_dir / f"options_{timestamp()}.yml")
+        for note in schedule_warnings(o):
+            log.warning("%s", note)
         if resume is not None:
             _report_resume(resume, model, changed, data_order)
         if continuing:
