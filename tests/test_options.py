@@ -484,6 +484,55 @@ def test_an_unknown_key_given_with_set_says_so(tmp_path):
                                "train.psnr.optim_G.lr? (given with --set)")
 
 
+def test_every_problem_of_a_file_is_listed_at_once():
+    raw = with_value(with_value(minimal_train(), "train.val_freq", "often"), "datasets.train.batch_size", 0)
+    raw = with_value(raw, "logger.print_frq", 10)
+    assert error_of(raw).splitlines() == [
+        "3 problems with the options:",
+        "  unknown option logger.print_frq: did you mean logger.print_freq?",
+        "  datasets.train.batch_size: 0 is out of range; it must be >= 1",
+        "  train.val_freq: expected an integer, got 'often'"]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("", "the file holds no options (it is empty, or only comments)"),
+    ("# only a comment\n", "the file holds no options (it is empty, or only comments)"),
+    ("name: a\ntrain:\n\tniter: 1\n", "not valid YAML (indent with spaces: YAML does not allow tabs): "),
+    ("name: a\ntest: {tile: 0}\n", "is a test option file (it has a test section); train.py takes a training "
+                                     "option file, such as options/train_ESRGAN.yml"),
+])
+def test_files_that_are_no_training_option_file_say_what_they_are(tmp_path, text, message):
+    path = tmp_path / "o.yml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(OptionError) as info:
+        load_options(TrainOptions, path)
+    assert str(info.value).startswith(f"{path}{':' if not message.startswith('is ') else ''} {message}")
+
+
+def test_a_training_option_file_given_to_test_py_is_named_as_such():
+    with pytest.raises(OptionError, match=r"train_demo\.yml is a training option file \(it has a train, network_D "
+                                          r"or logger section\); test\.py takes a test option file"):
+        load_options(OptionsOfTest, OPTIONS_DIR / "train_demo.yml")
+
+
+@pytest.mark.parametrize(("override", "hint"), [("datasets.Set14=null", "datasets.set14"),
+                                                ("datasets.SET5=~", "datasets.set5")])
+def test_leaving_out_a_test_set_the_file_does_not_have_is_refused(override, hint):
+    with pytest.raises(OptionError) as info:
+        load_options(OptionsOfTest, OPTIONS_DIR / "test.yml", [override])
+    key = override.split("=")[0]
+    assert str(info.value) == (f"--set {override}: there is no test set {key} to leave out "
+                               f"(the file's are set5, set14); did you mean {hint}?")
+
+
+def test_an_empty_optional_path_is_left_out_and_a_required_string_needs_a_value():
+    raw = with_value(minimal_train(), "datasets.train.dataroot_LQ", "")
+    assert parse_options(TrainOptions, raw).datasets.train.dataroot_LQ is None
+    assert error_of(with_value(minimal_train(), "datasets.train.dataroot_GT", "")) == \
+        "datasets.train.dataroot_GT: a GT folder is required"
+    assert error_of(with_value(minimal_train(), "name", None)) == "name: needs a value here, not ~ (null)"
+
+
 def test_load_options_prefixes_the_file_name(tmp_path):
     path = write_yaml(tmp_path / "bad.yml", with_value(minimal_train(), "train.pixel_weigth", 1))
     with pytest.raises(OptionError) as info:

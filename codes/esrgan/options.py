@@ -34,6 +34,19 @@ class OptionError(ValueError):
     """An option file or override is invalid; the message names the key and says what to do."""
 
 
+class OptionListError(OptionError):
+    """Several problems of one option tree, so that one run lists them all."""
+
+    def __init__(self, messages: list[str], what: str = "problems with the options") -> None:
+        self.messages = messages
+        super().__init__(messages[0] if len(messages) == 1 else
+                         f"{len(messages)} {what}:\n  " + "\n  ".join(messages))
+
+
+def _messages(err: OptionError) -> list[str]:
+    return err.messages if isinstance(err, OptionListError) else [str(err)]
+
+
 def opt(default: Any = dataclasses.MISSING, doc: str = "", *, lo: float | None = None, hi: float | None = None,
         path: bool = False, factory: Any = dataclasses.MISSING) -> Any:
     """A documented option field. `lo`/`hi` bound numbers (inclusive); `path` marks repo-relative paths."""
@@ -544,8 +557,16 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise OptionError(f"{key}: expected a mapping of names to entries, got {value!r}")
         # A named entry set to null is left out: `--set datasets.<set>=null` drops a test set of the file.
-        return {str(k): _convert(v, args[1], _join(key, str(k))) for k, v in value.items()
-                if v is not None}
+        entries, problems = {}, []
+        for name, entry in value.items():
+            try:
+                if entry is not None:
+                    entries[str(name)] = _convert(entry, args[1], _join(key, str(name)))
+            except OptionError as err:
+                problems += _messages(err)
+        if problems:
+            raise OptionListError(problems)
+        return entries
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, key)
     if tp is bool:
@@ -564,6 +585,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise OptionError(f"{key}: expected a finite number, got {value!r}")
         return float(number)
     if tp is str:
+        if value is None:
+            raise OptionError(f"{key}: needs a value here, not ~ (null)")
         if not isinstance(value, str | int | float) or isinstance(value, bool):
             raise OptionError(f"{key}: expected a string, got {value!r}")
         return str(value)
@@ -590,21 +613,28 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
         raise OptionError(f"{prefix or 'the option file'}: expected a mapping of keys, got {raw!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
-    values = {}
+    values, problems = {}, []
     for name, f in fields.items():
         key = _join(prefix, name)
         if name not in raw:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise OptionError(f"missing option {key}: {f.metadata.get('doc', '')}")
+                problems.append(f"missing option {key}: {f.metadata.get('doc', '')}")
             continue
-        value = _convert(raw[name], hints[name], key)
+        try:
+            value = _convert(raw[name], hints[name], key)
+        except OptionError as err:
+            problems += _messages(err)
+            continue
         lo, hi = f.metadata.get("lo"), f.metadata.get("hi")
         for item in value if isinstance(value, list) else [value]:
             numeric = isinstance(item, int | float) and not isinstance(item, bool)
             if numeric and ((lo is not None and item < lo) or (hi is not None and item > hi)):
                 bounds = f">= {lo}" if hi is None else f"in [{lo}, {hi}]" if lo is not None else f"<= {hi}"
-                raise OptionError(f"{key}: {item!r} is out of range; it must be {bounds}")
+                problems.append(f"{key}: {item!r} is out of range; it must be {bounds}")
+                break
         values[name] = value
+    if problems:
+        raise OptionListError(problems)
     return cls(**values)
 
 
@@ -663,7 +693,9 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
 def _resolve_paths(obj: Any, root: Path) -> None:
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
-        if f.metadata.get("path") and isinstance(value, str) and value:
+        if f.metadata.get("path") and value == "" and f.default is None:
+            setattr(obj, f.name, None)  # an optional path left empty is left out, as ~
+        elif f.metadata.get("path") and isinstance(value, str) and value:
             setattr(obj, f.name, str((root / Path(value).expanduser()).resolve()))
         elif dataclasses.is_dataclass(value):
             _resolve_paths(value, root)
@@ -812,11 +844,12 @@ def parse_options(cls: type, raw: dict, root: Path = REPO_ROOT, check_paths: boo
     `overridden` names the keys given with --set (their unknown-key messages say so).
     """
     unknown = _unknown_keys(cls, raw, "", cls, overridden)
-    if len(unknown) == 1:
-        raise OptionError(unknown[0])
+    try:
+        options = _build(cls, raw, "")
+    except OptionError as err:
+        raise OptionListError(unknown + _messages(err)) from None
     if unknown:
-        raise OptionError(f"{len(unknown)} unknown options:\n  " + "\n  ".join(unknown))
-    options = _build(cls, raw, "")
+        raise OptionListError(unknown, "unknown options")
     _check_name(options.name)
     _resolve_paths(options, root)
     if isinstance(options, TrainOptions):
@@ -845,21 +878,53 @@ def load_options(cls: type, path: str | Path, overrides: list[str] | None = None
         raise OptionError(f"option file {path} does not exist{where}{hint}")
     with open(path, encoding="utf-8") as fh:
         try:
-            raw = load_yaml(fh) or {}
+            raw = load_yaml(fh)
         except yaml.YAMLError as err:
-            raise OptionError(f"{path}: not valid YAML: {err}") from err
+            tabs = " (indent with spaces: YAML does not allow tabs)" if "'\\t'" in str(err) else ""
+            raise OptionError(f"{path}: not valid YAML{tabs}: {err}") from err
         except UnicodeDecodeError as err:
             raise OptionError(f"{path}: not UTF-8 text ({err}); save the option file as UTF-8") from None
         except OptionError as err:
             raise OptionError(f"{path}: {err}") from None
+    if raw is None:
+        raise OptionError(f"{path}: the file holds no options (it is empty, or only comments)")
     if not isinstance(raw, dict):
         raise OptionError(f"{path}: the top level must be a mapping of option keys")
+    _check_file_kind(cls, raw, path)
+    _check_dropped_sets(cls, raw, overrides or [])
     apply_overrides(raw, overrides or [])  # its errors name the --set argument, not the file
     overridden = {item.partition("=")[0].strip() for item in overrides or []}
     try:
         return parse_options(cls, raw, overridden=overridden)
     except OptionError as err:
         raise OptionError(f"{path}: {err}") from None
+
+
+def _check_file_kind(cls: type, raw: dict, path: Path) -> None:
+    """Refuse a training option file given to test.py, and a test option file given to train.py, by the sections
+    only the other kind has."""
+    if cls is TestOptions and {"train", "network_D", "logger"} & raw.keys():
+        raise OptionError(f"{path} is a training option file (it has a train, network_D or logger section); "
+                          "test.py takes a test option file, such as options/test.yml")
+    if cls is TrainOptions and "test" in raw:
+        raise OptionError(f"{path} is a test option file (it has a test section); train.py takes a training option "
+                          "file, such as options/train_ESRGAN.yml")
+
+
+def _check_dropped_sets(cls: type, raw: dict, overrides: list[str]) -> None:
+    """`--set datasets.<key>=null` must name a test set of the file: otherwise it would leave nothing out."""
+    if cls is not TestOptions:
+        return
+    sets = raw.get("datasets") if isinstance(raw.get("datasets"), dict) else {}
+    for item in overrides:
+        dotted, _, text = item.partition("=")
+        parts = dotted.strip().split(".")
+        if len(parts) == 2 and parts[0] == "datasets" and parts[1] not in sets and load_yaml(text) is None:
+            by_name = [k for k, v in sets.items() if isinstance(v, dict) and v.get("name") == parts[1]]
+            near = by_name or [k for k in sets if k.lower() == parts[1].lower()]
+            hint = f"; did you mean datasets.{near[0]}?" if near else ""
+            raise OptionError(f"--set {item}: there is no test set datasets.{parts[1]} to leave out (the file's are "
+                              f"{', '.join(sets) or 'none'}){hint}")
 
 
 def to_dict(options: Any) -> dict:
