@@ -168,6 +168,7 @@ def test_a_section_spelled_in_another_case_is_checked_inside_too():
     ("datasets.train.mode", "LQGT", "unknown option datasets.train.mode (a name of the original ESRGAN code): not "
                                     "needed: datasets are paired GT/LQ sets"),
     ("network_G.scale", 4, "unknown option network_G.scale: did you mean scale?"),
+    ("mode", "esrgan", "unknown option mode: did you mean model?"),  # mmsr's datasets.*.mode only there
 ])
 def test_the_original_codes_names_get_their_counterpart(key, value, message):
     assert error_of(with_value(minimal_train(), key, value)).startswith(message)

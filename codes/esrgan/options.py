@@ -416,40 +416,41 @@ BASICSR_NAMES = {
     "wandb": "not needed: the logs go to TensorBoard (logger.use_tb_logger)",
 }
 
-# The names of the original ESRGAN code's option files (mmsr's), likewise.
+# The names of the original ESRGAN code's option files (mmsr's), likewise, by the top-level section they stand in
+# ("" for the top level): elsewhere the same name is more likely a misspelling of a key there.
 MMSR_NAMES = {
-    "lr_G": "use train.psnr.optim_G.lr and train.gan.optim_G.lr",
-    "lr_D": "use train.gan.optim_D.lr",
-    "weight_decay_G": "use train.<phase>.optim_G.weight_decay",
-    "weight_decay_D": "use train.gan.optim_D.weight_decay",
-    "beta1_G": "use train.<phase>.optim_G.beta1",
-    "beta2_G": "use train.<phase>.optim_G.beta2",
-    "beta1_D": "use train.gan.optim_D.beta1",
-    "beta2_D": "use train.gan.optim_D.beta2",
-    "lr_scheme": "use train.<phase>.scheduler.type",
-    "lr_steps": "use train.<phase>.scheduler.milestones (counted from the start of each phase)",
-    "lr_gamma": "use train.<phase>.scheduler.gamma",
-    "T_period": "use train.<phase>.scheduler.periods",
-    "restarts": "use train.<phase>.scheduler.periods (one cycle each) and restart_weights",
-    "dataroot_HR": "use dataroot_GT",
-    "dataroot_LR": "use dataroot_LQ",
-    "HR_size": "use datasets.train.GT_size",
-    "mode": "not needed: datasets are paired GT/LQ sets (mmsr's LQGT), the LQ made from GT when dataroot_LQ is "
-            "left out",
-    "color": "not needed: images are read as RGB",
-    "gpu_ids": "use device (cuda:N) for one GPU, torchrun --nproc_per_node=N train.py -opt ... for several",
-    "distortion": "not needed: the degradation is bicubic (datasets.<set>.degradation)",
-    "subset_file": "not supported: put the images to use in a folder of their own",
-    "norm_type": "not needed: the architectures are the paper's (no batch norm in G, batch norm in D)",
-    "act_type": "not needed: the architectures are the paper's (LeakyReLU 0.2)",
-    "mode_D": "not needed: the architectures are the paper's",
-    "root": "not needed: relative paths start at the repository root",
-    "models": "not needed: runs are written to <experiments_root>/<name>/ (path.experiments_root)",
-    "training_state": "not needed: runs are written to <experiments_root>/<name>/ (path.experiments_root)",
-    "log": "not needed: runs are written to <experiments_root>/<name>/ (path.experiments_root)",
-    "val_images": "not needed: runs are written to <experiments_root>/<name>/ (path.experiments_root)",
-    "results_root": "in test option files, path.results_root; training writes to path.experiments_root",
-    "pretrain_model_F": "use network_F.weights",
+    "lr_G": ("train", "use train.psnr.optim_G.lr and train.gan.optim_G.lr"),
+    "lr_D": ("train", "use train.gan.optim_D.lr"),
+    "weight_decay_G": ("train", "use train.<phase>.optim_G.weight_decay"),
+    "weight_decay_D": ("train", "use train.gan.optim_D.weight_decay"),
+    "beta1_G": ("train", "use train.<phase>.optim_G.beta1"),
+    "beta2_G": ("train", "use train.<phase>.optim_G.beta2"),
+    "beta1_D": ("train", "use train.gan.optim_D.beta1"),
+    "beta2_D": ("train", "use train.gan.optim_D.beta2"),
+    "lr_scheme": ("train", "use train.<phase>.scheduler.type"),
+    "lr_steps": ("train", "use train.<phase>.scheduler.milestones (counted from the start of each phase)"),
+    "lr_gamma": ("train", "use train.<phase>.scheduler.gamma"),
+    "T_period": ("train", "use train.<phase>.scheduler.periods"),
+    "restarts": ("train", "use train.<phase>.scheduler.periods (one cycle each) and restart_weights"),
+    "dataroot_HR": ("datasets", "use dataroot_GT"),
+    "dataroot_LR": ("datasets", "use dataroot_LQ"),
+    "HR_size": ("datasets", "use datasets.train.GT_size"),
+    "mode": ("datasets", "not needed: datasets are paired GT/LQ sets (mmsr's LQGT), the LQ made from GT when "
+                         "dataroot_LQ is left out"),
+    "color": ("datasets", "not needed: images are read as RGB"),
+    "subset_file": ("datasets", "not supported: put the images to use in a folder of their own"),
+    "gpu_ids": ("", "use device (cuda:N) for one GPU, torchrun --nproc_per_node=N train.py -opt ... for several"),
+    "distortion": ("", "not needed: the degradation is bicubic (datasets.<set>.degradation)"),
+    "norm_type": ("network_D", "not needed: the discriminator is the paper's (batch norm)"),
+    "act_type": ("network_D", "not needed: the discriminator is the paper's (LeakyReLU 0.2)"),
+    "mode_D": ("network_D", "not needed: the discriminator is the paper's"),
+    "root": ("path", "not needed: relative paths start at the repository root"),
+    "models": ("path", "not needed: runs are written to <experiments_root>/<name>/ (path.experiments_root)"),
+    "training_state": ("path", "not needed: runs are written to <experiments_root>/<name>/ "
+                               "(path.experiments_root)"),
+    "log": ("path", "not needed: runs are written to <experiments_root>/<name>/ (path.experiments_root)"),
+    "val_images": ("path", "not needed: runs are written to <experiments_root>/<name>/ (path.experiments_root)"),
+    "pretrain_model_F": ("path", "use network_F.weights"),
 }
 
 # Values of BasicSR's and the original code's option files and their counterparts here.
@@ -485,8 +486,8 @@ def _unknown_key_message(root_cls: type, prefix: str, key: str, valid: list[str]
     same = [v for v in valid if v.lower() == key.lower()]
     if key in BASICSR_NAMES and not same:
         return f"unknown option {full} (a BasicSR name): {BASICSR_NAMES[key]}"
-    if key in MMSR_NAMES and not same:
-        return f"unknown option {full} (a name of the original ESRGAN code): {MMSR_NAMES[key]}"
+    if key in MMSR_NAMES and not same and MMSR_NAMES[key][0] == prefix.split(".")[0]:
+        return f"unknown option {full} (a name of the original ESRGAN code): {MMSR_NAMES[key][1]}"
     by_leaf: dict[str, list[str]] = {}
     for path in _schema_keys(root_cls):
         by_leaf.setdefault(path.rsplit(".", 1)[-1], []).append(path)
