@@ -470,11 +470,17 @@ def test_a_key_given_twice_in_one_section_is_refused_with_both_lines(tmp_path):
         load_options(TrainOptions, path)
     assert str(info.value) == (f"{path}: the key 'train' is given twice in one section (lines 2 and 5); YAML would "
                                "keep only the last one: merge the two")
-    # A merge key's entries may be overridden: that is what it is for.
+    # A merge key's entries may be overridden: that is what it is for (also where the merged mapping merges
+    # another one itself, and is anchored deeper than where it is merged in).
     assert load_yaml("adam: &a {lr: 1, beta1: 2}\ngan:\n  <<: *a\n  lr: 3\n") == {
         "adam": {"lr": 1, "beta1": 2}, "gan": {"lr": 3, "beta1": 2}}
+    nested = "a: &a {k: 0, j: 5}\nx:\n  b: &b {<<: *a, k: 1}\nc:\n  <<: *b\n  k: 2\n"
+    assert load_yaml(nested) == yaml.safe_load(nested)
     with pytest.raises(OptionError, match=r"the key 'lr' is given twice in one section \(line 1\)"):
         load_yaml("{lr: 1, lr: 2}")
+    for wrong in ("x: !!map [1]", "x: !!map foo"):  # SafeLoader's own refusal, not a crash
+        with pytest.raises(yaml.YAMLError, match="expected a mapping node"):
+            load_yaml(wrong)
 
 
 def test_an_unknown_key_given_with_set_says_so(tmp_path):
@@ -483,6 +489,11 @@ def test_an_unknown_key_given_with_set_says_so(tmp_path):
         load_options(TrainOptions, path, ["train.psnr.optim_G.lrr=1"])
     assert str(info.value) == (f"{path}: unknown option train.psnr.optim_G.lrr: did you mean "
                                "train.psnr.optim_G.lr? (given with --set)")
+    with pytest.raises(OptionError) as info:  # a misspelled section that --set made
+        load_options(TrainOptions, path, ["trian.gan.niter=5"])
+    assert str(info.value) == f"{path}: unknown option trian: did you mean train? (given with --set)"
+    with pytest.raises(OptionError, match=r"^--set train.psnr.optim_G: the key 'lr' is given twice"):
+        load_options(TrainOptions, path, ["train.psnr.optim_G={lr: 1, lr: 2}"])
 
 
 def test_every_problem_of_a_file_is_listed_at_once():
@@ -518,7 +529,14 @@ def test_a_training_option_file_given_to_test_py_is_named_as_such():
 
 @pytest.mark.parametrize(("override", "hint"), [("datasets.Set14=null", "datasets.set14"),
                                                 ("datasets.SET5=~", "datasets.set5")])
-def test_leaving_out_a_test_set_the_file_does_not_have_is_refused(override, hint):
+def test_leaving_out_a_test_set_the_file_does_not_have_is_refused(tmp_path, override, hint):
+    # A set that an earlier --set made may be left out again; a value that is not YAML gets apply_overrides' word.
+    (tmp_path / "g.pth").write_bytes(b"")  # only its existence is checked here
+    assert list(load_options(OptionsOfTest, OPTIONS_DIR / "test_demo.yml", [
+        f"datasets.new.dataroot_GT={REPO_ROOT / DEMO_VAL}", "datasets.new=null",
+        f"path.pretrain_model_G={tmp_path / 'g.pth'}"]).datasets) == ["demo_val", "demo_photos"]
+    with pytest.raises(OptionError, match=r"^--set datasets.new: '\{dataroot_GT: x' is not valid YAML"):
+        load_options(OptionsOfTest, OPTIONS_DIR / "test.yml", ["datasets.new={dataroot_GT: x"])
     with pytest.raises(OptionError) as info:
         load_options(OptionsOfTest, OPTIONS_DIR / "test.yml", [override])
     key = override.split("=")[0]
@@ -531,7 +549,9 @@ def test_an_empty_optional_path_is_left_out_and_a_required_string_needs_a_value(
     assert parse_options(TrainOptions, raw).datasets.train.dataroot_LQ is None
     assert error_of(with_value(minimal_train(), "datasets.train.dataroot_GT", "")) == \
         "datasets.train.dataroot_GT: a GT folder is required"
-    assert error_of(with_value(minimal_train(), "name", None)) == "name: needs a value here, not ~ (null)"
+    assert error_of(with_value(minimal_train(), "name", None)) == (
+        "name: ~ (null) is not a value of this option: give one (or leave the key out, where the option has a "
+        "default)")
 
 
 def test_load_options_prefixes_the_file_name(tmp_path):

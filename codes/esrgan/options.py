@@ -516,7 +516,8 @@ def _unknown_keys(cls: type, raw: Any, prefix: str, root_cls: type, overridden: 
         name, path = key, _join(prefix, str(key))
         if key not in fields:
             message = _unknown_key_message(root_cls, prefix, str(key), list(fields))
-            messages.append(message + (" (given with --set)" if path in overridden else ""))
+            given = any(o == path or o.startswith(f"{path}.") for o in overridden)
+            messages.append(message + (" (given with --set)" if given else ""))
             same_but_case = [f for f in fields if f.lower() == str(key).lower()]
             if not same_but_case:
                 continue
@@ -587,7 +588,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         return float(number)
     if tp is str:
         if value is None:
-            raise OptionError(f"{key}: needs a value here, not ~ (null)")
+            raise OptionError(f"{key}: ~ (null) is not a value of this option: give one (or leave the key out, "
+                              "where the option has a default)")
         if not isinstance(value, str | int | float) or isinstance(value, bool):
             raise OptionError(f"{key}: expected a string, got {value!r}")
         return str(value)
@@ -643,7 +645,19 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     """yaml.SafeLoader that refuses a key given twice in one mapping, which PyYAML would silently resolve to the
     last one (a second `train:` section replacing the whole first one)."""
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._checked: set[int] = set()
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        # SafeLoader calls this for every mapping, and for a merge source before it rewrites that source in place:
+        # each node is checked once, as written.
+        if id(node) not in self._checked:
+            self._checked.add(id(node))
+            self._check_unique(node)
+        super().flatten_mapping(node)
+
+    def _check_unique(self, node: yaml.MappingNode) -> None:
         lines: dict[Any, int] = {}
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: keys after it may override those
@@ -659,7 +673,6 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 raise OptionError(f"the key {key!r} is given twice in one section ({where}); YAML would keep "
                                   "only the last one: merge the two")
             lines[key] = line
-        return super().construct_mapping(node, deep)
 
 
 def load_yaml(stream: Any) -> Any:
@@ -684,6 +697,8 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             node = child
         try:
             node[parts[-1]] = load_yaml(text)
+        except OptionError as err:
+            raise OptionError(f"--set {dotted}: {err}") from None
         except yaml.YAMLError as err:
             problem = str(err).splitlines()[0]
             raise OptionError(f"--set {dotted}: {text!r} is not valid YAML ({problem}); write lists as [1, 2] "
@@ -913,16 +928,28 @@ def _check_file_kind(cls: type, raw: dict, path: Path) -> None:
 
 
 def _check_dropped_sets(cls: type, raw: dict, overrides: list[str]) -> None:
-    """`--set datasets.<key>=null` must name a test set of the file: otherwise it would leave nothing out."""
+    """`--set datasets.<key>=null` must name a test set of the file (or of an earlier --set): otherwise it would
+    leave nothing out."""
     if cls is not TestOptions:
         return
     sets = raw.get("datasets") if isinstance(raw.get("datasets"), dict) else {}
+    present = set(sets)
     for item in overrides:
         dotted, _, text = item.partition("=")
         parts = dotted.strip().split(".")
-        if len(parts) == 2 and parts[0] == "datasets" and parts[1] not in sets and load_yaml(text) is None:
+        if len(parts) < 2 or parts[0] != "datasets":
+            continue
+        try:
+            dropped = len(parts) == 2 and load_yaml(text) is None
+        except (yaml.YAMLError, OptionError):
+            continue  # apply_overrides says what is wrong with the value
+        if not dropped:
+            present.add(parts[1])
+        elif parts[1] in present:
+            present.discard(parts[1])
+        else:
             by_name = [k for k, v in sets.items() if isinstance(v, dict) and v.get("name") == parts[1]]
-            near = by_name or [k for k in sets if k.lower() == parts[1].lower()]
+            near = by_name or [k for k in present if k.lower() == parts[1].lower()]
             hint = f"; did you mean datasets.{near[0]}?" if near else ""
             raise OptionError(f"--set {item}: there is no test set datasets.{parts[1]} to leave out (the file's are "
                               f"{', '.join(sets) or 'none'}){hint}")
