@@ -364,15 +364,48 @@ def test_cosine_annealing_without_periods_is_rejected():
     assert "train.psnr.scheduler.periods" in message
 
 
+
+def test_numbers_given_to_string_options_keep_how_they_were_written():
+    # YAML 1.1 reads 0123 as octal 83, 1.10 as 1.1 and 1:30 as 90: a string option gets the text as written.
+    raw = {**minimal_train(), **load_yaml("name: 0123")}
+    raw["train"] |= load_yaml("ema_decay: 0.9990\nval_freq: 0x10")
+    raw["datasets"]["val"] |= load_yaml("name: 1:30")
+    options = parse_options(TrainOptions, raw)
+    assert (options.name, options.datasets.val.name) == ("0123", "1:30")
+    assert (options.train.ema_decay, options.train.val_freq) == (0.999, 16)  # numeric options: plain numbers
+    assert (type(options.train.ema_decay), type(options.train.val_freq)) == (float, int)
+    assert yaml.safe_dump({"n": options.train.val_freq}) == "n: 16\n"
+    test_raw = {"name": 1.10, **load_yaml("path: {pretrain_model_G: x.pth}\ndatasets: {007: {dataroot_GT: x}}")}
+    tested = parse_options(OptionsOfTest, test_raw, check_paths=False)
+    assert list(tested.datasets) == ["007"]
+    assert parse_options(OptionsOfTest, apply_overrides(test_raw, ["name=1.10"]), check_paths=False).name == "1.10"
+
+
+def test_a_boolean_given_to_a_string_option_says_to_quote_it():
+    assert error_of({**minimal_train(), **load_yaml("name: yes")}) == (
+        "name: expected a string, got True (YAML reads yes, no, on, off, true and false as booleans): quote the "
+        "value, e.g. 'yes'")
+
+
 # ------------------------------------------------------------------------------------------ --set overrides
 def test_override_values_are_parsed_as_yaml():
     raw = apply_overrides(minimal_train(), ["train.gan.niter=7", "datasets.train.dataroot_LQ=~",
                                             "train.psnr.scheduler.milestones=[1, 2]", "name=run 2"])
     assert raw["train"]["gan"]["niter"] == 7
-    assert type(raw["train"]["gan"]["niter"]) is int
+    assert isinstance(raw["train"]["gan"]["niter"], int)  # a number, not the string "7"
     assert raw["datasets"]["train"]["dataroot_LQ"] is None
     assert raw["train"]["psnr"]["scheduler"]["milestones"] == [1, 2]
     assert raw["name"] == "run 2"
+
+
+def test_an_override_that_yaml_would_cut_at_a_comment_says_to_quote_it():
+    with pytest.raises(OptionError) as info:
+        apply_overrides(minimal_train(), ["name=run #2"])
+    assert str(info.value) == "--set name: YAML would drop '#2' as a comment; quote the value, e.g. " \
+                              "--set 'name=\"run #2\"'"
+    with pytest.raises(OptionError, match=r"would drop '# x' as a comment"):
+        apply_overrides(minimal_train(), ["train.psnr.scheduler.milestones=[1, 2] # x"])
+    assert apply_overrides(minimal_train(), ['name="run #2"', "datasets.val.name=val#2"])["name"] == "run #2"
 
 
 def test_override_creates_missing_sections():

@@ -550,7 +550,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         if value not in args:
             raise OptionError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}."
                               + (_suggest(str(value), [str(a) for a in args]) if isinstance(value, str) else ""))
-        return value
+        return args[args.index(value)]
     if origin is list:
         if not isinstance(value, list):
             raise OptionError(f"{key}: expected a list, got {value!r}")
@@ -563,7 +563,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         for name, entry in value.items():
             try:
                 if entry is not None:
-                    entries[str(name)] = _convert(entry, args[1], _join(key, str(name)))
+                    entries[_as_written(name)] = _convert(entry, args[1], _join(key, _as_written(name)))
             except OptionError as err:
                 problems += _messages(err)
         if problems:
@@ -590,10 +590,19 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         if value is None:
             raise OptionError(f"{key}: ~ (null) is not a value of this option: give one (or leave the key out, "
                               "where the option has a default)")
-        if not isinstance(value, str | int | float) or isinstance(value, bool):
+        if isinstance(value, bool):
+            raise OptionError(f"{key}: expected a string, got {value!r} (YAML reads yes, no, on, off, true and "
+                              "false as booleans): quote the value, e.g. 'yes'")
+        if not isinstance(value, str | int | float):
             raise OptionError(f"{key}: expected a string, got {value!r}")
-        return str(value)
+        return _as_written(value)
     raise TypeError(f"unsupported option type {tp} at {key}")
+
+
+def _as_written(value: Any) -> str:
+    """A scalar as a string, numbers as the option file wrote them: `name: 0123` is '0123', not YAML 1.1's
+    octal 83, and `name: 1.10` is '1.10'."""
+    return getattr(value, "yaml_text", None) or str(value)
 
 
 def _as_number(value: Any) -> float | int | None:
@@ -675,6 +684,30 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             lines[key] = line
 
 
+class _WrittenInt(int):
+    yaml_text: str
+
+
+class _WrittenFloat(float):
+    yaml_text: str
+
+
+def _keep_text(construct: Any, kind: type) -> Any:
+    def constructor(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+        value = kind(construct(loader, node))
+        value.yaml_text = node.value
+        return value
+    return constructor
+
+
+# Numbers remember how they were written, for the options that are strings; _convert gives every other option a
+# plain int or float.
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int",
+                                 _keep_text(yaml.SafeLoader.construct_yaml_int, _WrittenInt))
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:float",
+                                 _keep_text(yaml.SafeLoader.construct_yaml_float, _WrittenFloat))
+
+
 def load_yaml(stream: Any) -> Any:
     """yaml.safe_load, refusing keys given twice in one mapping."""
     return yaml.load(stream, Loader=_UniqueKeyLoader)
@@ -695,6 +728,9 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             if not isinstance(child, dict):
                 raise OptionError(f"--set {dotted}: {part!r} holds a value, not a section")
             node = child
+        if comment := _trailing_comment(text):
+            raise OptionError(f"--set {dotted}: YAML would drop {comment!r} as a comment; quote the value, e.g. "
+                              f"--set '{dotted}=\"{text.strip()}\"'")
         try:
             node[parts[-1]] = load_yaml(text)
         except OptionError as err:
@@ -704,6 +740,17 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             raise OptionError(f"--set {dotted}: {text!r} is not valid YAML ({problem}); write lists as [1, 2] "
                               "and quote strings that hold YAML characters") from None
     return raw
+
+
+def _trailing_comment(text: str) -> str:
+    """What YAML would drop as a comment at the end of a --set value (`name=run #2` would give 'run')."""
+    try:
+        ends = [token.end_mark.index for token in yaml.scan(text, Loader=yaml.SafeLoader)
+                if not isinstance(token, yaml.StreamEndToken | yaml.BlockEndToken)]
+    except yaml.YAMLError:
+        return ""  # load_yaml says what is wrong
+    rest = text[max(ends, default=0):].strip()
+    return rest if rest.startswith("#") else ""
 
 
 def _resolve_paths(obj: Any, root: Path) -> None:
