@@ -537,6 +537,31 @@ def test_in_the_gan_phase_best_g_is_never_a_psnr_phase_model(tmp_path, monkeypat
     assert sorted(p.name for p in models.iterdir()) == ["2_G.pth", "latest_G.pth"]
 
 
+
+def test_resuming_an_older_gan_phase_state_before_its_first_validation_leaves_no_best_g(tmp_path, monkeypatch):
+    """The state's best record is the PSNR phase's: its model must not come back as models/best_G.pth, which the
+    straight run had deleted at the switch."""
+    from esrgan.engine import trainer
+
+    check_health, crash_at = trainer._check_health, []
+
+    def crash(model, max_nonfinite, step):
+        check_health(model, max_nonfinite, step)
+        if step in crash_at:
+            raise RuntimeError("killed")
+
+    monkeypatch.setattr(trainer, "_check_health", crash)
+    val = {"name": "v", "dataroot_GT": str(REPO_ROOT / "datasets" / "demo" / "val")}
+    settings = {"train.psnr.niter": 2, "train.gan.niter": 4, "datasets.val": val, "train.val_freq": 2,
+                "logger.save_freq": 1}
+    run = train(options(tmp_path, **settings))
+    assert (run / "models" / "best_G.pth").is_file() and checkpoint.saved_iterations(run) == [1, 2, 3, 4, 5, 6]
+    crash_at.append(4)  # before iteration 4's validation, the resumed GAN phase's first
+    with pytest.raises(RuntimeError, match="killed"):
+        train(options(tmp_path, **settings, **{"path.resume_state": str(run / "training_state" / "3.state")}))
+    assert not (run / "models" / "best_G.pth").exists()
+    assert "best_G.pth deleted: the GAN phase keeps its own best" in log_texts(run)
+
 def test_validation_images_that_cannot_be_written_are_reported_and_training_goes_on(tmp_path, monkeypatch):
     from esrgan.engine import trainer
 

@@ -517,7 +517,9 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
             log.warning("%s", note)
         if resume is not None:
             _report_resume(resume, model, changed, data_order)
-        if continuing:
+        if continuing and best.get("phase", "gan") != model.phase(start_step + 1):
+            drop_psnr_best(run_dir, o.train.psnr.niter)  # resumed in the GAN phase before its first validation
+        elif continuing:
             restore_best(run_dir, start_step, best["iter"])
     _set_up_speed(model, o, device, world)
     log.info("Run %s on %s x %d: %d iterations (PSNR phase %d, GAN phase %d), %d training images, batch %d per "
