@@ -119,13 +119,50 @@ def test_an_old_arch_model_with_another_upsampling_is_refused():
         to_esrgan(old)
 
 
+@pytest.mark.parametrize("layout", ["basicsr", "old", "esrgan"])
 @pytest.mark.parametrize(("in_nc", "scale"), [(12, 2), (48, 1)])
-def test_basicsr_pixel_unshuffle_models_are_refused(in_nc, scale):
+def test_basicsr_pixel_unshuffle_models_are_refused_in_every_layout(in_nc, scale, layout):
     # BasicSR's x2 (x1) RRDBNet: pixel-unshuffle by 2 (4), so conv_first sees 4 (16) x 3 channels; upsampling x4.
-    basicsr = from_esrgan(tiny_net(in_nc=in_nc, scale=4).state_dict(), "basicsr")
+    # chaiNNer and spandrel also pass these around under the old-arch keys.
+    weights = from_esrgan(tiny_net(in_nc=in_nc, scale=4).state_dict(), layout)
     with pytest.raises(ValueError, match=f"BasicSR / Real-ESRGAN x{scale} weights: conv_first takes {in_nc} = "
                                          f"{in_nc // 3} x 3 channels .* no pixel-unshuffle"):
-        to_esrgan(basicsr)
+        to_esrgan(weights)
+
+
+def test_x8_esrgan_plus_and_srvgg_weights_are_refused_by_name():
+    x8 = tiny_net().state_dict() | {"upconv3.weight": torch.zeros(8, 8, 3, 3), "upconv3.bias": torch.zeros(8)}
+    with pytest.raises(ValueError, match=r"have no counterpart in RRDBNet: upconv3\.weight, upconv3\.bias\. A "
+                                         r"third upsampling conv makes an x8 RRDBNet: this RRDBNet upscales x2 or "
+                                         r"x4 \(the paper's x4\)$"):
+        to_esrgan(x8)
+    plus = from_esrgan(tiny_net().state_dict(), "old") | {"model.1.sub.0.RDB1.conv1x1.weight": torch.zeros(4, 8, 1, 1)}
+    with pytest.raises(ValueError, match=r"conv1x1\.weight\. The 1x1 convs in the dense blocks are ESRGAN\+'s"):
+        to_esrgan(plus)
+    srvgg = {f"body.{i}.{p}": torch.zeros(1) for i in range(4) for p in ("weight", "bias")}
+    with pytest.raises(ValueError, match=r"^these are SRVGGNetCompact weights \(Real-ESRGAN's "
+                                         r"realesr-animevideov3 / realesr-general models"):
+        detect_layout(srvgg)
+
+
+def test_an_mmediting_checkpoint_gives_its_ema_generator_and_its_discriminator(tmp_path):
+    # mmediting / mmagic save the whole model: generator (BasicSR's layout), its EMA and the discriminator.
+    generator, ema, d = tiny_net(seed=1).state_dict(), tiny_net(seed=2).state_dict(), Discriminator_VGG_128(3, 4)
+    whole = ({f"generator.{k}": v for k, v in from_esrgan(generator, "basicsr").items()}
+             | {f"generator_ema.{k}": v for k, v in from_esrgan(ema, "basicsr").items()}
+             | {f"discriminator.module.{k}": v for k, v in d.state_dict().items()})
+    torch.save({"meta": {"epoch": 3}, "state_dict": whole}, tmp_path / "iter_400000.pth")
+    state, hparams, description = load_generator_state(tmp_path / "iter_400000.pth")
+    assert description == "BasicSR layout, state_dict, its 'generator_ema.' keys"
+    assert hparams == {"in_nc": 3, "out_nc": 3, "nf": 8, "nb": 2, "gc": 4, "scale": 4}
+    assert list(state) == list(ema) and all(torch.equal(state[k], v) for k, v in ema.items())
+    torch.save({"state_dict": {k: v for k, v in whole.items() if not k.startswith("generator_ema.")}},
+               tmp_path / "no_ema.pth")
+    state = load_generator_state(tmp_path / "no_ema.pth")[0]
+    assert all(torch.equal(state[k], v) for k, v in generator.items())
+    fresh = Discriminator_VGG_128(3, 4)
+    load_weights(fresh, tmp_path / "iter_400000.pth", what="discriminator")
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in d.state_dict().items())
 
 
 def test_an_x2_network_has_no_basicsr_layout():

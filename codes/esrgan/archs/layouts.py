@@ -15,6 +15,10 @@ The same RRDBNet circulates under three sets of state-dict keys:
   its x2 and x1 models pixel-unshuffle the input before ``conv_first``, which our RRDBNet cannot do, so they are
   refused.
 
+Any of them may come wrapped (``params_ema``, ``params``, ``state_dict``, ``model``), with DataParallel's ``module.``
+prefix, or as one part of a whole-model state dict (mmediting / mmagic's ``generator_ema.`` / ``generator.`` /
+``discriminator.`` keys, whose generator is BasicSR's layout).
+
 Files are read without arbitrary unpickling (``torch.load(weights_only=True)``) or from ``.safetensors`` (optional
 ``safetensors`` package).
 """
@@ -40,6 +44,10 @@ LAYOUT_NAMES: dict[Layout, str] = {"esrgan": "ESRGAN layout", "old": "old-arch l
 # Containers that training frameworks put around a state dict, in order of preference: BasicSR saves the EMA
 # generator (the one to use for inference) as params_ema next to the raw params.
 WRAPPERS = ("params_ema", "params", "state_dict", "model")
+# Key prefixes of a network inside a whole-model state dict (mmediting / mmagic: generator_ema., generator.,
+# discriminator.; Lightning-style modules: net_g., netG., ...), in order of preference: the EMA generator first.
+GENERATOR_PARTS = ("generator_ema.", "generator.", "net_g_ema.", "net_g.", "netG.")
+DISCRIMINATOR_PARTS = ("discriminator.", "net_d.", "netD.")
 KEYS_SHOWN = 5
 
 _FIRST_CONV: dict[Layout, str] = {"esrgan": "conv_first", "old": "model.0", "basicsr": "conv_first"}
@@ -86,6 +94,10 @@ def detect_layout(sd: Mapping[str, Any]) -> Layout:
     if len(found) != 1 and "conv0_0.weight" in sd and "linear1.weight" in sd:
         raise ValueError("these are discriminator weights (Discriminator_VGG_128: conv0_0, ..., linear1), not a "
                          "generator's: give a *_G.pth file here (a *_D.pth file belongs in path.pretrain_model_D)")
+    if len(found) != 1 and sd and all(re.fullmatch(r"body\.\d+\.(weight|bias)", k) for k in sd):
+        raise ValueError("these are SRVGGNetCompact weights (Real-ESRGAN's realesr-animevideov3 / "
+                         "realesr-general models: body.0, body.1, ...), another network than ESRGAN's RRDBNet; "
+                         "they cannot be used here")
     if len(found) != 1:
         raise ValueError("the keys match no single known ESRGAN generator layout (ESRGAN: conv_first, RRDB_trunk.*; "
                          "old arch: model.0, model.1.sub.*; BasicSR: conv_first, body.*); the file has "
@@ -119,11 +131,22 @@ def _rename(sd: Mapping[str, torch.Tensor], table: dict[str, str], source: str) 
             unknown.append(key)
     if unknown:
         raise ValueError(f"{len(unknown)} keys of the {source} have no counterpart in RRDBNet: "
-                         f"{listing(unknown, KEYS_SHOWN)}")
+                         f"{listing(unknown, KEYS_SHOWN)}{_variant(unknown)}")
     return {key: tensor for _, key, tensor in sorted(renamed, key=lambda item: item[0])}
 
 
+def _variant(unknown: list[str]) -> str:
+    """What the keys RRDBNet lacks say about the network, for the message that refuses them."""
+    if any(re.search(r"(upconv3|conv_up3)\.", k) for k in unknown):
+        return (". A third upsampling conv makes an x8 RRDBNet: this RRDBNet upscales x2 or x4 (the "
+                "paper's x4)")
+    if any(".conv1x1." in k for k in unknown):
+        return ". The 1x1 convs in the dense blocks are ESRGAN+'s (nESRGAN+), another network than ESRGAN's"
+    return ""
+
+
 def _refuse_pixel_unshuffle(sd: Mapping[str, torch.Tensor]) -> None:
+    """Refuse Real-ESRGAN's x2 / x1 RRDBNet (BasicSR's, in whichever layout the file names it)."""
     in_ch, out_ch = sd["conv_first.weight"].shape[1], sd["conv_last.weight"].shape[0]
     for factor, scale in ((2, 2), (4, 1)):
         if in_ch == factor * factor * out_ch:
@@ -137,11 +160,12 @@ def _refuse_pixel_unshuffle(sd: Mapping[str, torch.Tensor]) -> None:
 def to_esrgan(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The same tensors under our keys, in our order, whatever the published layout of `sd`."""
     layout = detect_layout(sd)
-    if layout == "basicsr" and "conv_last.weight" in sd:
-        _refuse_pixel_unshuffle(sd)
     nb, scale = _blocks_and_scale(sd, layout)
     ours_to_theirs = _module_table(layout, nb, scale)
-    return _rename(sd, {theirs: ours for ours, theirs in ours_to_theirs.items()}, LAYOUT_NAMES[layout])
+    ours = _rename(sd, {theirs: ours for ours, theirs in ours_to_theirs.items()}, LAYOUT_NAMES[layout])
+    if "conv_first.weight" in ours and "conv_last.weight" in ours:
+        _refuse_pixel_unshuffle(ours)
+    return ours
 
 
 def from_esrgan(sd: Mapping[str, torch.Tensor], layout: Layout) -> dict[str, torch.Tensor]:
@@ -194,6 +218,17 @@ def unwrap(obj: Any) -> tuple[dict[str, torch.Tensor], str]:
     if any(k.startswith("module.") for k in obj):
         used += ", 'module.' prefix removed"
     return sd, used
+
+
+def select_part(sd: dict[str, torch.Tensor], prefixes: tuple[str, ...]) -> tuple[dict[str, torch.Tensor], str]:
+    """The keys under the first of `prefixes` that `sd` has (e.g. GENERATOR_PARTS in an mmediting checkpoint that
+    holds generator, EMA generator and discriminator), without it, and a note such as ", 'generator_ema.' keys";
+    `sd` itself when it has none of them."""
+    for prefix in prefixes:
+        part = {k.removeprefix(prefix).removeprefix("module."): v for k, v in sd.items() if k.startswith(prefix)}
+        if part:
+            return part, f", its {prefix!r} keys"
+    return sd, ""
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -320,13 +355,14 @@ def load_generator_state(path: str | Path, complete: bool = True) -> tuple[dict[
     such as 'old-arch layout, params_ema'). With `complete`, every tensor of the implied RRDBNet must be there
     with its shape (callers that load non-strictly pass False)."""
     sd, used = read_weights_file(path)
+    sd, part = select_part(sd, GENERATOR_PARTS)
     try:
         layout = detect_layout(sd)
         ours = to_esrgan(sd)
         hparams = infer_hparams(ours)
         if complete:
             check_complete(ours, hparams)
-        return ours, hparams, f"{LAYOUT_NAMES[layout]}, {used}"
+        return ours, hparams, f"{LAYOUT_NAMES[layout]}, {used}{part}"
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from None
 

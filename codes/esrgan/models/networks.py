@@ -10,12 +10,14 @@ from torch import nn
 
 from ..archs.discriminator import Discriminator_VGG_128
 from ..archs.layouts import (
+    DISCRIMINATOR_PARTS,
     describe_differences,
     describe_hparams,
     detect_layout,
     infer_hparams,
     load_generator_state,
     read_weights_file,
+    select_part,
 )
 from ..archs.rrdbnet import RRDBNet
 from ..archs.vgg import VGGFeatureExtractor, load_vgg_state_dict, torchvision_cache_file
@@ -57,7 +59,8 @@ def read_state_dict(path: str | Path, convert_layout: bool = True) -> dict[str, 
     """
     if not convert_layout:
         state, used = read_weights_file(path)
-        log.info("%s: %s", path, used)
+        state, part = select_part(state, DISCRIMINATOR_PARTS)
+        log.info("%s: %s%s", path, used, part)
         return state
     state, hparams, description = load_generator_state(path, complete=False)
     log.info("%s: %s, %s", path, description, describe_hparams(hparams))
