@@ -71,6 +71,7 @@ def test_lpips_equals_the_packages_own_loading_path(hub):
         expected = theirs(torch.from_numpy(a.transpose(2, 0, 1)[None] / 127.5 - 1).float(),
                           torch.from_numpy(b.transpose(2, 0, 1)[None] / 127.5 - 1).float()).item()
     assert calculate_lpips(ours, a, b, crop_border=0) == pytest.approx(expected, rel=1e-5)
+    assert calculate_lpips(ours, a / 255, b / 255, crop_border=0) == pytest.approx(expected, rel=1e-5)  # float input
     assert expected > 0
 
 

@@ -22,6 +22,7 @@ from torch import nn
 
 from ..utils.files import torch_hub_cache_file
 from ..utils.misc import listing
+from .psnr_ssim import _to_255
 
 LpipsNet = Literal["alex", "vgg", "squeeze"]
 
@@ -107,6 +108,7 @@ def _load_backbone(backbone: nn.Module, state: dict[str, torch.Tensor], source: 
 def _to_lpips_input(img: np.ndarray, crop_border: int, device: torch.device) -> torch.Tensor:
     h, w = img.shape[:2]
     img = img[crop_border : h - crop_border, crop_border : w - crop_border]
+    img = _to_255(img)
     if img.ndim == 2:
         img = np.repeat(img[:, :, None], 3, axis=2)
     t = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).to(device, torch.float32)
@@ -115,7 +117,8 @@ def _to_lpips_input(img: np.ndarray, crop_border: int, device: torch.device) -> 
 
 @torch.inference_mode()
 def calculate_lpips(model: nn.Module, img1: np.ndarray, img2: np.ndarray, crop_border: int) -> float:
-    """LPIPS distance between two uint8 RGB (or gray) images of the same size, `crop_border` pixels cropped."""
+    """LPIPS distance between two RGB (or gray) images of the same size, uint8 or float in [0, 1] (as PSNR and SSIM
+    take them), `crop_border` pixels cropped."""
     if img1.shape != img2.shape:
         raise ValueError(f"images must have the same shape, got {img1.shape} and {img2.shape}")
     device = next(model.parameters()).device
