@@ -9,7 +9,7 @@ is non-zero for |d| < 4, i.e. on the eight taps j = -2..5.
 import numpy as np
 import pytest
 
-from esrgan.data.imresize import bicubic_degrade, imresize, modcrop
+from esrgan.data.imresize import _weight_matrix, bicubic_degrade, imresize, modcrop
 
 
 def keys_cubic(x: float) -> float:
@@ -34,10 +34,13 @@ HALF_SCALE_FOLDED = np.array([140, 102, 26, -12]) / 256
 RAMP_ROW = np.array([[0.0, 64.0, 128.0, 192.0]])
 
 
-def test_half_scale_taps_follow_from_the_stretched_kernel() -> None:
+def test_half_scale_taps_follow_from_the_stretched_kernel_and_fold_at_the_border() -> None:
     u = 1.5
     taps = [0.5 * keys_cubic(0.5 * (u - j)) for j in range(-2, 6)]
     np.testing.assert_array_equal(taps, HALF_SCALE_TAPS)
+    # The module's weights for a length-4 axis: output 1 gets the folded taps, output 2 their mirror image.
+    np.testing.assert_allclose(_weight_matrix(4, 2, 0.5, antialiasing=True),
+                               [HALF_SCALE_FOLDED, HALF_SCALE_FOLDED[::-1]], rtol=0, atol=1e-15)
 
 
 def test_half_scale_of_a_row_uses_the_mirrored_folded_taps() -> None:
