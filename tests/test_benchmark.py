@@ -54,8 +54,10 @@ def test_the_gpu_check_script_runs_its_core_and_speed_stages_in_smoke_mode(tmp_p
     """SMOKE=1: tiny networks on the CPU, so that the commands and option keys the GPU session will run are
     checked here (the graph mode is left out on a CPU, and says so). `core` runs the CUDA tests (skipped here),
     the benchmark and the quality check with the fp32 reference's steps captured."""
+    # The stage limits are sized for the GPU; a busy CPU must not turn this check of commands into a race.
     env = os.environ | {"SMOKE": "1", "OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work"),
-                        "FAST": "speed.channels_last=true", "PYTHON": sys.executable}
+                        "FAST": "speed.channels_last=true", "PYTHON": sys.executable,
+                        "BUDGET": "1500", "TESTS_LIMIT": "600", "SPEED_LIMIT": "600"}
     for stage in ("core", "speed"):
         result = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "gpu_checks.sh"), stage], env=env,
                                 capture_output=True, text=True, timeout=600)
