@@ -314,10 +314,37 @@ def test_an_image_that_became_unreadable_leaves_no_stale_copy_and_no_meta_info(t
 
 
 def test_lmdb_made_from_another_folder_is_not_completed(tmp_path):
-    create_lmdb(_folder(tmp_path / "one", ["x.png"]), tmp_path / "out.lmdb", progress=False)
-
+    out = tmp_path / "out.lmdb"
+    create_lmdb(_folder(tmp_path / "one", ["x.png"]), out, progress=False)
+    before = _stored_values(out)
+    # The same names in another folder (DIV2K's HR and LR sub-images share theirs).
+    with pytest.raises(ValueError) as info:
+        create_lmdb(_folder(tmp_path / "two", ["x.png"]), out, progress=False)
+    assert str(info.value) == (f"{out} was made from {tmp_path / 'one'}, not from {tmp_path / 'two'}: choose "
+                               f"another output path, or delete {out} to make it again from {tmp_path / 'two'}")
+    assert _stored_values(out) == before
+    (out / lmdb_io._SOURCES).unlink()  # an LMDB of another tool or version: its keys tell what they can
     with pytest.raises(ValueError, match=r"1 images that are not in .* \(x\)"):
-        create_lmdb(_folder(tmp_path / "two", ["y.png"]), tmp_path / "out.lmdb", progress=False)
+        create_lmdb(_folder(tmp_path / "three", ["y.png"]), out, progress=False)
+
+
+def test_an_image_replaced_by_one_with_an_older_time_is_stored_again(tmp_path, caplog):
+    # unzip, cp -p and rsync -a keep a file's own modification time, older than the LMDB.
+    src = _folder(tmp_path / "in", ["1.png", "2.png"])
+    out = tmp_path / "out.lmdb"
+    create_lmdb(src, out, progress=False)
+    before = _stored_values(out)
+    assert cv2.imwrite(str(src / "2.png"), _image((5, 2, 3), seed=9))
+    os.utime(src / "2.png", ns=(10**18, 10**18))  # 2001
+
+    with caplog.at_level("INFO", logger="esrgan"):
+        assert create_lmdb(src, out, progress=False) == 2
+
+    after = _stored_values(out)
+    assert after["1"] == before["1"]
+    np.testing.assert_array_equal(cv2.imdecode(np.frombuffer(after["2"], np.uint8), cv2.IMREAD_UNCHANGED),
+                                  _image((5, 2, 3), seed=9))
+    assert f"{out}: 1 images stored, 1 unchanged ones kept" in caplog.text
 
 
 def test_missing_key_error_names_key_and_lmdb(tmp_path):

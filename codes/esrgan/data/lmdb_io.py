@@ -10,6 +10,7 @@ framework's float RGB happens when reading).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
@@ -219,6 +220,29 @@ def _keys_of(folder: str | Path) -> dict[str, Path]:
 
 
 _STARTED, _COMPLETE = ".esrgan_lmdb_started", ".esrgan_lmdb_complete"
+# The folder an LMDB was made from and the size and modification time of each image it stored, so that a run on
+# another folder is refused and an image replaced by one with an older time (unzip, cp -p, rsync -a) is stored
+# again.
+_SOURCES = ".esrgan_lmdb_sources.json"
+
+
+def _signature(path: Path) -> list[int]:
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def _read_sources(output_path: Path) -> tuple[str | None, dict[str, list[int]]]:
+    """The input folder and the image signatures that the last run recorded; (None, {}) for an LMDB without
+    them (of another tool, or of an earlier version)."""
+    try:
+        recorded = json.loads((output_path / _SOURCES).read_text(encoding="utf-8"))
+        return str(recorded["input"]), {str(k): list(v) for k, v in recorded["files"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None, {}
+
+
+def _record_sources(output_path: Path, input_dir: Path, signatures: dict[str, list[int]]) -> None:
+    atomic_write_text(output_path / _SOURCES, json.dumps({"input": str(input_dir), "files": signatures}))
 
 
 def _start_run(output_path: Path) -> int:
@@ -264,11 +288,13 @@ def create_lmdb(
     returns the number of images.
 
     Resumable: keys already in the LMDB (batches committed by an interrupted run) are skipped, so re-running
-    with the same arguments finishes the job; an image modified since the last complete run began is stored
-    again. Encoding runs in `workers` processes; the map grows as needed. Keys of images that are no longer in
-    `input_dir` are refused (the LMDB of another folder, say), or with `remove_missing` deleted. Images that
-    cannot be read are listed together in an OSError at the end, after the others are stored; an earlier version
-    of them is deleted from the LMDB, and so is `meta_info.txt`, which only a complete LMDB has.
+    with the same arguments finishes the job; an image whose size or modification time is not the one recorded
+    when it was stored (or, without a record, one modified since the last complete run began) is stored again,
+    and an LMDB recorded as made from another folder is refused. Encoding runs in `workers` processes; the map
+    grows as needed. Keys of images that are no longer in `input_dir` are refused (the LMDB of another folder,
+    say), or with `remove_missing` deleted. Images that cannot be read are listed together in an OSError at the
+    end, after the others are stored; an earlier version of them is deleted from the LMDB, and so is
+    `meta_info.txt`, which only a complete LMDB has.
     """
     input_dir, output_path = Path(input_dir), Path(output_path)
     if not 0 <= compress_level <= 9:
@@ -280,13 +306,18 @@ def create_lmdb(
     keys = _keys_of(input_dir)
     if not keys:
         raise ValueError(f"no images in {input_dir}")
+    signatures = {key: _signature(path) for key, path in keys.items()}  # before reading: a later change shows
 
     output_path.mkdir(parents=True, exist_ok=True)
+    source, recorded = _read_sources(output_path)
     written_ns = _start_run(output_path)
     env = _lmdb().open(os.fspath(output_path), meminit=False)
     try:
         with env.begin() as txn:
             existing = {bytes(k).decode("utf-8") for k in txn.cursor().iternext(keys=True, values=False)}
+        if existing and source is not None and source != str(input_dir.resolve()):
+            raise ValueError(f"{output_path} was made from {source}, not from {input_dir}: choose another output "
+                             f"path, or delete {output_path} to make it again from {input_dir}")
         foreign = sorted(existing - keys.keys())
         if foreign and not remove_missing:
             raise ValueError(
@@ -300,7 +331,8 @@ def create_lmdb(
                     txn.delete(key.encode("utf-8"))
             log.info("%s: deleted %d images that are no longer in %s (%s)", output_path, len(foreign),
                      input_dir, listing(foreign, 5))
-        todo = [key for key in keys if key not in existing or keys[key].stat().st_mtime_ns > written_ns]
+        todo = [key for key in keys if key not in existing or (
+            recorded[key] != signatures[key] if key in recorded else signatures[key][1] > written_ns)]
         with (
             _encoded([keys[k] for k in todo], compress_level, workers) as encoded,
             tqdm(total=len(keys), initial=len(keys) - len(todo), unit="img", desc="LMDB",
@@ -325,6 +357,8 @@ def create_lmdb(
                     batch, batch_bytes = [], 0
             if batch:
                 _commit(env, batch)
+        _record_sources(output_path, input_dir.resolve(),
+                        {key: signature for key, signature in signatures.items() if key not in failed})
         if failed:
             # What an earlier run stored of them is out of date, and so is an earlier meta_info.txt: an LMDB that
             # lists an image with its old pixels would look complete.
@@ -347,4 +381,5 @@ def create_lmdb(
         env.close()
     write_meta_info(output_path, shapes, compress_level)
     _finish_run(output_path)
+    log.info("%s: %d images stored, %d unchanged ones kept", output_path, len(todo), len(keys) - len(todo))
     return len(keys)
