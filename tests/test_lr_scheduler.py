@@ -101,3 +101,21 @@ def test_schedule_settings_that_cannot_act_within_their_phase_are_named():
         "train.psnr.scheduler.warmup_iters 1000000: the lr warms up for the whole phase of 1000000 iterations",
         "train.gan.scheduler.milestones [100000, 200000, 300000] never take effect: milestones count from the "
         "start of the phase, which has 100000 iterations (train.gan.niter)"]
+
+
+def test_a_gan_phase_from_a_random_generator_is_warned_about_unless_resumed():
+    import yaml
+
+    from esrgan.engine.trainer import schedule_warnings
+    from esrgan.options import REPO_ROOT, TrainOptions, parse_options
+
+    raw = yaml.safe_load((REPO_ROOT / "options" / "train_ESRGAN.yml").read_text(encoding="utf-8"))
+    o = parse_options(TrainOptions, raw, check_paths=False)
+    o.train.psnr.niter = 0
+    assert schedule_warnings(o) == [
+        "train.psnr.niter is 0 and path.pretrain_model_G is not set: the GAN phase starts from a RANDOM generator. "
+        "The paper's starts from the PSNR-oriented model: give it as path.pretrain_model_G, or train phase 1 "
+        "(train.psnr.niter)"]
+    assert schedule_warnings(o, resuming=True) == []
+    o.path.pretrain_model_G = "RRDB_PSNR_x4.pth"
+    assert schedule_warnings(o) == []

@@ -341,10 +341,15 @@ class Resume(NamedTuple):
         return Path(self.path).resolve().parent == (run_root / "training_state").resolve()
 
 
-def schedule_warnings(o: TrainOptions) -> list[str]:
+def schedule_warnings(o: TrainOptions, resuming: bool = False) -> list[str]:
     """Schedule settings that cannot act within their phase: a milestone at or past the phase's last iteration
-    (they count from the phase's start, where BasicSR's count from the run's), a warm-up as long as the phase."""
+    (they count from the phase's start, where BasicSR's count from the run's), a warm-up as long as the phase;
+    and a GAN phase that starts from a random generator."""
     notes = []
+    if o.model == "esrgan" and o.train.psnr.niter == 0 and o.path.pretrain_model_G is None and not resuming:
+        notes.append("train.psnr.niter is 0 and path.pretrain_model_G is not set: the GAN phase starts from a "
+                     "RANDOM generator. The paper's starts from the PSNR-oriented model: give it as "
+                     "path.pretrain_model_G, or train phase 1 (train.psnr.niter)")
     for phase in ("psnr", "gan") if o.model == "esrgan" else ("psnr",):
         p = getattr(o.train, phase)
         key = f"train.{phase}.scheduler"
@@ -513,7 +518,7 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
     if world.is_main:
         add_log_file(run_dir / f"train_{o.name}_{timestamp()}.log")
         dump_yaml(o, run_dir / f"options_{timestamp()}.yml")
-        for note in schedule_warnings(o):
+        for note in schedule_warnings(o, resuming=resume is not None):
             log.warning("%s", note)
         if resume is not None:
             _report_resume(resume, model, changed, data_order)
