@@ -703,3 +703,13 @@ def test_a_stopped_run_exits_with_the_signals_status_but_0_for_torchrun_which_wo
     assert _run(stopped) == 130
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job")
     assert _run(stopped) == 0
+
+
+def test_ctrl_c_outside_the_training_loop_ends_with_one_line_and_130(capsys):
+    from esrgan.cli import _run
+
+    def interrupted_start_up():
+        raise KeyboardInterrupt
+
+    assert _run(interrupted_start_up) == 130
+    assert capsys.readouterr().err == "stopped by Ctrl-C (SIGINT)\n"

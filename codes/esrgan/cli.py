@@ -25,7 +25,7 @@ def _parser(description: str, example: str, files: str) -> argparse.ArgumentPars
 def _run(job: Callable[[], object]) -> int:
     """Run a job; bad input (options, files, weights) ends with a one-line message instead of a traceback, and
     a training stopped by a signal (after saving; the log says how to continue) with 128 + its number (0 under
-    torchrun)."""
+    torchrun), and Ctrl-C outside the training loop (at start-up, in test.py) with 130 and one line."""
     from .engine.trainer import TrainingStopped
 
     try:
@@ -42,6 +42,12 @@ def _run(job: Callable[[], object]) -> int:
             raise
         print(f"error: {err}\n(set ESRGAN_TRACEBACK=1 to see the traceback)", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C where the training loop's stop handling is not installed: start-up, test.py
+        from .utils.logger import log_error_to_file
+
+        log_error_to_file("stopped by Ctrl-C (SIGINT)")
+        print("stopped by Ctrl-C (SIGINT)", file=sys.stderr)
+        return 128 + 2
     except Exception:  # out of GPU memory, a bug: the traceback on the console, and in the log file too
         from .utils.logger import log_error_to_file
 
