@@ -529,6 +529,20 @@ def test_an_unknown_key_given_with_set_says_so(tmp_path):
         load_options(TrainOptions, path, ["train.psnr.optim_G={lr: 1, lr: 2}"])
 
 
+def test_a_wrong_value_given_with_set_says_so_and_one_from_the_file_does_not(tmp_path):
+    path = write_yaml(tmp_path / "ok.yml", with_value(minimal_train(), "train.psnr.niter", -3))
+    with pytest.raises(OptionError) as info:
+        load_options(TrainOptions, path, ["train.gan.niter=-1", "train.psnr.scheduler.milestones=[1, -2]"])
+    assert str(info.value) == (
+        f"{path}: 3 problems with the options:\n"
+        "  train.psnr.niter: -3 is out of range; it must be >= 0\n"
+        "  train.psnr.scheduler.milestones: -2 is out of range; it must be >= 1 (given with --set)\n"
+        "  train.gan.niter: -1 is out of range; it must be >= 0 (given with --set)")
+    with pytest.raises(OptionError) as info:  # a check across options, after the values
+        load_options(TrainOptions, write_yaml(tmp_path / "ok.yml", minimal_train()), ["datasets.train.GT_size=130"])
+    assert str(info.value) == f"{path}: datasets.train.GT_size: 130 is not a multiple of scale 4 (given with --set)"
+
+
 def test_every_problem_of_a_file_is_listed_at_once():
     raw = with_value(with_value(minimal_train(), "train.val_freq", "often"), "datasets.train.batch_size", 0)
     raw = with_value(raw, "logger.print_frq", 10)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from collections.abc import Collection
@@ -38,7 +39,7 @@ class OptionListError(OptionError):
     """Several problems of one option tree, so that one run lists them all."""
 
     def __init__(self, messages: list[str], what: str = "problems with the options") -> None:
-        self.messages = messages
+        self.messages, self.what = messages, what
         super().__init__(messages[0] if len(messages) == 1 else
                          f"{len(messages)} {what}:\n  " + "\n  ".join(messages))
 
@@ -960,7 +961,15 @@ def load_options(cls: type, path: str | Path, overrides: list[str] | None = None
     try:
         return parse_options(cls, raw, overridden=overridden)
     except OptionError as err:
-        raise OptionError(f"{path}: {err}") from None
+        messages = [_mark_overridden(message, overridden) for message in _messages(err)]
+        marked = OptionListError(messages, err.what) if isinstance(err, OptionListError) else messages[0]
+        raise OptionError(f"{path}: {marked}") from None
+
+
+def _mark_overridden(message: str, overridden: Collection[str]) -> str:
+    """`message` with " (given with --set)" when the key it starts with came from --set: the file says otherwise."""
+    key = re.sub(r"\[\d+\]$", "", message.partition(": ")[0])
+    return message + " (given with --set)" if key in overridden else message
 
 
 def _check_file_kind(cls: type, raw: dict, path: Path) -> None:
