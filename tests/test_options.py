@@ -559,6 +559,9 @@ def test_every_problem_of_a_file_is_listed_at_once():
     ("name: a\ntrain:\n\tniter: 1\n", "not valid YAML (indent with spaces: YAML does not allow tabs): "),
     ("name: a\ntest: {tile: 0}\n", "is a test option file (it has a test section); train.py takes a training "
                                      "option file, such as options/train_ESRGAN.yml"),
+    ("name: a\npath: {results_root: r}\n", "is a test option file (it has path.results_root); "),
+    ("name: a\ndatasets: {set5: {dataroot_GT: x}, set14: {dataroot_GT: y}}\n",
+     "is a test option file (it has test sets (set5, set14) and no train section); "),
 ])
 def test_files_that_are_no_training_option_file_say_what_they_are(tmp_path, text, message):
     path = tmp_path / "o.yml"
@@ -566,6 +569,12 @@ def test_files_that_are_no_training_option_file_say_what_they_are(tmp_path, text
     with pytest.raises(OptionError) as info:
         load_options(TrainOptions, path)
     assert str(info.value).startswith(f"{path}{':' if not message.startswith('is ') else ''} {message}")
+
+
+def test_the_test_option_files_given_to_train_py_are_named_as_such():
+    for name in ("test.yml", "test_demo.yml"):
+        with pytest.raises(OptionError, match=rf"{name} is a test option file \(it has "):
+            load_options(TrainOptions, OPTIONS_DIR / name)
 
 
 def test_a_training_option_file_given_to_test_py_is_named_as_such():

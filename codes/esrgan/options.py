@@ -978,9 +978,17 @@ def _check_file_kind(cls: type, raw: dict, path: Path) -> None:
     if cls is TestOptions and {"train", "network_D", "logger"} & raw.keys():
         raise OptionError(f"{path} is a training option file (it has a train, network_D or logger section); "
                           "test.py takes a test option file, such as options/test.yml")
-    if cls is TrainOptions and "test" in raw:
-        raise OptionError(f"{path} is a test option file (it has a test section); train.py takes a training option "
-                          "file, such as options/train_ESRGAN.yml")
+    if cls is not TrainOptions:
+        return
+    datasets, paths = raw.get("datasets"), raw.get("path")
+    signs = ["a test section"] if "test" in raw else []
+    if isinstance(paths, dict) and "results_root" in paths:
+        signs.append("path.results_root")
+    if isinstance(datasets, dict) and datasets and "train" not in datasets and "train" not in raw:
+        signs.append(f"test sets ({', '.join(map(str, datasets))}) and no train section")
+    if signs:
+        raise OptionError(f"{path} is a test option file (it has {signs[0]}); train.py takes a "
+                          "training option file, such as options/train_ESRGAN.yml")
 
 
 def _check_dropped_sets(cls: type, raw: dict, overrides: list[str]) -> None:
