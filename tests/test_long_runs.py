@@ -468,6 +468,7 @@ def test_resuming_another_runs_state_moves_the_earlier_run_of_this_name_aside_in
     (archived,) = tmp_path.glob("b_archived_*")
     assert checkpoint.saved_iterations(archived) == [2]
     assert all(torch.equal(v, b_weights[k]) for k, v in weights(archived / "models" / "2_G.pth").items())
+    assert f"An earlier run {run_b} was moved to {archived}" in log_texts(run_b)  # the new run's log says so
 
 
 @pytest.mark.parametrize("at", [2, 3], ids=["inside-the-run", "at-its-last-step"])

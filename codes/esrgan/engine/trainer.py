@@ -136,12 +136,12 @@ def prepare_run_dir(o: TrainOptions, resuming: bool, world: World) -> Path:
         if not resuming:
             archived = archive_existing(run_dir)
             if archived is not None:
-                print(f"An earlier run {run_dir} was moved to {archived}")
+                log.warning("An earlier run %s was moved to %s", run_dir, archived)
         for sub in ("models", "training_state", "val_images", "tb_logger"):
             (run_dir / sub).mkdir(parents=True, exist_ok=True)
         for sub in ("models", "training_state"):  # a save the previous process was killed in
             for leftover in remove_temporaries(run_dir / sub):
-                print(f"Deleted {leftover}, the unfinished write of an interrupted save")
+                log.info("Deleted %s, the unfinished write of an interrupted save", leftover)
     barrier(world)
     return run_dir
 
