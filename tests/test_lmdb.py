@@ -478,6 +478,18 @@ def test_data_type_lmdb_on_an_image_folder_names_the_option(tmp_path):
         open_source(str(tmp_path), "lmdb")
 
 
+def test_an_lmdb_read_as_a_folder_names_the_option_and_auto_knows_it_by_its_data_mdb(tmp_path):
+    from esrgan.data.sources import LmdbSource, open_source
+
+    out = tmp_path / "HR_sub"  # an LMDB without the .lmdb suffix
+    create_lmdb(_folder(tmp_path / "in", ["a.png"]), out, progress=False)
+    with pytest.raises(ValueError) as info:
+        open_source(str(out), "folder")
+    assert str(info.value) == f"{out} is an LMDB (it holds data.mdb) but data_type is folder: set data_type to auto " \
+                              "or lmdb"
+    assert isinstance(open_source(str(out), "auto"), LmdbSource)
+
+
 def test_images_removed_from_the_folder_are_refused_or_with_remove_missing_deleted(tmp_path):
     src = _folder(tmp_path / "in", ["a.png", "b.png", "c.png"])
     create_lmdb(src, tmp_path / "out.lmdb", progress=False)

@@ -117,7 +117,8 @@ class DatasetOpt:
                                         "leave empty to make them from GT by bicubic x1/scale",
                                   path=True)
     data_type: Literal["auto", "folder", "lmdb"] = opt("auto", "how the dataroots are read: image folders or "
-                                                               "LMDBs; auto: LMDB for paths ending in .lmdb")
+                                                               "LMDBs; auto: LMDB for paths ending in .lmdb or "
+                                                               "holding data.mdb")
     degradation: Literal["matlab_bicubic", "cv2_bicubic"] = opt(
         "matlab_bicubic", "how LQ is made when there is no dataroot_LQ: MATLAB-compatible bicubic (the SR "
                           "papers' convention) or OpenCV's bicubic (no antialiasing)")

@@ -91,10 +91,14 @@ class LmdbSource:
 
 
 def open_source(root: str, backend: Backend = "auto") -> ImageSource:
-    """A folder or LMDB source; `auto` picks LMDB for paths ending in `.lmdb`."""
-    if backend == "lmdb" or (backend == "auto" and root.rstrip("/").endswith(".lmdb")):
-        if backend == "lmdb" and not (Path(root) / "data.mdb").is_file():
+    """A folder or LMDB source; `auto` picks LMDB for paths ending in `.lmdb` and for folders holding data.mdb."""
+    is_lmdb = (Path(root) / "data.mdb").is_file()
+    if backend == "lmdb" or (backend == "auto" and (root.rstrip("/").endswith(".lmdb") or is_lmdb)):
+        if backend == "lmdb" and not is_lmdb:
             raise ValueError(f"{root} is not an LMDB (no data.mdb) but data_type is lmdb: set data_type to auto "
                              "or folder for image folders, or make the LMDB with scripts/create_lmdb.py")
         return LmdbSource(root)
+    if is_lmdb:
+        raise ValueError(f"{root} is an LMDB (it holds data.mdb) but data_type is folder: set data_type to auto or "
+                         "lmdb")
     return FolderSource(root)
