@@ -102,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     if small:
         print(f"skipped {len(small)} image(s) smaller than the {args.crop_size}x{args.crop_size} crop: "
               + ", ".join(small))
+    if results and len(small) == len(results):
+        print(f"error: no image of {args.input} is as large as the {args.crop_size}x{args.crop_size} crop, so "
+              "there are no crops: lower --crop-size (and --step)", file=sys.stderr)
+        return max(report_errors(errors), 1)
     return report_errors(errors)
 
 

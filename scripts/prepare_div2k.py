@@ -15,12 +15,17 @@ Every step skips what is already done, so an interrupted run is finished by runn
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 SCRIPTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(SCRIPTS.parent / "codes"))
+
+from esrgan.data.prepare import SETTINGS_FILE  # noqa: E402  (how a folder's crops were made)
+
 SCALE = 4
 
 
@@ -43,12 +48,20 @@ def main(argv: list[str] | None = None) -> int:
     lr = root / "DIV2K_train_LR_bicubic" / f"X{SCALE}"
     hr_sub, lr_sub = root / "DIV2K800_sub", root / f"DIV2K800_sub_bicLRx{SCALE}"
     common = ["--workers", str(args.workers), "--png-level", str(args.png_level)]
+    use_div2k_lr = lr.is_dir()
+    if use_div2k_lr and _made_without_lr(hr_sub):
+        # The HR crops are the same either way; DIV2K's LR images were made by MATLAB's bicubic as ours are.
+        print(f"{hr_sub} was made before {lr} was there: its LR crops stay the MATLAB-compatible bicubic ones "
+              f"(as DIV2K's own); delete {hr_sub} and {lr_sub} (and their .lmdb) to make them from {lr}",
+              flush=True)
+        use_div2k_lr = False
     try:
-        if lr.is_dir():
+        if use_div2k_lr:
             run("extract_subimages.py", "--input", hr, "--output", hr_sub, "--lr-input", lr, "--lr-output", lr_sub,
                 "--scale", SCALE, *common)
         else:
-            print(f"{lr} not found: making the LR sub-images with MATLAB-compatible bicubic", flush=True)
+            if not lr.is_dir():
+                print(f"{lr} not found: making the LR sub-images with MATLAB-compatible bicubic", flush=True)
             run("extract_subimages.py", "--input", hr, "--output", hr_sub, *common)
             run("generate_lr.py", "--input", hr_sub, "--output", lr_sub, "--scale", SCALE, "--remove-missing",
                 *common)
@@ -63,6 +76,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"Done: {hr_sub}.lmdb and {lr_sub}.lmdb are ready for options/train_ESRGAN.yml")
     return 0
+
+
+def _made_without_lr(hr_sub: Path) -> bool:
+    """Whether `hr_sub` holds crops that an earlier run made without DIV2K's LR images (no scale recorded)."""
+    try:
+        return json.loads((hr_sub / SETTINGS_FILE).read_text(encoding="utf-8")).get("scale") is None
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 if __name__ == "__main__":

@@ -482,6 +482,16 @@ def test_generate_lr_remakes_outputs_older_than_the_hr_image(tmp_path, write_spy
     np.testing.assert_array_equal(read_raw(outs["lr"]), imresize(modcrop(hr, 4), 1 / 4))
 
 
+def test_a_folder_whose_images_are_all_smaller_than_the_crop_is_an_error(tmp_path):
+    write_raw(tmp_path / "hr" / "0001.png", coordinate_image()[:9])
+    result = run_script("extract_subimages.py", "--input", "hr", "--output", "gt", "--crop-size", "10", "--step",
+                        "8", "--workers", "1", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "skipped 1 image(s) smaller than the 10x10 crop: 0001.png" in result.stdout
+    assert result.stderr.endswith("\nerror: no image of hr is as large as the 10x10 crop, so there are no crops: "
+                                  "lower --crop-size (and --step)\n")  # after the progress bar
+
+
 def test_a_rerun_with_another_crop_grid_is_refused_and_leaves_the_crops_alone(tmp_path):
     write_raw(tmp_path / "hr" / "0001.png", coordinate_image())
     first = run_script("extract_subimages.py", "--input", "hr", "--output", "gt", "--crop-size", "10", "--step",

@@ -60,3 +60,23 @@ def test_a_source_image_replaced_by_a_smaller_one_is_prepared_again_to_the_end(t
     for folder in ("DIV2K800_sub", "DIV2K800_sub_bicLRx4"):
         assert sorted(p.stem for p in (tmp_path / "DIV2K" / folder).glob("*.png")) == expected
         assert sorted(read_meta_info(tmp_path / "DIV2K" / f"{folder}.lmdb")) == expected
+
+
+def test_div2k_lr_images_added_after_a_first_run_keep_the_bicubic_lr_crops(tmp_path):
+    rng = np.random.default_rng(0)
+    div2k = tmp_path / "DIV2K"
+    hr = rng.integers(0, 256, (480, 480, 3), dtype=np.uint8)
+    (div2k / "DIV2K_train_HR").mkdir(parents=True)
+    cv2.imwrite(str(div2k / "DIV2K_train_HR" / "0001.png"), hr)
+    command = [sys.executable, str(REPO_ROOT / "scripts" / "prepare_div2k.py"), "--div2k", str(div2k),
+               "--workers", "1"]
+    subprocess.run(command, check=True, capture_output=True, cwd=tmp_path)
+    lr_crop = (div2k / "DIV2K800_sub_bicLRx4" / "0001_s001.png").read_bytes()
+    (div2k / "DIV2K_train_LR_bicubic" / "X4").mkdir(parents=True)  # unzipped later
+    cv2.imwrite(str(div2k / "DIV2K_train_LR_bicubic" / "X4" / "0001x4.png"), hr[::4, ::4])
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (f"{div2k / 'DIV2K800_sub'} was made before {div2k / 'DIV2K_train_LR_bicubic' / 'X4'} was there: its "
+            "LR crops stay the MATLAB-compatible bicubic ones") in result.stdout
+    assert (div2k / "DIV2K800_sub_bicLRx4" / "0001_s001.png").read_bytes() == lr_crop
+    assert sorted(read_meta_info(div2k / "DIV2K800_sub_bicLRx4.lmdb")) == ["0001_s001"]
