@@ -90,7 +90,7 @@ def claim_folders(claims: Sequence[tuple[str | Path, dict[str, Any]]]) -> None:
                 raise ValueError(f"{folder} already holds images, with no readable record ({SETTINGS_FILE}) of what "
                                  "made them (an earlier version, another tool), so they could not be told apart "
                                  "from this run's: choose an empty output folder, or delete its images")
-            differences = "; ".join(f"{key} {made.get(key)} there, {settings.get(key)} now"
+            differences = "; ".join(f"{key} {_shown(made.get(key))} there, {_shown(settings.get(key))} now"
                                     for key in sorted(made.keys() | settings.keys())
                                     if made.get(key) != settings.get(key))
             raise ValueError(f"{folder} holds images made with other settings ({differences}; see "
@@ -98,6 +98,10 @@ def claim_folders(claims: Sequence[tuple[str | Path, dict[str, Any]]]) -> None:
         to_write.append((record, settings))
     for record, settings in to_write:
         atomic_write_text(record, json.dumps(settings, sort_keys=True) + "\n")
+
+
+def _shown(setting: Any) -> Any:
+    return "not set" if setting is None else setting
 
 
 def _read_checked(path: Path, size: tuple[int, int]) -> np.ndarray:
