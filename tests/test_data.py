@@ -182,7 +182,7 @@ def test_more_than_twenty_missing_lq_images_are_summarised(tmp_path):
 
 def test_an_image_too_small_for_the_patch_is_named_when_the_dataset_is_built(tmp_path):
     gt_dir, lq_dir, _ = make_pairs(tmp_path, 4, [(6, 7)])
-    with pytest.raises(ValueError, match="im0 is too small for GT_size 32") as info:
+    with pytest.raises(ValueError, match=r"LQ/im0\.png is too small for GT_size 32") as info:
         PairedImageDataset("t", 4, gt_dir, lq_dir, gt_size=32)
     assert "7x6" in str(info.value)
 
@@ -329,7 +329,7 @@ def test_all_pairing_problems_are_reported_together_before_training(tmp_path):
         PairedImageDataset("t", 4, str(tmp_path / "GT"), str(tmp_path / "LQ"), gt_size=32)
     message = str(info.value)
     assert "wrong_scale" in message and "40x40" in message and "8x8" in message
-    assert "too_small is too small for GT_size 32" in message
+    assert f"{tmp_path / 'LQ' / 'too_small.png'} is too small for GT_size 32" in message
     assert "fine" not in message.replace("do not fit", "")
 
 
@@ -362,7 +362,7 @@ def test_missing_unreadable_misfitting_and_too_small_images_are_reported_in_one_
     first, second, third = str(info.value).split("\n  and ")
     assert first.startswith("dataset t: 1 GT images in ") and first.endswith(": alone")
     assert second.startswith("1 images cannot be read: ") and "broken.png" in second
-    assert third.startswith("2 images do not fit: skewed (") and "tiny is too small for GT_size 32" in third
+    assert third.startswith("2 images do not fit: skewed (") and "tiny.png is too small for GT_size 32" in third
     assert "good" not in str(info.value)
 
 
@@ -380,7 +380,7 @@ def test_with_skip_corrupt_a_missing_lq_is_still_reported_next_to_no_readable_im
 
 def test_gt_only_images_too_small_for_the_crop_are_reported(tmp_path):
     write_rgb(tmp_path / "GT" / "tiny.png", random_rgb(30, 60, seed=0))
-    with pytest.raises(ValueError, match="tiny is too small for GT_size 32: its LQ is 15x7"):
+    with pytest.raises(ValueError, match=r"GT/tiny\.png is too small for GT_size 32: its LQ is 15x7"):
         PairedImageDataset("t", 4, str(tmp_path / "GT"), None, gt_size=32)
 
 

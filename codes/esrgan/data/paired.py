@@ -157,7 +157,8 @@ class PairedImageDataset(Dataset):
                     ratios.append(_pair_scale(gh, gw, lh, lw))
                     continue
             if self.gt_size is not None and min(lh, lw) < self.gt_size // s:
-                problems.append(f"{key} is too small for GT_size {self.gt_size}: its LQ is {lw}x{lh}, smaller "
+                name = lq.describe(self.lq_key[key]) if lq is not None else gt.describe(key)
+                problems.append(f"{name} is too small for GT_size {self.gt_size}: its LQ is {lw}x{lh}, smaller "
                                 f"than {self.gt_size // s}x{self.gt_size // s}")
             elif self.gt_size is None and key in gt_sizes:  # a whole image with GT (gh, gw from above)
                 if self.scored and min(lh, lw) < MIN_SCORED_LQ:

@@ -149,7 +149,7 @@ def niqe_features(luma: np.ndarray) -> np.ndarray:
     rows, cols = luma.shape[0] // BLOCK_SIZE, luma.shape[1] // BLOCK_SIZE
     if rows * cols < 2:
         raise NIQEImageTooSmallError(f"NIQE needs at least two {BLOCK_SIZE}x{BLOCK_SIZE} blocks to fit a Gaussian; the "
-                         f"{luma.shape[0]}x{luma.shape[1]} image (after cropping) holds {rows * cols}")
+                         f"{luma.shape[1]}x{luma.shape[0]} image (after cropping) holds {rows * cols}")
     image = luma[: rows * BLOCK_SIZE, : cols * BLOCK_SIZE].astype(np.float64)
     features = []
     for scale in (1, 2):
