@@ -382,6 +382,15 @@ def test_script_help_exits_0(script, capsys):
     assert "--png-level" in capsys.readouterr().out
 
 
+def test_an_output_folder_that_is_an_input_or_another_output_is_refused_by_role():
+    from esrgan.data.prepare import check_distinct_folders
+
+    with pytest.raises(ValueError, match=r"^output folder hr is also the input folder hr; give it one of its own$"):
+        check_distinct_folders(["hr"], ["hr"])
+    with pytest.raises(ValueError, match=r"^output folder out/ is also the output folder out; give it one"):
+        check_distinct_folders(["hr", "lr"], ["out", "out/"])
+
+
 def run_script(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     command = [sys.executable, str(REPO_ROOT / "scripts" / script), *args]
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=60)

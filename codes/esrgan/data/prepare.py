@@ -380,12 +380,12 @@ def check_distinct_folders(inputs: Sequence[str | Path], outputs: Sequence[str |
 
     Outputs are named after the input stems, so a shared folder would overwrite inputs or other outputs.
     """
-    seen: dict[Path, str | Path] = {Path(p).resolve(): p for p in inputs}
+    seen = {Path(p).resolve(): f"the input folder {p}" for p in inputs}
     for folder in outputs:
         resolved = Path(folder).resolve()
         if resolved in seen:
-            raise ValueError(f"output folder {folder} is the same folder as {seen[resolved]}; give it one of its own")
-        seen[resolved] = folder
+            raise ValueError(f"output folder {folder} is also {seen[resolved]}; give it one of its own")
+        seen[resolved] = f"the output folder {folder}"
 
 
 def report_errors(errors: Sequence[tuple[tuple, str]]) -> int:
