@@ -89,7 +89,7 @@ def output_paths(files: list[Path], out_dir: Path) -> list[Path]:
     """OUT/<stem>.png for each input; refuses to overwrite an input and to write two inputs to one file."""
     outputs = [out_dir / f"{f.stem}.png" for f in files]
     inputs = {f.resolve() for f in files}
-    hits = [str(o) for o in outputs if o.resolve() in inputs]
+    hits = list(dict.fromkeys(str(o) for o in outputs if o.resolve() in inputs))  # an input given twice: once
     if hits:
         raise ValueError(f"refusing to overwrite input files: {', '.join(hits)}; choose another output folder")
     by_output: dict[Path, list[Path]] = {}

@@ -250,8 +250,9 @@ def upscale(*args: str) -> int:
 def test_upscale_refuses_to_overwrite_an_input(data, tmp_path, capsys):
     write_image(tmp_path / "img.png", smooth_image(np.random.default_rng(2), 6, 5))
     before = (tmp_path / "img.png").read_bytes()
-    assert upscale(str(tmp_path / "img.png"), "-o", str(tmp_path), "--model", str(data / "psnr.pth")) == 2
-    assert f"refusing to overwrite input files: {tmp_path / 'img.png'}" in capsys.readouterr().err
+    assert upscale(str(tmp_path / "img.png"), str(tmp_path / "img.png"), "-o", str(tmp_path), "--model",
+                   str(data / "psnr.pth")) == 2  # given twice, named once
+    assert f"refusing to overwrite input files: {tmp_path / 'img.png'}; choose" in capsys.readouterr().err
     assert (tmp_path / "img.png").read_bytes() == before
 
 
