@@ -115,7 +115,8 @@ def test_keys_outside_the_network_are_refused_by_name():
 
 def test_an_old_arch_model_with_another_upsampling_is_refused():
     old = from_esrgan(tiny_net(scale=4).state_dict(), "old") | {"model.13.weight": torch.zeros(1)}
-    with pytest.raises(ValueError, match=r"last layer is model\.13"):
+    with pytest.raises(ValueError, match=r"last layer is model\.13 \(that of an x8 RRDBNet, with three "
+                                         r"upsampling stages\): RRDBNet has conv_last at model\.7"):
         to_esrgan(old)
 
 

@@ -4,6 +4,7 @@ readers, and the create_lmdb.py command line."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import multiprocessing
 import os
 import pickle
@@ -323,6 +324,9 @@ def test_lmdb_made_from_another_folder_is_not_completed(tmp_path):
     assert str(info.value) == (f"{out} was made from {tmp_path / 'one'}, not from {tmp_path / 'two'}: choose "
                                f"another output path, or delete {out} to make it again from {tmp_path / 'two'}")
     assert _stored_values(out) == before
+    moved = (tmp_path / "one").rename(tmp_path / "moved")  # the same folder elsewhere: its images as they were
+    assert create_lmdb(moved, out, progress=False) == 1 and _stored_values(out) == before
+    assert json.loads((out / lmdb_io._SOURCES).read_text())["input"] == str(moved)
     (out / lmdb_io._SOURCES).unlink()  # an LMDB of another tool or version: its keys tell what they can
     with pytest.raises(ValueError, match=r"1 images that are not in .* \(x\)"):
         create_lmdb(_folder(tmp_path / "three", ["y.png"]), out, progress=False)

@@ -379,6 +379,10 @@ def test_numbers_given_to_string_options_keep_how_they_were_written():
     tested = parse_options(OptionsOfTest, test_raw, check_paths=False)
     assert list(tested.datasets) == ["007"]
     assert parse_options(OptionsOfTest, apply_overrides(test_raw, ["name=1.10"]), check_paths=False).name == "1.10"
+    # A set's key is its name as written, so that --set reaches it.
+    tested = parse_options(OptionsOfTest, apply_overrides(test_raw, ["datasets.007.metrics=[psnr]"]), check_paths=False)
+    assert list(tested.datasets) == ["007"] and tested.datasets["007"].metrics == ["psnr"]
+    assert list(load_yaml("{on: 1, 1.50: 2, 0x1F: 3}")) == ["on", "1.50", "0x1F"]
 
 
 def test_a_boolean_given_to_a_string_option_says_to_quote_it():
@@ -403,7 +407,7 @@ def test_an_override_that_yaml_would_cut_at_a_comment_says_to_quote_it():
         apply_overrides(minimal_train(), ["name=run #2"])
     assert str(info.value) == "--set name: YAML would drop '#2' as a comment; quote the value, e.g. " \
                               "--set 'name=\"run #2\"'"
-    with pytest.raises(OptionError, match=r"would drop '# x' as a comment"):
+    with pytest.raises(OptionError, match=r"would drop '# x' as a comment; remove it$"):  # quoting makes a string
         apply_overrides(minimal_train(), ["train.psnr.scheduler.milestones=[1, 2] # x"])
     assert apply_overrides(minimal_train(), ['name="run #2"', "datasets.val.name=val#2"])["name"] == "run #2"
 
@@ -569,6 +573,11 @@ def test_files_that_are_no_training_option_file_say_what_they_are(tmp_path, text
     with pytest.raises(OptionError) as info:
         load_options(TrainOptions, path)
     assert str(info.value).startswith(f"{path}{':' if not message.startswith('is ') else ''} {message}")
+
+
+def test_a_training_file_with_a_test_key_is_not_taken_for_a_test_option_file():
+    with pytest.raises(OptionError, match=r"unknown option path\.results_root: valid keys here are"):
+        load_options(TrainOptions, OPTIONS_DIR / "train_demo.yml", ["path.results_root=r"])
 
 
 def test_the_test_option_files_given_to_train_py_are_named_as_such():

@@ -518,8 +518,7 @@ def _unknown_keys(cls: type, raw: Any, prefix: str, root_cls: type, overridden: 
         name, path = key, _join(prefix, str(key))
         if key not in fields:
             message = _unknown_key_message(root_cls, prefix, str(key), list(fields))
-            given = any(o == path or o.startswith(f"{path}.") for o in overridden)
-            messages.append(message + (" (given with --set)" if given else ""))
+            messages.append(message + (" (given with --set)" if _from_set(path, overridden) else ""))
             same_but_case = [f for f in fields if f.lower() == str(key).lower()]
             if not same_but_case:
                 continue
@@ -565,7 +564,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         for name, entry in value.items():
             try:
                 if entry is not None:
-                    entries[_as_written(name)] = _convert(entry, args[1], _join(key, _as_written(name)))
+                    entries[str(name)] = _convert(entry, args[1], _join(key, str(name)))
             except OptionError as err:
                 problems += _messages(err)
         if problems:
@@ -652,6 +651,16 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     return cls(**values)
 
 
+_NAME_TAGS = {f"tag:yaml.org,2002:{kind}" for kind in ("int", "float", "bool")}
+
+
+def _keys_as_names(node: yaml.MappingNode) -> None:
+    """Option keys are names: `007:` is '007' and `on:` is 'on', not YAML 1.1's 7 and True."""
+    for key_node, _ in node.value:
+        if isinstance(key_node, yaml.ScalarNode) and key_node.tag in _NAME_TAGS:
+            key_node.tag = "tag:yaml.org,2002:str"
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """yaml.SafeLoader that refuses a key given twice in one mapping, which PyYAML would silently resolve to the
     last one (a second `train:` section replacing the whole first one)."""
@@ -665,8 +674,10 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         # each node is checked once, as written.
         if id(node) not in self._checked:
             self._checked.add(id(node))
+            _keys_as_names(node)
             self._check_unique(node)
         super().flatten_mapping(node)
+        _keys_as_names(node)  # those merged in too
 
     def _check_unique(self, node: yaml.MappingNode) -> None:
         lines: dict[Any, int] = {}
@@ -711,7 +722,9 @@ _UniqueKeyLoader.add_constructor("tag:yaml.org,2002:float",
 
 
 def load_yaml(stream: Any) -> Any:
-    """yaml.safe_load, refusing keys given twice in one mapping."""
+    """yaml.safe_load, refusing keys given twice in one mapping; mapping keys are strings as written, and numbers
+    remember how they were written (an int or float subclass, which _convert makes plain: the raw tree is for
+    parse_options, not for yaml.safe_dump)."""
     return yaml.load(stream, Loader=_UniqueKeyLoader)
 
 
@@ -731,8 +744,10 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
                 raise OptionError(f"--set {dotted}: {part!r} holds a value, not a section")
             node = child
         if comment := _trailing_comment(text):
-            raise OptionError(f"--set {dotted}: YAML would drop {comment!r} as a comment; quote the value, e.g. "
-                              f"--set '{dotted}=\"{text.strip()}\"'")
+            value = text.strip()
+            scalar = value[:1] not in ("[", "{", "'", '"') and '"' not in value
+            fix = f"quote the value, e.g. --set '{dotted}=\"{value}\"'" if scalar else "remove it"
+            raise OptionError(f"--set {dotted}: YAML would drop {comment!r} as a comment; {fix}")
         try:
             node[parts[-1]] = load_yaml(text)
         except OptionError as err:
@@ -970,7 +985,12 @@ def load_options(cls: type, path: str | Path, overrides: list[str] | None = None
 def _mark_overridden(message: str, overridden: Collection[str]) -> str:
     """`message` with " (given with --set)" when the key it starts with came from --set: the file says otherwise."""
     key = re.sub(r"\[\d+\]$", "", message.partition(": ")[0])
-    return message + " (given with --set)" if key in overridden else message
+    return message + " (given with --set)" if _from_set(key, overridden) else message
+
+
+def _from_set(key: str, overridden: Collection[str]) -> bool:
+    """Whether `key` was given with --set: itself, a section it is in, or a section made by a key inside it."""
+    return any(o == key or o.startswith(f"{key}.") or key.startswith(f"{o}.") for o in overridden)
 
 
 def _check_file_kind(cls: type, raw: dict, path: Path) -> None:
@@ -979,7 +999,7 @@ def _check_file_kind(cls: type, raw: dict, path: Path) -> None:
     if cls is TestOptions and {"train", "network_D", "logger"} & raw.keys():
         raise OptionError(f"{path} is a training option file (it has a train, network_D or logger section); "
                           "test.py takes a test option file, such as options/test.yml")
-    if cls is not TrainOptions:
+    if cls is not TrainOptions or {"train", "network_D", "logger"} & raw.keys():
         return
     datasets, paths = raw.get("datasets"), raw.get("path")
     signs = ["a test section"] if "test" in raw else []

@@ -114,8 +114,9 @@ def _blocks_and_scale(sd: Mapping[str, torch.Tensor], layout: Layout) -> tuple[i
     last = max(int(m.group(1)) for k in sd if (m := re.match(r"model\.(\d+)\.", k)))
     scales = {3 * stages + 4: scale for scale, stages in _UPSAMPLE_STAGES.items()}
     if last not in scales:
-        raise ValueError(f"old-arch weights whose last layer is model.{last}: RRDBNet has conv_last at model.7 (x2) "
-                         "or model.10 (x4); other upsampling layouts are not supported")
+        x8 = " (that of an x8 RRDBNet, with three upsampling stages)" if last == 13 else ""
+        raise ValueError(f"old-arch weights whose last layer is model.{last}{x8}: RRDBNet has conv_last at model.7 "
+                         "(x2) or model.10 (x4); other upsampling layouts are not supported")
     return nb, scales[last]
 
 

@@ -315,7 +315,9 @@ def create_lmdb(
     try:
         with env.begin() as txn:
             existing = {bytes(k).decode("utf-8") for k in txn.cursor().iternext(keys=True, values=False)}
-        if existing and source is not None and source != str(input_dir.resolve()):
+        moved = source is not None and source != str(input_dir.resolve())
+        if existing and moved and any(recorded.get(k, signatures[k]) != signatures[k] for k in existing & keys.keys()):
+            # The same folder moved (mv, rsync -a) keeps every image's size and time; another one does not.
             raise ValueError(f"{output_path} was made from {source}, not from {input_dir}: choose another output "
                              f"path, or delete {output_path} to make it again from {input_dir}")
         foreign = sorted(existing - keys.keys())

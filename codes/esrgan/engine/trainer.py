@@ -522,7 +522,7 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
             log.warning("%s", note)
         if resume is not None:
             _report_resume(resume, model, changed, data_order)
-        if continuing and best.get("phase", "gan") != model.phase(start_step + 1):
+        if continuing and best.get("phase") == "psnr" and model.phase(start_step + 1) == "gan":
             drop_psnr_best(run_dir, o.train.psnr.niter)  # resumed in the GAN phase before its first validation
         elif continuing:
             restore_best(run_dir, start_step, best["iter"])
