@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "codes"))
 
-from esrgan.engine.evaluate import LABELS, METRICS, NO_REFERENCE, Evaluator, format_value, mean_scores
+from esrgan.engine.evaluate import LABELS, METRICS, NO_REFERENCE, Evaluator, format_value, mean_row
 from esrgan.metrics import perceptual_index, read_ma_scores
 from esrgan.utils.image import images_by_stem, read_image, to_uint8
 from esrgan.utils.misc import listing, select_device
@@ -135,8 +135,7 @@ def evaluate(args: argparse.Namespace) -> list[dict]:
         if ma is not None:
             scores |= {"ma": ma[name], "pi": perceptual_index(ma[name], scores["niqe"])}
         rows.append({"name": name} | scores)
-    columns = [k for k in rows[0] if k != "name"]
-    rows.append({"name": "mean"} | mean_scores(rows, columns))
+    rows.append(mean_row(rows))
     for metric, reason in evaluator.unavailable.items():
         log.warning("%s n/a: %s", LABELS[metric], reason)
     return rows

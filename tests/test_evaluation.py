@@ -314,3 +314,11 @@ def test_ssim_of_an_image_smaller_than_its_window_after_cropping_is_n_a_with_a_w
     scores = Evaluator(["psnr", "ssim"], 4).score(img, img.copy(), "small")
     assert scores["psnr"] == float("inf") and math.isnan(scores["ssim"])
     assert "small: SSIM is n/a: SSIM needs images of at least 11x11 pixels after cropping" in package_log.text
+
+
+def test_the_mean_row_is_named_apart_from_an_image_named_mean():
+    from esrgan.engine.evaluate import mean_row
+
+    rows = [{"name": "a", "psnr": 20.0}, {"name": "b", "psnr": 30.0}]
+    assert mean_row(rows) == {"name": "mean", "psnr": 25.0}
+    assert mean_row([*rows, {"name": "mean", "psnr": 40.0}]) == {"name": "(mean)", "psnr": 30.0}

@@ -130,6 +130,48 @@ def test_batches_of_same_size_images_give_the_same_results(plain_run, data, tmp_
         assert (psnr, ssim) == pytest.approx(plain[name], abs=1e-4)
 
 
+@pytest.mark.parametrize("stop_at", ["c", "d"], ids=["inside-a-set", "in-the-second-set"])
+def test_a_run_stopped_partway_keeps_the_scores_and_summary_it_finished(plain_run, data, tmp_path, monkeypatch,
+                                                                       stop_at):
+    from esrgan.engine.evaluate import Evaluator
+
+    score = Evaluator.score
+
+    def ctrl_c(self, sr, gt, name, skip=()):
+        if name == stop_at:
+            raise KeyboardInterrupt
+        return score(self, sr, gt, name, skip)
+
+    monkeypatch.setattr(Evaluator, "score", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        run_test(opts(data, tmp_path, lq_only=True))
+    out = tmp_path / "spec"
+    done = ["a", "b"] if stop_at == "c" else ["a", "b", "c"]
+    plain = metrics(plain_run / "gt" / "metrics.csv")
+    assert metrics(out / "gt" / "metrics.csv") == {name: plain[name] for name in done} | {
+        "mean": pytest.approx(tuple(np.mean([plain[name] for name in done], axis=0)))}
+    assert sorted(p.stem for p in (out / "gt").glob("*.png")) == done  # an image on disk has its scores
+    if stop_at == "c":
+        assert not (out / "summary.csv").exists()
+    else:
+        assert [r["set"] for r in read_csv(out / "summary.csv")] == ["gt"]
+    (log_file,) = out.glob("test_spec_*.log")
+    stopped = "gt stopped after 2 of its 3 images" if stop_at == "c" else "lq stopped after 0 of its 1 images"
+    assert stopped in log_file.read_text(encoding="utf-8")
+
+
+def test_an_unreadable_image_with_skip_corrupt_is_left_out_once(data, tmp_path):
+    gt = tmp_path / "gt"
+    for name in "abc":
+        (gt / f"{name}.png").parent.mkdir(exist_ok=True)
+        (gt / f"{name}.png").write_bytes((data / "gt" / f"{name}.png").read_bytes())
+    (gt / "b.png").write_bytes((data / "gt" / "b.png").read_bytes()[:200])  # the header survives
+    out = run_test(opts(data, tmp_path / "results", datasets={"gt": {"dataroot_GT": str(gt), "skip_corrupt": True}}))
+    assert [r["name"] for r in read_csv(out / "gt" / "metrics.csv")] == ["a", "c", "mean"]
+    (log_file,) = out.glob("test_spec_*.log")
+    assert log_file.read_text(encoding="utf-8").count("gt/a: PSNR") == 1
+
+
 def test_test_data_inside_the_results_folder_it_would_move_aside_is_refused_and_nothing_moves(data, tmp_path):
     gt = tmp_path / "results" / "spec" / "s"  # an earlier run's output, or data put there by mistake
     for name in "ab":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Collection, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,6 +48,13 @@ def mean_scores(rows: Iterable[dict[str, float]], metrics: Sequence[str]) -> dic
     for some images never passes for the set's mean)."""
     rows = list(rows)
     return {m: float(np.mean([r[m] for r in rows])) for m in metrics if rows and all(m in r for r in rows)}
+
+
+def mean_row(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The row of a metrics table that follows its image rows: 'mean' and the mean of each score column
+    ('(mean)' when an image is itself named mean, so that the two rows cannot be taken for each other)."""
+    name = "(mean)" if any(row["name"] == "mean" for row in rows) else "mean"
+    return {"name": name} | mean_scores(rows, [k for k in rows[0] if k != "name"])
 
 
 class Evaluator:

@@ -26,7 +26,17 @@ from ..options import NetworkGOpt, TestOptions, TestRunOpt, TestSetOpt, dump_yam
 from ..utils.image import tensor2img, write_image
 from ..utils.logger import add_log_file, setup_logging
 from ..utils.misc import archive_existing, listing, refuse_inputs_inside, select_device, timestamp
-from .evaluate import LABELS, METRICS, NO_REFERENCE, Evaluator, bicubic_image, describe, format_value, mean_scores
+from .evaluate import (
+    LABELS,
+    METRICS,
+    NO_REFERENCE,
+    Evaluator,
+    bicubic_image,
+    describe,
+    format_value,
+    mean_row,
+    mean_scores,
+)
 from .inference import check_precision, super_resolve
 
 log = logging.getLogger(__name__)
@@ -124,19 +134,26 @@ def test(o: TestOptions) -> Path:
             summaries.append(_test_set(net_g, dataset, ds_opt, set_dir, scale, o.test, evaluator, bicubic,
                                        ma_scores[ds_opt.name], alpha))
 
-    if gan is None:
-        run_sets(None)
-    else:
-        psnr = {k: v.detach().clone() for k, v in net_g.state_dict().items()}
-        for alpha in o.test.interp_alphas:
-            # The blend scripts/net_interp.py writes, so that a blend tested here equals its file.
-            net_g.load_state_dict(interpolate_states(psnr, gan, alpha))
-            log.info("alpha %g: (1 - %g) * PSNR model + %g * GAN model", alpha, alpha, alpha)
-            run_sets(alpha)
-    order = [ds.name for ds in o.datasets.values()]
-    summaries.sort(key=lambda s: order.index(s.set))  # stable: a set's alphas stay in the given order
+    finished = False
+    try:
+        if gan is None:
+            run_sets(None)
+        else:
+            psnr = {k: v.detach().clone() for k, v in net_g.state_dict().items()}
+            for alpha in o.test.interp_alphas:
+                # The blend scripts/net_interp.py writes, so that a blend tested here equals its file.
+                net_g.load_state_dict(interpolate_states(psnr, gan, alpha))
+                log.info("alpha %g: (1 - %g) * PSNR model + %g * GAN model", alpha, alpha, alpha)
+                run_sets(alpha)
+        finished = True
+    finally:  # a run stopped partway (Ctrl-C) keeps the summary of the sets it finished
+        order = [ds.name for ds in o.datasets.values()]
+        summaries.sort(key=lambda s: order.index(s.set))  # stable: a set's alphas stay in the given order
+        if summaries:
+            _write_summary_csv(out_dir / "summary.csv", summaries)
+        if not finished:
+            log.warning("Stopped: %s holds the %d sets finished", out_dir / "summary.csv", len(summaries))
     _log_summary(summaries, scale, evaluator)
-    _write_summary_csv(out_dir / "summary.csv", summaries)
     log.info("Summary in %s", out_dir / "summary.csv")
     return out_dir
 
@@ -147,6 +164,8 @@ def _batches(dataset: PairedImageDataset, batch_size: int) -> Iterator[list[dict
     pending: dict[tuple[int, ...], list[dict]] = {}
     for i in range(len(dataset)):
         sample = dataset[i]
+        if sample["name"] != dataset.keys[i]:  # unreadable, with skip_corrupt: left out, not done twice
+            continue
         batch = pending.setdefault(tuple(sample["LQ"].shape), [])
         batch.append(sample)
         if len(batch) == batch_size:
@@ -174,31 +193,38 @@ def _test_set(net: nn.Module, dataset: PairedImageDataset, ds_opt: TestSetOpt, s
               ma_scores: dict[str, float] | None, alpha: float | None) -> SetSummary:
     label = ds_opt.name if alpha is None else f"{ds_opt.name} (alpha {alpha:g})"
     skip = set(evaluator.metrics) - set(ds_opt.metrics)
-    rows = {}
-    for batch in _batches(dataset, run.batch_size):
-        start = time.perf_counter()
-        sr_batch = super_resolve(net, torch.stack([s["LQ"] for s in batch]), scale, tile=run.tile,
-                                 tile_overlap=run.tile_overlap, precision=run.precision,
-                                 channels_last=run.channels_last, self_ensemble=run.self_ensemble)
-        seconds = (time.perf_counter() - start) / len(batch)
-        for sample, sr_tensor in zip(batch, sr_batch, strict=True):
-            name = sample["name"]
-            sr = tensor2img(sr_tensor)
-            write_image(set_dir / f"{name}.png", sr)
-            gt = tensor2img(sample["GT"]) if "GT" in sample else None
-            ours = evaluator.score(sr, gt, name, skip)
-            if ma_scores is not None:
-                ours |= {"ma": ma_scores[name], "pi": perceptual_index(ma_scores[name], ours["niqe"])}
-            key = (ds_opt.name, name)
-            if key not in bicubic:
-                bicubic[key] = (evaluator.score(bicubic_image(sample["LQ"], scale), gt, f"{name} (bicubic)", skip)
-                                if evaluator.applicable(gt is not None, skip) else {})
-            rows[name] = {"name": name, "seconds": seconds} | ours | {f"{k}_bicubic": v
-                                                                      for k, v in bicubic[key].items()}
-            if ours:
-                log.info("%s/%s: %s (bicubic: %s)", label, name, describe(ours), describe(bicubic[key]))
-    ordered = [rows[name] for name in dataset.keys if name in rows]
-    _write_csv(set_dir / "metrics.csv", ordered)
+    rows, finished = {}, False
+    try:
+        for batch in _batches(dataset, run.batch_size):
+            start = time.perf_counter()
+            sr_batch = super_resolve(net, torch.stack([s["LQ"] for s in batch]), scale, tile=run.tile,
+                                     tile_overlap=run.tile_overlap, precision=run.precision,
+                                     channels_last=run.channels_last, self_ensemble=run.self_ensemble)
+            seconds = (time.perf_counter() - start) / len(batch)
+            for sample, sr_tensor in zip(batch, sr_batch, strict=True):
+                name = sample["name"]
+                sr = tensor2img(sr_tensor)
+                gt = tensor2img(sample["GT"]) if "GT" in sample else None
+                ours = evaluator.score(sr, gt, name, skip)
+                if ma_scores is not None:
+                    ours |= {"ma": ma_scores[name], "pi": perceptual_index(ma_scores[name], ours["niqe"])}
+                key = (ds_opt.name, name)
+                if key not in bicubic:
+                    bicubic[key] = (evaluator.score(bicubic_image(sample["LQ"], scale), gt, f"{name} (bicubic)",
+                                                    skip) if evaluator.applicable(gt is not None, skip) else {})
+                write_image(set_dir / f"{name}.png", sr)  # after its scores: an image on disk has its row
+                rows[name] = {"name": name, "seconds": seconds} | ours | {f"{k}_bicubic": v
+                                                                          for k, v in bicubic[key].items()}
+                if ours:
+                    log.info("%s/%s: %s (bicubic: %s)", label, name, describe(ours), describe(bicubic[key]))
+        finished = True
+    finally:  # a run stopped partway (Ctrl-C) keeps the rows of the images it finished
+        ordered = [rows[name] for name in dataset.keys if name in rows]
+        if ordered:
+            _write_csv(set_dir / "metrics.csv", ordered)
+        if not finished:
+            log.warning("%s stopped after %d of its %d images; their rows are in %s", label, len(ordered),
+                        len(dataset), set_dir / "metrics.csv")
     columns = [k for k in ordered[0] if k not in ("name", "seconds")]
     summary = SetSummary(ds_opt.name, alpha, len(ordered), mean_scores(ordered, columns),
                          seconds_per_image=float(np.mean([r["seconds"] for r in ordered])))
@@ -264,4 +290,4 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         writer.writeheader()
         writer.writerows(rows)
         if len(rows[0]) > 2:  # metrics besides name and seconds
-            writer.writerow({"name": "mean"} | mean_scores(rows, [k for k in rows[0] if k != "name"]))
+            writer.writerow(mean_row(rows))
