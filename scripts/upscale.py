@@ -61,7 +61,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tile-overlap", type=int, default=16, metavar="N",
                         help="input pixels of context around each tile, cropped from the output (default 16)")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                        help="fp32 (default); bf16 (CUDA or CPU); fp16 (CUDA only)")
+                        help="fp32 (default); bf16 (CUDA or CPU; within about one level of fp32 in 8-bit images, "
+                             "not 16-bit-exact); fp16 (CUDA only)")
     parser.add_argument("--self-ensemble", action="store_true",
                         help="average the results of the 8 flipped/transposed inputs (slightly better, 8x slower)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
