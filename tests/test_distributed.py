@@ -58,6 +58,7 @@ def test_two_processes_with_batch_b_update_like_one_process_with_batch_2b(tmp_pa
     for key, value in a.items():
         assert torch.allclose(value, b[key], rtol=1e-4, atol=1e-6), key
     assert "x 2:" in two.stderr + two.stdout  # the run reported two processes
+    assert [p.name for p in (tmp_path / "two" / "run").glob("train_*.log") if "_rank" in p.name] == []  # no error
 
 
 def children(pid: int) -> list[int]:
@@ -148,3 +149,19 @@ def test_validation_metrics_shared_out_over_two_ranks_are_the_means_over_every_i
     for key in ("psnr", "niqe"):
         assert logged[key] == pytest.approx(sum(r[key] for r in ours) / 3, rel=1e-5), key
         assert logged[f"{key}_bicubic"] == pytest.approx(sum(r[key] for r in bicubic) / 3, rel=1e-5), key
+
+
+def test_an_error_of_a_rank_other_than_0_is_in_a_log_file_of_its_own(tmp_path):
+    """The run's log is rank 0's: rank 1's own error goes to train_<name>_<time>_rank1.log beside it (made only
+    when there is one)."""
+    data = tmp_path / "truncated"  # headers intact: the start-up check passes, decoding fails on every rank
+    data.mkdir()
+    for image in (REPO_ROOT / "datasets" / "demo" / "val").glob("*.png"):
+        (data / image.name).write_bytes(image.read_bytes()[: image.stat().st_size // 3])
+    result = subprocess.run([*TORCHRUN, *train_args(tmp_path, **{"datasets.train.dataroot_GT": str(data),
+                                                              "datasets.train.batch_size": 1})],
+                            env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    (rank_log,) = (tmp_path / "run").glob("train_run_*_rank1.log")
+    text = rank_log.read_text(encoding="utf-8")
+    assert "ERROR: error: " in text and "cannot decode image" in text and "INFO" not in text

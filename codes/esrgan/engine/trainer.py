@@ -515,6 +515,8 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
     continuing = resume is not None and resume.belongs_to(run_root)
     run_dir = prepare_run_dir(o, resuming=continuing, world=world)
     start_step, best = (resume.state["iter"], resume.state["best"]) if resume is not None else (0, _no_best())
+    if not world.is_main:  # an error of this rank is told there: the run's log is rank 0's
+        add_log_file(run_dir / f"train_{o.name}_{timestamp()}_rank{world.rank}.log", errors_only=True)
     if world.is_main:
         add_log_file(run_dir / f"train_{o.name}_{timestamp()}.log")
         dump_yaml(o, run_dir / f"options_{timestamp()}.yml")

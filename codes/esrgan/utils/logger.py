@@ -55,12 +55,15 @@ def setup_logging(log_file: Path | None = None, level: int = logging.INFO, backl
     return logger
 
 
-def add_log_file(log_file: Path) -> None:
-    """Also log to `log_file`, starting with the records kept since setup_logging(backlog=True)."""
+def add_log_file(log_file: Path, errors_only: bool = False) -> None:
+    """Also log to `log_file`, starting with the records kept since setup_logging(backlog=True). With
+    `errors_only`, only errors go there, and the file is made only when there is one."""
     logger = logging.getLogger(ROOT_LOGGER)
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    file_handler = logging.FileHandler(log_file, encoding="utf-8")
+    file_handler = logging.FileHandler(log_file, encoding="utf-8", delay=errors_only)
     file_handler.setFormatter(FORMAT)
+    if errors_only:
+        file_handler.setLevel(logging.ERROR)
     for handler in [h for h in logger.handlers if isinstance(h, _Backlog)]:
         logger.removeHandler(handler)
         for record in handler.records:
