@@ -676,8 +676,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             self._checked.add(id(node))
             _keys_as_names(node)
             self._check_unique(node)
-        super().flatten_mapping(node)
-        _keys_as_names(node)  # those merged in too
+        super().flatten_mapping(node)  # merge sources come through here first: their keys are names too
 
     def _check_unique(self, node: yaml.MappingNode) -> None:
         lines: dict[Any, int] = {}

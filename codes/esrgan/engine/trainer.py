@@ -517,7 +517,7 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
     start_step, best = (resume.state["iter"], resume.state["best"]) if resume is not None else (0, _no_best())
     if not world.is_main:  # an error of this rank is told there: the run's log is rank 0's
         add_log_file(run_dir / f"train_{o.name}_{timestamp()}_rank{world.rank}.log", errors_only=True)
-    if world.is_main:
+    else:
         add_log_file(run_dir / f"train_{o.name}_{timestamp()}.log")
         dump_yaml(o, run_dir / f"options_{timestamp()}.yml")
         for note in schedule_warnings(o, resuming=resume is not None):
