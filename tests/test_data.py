@@ -467,6 +467,35 @@ def test_validation_leaves_out_an_unreadable_image_instead_of_scoring_another_tw
     assert [(i, sample["name"]) for i, sample in _own_share(ds, World())] == [(0, "a"), (2, "c")]
 
 
+def test_a_validation_set_with_no_readable_image_stops_training_with_its_name(tmp_path):
+    from esrgan.engine.distributed import World
+    from esrgan.engine.evaluate import Evaluator
+    from esrgan.engine.trainer import bicubic_baseline
+
+    for i, name in enumerate("ab"):
+        write_rgb(tmp_path / "GT" / f"{name}.png", random_rgb(32, 32, seed=i))
+        truncate_pixels(tmp_path / "GT" / f"{name}.png")
+    ds = PairedImageDataset("myval", 4, str(tmp_path / "GT"), None, skip_corrupt=True)
+    with pytest.raises(ValueError) as info:
+        bicubic_baseline(ds, Evaluator(["psnr"], 4), 4, World())
+    assert str(info.value) == ("dataset myval: none of its 2 images could be read (skip_corrupt left each out, see "
+                               "the warnings above); check the data")
+    assert ds.skipped == 2
+
+
+def test_whole_image_is_the_image_itself_or_none_when_unreadable(tmp_path):
+    write_rgb(tmp_path / "GT" / "a.png", random_rgb(32, 32, seed=0))
+    write_rgb(tmp_path / "GT" / "b.png", random_rgb(32, 32, seed=1))
+    truncate_pixels(tmp_path / "GT" / "a.png")
+    ds = PairedImageDataset("t", 4, str(tmp_path / "GT"), None, skip_corrupt=True)
+    assert ds.whole_image(0) is None and ds.skipped == 1
+    sample = ds.whole_image(1)
+    assert sample["name"] == "b" and tuple(sample["GT"].shape) == (3, 32, 32) and tuple(sample["LQ"].shape) == (3, 8, 8)
+    strict = PairedImageDataset("t", 4, str(tmp_path / "GT"), None)
+    with pytest.raises(OSError, match=r"GT/a\.png: .*\(set skip_corrupt: true"):
+        strict.whole_image(0)
+
+
 def test_a_whole_image_set_names_images_too_small_to_score_before_anything_runs(tmp_path):
     write_rgb(tmp_path / "GT" / "ok.png", random_rgb(12, 16, seed=0))  # LQ 3x4 at x4
     write_rgb(tmp_path / "GT" / "tiny.png", random_rgb(3, 3, seed=1))  # LQ 0x0

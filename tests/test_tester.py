@@ -172,6 +172,21 @@ def test_an_unreadable_image_with_skip_corrupt_is_left_out_once(data, tmp_path):
     assert log_file.read_text(encoding="utf-8").count("gt/a: PSNR") == 1
 
 
+def test_a_set_with_no_readable_image_is_named_and_the_sets_before_it_are_kept(data, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "a.png").write_bytes((data / "gt" / "a.png").read_bytes()[:200])  # the header survives
+    o = opts(data, tmp_path / "results", datasets={"gt": {"dataroot_GT": str(data / "gt")},
+                                                    "broken": {"dataroot_GT": str(broken), "skip_corrupt": True}})
+    with pytest.raises(ValueError) as info:
+        run_test(o)
+    assert str(info.value) == ("dataset broken: none of its 1 images could be read (skip_corrupt left each out, "
+                               "see the warnings above); check the data")
+    out = tmp_path / "results" / "spec"
+    assert [r["set"] for r in read_csv(out / "summary.csv")] == ["gt"]
+    assert not (out / "broken" / "metrics.csv").exists()
+
+
 def test_test_data_inside_the_results_folder_it_would_move_aside_is_refused_and_nothing_moves(data, tmp_path):
     gt = tmp_path / "results" / "spec" / "s"  # an earlier run's output, or data put there by mistake
     for name in "ab":

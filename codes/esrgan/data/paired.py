@@ -200,12 +200,7 @@ class PairedImageDataset(Dataset):
                 gt, lq = self._load_pair(key)
                 break
             except OSError as err:
-                if not self.skip_corrupt:
-                    raise OSError(f"dataset {self.name}: {err} (set skip_corrupt: true in the dataset options to "
-                                  "skip unreadable images)") from err
-                self.skipped += 1
-                log.warning("dataset %s: skipped unreadable image %s (%d skipped so far in this process): %s",
-                            self.name, key, self.skipped, err)
+                self._skip(key, err)
                 index = rng.randrange(len(self.keys))
         else:
             raise OSError(f"dataset {self.name}: {MAX_SKIPS + 1} unreadable images in a row; check the data")
@@ -216,10 +211,33 @@ class PairedImageDataset(Dataset):
                 # transpose with use_rot (together: the 90-degree rotations).
                 gt, lq = augment([gt, lq], self.use_flip and rng.random() < 0.5,
                                  self.use_rot and rng.random() < 0.5, self.use_rot and rng.random() < 0.5)
-        sample: dict[str, torch.Tensor | str] = {"LQ": img2tensor(lq), "name": key}
-        if gt is not None:
-            sample["GT"] = img2tensor(gt)
-        return sample
+        return _sample(key, gt, lq)
+
+    def whole_image(self, index: int) -> dict[str, torch.Tensor | str] | None:
+        """Image `index` of a whole-image set; None when it cannot be read and skip_corrupt is set. The caller
+        leaves it out: a set scores each of its images once, where a training sample takes another's place."""
+        assert self.gt_size is None, "whole_image: this dataset crops training patches"
+        key = self.keys[index]
+        try:
+            gt, lq = self._load_pair(key)
+        except OSError as err:
+            self._skip(key, err)
+            return None
+        return _sample(key, gt, lq)
+
+    def none_read(self) -> ValueError:
+        """The error for a whole-image set of which skip_corrupt left out every image."""
+        return ValueError(f"dataset {self.name}: none of its {len(self)} images could be read (skip_corrupt left "
+                          "each out, see the warnings above); check the data")
+
+    def _skip(self, key: str, err: OSError) -> None:
+        """Count and report an image that cannot be read, with skip_corrupt; without it, raise."""
+        if not self.skip_corrupt:
+            raise OSError(f"dataset {self.name}: {err} (set skip_corrupt: true in the dataset options to skip "
+                          "unreadable images)") from err
+        self.skipped += 1
+        log.warning("dataset %s: skipped unreadable image %s (%d skipped so far in this process): %s", self.name,
+                    key, self.skipped, err)
 
     def _random_crop(self, rng: random.Random, gt: np.ndarray, lq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         lq_size = self.gt_size // self.scale
@@ -229,3 +247,10 @@ class PairedImageDataset(Dataset):
         s = self.scale
         gt = gt[top * s: (top + lq_size) * s, left * s: (left + lq_size) * s]
         return gt, lq
+
+
+def _sample(key: str, gt: np.ndarray | None, lq: np.ndarray) -> dict[str, torch.Tensor | str]:
+    sample: dict[str, torch.Tensor | str] = {"LQ": img2tensor(lq), "name": key}
+    if gt is not None:
+        sample["GT"] = img2tensor(gt)
+    return sample

@@ -163,8 +163,8 @@ def _batches(dataset: PairedImageDataset, batch_size: int) -> Iterator[list[dict
     their own batches), in dataset order as far as the sizes allow."""
     pending: dict[tuple[int, ...], list[dict]] = {}
     for i in range(len(dataset)):
-        sample = dataset[i]
-        if sample["name"] != dataset.keys[i]:  # unreadable, with skip_corrupt: left out, not done twice
+        sample = dataset.whole_image(i)
+        if sample is None:  # unreadable, with skip_corrupt: left out
             continue
         batch = pending.setdefault(tuple(sample["LQ"].shape), [])
         batch.append(sample)
@@ -225,6 +225,8 @@ def _test_set(net: nn.Module, dataset: PairedImageDataset, ds_opt: TestSetOpt, s
         if not finished:
             log.warning("%s stopped after %d of its %d images; their rows are in %s", label, len(ordered),
                         len(dataset), set_dir / "metrics.csv")
+    if not ordered:
+        raise dataset.none_read()
     columns = [k for k in ordered[0] if k not in ("name", "seconds")]
     summary = SetSummary(ds_opt.name, alpha, len(ordered), mean_scores(ordered, columns),
                          seconds_per_image=float(np.mean([r["seconds"] for r in ordered])))

@@ -205,17 +205,21 @@ class Pace:
 
 
 def _own_share(dataset: PairedImageDataset, world: World) -> Iterator[tuple[int, dict]]:
-    """(index, sample) of this rank's share of the validation images. An image that cannot be read (with
-    skip_corrupt) is left out, not scored twice through the image the dataset puts in its place."""
+    """(index, sample) of this rank's share of the validation images; an image that cannot be read (with
+    skip_corrupt) is left out."""
     for i in range(world.rank, len(dataset), world.world_size):
-        sample = dataset[i]
-        if sample["name"] == dataset.keys[i]:
+        sample = dataset.whole_image(i)
+        if sample is not None:
             yield i, sample
 
 
-def _means_over_ranks(rows: list[dict[str, float]], world: World, metrics: Collection[str]) -> dict[str, float]:
-    """The means of every rank's `rows`; every rank gets them."""
-    return mean_scores([row for part in gather_objects(rows, world) for row in part], metrics)
+def _means_over_ranks(rows: list[dict[str, float]], world: World, metrics: Collection[str],
+                      dataset: PairedImageDataset) -> dict[str, float]:
+    """The means of every rank's `rows` (the images of `dataset` read); every rank gets them."""
+    everyone = [row for part in gather_objects(rows, world) for row in part]
+    if not everyone:
+        raise dataset.none_read()
+    return mean_scores(everyone, metrics)
 
 
 def validate(model: SRModel, dataset: PairedImageDataset, evaluator: Evaluator, scale: int, step: int,
@@ -240,7 +244,7 @@ def validate(model: SRModel, dataset: PairedImageDataset, evaluator: Evaluator, 
         if i < tb_images:
             panels.append((i, name, np.concatenate([sr, gt], axis=1)))
         rows.append(evaluator.score(sr, gt, name, skip))
-    means = _means_over_ranks(rows, world, [m for m in evaluator.metrics if m not in skip])
+    means = _means_over_ranks(rows, world, [m for m in evaluator.metrics if m not in skip], dataset)
     if tb_images:
         shown = sorted((p for part in gather_objects(panels, world) for p in part), key=lambda p: p[0])
         if writer is not None:
@@ -253,7 +257,7 @@ def bicubic_baseline(dataset: PairedImageDataset, evaluator: Evaluator, scale: i
     """The validation metrics of bicubic upscaling, shared out over the ranks like `validate`."""
     rows = [evaluator.score(bicubic_image(sample["LQ"], scale), tensor2img(sample["GT"]), f"{sample['name']} "
                             "(bicubic)") for _, sample in _own_share(dataset, world)]
-    return _means_over_ranks(rows, world, evaluator.metrics)
+    return _means_over_ranks(rows, world, evaluator.metrics, dataset)
 
 
 class TrainingStopped(Exception):  # noqa: N818 (a requested stop, not an error)
