@@ -12,7 +12,7 @@ from PIL import Image
 
 from esrgan.data.imresize import imresize
 from esrgan.data.paired import PairedImageDataset, augment
-from esrgan.utils.image import header_size, read_image, tensor2img, to_uint8, write_image
+from esrgan.utils.image import header_size, img2tensor, read_image, tensor2img, to_uint8, write_image
 
 
 def write_rgb(path: Path, rgb: np.ndarray) -> Path:
@@ -429,6 +429,20 @@ def test_a_sample_seed_fixes_crop_and_augmentation(tmp_path):
     ds = PairedImageDataset("t", 4, gt_dir, lq_dir, gt_size=16, use_flip=True, use_rot=True)
     assert torch.equal(ds[(0, 7)]["LQ"], ds[(0, 7)]["LQ"])
     assert len({ds[(0, seed)]["LQ"].numpy().tobytes() for seed in range(20)}) > 1
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_the_lq_made_on_the_fly_is_the_lr_file_generate_lr_writes(tmp_path, scale):
+    """A GT-only set degrades as the preparation scripts do, so that training on HR alone and on prepared pairs
+    see the same LR images (here with edges to mod-crop)."""
+    from esrgan.data.prepare import generate_lr
+
+    write_rgb(tmp_path / "GT" / "x.png", random_rgb(37, 50, seed=scale))
+    assert generate_lr(tmp_path / "GT" / "x.png", tmp_path / "LR" / "x.png", scale, png_level=1,
+                       hr_mod_out=tmp_path / "HR" / "x.png")
+    sample = PairedImageDataset("t", scale, str(tmp_path / "GT"), None)[0]
+    assert torch.equal(sample["LQ"], img2tensor(read_image(tmp_path / "LR" / "x.png")))
+    assert torch.equal(sample["GT"], img2tensor(read_image(tmp_path / "HR" / "x.png")))
 
 
 def test_cv2_bicubic_degradation_is_available_and_differs_from_matlab(tmp_path):

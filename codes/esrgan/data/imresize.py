@@ -169,7 +169,8 @@ def imresize_torch(x: "torch.Tensor", scale: float, antialiasing: bool = True) -
     """MATLAB bicubic resize of a float tensor ``(..., H, W)`` (CHW, NCHW) on its own device.
 
     The same per-axis weight matrices as :func:`imresize`, applied as two batched matrix products; values are
-    neither rounded nor clipped (the float path of ``imresize``). For on-the-fly degradation on the GPU.
+    neither rounded nor clipped (the float path of ``imresize``). For degrading or resizing batches on the GPU
+    in one's own code; the training data is degraded on the CPU, in the loader's workers.
     """
     import torch
 

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 
 from ..utils.image import img2tensor
 from ..utils.misc import listing
-from .imresize import imresize, modcrop
+from .imresize import bicubic_degrade, modcrop
 from .sources import Backend, ImageSource, open_source
 
 log = logging.getLogger(__name__)
@@ -44,17 +44,18 @@ def _pair_scale(gh: int, gw: int, lh: int, lw: int) -> int | None:
 
 
 def bicubic_lq(gt: np.ndarray, scale: int, degradation: Degradation = "matlab_bicubic") -> np.ndarray:
-    """LQ of a [0, 1] float GT image as an 8-bit LR file would hold it, back in [0, 1].
+    """LQ of a mod-cropped [0, 1] float GT image as an 8-bit LR file would hold it, back in [0, 1].
 
-    MATLAB's `imresize` works on the uint8 image (rounding after each axis, as MATLAB does); `cv2_bicubic`
-    is OpenCV's non-antialiased bicubic, which some projects use instead (it gives different PSNR figures).
+    MATLAB's `imresize` works on the uint8 image (rounding after each axis, as MATLAB does), the LR image the
+    preparation scripts write; `cv2_bicubic` is OpenCV's non-antialiased bicubic, which some projects use instead
+    (it gives different PSNR figures).
     """
     gt_u8 = np.round(gt * 255.0).astype(np.uint8)
     if degradation == "cv2_bicubic":
         h, w = gt_u8.shape[:2]
         lq = cv2.resize(gt_u8, (w // scale, h // scale), interpolation=cv2.INTER_CUBIC)
     else:
-        lq = imresize(gt_u8, scale=1.0 / scale)
+        lq = bicubic_degrade(gt_u8, scale)
     return lq.astype(np.float32) / 255.0
 
 

@@ -50,14 +50,15 @@ def build_feature_extractor(o: NetworkFOpt) -> tuple[VGGFeatureExtractor, bool]:
     return net, state is None
 
 
-def read_state_dict(path: str | Path, convert_layout: bool = True) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | Path, generator: bool = True) -> dict[str, torch.Tensor]:
     """Load a weights file safely (no arbitrary unpickling; .pth or .safetensors) and unwrap the common containers.
 
-    With `convert_layout` (generators) any published ESRGAN layout (ours, old arch, BasicSR) comes back under our
-    keys; without it (the discriminator) the keys are kept as they are. Nothing is required to be complete here:
-    load_weights compares the keys with the network's.
+    A generator's weights in any published ESRGAN layout (ours, old arch, BasicSR) come back under our keys, from
+    the generator's part of a whole-model file; a discriminator's (`generator` False) keep their keys, from the
+    discriminator's part. Nothing is required to be complete here: load_weights compares the keys with the
+    network's.
     """
-    if not convert_layout:
+    if not generator:
         state, used = read_weights_file(path)
         state, part = select_part(state, DISCRIMINATOR_PARTS)
         log.info("%s: %s%s", path, used, part)
@@ -77,7 +78,7 @@ def load_weights(net: nn.Module, path: str | Path, strict: bool = True, what: st
     generator, the sizes the file implies). With `strict` False, keys on one side only are left out, with a
     warning that says which."""
     generator = isinstance(net, tuple(GENERATORS.values()))
-    state = read_state_dict(path, convert_layout=generator)
+    state = read_state_dict(path, generator)
     own = net.state_dict()
     shared_nothing = not own.keys() & state.keys()  # refused even without strict_load: nothing would load
     differences = describe_differences(own, state, keys=strict or shared_nothing)

@@ -1,4 +1,4 @@
-"""Console and file logging that coexists with tqdm progress bars, and an optional TensorBoard writer."""
+"""Console and file logging that coexists with tqdm progress bars."""
 
 from __future__ import annotations
 
@@ -36,9 +36,9 @@ class _Backlog(logging.Handler):
 FORMAT = logging.Formatter("%(asctime)s %(levelname)s: %(message)s", datefmt="%y-%m-%d %H:%M:%S")
 
 
-def setup_logging(log_file: Path | None = None, level: int = logging.INFO, backlog: bool = False) -> logging.Logger:
-    """Configure the package logger: console (through tqdm) and, if given, a log file. Idempotent. With
-    `backlog` (and no file yet) the records are also kept for `add_log_file` to write first."""
+def setup_logging(level: int = logging.INFO, backlog: bool = False) -> logging.Logger:
+    """Configure the package logger: console (through tqdm); a log file is added by `add_log_file`. Idempotent.
+    With `backlog` the records are also kept for `add_log_file` to write first."""
     logger = logging.getLogger(ROOT_LOGGER)
     logger.setLevel(level)
     logger.propagate = False
@@ -48,9 +48,7 @@ def setup_logging(log_file: Path | None = None, level: int = logging.INFO, backl
     console = _TqdmHandler()
     console.setFormatter(FORMAT)
     logger.addHandler(console)
-    if log_file is not None:
-        add_log_file(log_file)
-    elif backlog:
+    if backlog:
         logger.addHandler(_Backlog())
     return logger
 
