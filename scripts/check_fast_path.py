@@ -13,8 +13,9 @@ adversarial game amplifies any difference). Run on the GPU, e.g.:
     python scripts/check_fast_path.py -opt options/train_ESRGAN.yml --psnr-iters 2000 --gan-iters 500 \\
         --fast speed.precision=bf16 speed.channels_last=true speed.compile=true
 
-Exit status 0 when the check passes, 1 when it fails, 2 when it cannot run (no validation set), 3 when
---time-limit stopped it (it then prints how far each run got).
+Exit status 0 when the check passes, 1 when it fails, 2 when it cannot run (options that train.py would refuse, or
+no validation set: found before either run starts), 3 when --time-limit stopped it (it then prints how far each run
+got).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class Run:
     def __init__(self, option_file: str, overrides: list[str], root: Path, name: str,
                  log_dir: Path | None = None) -> None:
         args = [sys.executable, str(REPO_ROOT / "train.py"), "-opt", option_file]
-        for item in [*overrides, f"name={name}", f"path.experiments_root={root}", "logger.use_tb_logger=true"]:
+        for item in run_overrides(overrides, root, name):
             args += ["--set", item]
         print(f"training {name} ...", flush=True)
         self.name, self.tb_dir, self.log = name, root / name / "tb_logger", (log_dir or root) / f"{name}.log"
@@ -57,6 +58,26 @@ class Run:
     def warnings(self) -> list[str]:
         """The warnings of the run's log (a speed setting that fell back to eager says so there)."""
         return [line for line in self.log.read_text().splitlines() if " WARNING: " in line]
+
+
+def run_overrides(overrides: list[str], root: Path, name: str) -> list[str]:
+    """The --set items of a run: `overrides`, then its name and folder, and TensorBoard on (the check reads it)."""
+    return [*overrides, f"name={name}", f"path.experiments_root={root}", "logger.use_tb_logger=true"]
+
+
+def options_problem(option_file: str, overrides: list[str]) -> str | None:
+    """Why a run cannot serve the check, found before any training: train.py would refuse its options, or it has
+    no validation set (the check compares validation PSNR). None when it can."""
+    sys.path.insert(0, str(REPO_ROOT / "codes"))
+    from esrgan.options import TrainOptions, load_options
+
+    try:
+        o = load_options(TrainOptions, option_file, overrides)
+    except (ValueError, OSError) as err:
+        return str(err)
+    if o.datasets.val is None:
+        return "the option file has no validation set (datasets.val); the check compares validation PSNR"
+    return None
 
 
 def stop(runs: Iterable[Run], timeout: float = STOP_TIMEOUT) -> None:
@@ -147,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
         for folder in (root, args.log_dir or root):
             folder.mkdir(parents=True, exist_ok=True)
         deadline = time.perf_counter() + args.time_limit if args.time_limit else None
+        for label, overrides in (("fp32", [*common, *args.reference]), ("fast", [*common, *args.fast])):
+            problem = options_problem(args.opt, run_overrides(overrides, root, f"check_{label}"))
+            if problem:
+                print(f"error: the {label} run: {problem}", file=sys.stderr)
+                return 2
         runs = {"fp32": Run(args.opt, [*common, *args.reference], root, "check_fp32", args.log_dir)}
         if args.parallel:
             runs["fast"] = Run(args.opt, [*common, *args.fast], root, "check_fast", args.log_dir)
@@ -174,10 +200,6 @@ def main(argv: list[str] | None = None) -> int:
         if waits:
             print(f"{label}: data wait {sum(waits.values()) / len(waits):.1%} of the wall time on average "
                   f"(largest {max(waits.values()):.1%})")
-    if "val/psnr" not in plain:
-        print("error: the option file has no validation set (datasets.val); the check compares validation PSNR",
-              file=sys.stderr)
-        return 2
 
     print(f"\nfast path: {' '.join(args.fast)}")
     print(f"fp32 reference: {' '.join(args.reference) or 'the plain fp32 eager path'}")

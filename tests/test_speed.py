@@ -129,6 +129,19 @@ def check_fast_path_module():
     return check
 
 
+def test_the_fast_path_check_refuses_options_train_py_would_refuse_before_either_run_starts(tmp_path, capsys):
+    check = check_fast_path_module()
+    base = ["-opt", str(REPO_ROOT / "options" / "train_demo.yml"), "--psnr-iters", "3", "--workdir", str(tmp_path)]
+    assert check.main([*base, "--fast", "speed.channels_last=true", "--set", "datasets.val=null"]) == 2
+    assert capsys.readouterr().err == ("error: the fp32 run: the option file has no validation set (datasets.val); "
+                                       "the check compares validation PSNR\n")
+    assert check.main([*base, "--fast", "speed.chanels_last=true"]) == 2
+    assert capsys.readouterr().err == (f"error: the fast run: {REPO_ROOT / 'options' / 'train_demo.yml'}: unknown "
+                                       "option speed.chanels_last: did you mean speed.channels_last? (given with "
+                                       "--set)\n")
+    assert list(tmp_path.iterdir()) == []  # no run started
+
+
 def test_the_fast_path_check_keeps_its_reference_fp32(capsys):
     check = check_fast_path_module()
     for reference, message in ((["speed.precision=bf16"], "the reference run is the fp32 one"),
