@@ -320,60 +320,16 @@ def create_lmdb(
             # The same folder moved (mv, rsync -a) keeps every image's size and time; another one does not.
             raise ValueError(f"{output_path} was made from {source}, not from {input_dir}: choose another output "
                              f"path, or delete {output_path} to make it again from {input_dir}")
-        foreign = sorted(existing - keys.keys())
-        if foreign and not remove_missing:
-            raise ValueError(
-                f"{output_path} holds {len(foreign)} images that are not in {input_dir} ({listing(foreign, 5)}): it "
-                "was made from another folder (delete it or choose another output path), or these images have "
-                "been removed from this one since (then run again with --remove-missing to delete them here too)"
-            )
-        if foreign:
-            with env.begin(write=True) as txn:
-                for key in foreign:
-                    txn.delete(key.encode("utf-8"))
-            log.info("%s: deleted %d images that are no longer in %s (%s)", output_path, len(foreign),
-                     input_dir, listing(foreign, 5))
+        _remove_foreign(env, output_path, input_dir, sorted(existing - keys.keys()), remove_missing)
+        # Missing, or changed since it was stored (without a record: since the last complete run began).
         todo = [key for key in keys if key not in existing or (
             recorded[key] != signatures[key] if key in recorded else signatures[key][1] > written_ns)]
-        with (
-            _encoded([keys[k] for k in todo], compress_level, workers) as encoded,
-            tqdm(total=len(keys), initial=len(keys) - len(todo), unit="img", desc="LMDB",
-                 disable=not progress) as bar,
-        ):
-            samples = list(islice(encoded, _ESTIMATE_SAMPLES))
-            used = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
-            env.set_mapsize(used + _estimate_map_size([s for s in samples if isinstance(s, bytes)],
-                                                      [keys[k] for k in todo[len(samples):]]))
-            batch: list[tuple[bytes, bytes]] = []
-            batch_bytes = 0
-            failed: dict[str, str] = {}
-            for key, value in zip(todo, chain(samples, encoded), strict=True):
-                bar.update()
-                if isinstance(value, str):
-                    failed[key] = value
-                    continue
-                batch.append((key.encode("utf-8"), value))
-                batch_bytes += len(value)
-                if len(batch) >= commit_every or batch_bytes >= _MAX_BATCH_BYTES:
-                    _commit(env, batch)
-                    batch, batch_bytes = [], 0
-            if batch:
-                _commit(env, batch)
+        failed = _store(env, {key: keys[key] for key in todo}, len(keys), compress_level, workers, commit_every,
+                        progress)
         _record_sources(output_path, input_dir.resolve(),
                         {key: signature for key, signature in signatures.items() if key not in failed})
         if failed:
-            # What an earlier run stored of them is out of date, and so is an earlier meta_info.txt: an LMDB that
-            # lists an image with its old pixels would look complete.
-            with env.begin(write=True) as txn:
-                for key in failed:
-                    txn.delete(key.encode("utf-8"))
-            (output_path / META_INFO).unlink(missing_ok=True)
-            noun = "image" if len(failed) == 1 else "images"
-            raise OSError(f"{len(failed)} {noun} of {input_dir} could not be stored in {output_path}:\n"
-                          + "".join(f"  {keys[key]}: {why}\n" for key, why in failed.items())
-                          + f"The other {len(keys) - len(failed)} are stored. Replace or remove these and run "
-                          "again: it stores only what is missing.")
-
+            _drop_failed(env, output_path, input_dir, failed, keys)
         # Guards against another process having written to the same LMDB meanwhile.
         entries = env.stat()["entries"]
         if entries != len(keys):
@@ -385,3 +341,67 @@ def create_lmdb(
     _finish_run(output_path)
     log.info("%s: %d images stored, %d unchanged ones kept", output_path, len(todo), len(keys) - len(todo))
     return len(keys)
+
+
+def _remove_foreign(env: lmdb.Environment, output_path: Path, input_dir: Path, foreign: list[str],
+                    remove_missing: bool) -> None:
+    """Delete the keys of images no longer in `input_dir` (with `remove_missing`), else refuse them."""
+    if not foreign:
+        return
+    if not remove_missing:
+        raise ValueError(
+            f"{output_path} holds {len(foreign)} images that are not in {input_dir} ({listing(foreign, 5)}): it "
+            "was made from another folder (delete it or choose another output path), or these images have "
+            "been removed from this one since (then run again with --remove-missing to delete them here too)"
+        )
+    with env.begin(write=True) as txn:
+        for key in foreign:
+            txn.delete(key.encode("utf-8"))
+    log.info("%s: deleted %d images that are no longer in %s (%s)", output_path, len(foreign), input_dir,
+             listing(foreign, 5))
+
+
+def _store(env: lmdb.Environment, todo: dict[str, Path], total: int, compress_level: int, workers: int,
+           commit_every: int, progress: bool) -> dict[str, str]:
+    """Encode the images `todo` (key -> file) in `workers` processes and store them, in batches of at most
+    `commit_every` images, growing the map as needed; returns key -> why for those that could not be read."""
+    keys = list(todo)
+    failed: dict[str, str] = {}
+    with (
+        _encoded(list(todo.values()), compress_level, workers) as encoded,
+        tqdm(total=total, initial=total - len(todo), unit="img", desc="LMDB", disable=not progress) as bar,
+    ):
+        samples = list(islice(encoded, _ESTIMATE_SAMPLES))
+        used = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+        env.set_mapsize(used + _estimate_map_size([s for s in samples if isinstance(s, bytes)],
+                                                  [todo[k] for k in keys[len(samples):]]))
+        batch: list[tuple[bytes, bytes]] = []
+        batch_bytes = 0
+        for key, value in zip(keys, chain(samples, encoded), strict=True):
+            bar.update()
+            if isinstance(value, str):
+                failed[key] = value
+                continue
+            batch.append((key.encode("utf-8"), value))
+            batch_bytes += len(value)
+            if len(batch) >= commit_every or batch_bytes >= _MAX_BATCH_BYTES:
+                _commit(env, batch)
+                batch, batch_bytes = [], 0
+        if batch:
+            _commit(env, batch)
+    return failed
+
+
+def _drop_failed(env: lmdb.Environment, output_path: Path, input_dir: Path, failed: dict[str, str],
+                 keys: dict[str, Path]) -> None:
+    """Delete what an earlier run stored of the images that could not be read now (key -> why), and the LMDB's
+    meta_info.txt (an LMDB that lists an image with its old pixels would look complete); raise, naming them."""
+    with env.begin(write=True) as txn:
+        for key in failed:
+            txn.delete(key.encode("utf-8"))
+    (output_path / META_INFO).unlink(missing_ok=True)
+    noun = "image" if len(failed) == 1 else "images"
+    raise OSError(f"{len(failed)} {noun} of {input_dir} could not be stored in {output_path}:\n"
+                  + "".join(f"  {keys[key]}: {why}\n" for key, why in failed.items())
+                  + f"The other {len(keys) - len(failed)} are stored. Replace or remove these and run again: it "
+                  "stores only what is missing.")
