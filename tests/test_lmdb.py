@@ -332,7 +332,7 @@ def test_lmdb_made_from_another_folder_is_not_completed(tmp_path):
         create_lmdb(_folder(tmp_path / "three", ["y.png"]), out, progress=False)
 
 
-def test_an_image_replaced_by_one_with_an_older_time_is_stored_again(tmp_path, caplog):
+def test_an_image_replaced_by_one_with_an_older_time_is_stored_again(tmp_path, package_log):
     # unzip, cp -p and rsync -a keep a file's own modification time, older than the LMDB.
     src = _folder(tmp_path / "in", ["1.png", "2.png"])
     out = tmp_path / "out.lmdb"
@@ -341,14 +341,14 @@ def test_an_image_replaced_by_one_with_an_older_time_is_stored_again(tmp_path, c
     assert cv2.imwrite(str(src / "2.png"), _image((5, 2, 3), seed=9))
     os.utime(src / "2.png", ns=(10**18, 10**18))  # 2001
 
-    with caplog.at_level("INFO", logger="esrgan"):
+    with package_log.at_level("INFO", logger="esrgan"):
         assert create_lmdb(src, out, progress=False) == 2
 
     after = _stored_values(out)
     assert after["1"] == before["1"]
     np.testing.assert_array_equal(cv2.imdecode(np.frombuffer(after["2"], np.uint8), cv2.IMREAD_UNCHANGED),
                                   _image((5, 2, 3), seed=9))
-    assert f"{out}: 1 images stored, 1 unchanged ones kept" in caplog.text
+    assert f"{out}: 1 images stored, 1 unchanged ones kept" in package_log.text
 
 
 def test_missing_key_error_names_key_and_lmdb(tmp_path):

@@ -106,45 +106,74 @@ class PairedImageDataset(Dataset):
 
     def _check_pairs(self) -> None:
         """Every problem of the whole dataset in one error, before training starts."""
-        gt, lq, s = self.gt, self.lq, self.scale
         errors: list[str] = []  # one entry per kind of problem, each listing its images
-        keys = self.keys  # the images still to check
-        if gt is not None and lq is not None:
-            # LQ named as its GT, or DIV2K's way (0801.png <-> 0801x4.png, as BasicSR's filename_tmpl '{}x4').
-            names = set(lq.keys())
-            self.lq_key = {k: k if k in names else f"{k}x{s}" for k in self.keys}
-            missing = sorted(k for k, v in self.lq_key.items() if v not in names)
-            shared = sorted(k for k, v in self.lq_key.items() if v != k and v in self.lq_key)
-            if shared:  # 'a' would pair with 'ax4', the LQ of the GT image named 'ax4'
-                errors.append(f"GT images {listing(shared, MAX_LISTED)} in {gt.root} have no LQ of the same name in "
-                              f"{lq.root}, and their DIV2K-style LQ names <name>x{s} are GT images of their own; name "
-                              "the LQ images as the GT images")
-                keys = sorted(set(keys) - set(shared))
-            if missing:
-                others = sorted({f for k in missing for f in range(2, 9) if f != s and f"{k}x{f}" in names})
-                hint = (f"; they are there as <name>x{others[0]}: check scale" if len(others) == 1 else "")
-                errors.append(f"{len(missing)} GT images in {gt.root} have no LQ image of the same name (or DIV2K's "
-                              f"<name>x{s}) in {lq.root}{hint}: {listing(missing, MAX_LISTED)}")
-                keys = sorted(set(keys) - set(missing))
-        gt_sizes = gt.sizes() if gt is not None else {}
-        if lq is not None:
-            all_lq = lq.sizes()
-            lq_sizes = {k: all_lq.get(self.lq_key[k]) for k in keys}
-        else:
-            lq_sizes = {k: v and (v[0] // s, v[1] // s) for k, v in gt_sizes.items()}
+        keys = self._match_lq_names(errors)  # the images still to check
+        gt_sizes, lq_sizes = self._sizes(keys)
+        keys = self._leave_out_unreadable(keys, gt_sizes, lq_sizes, errors)
+        problems, ratios = self._size_problems(keys, gt_sizes, lq_sizes)
+        if problems:
+            # Every pair (not only every faulty one) of one other scale: the option, not the data, is wrong.
+            (ratio,) = set(ratios) if len(set(ratios)) == 1 and len(ratios) == len(keys) else (None,)
+            cause = (f"every pair is x{ratio}, not x{self.scale}: check scale (and the LQ folder). " if ratio else "")
+            errors.append(f"{len(problems)} images do not fit: {cause}{listing(problems, MAX_LISTED)}")
+        if errors:
+            raise ValueError(f"dataset {self.name}: " + "\n  and ".join(errors))
+
+    def _match_lq_names(self, errors: list[str]) -> list[str]:
+        """Pair each GT image with its LQ image (self.lq_key): the same name, or DIV2K's <name>x<scale> (as
+        BasicSR's filename_tmpl '{}x4'). Returns the GT names paired; the others are described in `errors`."""
+        gt, lq, s = self.gt, self.lq, self.scale
+        if gt is None or lq is None:
+            return self.keys
+        names = set(lq.keys())
+        self.lq_key = {k: k if k in names else f"{k}x{s}" for k in self.keys}
+        missing = sorted(k for k, v in self.lq_key.items() if v not in names)
+        shared = sorted(k for k, v in self.lq_key.items() if v != k and v in self.lq_key)
+        if shared:  # 'a' would pair with 'ax4', the LQ of the GT image named 'ax4'
+            errors.append(f"GT images {listing(shared, MAX_LISTED)} in {gt.root} have no LQ of the same name in "
+                          f"{lq.root}, and their DIV2K-style LQ names <name>x{s} are GT images of their own; name "
+                          "the LQ images as the GT images")
+        if missing:
+            others = sorted({f for k in missing for f in range(2, 9) if f != s and f"{k}x{f}" in names})
+            hint = (f"; they are there as <name>x{others[0]}: check scale" if len(others) == 1 else "")
+            errors.append(f"{len(missing)} GT images in {gt.root} have no LQ image of the same name (or DIV2K's "
+                          f"<name>x{s}) in {lq.root}{hint}: {listing(missing, MAX_LISTED)}")
+        return sorted(set(self.keys) - set(shared) - set(missing))
+
+    def _sizes(self, keys: list[str]) -> tuple[dict[str, tuple[int, int] | None], dict[str, tuple[int, int] | None]]:
+        """(height, width) of every GT image and of the LQ image of each of `keys` (GT size / scale when LQ is
+        made on the fly), from the file headers; None for a header that cannot be read."""
+        s = self.scale
+        gt_sizes = self.gt.sizes() if self.gt is not None else {}
+        if self.lq is None:
+            return gt_sizes, {k: v and (v[0] // s, v[1] // s) for k, v in gt_sizes.items()}
+        all_lq = self.lq.sizes()
+        return gt_sizes, {k: all_lq.get(self.lq_key[k]) for k in keys}
+
+    def _leave_out_unreadable(self, keys: list[str], gt_sizes: dict, lq_sizes: dict, errors: list[str]) -> list[str]:
+        """`keys` without the images whose headers cannot be read: an error, or with skip_corrupt a warning (and
+        they leave the dataset too)."""
+        gt, lq = self.gt, self.lq
         unreadable = [gt.describe(k) for k in keys if gt is not None and gt_sizes.get(k) is None]
         unreadable += [lq.describe(self.lq_key[k]) for k in keys if lq is not None and lq_sizes[k] is None]
-        if unreadable:
-            keys = [k for k in keys if (gt is None or gt_sizes[k] is not None) and lq_sizes[k] is not None]
-            if not self.skip_corrupt:
-                errors.append(f"{len(unreadable)} images cannot be read: {listing(unreadable, MAX_LISTED)} (or set "
-                              "skip_corrupt: true to leave them out)")
-            else:
-                log.warning("dataset %s: leaving out %d unreadable images: %s", self.name, len(unreadable),
-                            listing(unreadable, MAX_LISTED))
-                self.keys = keys
-                if not self.keys:
-                    errors.append("no readable images left")
+        if not unreadable:
+            return keys
+        keys = [k for k in keys if (gt is None or gt_sizes[k] is not None) and lq_sizes[k] is not None]
+        if not self.skip_corrupt:
+            errors.append(f"{len(unreadable)} images cannot be read: {listing(unreadable, MAX_LISTED)} (or set "
+                          "skip_corrupt: true to leave them out)")
+        else:
+            log.warning("dataset %s: leaving out %d unreadable images: %s", self.name, len(unreadable),
+                        listing(unreadable, MAX_LISTED))
+            self.keys = keys
+            if not self.keys:
+                errors.append("no readable images left")
+        return keys
+
+    def _size_problems(self, keys: list[str], gt_sizes: dict, lq_sizes: dict) -> tuple[list[str], list[int | None]]:
+        """What is wrong with the sizes of each pair of `keys` (GT not scale x LQ, too small for the patch or to
+        score), and for each pair that does not fit, the scale it has (None: none)."""
+        gt, lq, s = self.gt, self.lq, self.scale
         problems, ratios = [], []
         for key in keys:
             lh, lw = lq_sizes[key]
@@ -170,13 +199,7 @@ class PairedImageDataset(Dataset):
                 elif min(lh, lw) < 1:
                     problems.append(f"{key} is smaller than the scale: its GT is {gw}x{gh}, so its LQ would be "
                                     f"{lw}x{lh}")
-        if problems:
-            # Every pair (not only every faulty one) of one other scale: the option, not the data, is wrong.
-            (ratio,) = set(ratios) if len(set(ratios)) == 1 and len(ratios) == len(keys) else (None,)
-            cause = (f"every pair is x{ratio}, not x{s}: check scale (and the LQ folder). " if ratio else "")
-            errors.append(f"{len(problems)} images do not fit: {cause}{listing(problems, MAX_LISTED)}")
-        if errors:
-            raise ValueError(f"dataset {self.name}: " + "\n  and ".join(errors))
+        return problems, ratios
 
     def __len__(self) -> int:
         return len(self.keys)
