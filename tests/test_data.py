@@ -2,6 +2,7 @@
 
 import os
 import random
+from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -71,18 +72,26 @@ def test_training_crops_of_gt_and_lq_are_aligned(tmp_path, scale):
         assert any(np.array_equal(lq, pose) for win in windows for pose in dihedral_poses(win))
 
 
-def distinct_lq_patches(tmp_path: Path, use_flip: bool, use_rot: bool, draws: int = 200) -> set[bytes]:
-    """LQ patches drawn from one 8x8 image cropped to 8x8: only the augmentation can change them."""
+def lq_patch_counts(tmp_path: Path, use_flip: bool, use_rot: bool, draws: int = 200) -> Counter[bytes]:
+    """How often each LQ patch comes, drawn from one 8x8 image cropped to 8x8: only the augmentation can change
+    them."""
     gt_dir, lq_dir, _ = make_pairs(tmp_path, 4, [(8, 8)])
     ds = PairedImageDataset("t", 4, gt_dir, lq_dir, gt_size=32, use_flip=use_flip, use_rot=use_rot)
     random.seed(1)
-    return {as_uint8(ds[0]["LQ"]).tobytes() for _ in range(draws)}
+    return Counter(as_uint8(ds[0]["LQ"]).tobytes() for _ in range(draws))
 
 
-def test_flips_and_rotations_produce_all_eight_poses(tmp_path):
+def distinct_lq_patches(tmp_path: Path, use_flip: bool, use_rot: bool) -> set[bytes]:
+    return set(lq_patch_counts(tmp_path, use_flip, use_rot))
+
+
+def test_flips_and_rotations_produce_all_eight_poses_equally_often(tmp_path):
     poses = {np.ascontiguousarray(p).tobytes() for p in dihedral_poses(random_rgb(8, 8, seed=0))}
     assert len(poses) == 8  # the image has no symmetry
-    assert distinct_lq_patches(tmp_path, use_flip=True, use_rot=True) == poses
+    counts = lq_patch_counts(tmp_path, use_flip=True, use_rot=True, draws=800)
+    assert set(counts) == poses
+    # Three fair coins: 100 draws of each pose expected (binomial standard deviation 9.4; seeded, so fixed)
+    assert all(60 <= n <= 140 for n in counts.values()), sorted(counts.values())
 
 
 def test_use_flip_alone_gives_horizontal_flips_as_in_the_original_code(tmp_path):
@@ -445,12 +454,22 @@ def test_the_lq_made_on_the_fly_is_the_lr_file_generate_lr_writes(tmp_path, scal
     assert torch.equal(sample["GT"], img2tensor(read_image(tmp_path / "HR" / "x.png")))
 
 
-def test_cv2_bicubic_degradation_is_available_and_differs_from_matlab(tmp_path):
-    write_rgb(tmp_path / "GT" / "x.png", random_rgb(32, 32, seed=3))
+def test_cv2_bicubic_degradation_is_opencvs_bicubic_and_differs_from_matlab(tmp_path):
+    gt = random_rgb(32, 32, seed=3)
+    write_rgb(tmp_path / "GT" / "x.png", gt)
     matlab = PairedImageDataset("t", 4, str(tmp_path / "GT"), None)[0]["LQ"]
     opencv = PairedImageDataset("t", 4, str(tmp_path / "GT"), None, degradation="cv2_bicubic")[0]["LQ"]
     assert matlab.shape == opencv.shape == (3, 8, 8)
     assert not torch.equal(matlab, opencv)
+    assert np.array_equal(tensor2img(opencv), cv2.resize(gt, (8, 8), interpolation=cv2.INTER_CUBIC))
+
+
+def test_on_the_fly_lq_of_a_16_bit_gt_rounds_it_to_8_bits():
+    """0.002 of a 16-bit GT is 0.51 of 255: the LQ is 1/255 (rounded), not 0."""
+    from esrgan.data.paired import bicubic_lq
+
+    lq = bicubic_lq(np.full((8, 8, 3), 0.002, np.float32), 2)
+    assert lq.shape == (4, 4, 3) and np.all(lq == np.float32(1 / 255))
 
 
 def test_an_image_over_pils_pixel_limit_is_sized_from_its_header(tmp_path, monkeypatch):

@@ -96,6 +96,23 @@ def test_tensorboard_holds_losses_learning_rates_metrics_and_images(trained):
     assert (image.width, image.height) == (2 * 192, 192)  # SR next to GT
 
 
+def test_validation_scores_the_images_it_writes_on_y_with_the_scale_as_border(trained):
+    """Each validation's PSNR and SSIM are the means over the set of the written SR images against GT, on the Y
+    channel with `scale` (4) border pixels cropped, the SR papers' convention."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir, _ = trained
+    events = EventAccumulator(str(run_dir / "tb_logger"), size_guidance={"scalars": 0}).Reload()
+    gt = {name: read_image(REPO_ROOT / "datasets" / "demo" / "val" / f"{name}.png")
+          for name in ("brick", "grass", "gravel")}
+    for metric, score in (("psnr", calculate_psnr), ("ssim", calculate_ssim)):
+        logged = {e.step: e.value for e in events.Scalars(f"val/{metric}")}
+        for step in (3, 4, 6):
+            sr = {name: read_image(run_dir / "val_images" / name / f"{name}_{step}.png") for name in gt}
+            assert logged[step] == pytest.approx(np.mean([score(sr[n], gt[n], 4) for n in gt]), abs=1e-5)
+            assert logged[step] != pytest.approx(np.mean([score(sr[n], gt[n], 0) for n in gt]), abs=1e-4)
+
+
 def test_test_script_writes_images_and_metrics_next_to_bicubic(trained, tmp_path):
     run_dir, _ = trained
     results = tmp_path / "results"

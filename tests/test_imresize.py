@@ -217,3 +217,19 @@ def test_torch_resize_equals_the_numpy_float_resize(scale):
     expected = np.stack([imresize(im.transpose(1, 2, 0), scale=scale).transpose(2, 0, 1) for im in img])
     got = imresize_torch(torch.from_numpy(img), scale).numpy()
     np.testing.assert_allclose(got, expected, atol=1e-12)
+
+
+def test_an_integer_image_is_resized_rows_first_on_equal_scales_and_rounded_after_each_axis() -> None:
+    """MATLAB resizes the axis of the smaller scale first, rows on a tie, and an integer image is converted back
+    to its type after each axis: the order shows in the rounding (columns first gives other pixels here)."""
+    img = np.random.default_rng(0).integers(0, 256, (8, 8), dtype=np.uint8)
+    w = _weight_matrix(8, 4, 0.5, True)
+
+    def to_uint8(v: np.ndarray) -> np.ndarray:
+        return np.floor(np.clip(v, 0, 255) + 0.5)
+
+    rows_first = to_uint8(to_uint8(w @ img.astype(np.float64)) @ w.T)
+    columns_first = to_uint8(w @ to_uint8(img.astype(np.float64) @ w.T))
+    assert not np.array_equal(rows_first, columns_first)
+    np.testing.assert_array_equal(imresize(img, 0.5), rows_first.astype(np.uint8))
+

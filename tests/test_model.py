@@ -2,15 +2,19 @@
 
 import copy
 import io
+import random
 
+import numpy as np
 import pytest
 import torch
 
 from esrgan.archs.discriminator import Discriminator_VGG_128
 from esrgan.archs.rrdbnet import RRDBNet
 from esrgan.archs.vgg import VGGFeatureExtractor
+from esrgan.engine.trainer import Resume, _restore
 from esrgan.models.esrgan import ESRGANModel, SRModel
 from esrgan.options import GanPhaseOpt, OptimOpt, PsnrPhaseOpt
+from esrgan.utils.misc import rng_state
 
 CPU = torch.device("cpu")
 
@@ -196,6 +200,54 @@ def test_d_update_ratio_updates_g_every_kth_step():
     assert "l_g_gan" in model.log_dict
 
 
+def test_d_init_iters_and_d_update_ratio_count_from_the_start_of_the_gan_phase():
+    """Iteration psnr.niter + 1 is the GAN phase's first: D_init_iters and D_update_ratio count from there."""
+    model = tiny_model(psnr_iters=2, D_init_iters=1)
+    for step in (1, 2):
+        feed(model, step)
+        model.optimize_parameters(step)
+    g0 = params(model.net_g)
+    feed(model, 3)
+    model.optimize_parameters(3)  # the GAN phase's first iteration: D only
+    assert "l_g_gan" not in model.log_dict and not changed(g0, model.net_g)
+    model.optimize_parameters(4)
+    assert "l_g_gan" in model.log_dict and changed(g0, model.net_g)
+
+    model = tiny_model(psnr_iters=1, D_update_ratio=2)
+    feed(model)
+    model.optimize_parameters(1)
+    model.optimize_parameters(2)  # the GAN phase's first iteration: 1 % 2 != 0
+    assert "l_g_gan" not in model.log_dict
+    model.optimize_parameters(3)
+    assert "l_g_gan" in model.log_dict
+
+
+def test_both_gan_schedules_count_every_gan_iteration_also_those_without_a_g_step():
+    """As in the original code: G's and D's learning rates follow the phase's iterations, whether G stepped."""
+    from esrgan.options import SchedulerOpt
+
+    model = tiny_model(psnr_iters=0, D_update_ratio=2, scheduler=SchedulerOpt(milestones=[1, 2], gamma=0.5))
+    feed(model)
+    rates = []
+    for step in (1, 2, 3):
+        model.optimize_parameters(step)
+        rates.append((model.log_dict["lr_G"], model.log_dict["lr_D"]))
+    assert rates == pytest.approx([(1e-3, 1e-3), (5e-4, 5e-4), (2.5e-4, 2.5e-4)])
+    assert model.schedulers["G"].last_epoch == model.schedulers["D"].last_epoch == 3
+
+
+def test_the_perceptual_loss_uses_the_feature_criterion_and_the_pixel_loss_the_pixel_criterion():
+    model = tiny_model(psnr_iters=0, pixel_criterion="l1", feature_criterion="l2", feature_weight=0.7,
+                       pixel_weight=0.3)
+    feed(model)
+    model.optimize_parameters(1)
+    fake, gt = model.fake.detach(), model.gt  # the G output the step's losses were computed on
+    with torch.no_grad():
+        l_fea = 0.7 * ((model.net_f(fake) - model.net_f(gt)) ** 2).mean()
+    assert model.log_dict["l_g_fea"].item() == pytest.approx(l_fea.item(), rel=1e-5)
+    assert model.log_dict["l_g_pix"].item() == pytest.approx(0.3 * (fake - gt).abs().mean().item(), rel=1e-5)
+
+
 def test_state_saved_and_loaded_safely_continues_identically():
     model = tiny_model(psnr_iters=1)
     for step in (1, 2):
@@ -212,6 +264,14 @@ def test_state_saved_and_loaded_safely_continues_identically():
     fresh.optimize_parameters(3)
     assert all(torch.equal(a, b) for a, b in zip(model.net_g.parameters(), fresh.net_g.parameters(), strict=True))
     assert all(torch.equal(a, b) for a, b in zip(model.net_d.parameters(), fresh.net_d.parameters(), strict=True))
+
+
+def test_resuming_restores_the_python_numpy_and_torch_random_states_of_the_saved_run():
+    model = tiny_model(psnr_iters=1)
+    state = {"iter": 0, "model": model.state_dict(), "rng": rng_state()}
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())  # what the saved run draws next
+    _restore(model, Resume(state, "saved.state", "path.resume_state"))
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
 
 
 def test_sr_model_has_no_gan_phase():
