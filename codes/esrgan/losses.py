@@ -7,15 +7,12 @@ than the *average* fake one, and the generator gets gradient from both the real 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-PixelCriterion = Literal["l1", "l2", "charbonnier"]
-FeatureCriterion = Literal["l1", "l2"]
-GanType = Literal["gan", "ragan", "lsgan"]
+from .options import GanType, PixelCriterion
 
 CHARBONNIER_EPS = 1e-3  # LapSRN's epsilon: sqrt(d^2 + eps^2) is smooth at 0 and L1-like beyond eps
 

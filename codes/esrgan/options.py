@@ -157,6 +157,11 @@ class TrainDatasetsOpt:
 
 
 # --------------------------------------------------------------------------------------------- training
+PixelCriterion = Literal["l1", "l2", "charbonnier"]  # the loss functions are in losses.py
+FeatureCriterion = Literal["l1", "l2"]
+GanType = Literal["gan", "ragan", "lsgan"]
+
+
 @dataclass
 class OptimOpt:
     lr: float = opt(1e-4, "Adam learning rate", lo=0)
@@ -191,7 +196,7 @@ class SchedulerOpt:
 class PsnrPhaseOpt:
     niter: int = opt(0, "iterations of the PSNR-oriented phase (L1 only) before the GAN phase; for model 'sr' "
                         "this is the whole run", lo=0)
-    pixel_criterion: Literal["l1", "l2", "charbonnier"] = opt("l1", "pixel loss of the PSNR phase")
+    pixel_criterion: PixelCriterion = opt("l1", "pixel loss of the PSNR phase")
     optim_G: PsnrOptimOpt = opt(factory=PsnrOptimOpt, doc="Adam of G in the PSNR phase")
     scheduler: SchedulerOpt = opt(factory=SchedulerOpt, doc="lr schedule of the PSNR phase")
 
@@ -199,11 +204,11 @@ class PsnrPhaseOpt:
 @dataclass
 class GanPhaseOpt:
     niter: int = opt(0, "iterations of the GAN phase (after the PSNR phase)", lo=0)
-    pixel_criterion: Literal["l1", "l2", "charbonnier"] = opt("l1", "pixel loss of the GAN phase")
+    pixel_criterion: PixelCriterion = opt("l1", "pixel loss of the GAN phase")
     pixel_weight: float = opt(1e-2, "w_pix (the paper's eta)", lo=0)
-    feature_criterion: Literal["l1", "l2"] = opt("l1", "distance between VGG features of SR and GT")
+    feature_criterion: FeatureCriterion = opt("l1", "distance between VGG features of SR and GT")
     feature_weight: float = opt(1.0, "w_fea; 0 disables the perceptual loss and the VGG network", lo=0)
-    gan_type: Literal["gan", "ragan", "lsgan"] = opt("ragan", "adversarial loss: ragan (relativistic average, "
+    gan_type: GanType = opt("ragan", "adversarial loss: ragan (relativistic average, "
                                                               "the paper), gan (BCE), lsgan (least squares)")
     gan_weight: float = opt(5e-3, "w_gan (the paper's lambda)", lo=0)
     D_update_ratio: int = opt(1, "G is updated every D_update_ratio-th GAN-phase iteration", lo=1)

@@ -43,7 +43,7 @@ def build_adam(params: Any, o: OptimOpt) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay, fused=True)
 
 
-class Precision:
+class MixedPrecision:
     """Autocast for the forward passes and, in fp16, one gradient scaler per network. Scaler steps skip
     non-finite gradients on the device too (fused Adam takes the scaler's `found_inf`)."""
 
@@ -95,7 +95,7 @@ class SRModel:
     def __init__(self, net_g: nn.Module, psnr: PsnrPhaseOpt, device: torch.device, ema_decay: float = 0.0,
                  precision: str = "fp32", channels_last: bool = False) -> None:
         self.device = device
-        self.amp = Precision(precision, device)
+        self.amp = MixedPrecision(precision, device)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net_g = net_g.to(device, memory_format=self.memory_format)
         self.train_g: nn.Module = self.net_g  # the DDP wrapper when distributed
