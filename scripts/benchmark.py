@@ -324,6 +324,8 @@ def main() -> int:
             profile = profile_cuda(model, device, args.profile_iters) if device.type == "cuda" else None
             launches[mode, phase] = operators, reads, profile
             del model
+    print("model FLOPs per iteration (counted in the fp32 eager step; a multiply-add is 2 FLOPs, as in the peak): "
+          + ", ".join(f"{phase} {flops / 1e12:.4g} TFLOP" for phase, flops in phase_flops.items()))
 
     print("\n| mode | phase | operators/it | host reads/it | GPU kernels/it | host-device syncs/it | "
           "GPU busy ms/it | ms/it |")

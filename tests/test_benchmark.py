@@ -22,6 +22,12 @@ def test_benchmark_smoke_mode_prints_training_and_inference_tables():
     assert "| fp32 | psnr |" in result.stdout and "1.00x" in result.stdout
     assert "cuDNN autotuning on; TF32 in fp32 work: conv (cuDNN convolutions True, matrix products False)" in \
         result.stdout  # training's defaults (speed.cudnn_benchmark, speed.tf32)
+    # The PSNR step's FLOPs by hand (smoke G: nf 8, nb 1, gc 4, LR 32x32, batch 2), in multiply-adds per image:
+    # conv_first 9*3*8*32^2, 3 dense blocks of 9*4*(8+12+16+20)*32^2 + 9*24*8*32^2, trunk_conv 9*8*8*32^2,
+    # upconv1 9*8*8*64^2, upconv2, HRconv 9*8*8*128^2 each, conv_last 9*8*3*128^2: 37,085,184. Forward and
+    # backward are 3 x 2 FLOPs a multiply-add, but conv_first needs no input gradient: 444,137,472 FLOPs for 2.
+    assert "model FLOPs per iteration (counted in the fp32 eager step; a multiply-add is 2 FLOPs, as in the peak): " \
+        "psnr 0.0004441 TFLOP, gan " in result.stdout
     # Launches and syncs: operators dispatched per iteration, and not one host read of a device value.
     operators, host_reads = rows[2].split("|")[3:5]
     assert int(operators) > 200 and int(host_reads) == 0
