@@ -347,7 +347,8 @@ def test_ema_follows_g_with_its_decay_and_ignores_skipped_steps():
     assert model.deployable_generator() is model.net_g_ema
 
 
-def test_with_ema_the_gan_phase_starts_from_the_saved_psnr_model():
+@pytest.mark.parametrize("psnr_iters", [1, 2])
+def test_with_ema_the_gan_phase_starts_from_the_saved_psnr_model(psnr_iters):
     """One run through both phases equals a GAN-only run started from that run's PSNR model (its EMA, the file
     it saved), as with psnr.niter 0 and pretrain_model_G: G, its EMA and D bitwise after two GAN steps."""
     def model(psnr_iters: int, net_g: torch.nn.Module) -> ESRGANModel:
@@ -358,8 +359,8 @@ def test_with_ema_the_gan_phase_starts_from_the_saved_psnr_model():
                            CPU, ema_decay=0.5)
 
     torch.manual_seed(0)
-    both = model(2, RRDBNet(3, 3, nf=8, nb=1, gc=4))
-    for step in (1, 2):
+    both = model(psnr_iters, RRDBNet(3, 3, nf=8, nb=1, gc=4))
+    for step in range(1, psnr_iters + 1):
         feed(both, step)
         both.optimize_parameters(step)
     psnr_model = both.deployable_generator().state_dict()
@@ -367,11 +368,11 @@ def test_with_ema_the_gan_phase_starts_from_the_saved_psnr_model():
     net_g = RRDBNet(3, 3, nf=8, nb=1, gc=4)
     net_g.load_state_dict(psnr_model)
     gan_only = model(0, net_g)
-    for step in (3, 4):
+    for step in (psnr_iters + 1, psnr_iters + 2):
         feed(both, step)
         both.optimize_parameters(step)
         feed(gan_only, step)
-        gan_only.optimize_parameters(step - 2)
+        gan_only.optimize_parameters(step - psnr_iters)
     for name in ("G", "G_ema", "D"):
         ours, theirs = both.networks()[name].state_dict(), gan_only.networks()[name].state_dict()
         assert all(torch.equal(ours[k], theirs[k]) for k in ours), name
