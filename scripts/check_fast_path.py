@@ -167,12 +167,12 @@ def main(argv: list[str] | None = None) -> int:
         root = args.workdir or Path(tmp)
         for folder in (root, args.log_dir or root):
             folder.mkdir(parents=True, exist_ok=True)
-        deadline = time.perf_counter() + args.time_limit if args.time_limit else None
         for label, overrides in (("fp32", [*common, *args.reference]), ("fast", [*common, *args.fast])):
             problem = options_problem(args.opt, run_overrides(overrides, root, f"check_{label}"))
             if problem:
                 print(f"error: the {label} run: {problem}", file=sys.stderr)
                 return 2
+        deadline = time.perf_counter() + args.time_limit if args.time_limit else None  # the runs' own time
         runs = {"fp32": Run(args.opt, [*common, *args.reference], root, "check_fp32", args.log_dir)}
         if args.parallel:
             runs["fast"] = Run(args.opt, [*common, *args.fast], root, "check_fast", args.log_dir)
