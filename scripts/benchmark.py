@@ -235,7 +235,7 @@ def inference_mpix(model: ESRGANModel, mode: Mode, args: argparse.Namespace, dev
     return args.infer_iters * (args.infer_size * 4) ** 2 / 1e6 / (time.perf_counter() - start)
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny network and few iterations (CPU check)")
     parser.add_argument("--device", default="auto")
@@ -266,14 +266,11 @@ def main() -> int:
                         help="cuDNN autotuning, as in training (speed.cudnn_benchmark) and in BasicSR")
     parser.add_argument("--tf32", choices=("conv", "all", "none"), default="conv",
                         help="where fp32 work may use TensorFloat-32, as speed.tf32 (default conv, PyTorch's)")
-    args = parser.parse_args()
-    configure_backends(args.cudnn_benchmark, deterministic=False, tf32=args.tf32)
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
-    if args.smoke:
-        args.batch, args.nf, args.nb, args.gc, args.nf_d = 2, 8, 1, 4, 8
-        # Enough warm-up for graph modes (CUDA): their eager steps and the capture are not timed.
-        args.warmup, args.iters, args.loader_iters, args.infer_size, args.infer_iters = DEFAULT_WARMUP + 1, 1, 1, 32, 1
-        args.workers, args.images, args.profile_iters = 1, 4, 1
+    return parser
+
+
+def select_modes(args: argparse.Namespace, device: torch.device) -> list[Mode]:
+    """The modes to run, fp32 first; graph modes the device cannot run are left out, saying why."""
     names = args.modes or (["fp32", "bf16", "bf16+channels_last", "bf16+channels_last+compile",
                             "bf16+channels_last+graph", "bf16+channels_last+compile+graph"]
                            if device.type == "cuda" else ["fp32", "bf16+channels_last"])
@@ -284,19 +281,12 @@ def main() -> int:
         if reason:
             print(f"mode {mode} left out: {reason}", flush=True)
             modes.remove(mode)
-    if any(m.graph for m in modes) and args.warmup <= DEFAULT_WARMUP:
-        parser.error(f"--warmup must be more than {DEFAULT_WARMUP} with graph modes: their first {DEFAULT_WARMUP} "
-                     "steps run eagerly and the next is captured, which must not be timed as a replay")
+    return modes
 
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU"
-    print(f"device {device} ({gpu}); torch {torch.__version__}, CUDA {torch.version.cuda}, Python "
-          f"{platform.python_version()}")
-    print(f"batch {args.batch}, GT {args.gt_size}, RRDBNet nf {args.nf} nb {args.nb} gc {args.gc}, D nf {args.nf_d}, "
-          f"VGG19 conv5_4, EMA; {args.warmup} warm-up + {args.iters} timed iterations; MFU over "
-          f"{args.peak_tflops:g} TFLOP/s")
-    print(f"cuDNN autotuning {'on' if args.cudnn_benchmark else 'off'}; TF32 in fp32 work: {args.tf32} "
-          f"(cuDNN convolutions {torch.backends.cudnn.allow_tf32}, matrix products "
-          f"{torch.backends.cuda.matmul.allow_tf32})")
+
+def training_tables(args: argparse.Namespace, modes: list[Mode], device: torch.device) -> dict[tuple[Mode, str], float]:
+    """The speed table of each mode and phase, then its launches and syncs (and top kernels on CUDA); returns the
+    seconds per iteration of each."""
     print("| mode | phase | it/s | ms/it | TFLOP/s | MFU | peak mem GiB | speed-up vs fp32 |")
     print("|---|---|---|---|---|---|---|---|")
     baseline: dict[str, float] = {}
@@ -342,7 +332,12 @@ def main() -> int:
             print("|---|---|---|")
             for name, count, ms in profile.top[: args.top_kernels]:
                 print(f"| {name[:90]} | {count:.0f} | {ms:.2f} |")
+    return timed
 
+
+def loader_table(args: argparse.Namespace, modes: list[Mode], device: torch.device,
+                 timed: dict[tuple[Mode, str], float]) -> None:
+    """Training fed by the real data loader, next to the fixed-batch speed, with the share of time spent waiting."""
     loader_mode = next((m for m in modes if str(m) == args.loader_mode), None) if args.loader_mode else modes[-1]
     if loader_mode is None:
         raise SystemExit(f"--loader-mode {args.loader_mode} is not among the modes {[str(m) for m in modes]}")
@@ -357,6 +352,10 @@ def main() -> int:
             seconds, waiting = loader_fed(args, loader_mode, device, gt, lq, phase)
             print(f"| {mode_label(loader_mode)} | {phase} | {1 / timed[loader_mode, phase]:.2f} | {1 / seconds:.2f} | "
                   f"{waiting:.1%} |", flush=True)
+
+
+def inference_table(args: argparse.Namespace, modes: list[Mode], device: torch.device) -> None:
+    """Test.py-style upscaling speed of each precision and memory format, whole image and tiled."""
     print("\n| mode | inference | output MP/s |")
     print("|---|---|---|")
     for mode in dict.fromkeys(Mode(m.precision, m.channels_last) for m in modes):
@@ -365,6 +364,34 @@ def main() -> int:
             label = "whole image" if tile == 0 else f"tiles of {tile}"
             print(f"| {mode} | {label} | "
                   f"{inference_mpix(model, mode, args, device, tile):.2f} |", flush=True)
+
+
+def main() -> int:
+    parser = build_parser()
+    args = parser.parse_args()
+    if args.smoke:
+        args.batch, args.nf, args.nb, args.gc, args.nf_d = 2, 8, 1, 4, 8
+        # Enough warm-up for graph modes (CUDA): their eager steps and the capture are not timed.
+        args.warmup, args.iters, args.loader_iters, args.infer_size, args.infer_iters = DEFAULT_WARMUP + 1, 1, 1, 32, 1
+        args.workers, args.images, args.profile_iters = 1, 4, 1
+    configure_backends(args.cudnn_benchmark, deterministic=False, tf32=args.tf32)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    modes = select_modes(args, device)
+    if any(m.graph for m in modes) and args.warmup <= DEFAULT_WARMUP:
+        parser.error(f"--warmup must be more than {DEFAULT_WARMUP} with graph modes: their first {DEFAULT_WARMUP} "
+                     "steps run eagerly and the next is captured, which must not be timed as a replay")
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU"
+    print(f"device {device} ({gpu}); torch {torch.__version__}, CUDA {torch.version.cuda}, Python "
+          f"{platform.python_version()}")
+    print(f"batch {args.batch}, GT {args.gt_size}, RRDBNet nf {args.nf} nb {args.nb} gc {args.gc}, D nf {args.nf_d}, "
+          f"VGG19 conv5_4, EMA; {args.warmup} warm-up + {args.iters} timed iterations; MFU over "
+          f"{args.peak_tflops:g} TFLOP/s")
+    print(f"cuDNN autotuning {'on' if args.cudnn_benchmark else 'off'}; TF32 in fp32 work: {args.tf32} "
+          f"(cuDNN convolutions {torch.backends.cudnn.allow_tf32}, matrix products "
+          f"{torch.backends.cuda.matmul.allow_tf32})")
+    timed = training_tables(args, modes, device)
+    loader_table(args, modes, device, timed)
+    inference_table(args, modes, device)
     return 0
 
 
