@@ -26,7 +26,7 @@ from esrgan.archs.layouts import (
     load_generator_state,
     save_generator_state,
 )
-from esrgan.utils.files import output_problem
+from esrgan.utils.files import cannot_write, output_problem
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -49,7 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         state, hparams, description = load_generator_state(args.input)
-        save_generator_state(state, args.output, args.to)
+        try:
+            save_generator_state(state, args.output, args.to)
+        except OSError as err:  # its folder cannot be made, no permission, a full disk
+            raise ValueError(cannot_write(args.output, err)) from None
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

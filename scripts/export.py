@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "codes"))
 
 from esrgan.archs.layouts import describe_hparams, load_generator_state, save_generator_state
 from esrgan.archs.rrdbnet import RRDBNet
-from esrgan.utils.files import atomic_output, output_problem
+from esrgan.utils.files import atomic_output, cannot_write, output_problem
 
 TOLERANCE = 1e-4
 EXPORT_SIZE = (16, 16)
@@ -112,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
                 note = export(net, hparams["in_nc"], args.output)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # the output's folder cannot be made, no permission, a full disk
+        print(f"error: {cannot_write(args.output, err)}", file=sys.stderr)
         return 1
     print(f"wrote {args.output} ({args.format}): {note}")
     return 0

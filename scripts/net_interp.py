@@ -29,12 +29,13 @@ from esrgan.archs.layouts import (
     load_generator_state,
     save_generator_state,
 )
+from esrgan.utils.files import cannot_write
 
 DIFFERENCES_SHOWN = 5
 PLACEHOLDER = "{alpha}"
 
 
-def alpha_type(text: str) -> float:
+def alpha(text: str) -> float:  # argparse names the type by this name
     value = float(text)
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"must be between 0 (the PSNR model) and 1 (the GAN model), got {text}")
@@ -46,7 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Interpolate two ESRGAN generators: (1 - alpha) * PSNR + alpha * GAN (paper, section 4.4).")
     parser.add_argument("--psnr", required=True, type=Path, help="weights of the PSNR-oriented generator")
     parser.add_argument("--gan", required=True, type=Path, help="weights of the GAN generator")
-    parser.add_argument("--alpha", required=True, type=alpha_type, nargs="+",
+    parser.add_argument("--alpha", required=True, type=alpha, nargs="+",
                         help="weight of the GAN model, in [0, 1]; several values write several files")
     parser.add_argument("-o", "--output", required=True,
                         help="output file for one alpha; a folder (ending in /, or existing: files "
@@ -93,7 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"PSNR model {args.psnr}: {psnr_description}; GAN model {args.gan}: {gan_description}; "
               f"{describe_hparams(hparams)}")
         for alpha, path in zip(args.alpha, outputs, strict=True):
-            save_generator_state(interpolate_states(psnr, gan, alpha), path)
+            try:
+                save_generator_state(interpolate_states(psnr, gan, alpha), path)
+            except OSError as err:  # its folder cannot be made (a file of that name), no permission, a full disk
+                raise ValueError(cannot_write(path, err)) from None
             print(f"alpha {alpha:g} -> {path}")
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -74,7 +74,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def collect_inputs(inputs: list[Path]) -> list[Path]:
-    """The image files named, and the images directly inside the folders named, in the order given."""
+    """The image files named, and the images directly inside the folders named, in the order given; a file named
+    twice (say, on its own and in its folder) comes once."""
     files = []
     for path in inputs:
         if path.is_dir():
@@ -83,7 +84,10 @@ def collect_inputs(inputs: list[Path]) -> list[Path]:
             files.append(path)
         else:
             raise ValueError(f"input {path} does not exist")
-    return files
+    first: dict[Path, Path] = {}
+    for file in files:
+        first.setdefault(file.resolve(), file)
+    return list(first.values())
 
 
 def output_paths(files: list[Path], out_dir: Path) -> list[Path]:

@@ -35,6 +35,13 @@ def test_torchscript_export_runs_any_input_size_like_the_network(tmp_path, tiny,
         assert torch.equal(torch.jit.load(tmp_path / "g.pt")(x), tiny(x))
 
 
+def test_an_export_that_cannot_be_written_says_so_in_one_line(tmp_path, tiny, capsys):
+    (tmp_path / "taken").write_text("a file where a folder would be made")
+    out = tmp_path / "taken" / "g.pt"
+    assert export_main()([str(tmp_path / "g.pth"), "--format", "torchscript", "-o", str(out)]) == 1
+    assert capsys.readouterr().err == f"error: cannot write {out}: File exists ({tmp_path / 'taken'})\n"
+
+
 def test_safetensors_export_holds_the_weights_and_hyperparameters(tmp_path, tiny):
     safetensors = pytest.importorskip("safetensors")
     assert export_main()([str(tmp_path / "g.pth"), "--format", "safetensors", "-o", str(tmp_path / "g.safetensors")]) \

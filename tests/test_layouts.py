@@ -510,6 +510,18 @@ def test_one_alpha_into_a_new_folder_named_with_a_slash(tmp_path, psnr_and_gan):
     assert [p.name for p in (tmp_path / "interp").iterdir()] == ["interp_0.5.pth"]
 
 
+def test_weight_scripts_that_cannot_write_say_so_in_one_line(tmp_path, psnr_and_gan, capsys):
+    (tmp_path / "taken").write_text("a file where a folder would be made")
+    psnr, gan = str(tmp_path / "psnr.pth"), str(tmp_path / "gan.pth")
+    argv = ["--psnr", psnr, "--gan", gan, "--alpha", "0.2", "0.5", "-o", str(tmp_path / "taken")]
+    assert script("net_interp.py")(argv) == 1
+    assert capsys.readouterr().err == (f"error: cannot write {tmp_path / 'taken' / 'interp_0.2.pth'}: File exists "
+                                       f"({tmp_path / 'taken'})\n")
+    assert script("convert_weights.py")([psnr, str(tmp_path / "taken" / "b.pth"), "--to", "basicsr"]) == 1
+    assert capsys.readouterr().err == (f"error: cannot write {tmp_path / 'taken' / 'b.pth'}: File exists "
+                                       f"({tmp_path / 'taken'})\n")
+
+
 def test_interpolation_refuses_different_networks_listing_the_differences(tmp_path, capsys):
     torch.save(tiny_net(nb=1).state_dict(), tmp_path / "a.pth")
     torch.save(tiny_net(nb=2, gc=8).state_dict(), tmp_path / "b.pth")

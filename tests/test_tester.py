@@ -321,6 +321,15 @@ def test_upscale_refuses_two_inputs_that_would_share_an_output(data, tmp_path, c
     assert not (tmp_path / "out").exists()
 
 
+def test_upscale_does_an_image_named_twice_once(data, tmp_path, capsys):
+    inputs = tmp_path / "in"
+    write_image(inputs / "img.png", smooth_image(np.random.default_rng(2), 6, 5))
+    assert upscale(str(inputs), str(inputs / "img.png"), "-o", str(tmp_path / "out"), "--model",
+                   str(data / "psnr.pth")) == 0
+    assert "1 images upscaled x4" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["img.png"]
+
+
 def test_upscale_with_nothing_readable_exits_1(data, tmp_path, capsys):
     (tmp_path / "broken.png").write_bytes(b"nothing")
     assert upscale(str(tmp_path / "broken.png"), "-o", str(tmp_path / "out"), "--model", str(data / "psnr.pth")) == 1

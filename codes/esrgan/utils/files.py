@@ -45,6 +45,16 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
         Path(tmp).unlink(missing_ok=True)
 
 
+def cannot_write(path: str | Path, err: OSError) -> str:
+    """'cannot write <path>: <reason>' for an OSError of writing `path` through `atomic_output`, naming the file
+    the error concerns when that is another one (a file where a folder must be made), never the temporary."""
+    path = Path(path)
+    concerns = Path(err.filename) if err.filename else path
+    temporary = concerns.parent == path.parent and concerns.name.startswith(f".{path.stem}.")
+    other = "" if concerns == path or temporary else f" ({concerns})"
+    return f"cannot write {path}: {err.strerror or err}{other}"
+
+
 def output_problem(output: Path, source: Path) -> str | None:
     """Why a script must not write `output`, made from the file `source`: it is that file, or a folder; None
     when it may."""
