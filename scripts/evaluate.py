@@ -87,6 +87,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     default = "psnr,ssim,niqe" if args.gt else "niqe"
     args.metrics = [m.strip() for m in (args.metrics or default).split(",") if m.strip()]
+    if not args.metrics:
+        parser.error(f"--metrics: name at least one of {', '.join(METRICS)}")
     unknown = [m for m in args.metrics if m not in METRICS]
     if unknown:
         parser.error(f"--metrics: unknown {', '.join(unknown)}; choose from {', '.join(METRICS)}")
@@ -94,6 +96,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--metrics {','.join(args.metrics)} needs --gt (only {', '.join(NO_REFERENCE)} works without)")
     if args.ma_scores and "niqe" not in args.metrics:
         parser.error("--ma-scores: the perceptual index needs niqe in --metrics")
+    if args.ma_scores and not args.ma_scores.is_file():
+        parser.error(f"--ma-scores {args.ma_scores}: no such file")
     if args.scale < 1:
         parser.error("--scale must be positive")
     args.crop = args.scale if args.crop is None else args.crop
@@ -119,8 +123,8 @@ def evaluate(args: argparse.Namespace) -> list[dict]:
             raise ValueError(f"{args.ma_scores}: no Ma score for {listing(missing)}")
     elif "niqe" in args.metrics:
         log.info("No --ma-scores: the perceptual index is not computed; NIQE is reported alone")
-    evaluator = Evaluator(args.metrics, args.crop, args.niqe_channel, args.lpips_net, args.lpips_weights,
-                          select_device(args.device))
+    device = select_device(args.device, "--device") if "lpips" in args.metrics else "cpu"  # only LPIPS uses it
+    evaluator = Evaluator(args.metrics, args.crop, args.niqe_channel, args.lpips_net, args.lpips_weights, device)
     rows = []
     for name, gt_path, sr_path in pairs:
         sr = read_for_scoring(sr_path)
@@ -129,16 +133,21 @@ def evaluate(args: argparse.Namespace) -> list[dict]:
                 r == g - g % args.scale for g, r in zip(gt.shape[:2], sr.shape[:2], strict=True)):
             gt = gt[: sr.shape[0], : sr.shape[1]]  # a GT side that is not a multiple of the scale, mod-cropped
         if gt is not None and gt.shape != sr.shape:
-            raise ValueError(f"{sr_path} is {'x'.join(map(str, sr.shape))} but {gt_path} is "
-                             f"{'x'.join(map(str, gt.shape))}: SR and GT images must have the same size and channels")
+            raise ValueError(f"{sr_path} is {describe_shape(sr)} but {gt_path} is {describe_shape(gt)}: SR and GT "
+                             "images must have the same size and channels")
+        if 2 * args.crop >= min(sr.shape[:2]):
+            raise ValueError(f"--crop {args.crop} removes the whole of {sr_path} ({describe_shape(sr)}); crop less")
         scores = evaluator.score(sr, gt, name)
         if ma is not None:
             scores |= {"ma": ma[name], "pi": perceptual_index(ma[name], scores["niqe"])}
         rows.append({"name": name} | scores)
     rows.append(mean_row(rows))
-    for metric, reason in evaluator.unavailable.items():
-        log.warning("%s n/a: %s", LABELS[metric], reason)
     return rows
+
+
+def describe_shape(img: np.ndarray) -> str:
+    """'40x60, 3 channels' (width x height) for an HxWxC image."""
+    return f"{img.shape[1]}x{img.shape[0]}, {img.shape[2]} channel{'s' * (img.shape[2] != 1)}"
 
 
 def main(argv: list[str] | None = None) -> int:

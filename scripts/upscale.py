@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.output.exists() and not args.output.is_dir():
             raise ValueError(f"the output {args.output} is a file; name a folder")
         outputs = output_paths(files, args.output)
-        device = select_device(args.device)
+        device = select_device(args.device, "--device")
         check_precision(args.precision, device)
         net, scale = load_generator(args.model)
     except (ValueError, RuntimeError) as err:

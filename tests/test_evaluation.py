@@ -108,7 +108,8 @@ def test_a_weights_path_is_used_instead_of_the_cache(hub, tmp_path):
 
 @needs_lpips
 def test_missing_or_unfit_weights_make_lpips_unavailable_with_the_reason(hub, tmp_path):
-    with pytest.raises(MetricUnavailableError, match=r"not found at .*metric_options\.lpips_weights"):
+    with pytest.raises(MetricUnavailableError, match=r"not found at .*nowhere\.pth \(the file given\); copy .* or "
+                       r"name a local copy \(metric_options\.lpips_weights in an option file, --lpips-weights"):
         load_lpips("alex", str(tmp_path / "nowhere.pth"))
     torch.save({"features.0.weight": torch.zeros(1)}, tmp_path / "wrong.pth")
     with pytest.raises(MetricUnavailableError, match="not a torchvision state dict of the LPIPS backbone"):
@@ -252,7 +253,8 @@ def test_evaluate_names_unmatched_files(folders, capsys):
 def test_evaluate_names_images_of_different_sizes(folders, capsys):
     write_image(folders / "sr" / "coffee_x4_SR.png", demo("train/coffee")[:-4])  # 4 rows: more than a mod-crop
     assert evaluate("--gt", str(folders / "gt"), "--sr", str(folders / "sr"), "--suffix", "_x4_SR") == 2
-    assert "coffee_x4_SR.png is 396x600x3 but" in capsys.readouterr().err
+    assert (f"coffee_x4_SR.png is 600x396, 3 channels but {folders / 'gt' / 'coffee.png'} is 600x400, 3 channels: SR "
+            "and GT images must have the same size and channels") in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("cut", [(1, 0), (3, 3)])
@@ -260,7 +262,7 @@ def test_evaluate_refuses_an_sr_smaller_than_a_gt_that_is_already_a_multiple_of_
     sr = to_uint8(read_image(folders / "sr" / "coffee_x4_SR.png"))  # 400x600, like the GT
     write_image(folders / "sr" / "coffee_x4_SR.png", sr[: sr.shape[0] - cut[0], : sr.shape[1] - cut[1]])
     assert evaluate("--gt", str(folders / "gt"), "--sr", str(folders / "sr"), "--suffix", "_x4_SR") == 2
-    assert f"coffee_x4_SR.png is {400 - cut[0]}x{600 - cut[1]}x3 but" in capsys.readouterr().err
+    assert f"coffee_x4_SR.png is {600 - cut[1]}x{400 - cut[0]}, 3 channels but" in capsys.readouterr().err
 
 
 def test_evaluate_cuts_a_gt_that_is_not_a_multiple_of_the_scale_as_test_py_does(folders):
@@ -276,6 +278,29 @@ def test_evaluate_refuses_full_reference_metrics_without_gt(folders, capsys):
     with pytest.raises(SystemExit):
         evaluate("--sr", str(folders / "sr"), "--metrics", "psnr")
     assert "needs --gt" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        evaluate("--sr", str(folders / "sr"), "--ma-scores", str(folders / "none.csv"))
+    assert f"--ma-scores {folders / 'none.csv'}: no such file" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_an_empty_metric_list_and_a_crop_that_leaves_nothing(folders, capsys):
+    with pytest.raises(SystemExit):
+        evaluate("--gt", str(folders / "gt"), "--sr", str(folders / "sr"), "--metrics", " , ")
+    assert "--metrics: name at least one of psnr, ssim, niqe, lpips" in capsys.readouterr().err
+    assert evaluate("--gt", str(folders / "gt"), "--sr", str(folders / "sr"), "--suffix", "_x4_SR", "--crop",
+                    "200") == 2
+    assert (f"error: --crop 200 removes the whole of {folders / 'sr' / 'chelsea_x4_SR.png'} (448x300, 3 channels); "
+            "crop less") in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+def test_evaluate_needs_the_device_only_for_lpips(folders, capsys):
+    assert evaluate("--gt", str(folders / "gt"), "--sr", str(folders / "sr"), "--suffix", "_x4_SR", "--metrics",
+                    "psnr", "--device", "cuda") == 0
+    assert evaluate("--gt", str(folders / "gt"), "--sr", str(folders / "sr"), "--suffix", "_x4_SR", "--metrics",
+                    "lpips", "--device", "cuda") == 2
+    assert ("error: --device: 'cuda' was asked for but CUDA is not available; use auto or cpu"
+            in capsys.readouterr().err)
 
 
 def test_evaluate_reads_gray_16_bit_and_rgba_files_as_test_py_does(tmp_path):

@@ -365,7 +365,7 @@ def test_weights_given_as_a_training_state_say_what_a_state_is(tmp_path, saved_s
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
 def test_cuda_asked_for_on_a_machine_without_it_is_a_clear_error(tmp_path):
-    with pytest.raises(ValueError, match="device: 'cuda' was asked for but CUDA is not available; use device: auto"):
+    with pytest.raises(ValueError, match="device: 'cuda' was asked for but CUDA is not available; use auto or cpu"):
         train(options(tmp_path, device="cuda"))
 
 

@@ -65,11 +65,11 @@ def load_lpips(net: LpipsNet = "alex", backbone_weights: str | None = None,
         raise ValueError(f"LPIPS net must be one of {', '.join(_BACKBONE_WEIGHTS)}, got {net!r}")
     path = Path(backbone_weights) if backbone_weights else backbone_cache_file(net)
     if not path.is_file():
-        where = "metric_options.lpips_weights" if backbone_weights else "the torch cache"
+        where = "the file given" if backbone_weights else "the torch cache"
         raise MetricUnavailableError(
             f"LPIPS ({net}) needs torchvision's ImageNet weights of its backbone, not found at {path} ({where}); "
-            f"copy {os.path.basename(_BACKBONE_WEIGHTS[net].url)} there (downloadable from torchvision) or set "
-            "metric_options.lpips_weights to a local copy")
+            f"copy {os.path.basename(_BACKBONE_WEIGHTS[net].url)} there (downloadable from torchvision) or name a "
+            "local copy (metric_options.lpips_weights in an option file, --lpips-weights for scripts/evaluate.py)")
     linear = Path(lpips.__file__).parent / "weights" / f"v{_LPIPS_VERSION}" / f"{net}.pth"
     if not linear.is_file():
         raise MetricUnavailableError(f"the lpips package has no linear layers for {net} at {linear}; reinstall it")

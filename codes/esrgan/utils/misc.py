@@ -50,18 +50,18 @@ def set_rng_state(state: dict[str, Any]) -> None:
             torch.cuda.set_rng_state(cuda_state, index)
 
 
-def select_device(name: str) -> torch.device:
-    """'auto' picks CUDA when it is available, else the CPU."""
+def select_device(name: str, what: str = "device") -> torch.device:
+    """'auto' picks CUDA when it is available, else the CPU. `what` names the option or flag in messages."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"device: {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+        raise ValueError(f"{what}: {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device: {name!r} was asked for but CUDA is not available; use device: auto or cpu")
+        raise ValueError(f"{what}: {name!r} was asked for but CUDA is not available; use auto or cpu")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"device: {name!r}, but this machine has {torch.cuda.device_count()} GPUs (cuda:0 to "
+        raise ValueError(f"{what}: {name!r}, but this machine has {torch.cuda.device_count()} GPUs (cuda:0 to "
                          f"cuda:{torch.cuda.device_count() - 1})")
     return device
 
