@@ -28,6 +28,10 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "codes"))
+
+from esrgan.options import TrainOptions, load_options
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOSSES = ("l_g_pix", "l_g_fea", "l_g_gan", "l_d_real", "l_d_fake")
 
@@ -68,9 +72,6 @@ def run_overrides(overrides: list[str], root: Path, name: str) -> list[str]:
 def options_problem(option_file: str, overrides: list[str]) -> str | None:
     """Why a run cannot serve the check, found before any training: train.py would refuse its options, or it has
     no validation set (the check compares validation PSNR). None when it can."""
-    sys.path.insert(0, str(REPO_ROOT / "codes"))
-    from esrgan.options import TrainOptions, load_options
-
     try:
         o = load_options(TrainOptions, option_file, overrides)
     except (ValueError, OSError) as err:

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         state, hparams, description = load_generator_state(args.input)
         try:
             save_generator_state(state, args.output, args.to)
-        except OSError as err:  # its folder cannot be made, no permission, a full disk
+        except OSError as err:  # its folder cannot be made, no permission, no space
             raise ValueError(cannot_write(args.output, err)) from None
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)

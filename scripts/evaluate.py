@@ -133,10 +133,10 @@ def evaluate(args: argparse.Namespace) -> list[dict]:
                 r == g - g % args.scale for g, r in zip(gt.shape[:2], sr.shape[:2], strict=True)):
             gt = gt[: sr.shape[0], : sr.shape[1]]  # a GT side that is not a multiple of the scale, mod-cropped
         if gt is not None and gt.shape != sr.shape:
-            raise ValueError(f"{sr_path} is {describe_shape(sr)} but {gt_path} is {describe_shape(gt)}: SR and GT "
-                             "images must have the same size and channels")
+            raise ValueError(f"{sr_path} is {width_height(sr)} but {gt_path} is {width_height(gt)}: SR and GT "
+                             "images must have the same size")
         if 2 * args.crop >= min(sr.shape[:2]):
-            raise ValueError(f"--crop {args.crop} removes the whole of {sr_path} ({describe_shape(sr)}); crop less")
+            raise ValueError(f"--crop {args.crop} removes the whole of {sr_path} ({width_height(sr)}); crop less")
         scores = evaluator.score(sr, gt, name)
         if ma is not None:
             scores |= {"ma": ma[name], "pi": perceptual_index(ma[name], scores["niqe"])}
@@ -145,9 +145,8 @@ def evaluate(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-def describe_shape(img: np.ndarray) -> str:
-    """'40x60, 3 channels' (width x height) for an HxWxC image."""
-    return f"{img.shape[1]}x{img.shape[0]}, {img.shape[2]} channel{'s' * (img.shape[2] != 1)}"
+def width_height(img: np.ndarray) -> str:
+    return f"{img.shape[1]}x{img.shape[0]}"
 
 
 def main(argv: list[str] | None = None) -> int:

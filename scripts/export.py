@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    except OSError as err:  # the output's folder cannot be made, no permission, a full disk
+    except OSError as err:  # the output's folder cannot be made, no permission (reading errors are ValueErrors)
         print(f"error: {cannot_write(args.output, err)}", file=sys.stderr)
         return 1
     print(f"wrote {args.output} ({args.format}): {note}")

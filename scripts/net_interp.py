@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         for alpha, path in zip(args.alpha, outputs, strict=True):
             try:
                 save_generator_state(interpolate_states(psnr, gan, alpha), path)
-            except OSError as err:  # its folder cannot be made (a file of that name), no permission, a full disk
+            except OSError as err:  # its folder cannot be made (a file of that name), no permission, no space
                 raise ValueError(cannot_write(path, err)) from None
             print(f"alpha {alpha:g} -> {path}")
     except ValueError as err:

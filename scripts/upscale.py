@@ -39,7 +39,8 @@ gray or RGB, with alpha when the input has it (the alpha channel is upscaled by 
 interpolation; the network sees RGB only; a gray image with alpha comes back as RGBA). Files in OUT of the same
 name are replaced; input files never are: the run is refused when an output would replace an input, or when two
 inputs would get the same output name.
-Folders are read without subfolders. A file that cannot be read is skipped with a message.
+Folders are read without subfolders; a file named twice (on its own and in its folder) is upscaled once. A file
+that cannot be read is skipped with a message.
 
 Exit status: {EXIT_OK} when at least one image was upscaled and the run went through (skipped unreadable files do
 not count against it); {EXIT_FAILED} when no image was upscaled, or the run stopped early (out of GPU memory, fp16
@@ -84,9 +85,9 @@ def collect_inputs(inputs: list[Path]) -> list[Path]:
             files.append(path)
         else:
             raise ValueError(f"input {path} does not exist")
-    first: dict[Path, Path] = {}
-    for file in files:
-        first.setdefault(file.resolve(), file)
+    first: dict[tuple[Path, str], Path] = {}
+    for file in files:  # the same file under the same name (not a link of another name to it)
+        first.setdefault((file.parent.resolve(), file.name), file)
     return list(first.values())
 
 
@@ -94,7 +95,7 @@ def output_paths(files: list[Path], out_dir: Path) -> list[Path]:
     """OUT/<stem>.png for each input; refuses to overwrite an input and to write two inputs to one file."""
     outputs = [out_dir / f"{f.stem}.png" for f in files]
     inputs = {f.resolve() for f in files}
-    hits = list(dict.fromkeys(str(o) for o in outputs if o.resolve() in inputs))  # an input given twice: once
+    hits = list(dict.fromkeys(str(o) for o in outputs if o.resolve() in inputs))  # once each (a.png and a.jpg)
     if hits:
         raise ValueError(f"refusing to overwrite input files: {', '.join(hits)}; choose another output folder")
     by_output: dict[Path, list[Path]] = {}

@@ -253,8 +253,8 @@ def test_evaluate_names_unmatched_files(folders, capsys):
 def test_evaluate_names_images_of_different_sizes(folders, capsys):
     write_image(folders / "sr" / "coffee_x4_SR.png", demo("train/coffee")[:-4])  # 4 rows: more than a mod-crop
     assert evaluate("--gt", str(folders / "gt"), "--sr", str(folders / "sr"), "--suffix", "_x4_SR") == 2
-    assert (f"coffee_x4_SR.png is 600x396, 3 channels but {folders / 'gt' / 'coffee.png'} is 600x400, 3 channels: SR "
-            "and GT images must have the same size and channels") in capsys.readouterr().err
+    assert (f"coffee_x4_SR.png is 600x396 but {folders / 'gt' / 'coffee.png'} is 600x400: SR and GT images must have "
+            "the same size") in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("cut", [(1, 0), (3, 3)])
@@ -262,7 +262,7 @@ def test_evaluate_refuses_an_sr_smaller_than_a_gt_that_is_already_a_multiple_of_
     sr = to_uint8(read_image(folders / "sr" / "coffee_x4_SR.png"))  # 400x600, like the GT
     write_image(folders / "sr" / "coffee_x4_SR.png", sr[: sr.shape[0] - cut[0], : sr.shape[1] - cut[1]])
     assert evaluate("--gt", str(folders / "gt"), "--sr", str(folders / "sr"), "--suffix", "_x4_SR") == 2
-    assert f"coffee_x4_SR.png is {600 - cut[1]}x{400 - cut[0]}, 3 channels but" in capsys.readouterr().err
+    assert f"coffee_x4_SR.png is {600 - cut[1]}x{400 - cut[0]} but" in capsys.readouterr().err
 
 
 def test_evaluate_cuts_a_gt_that_is_not_a_multiple_of_the_scale_as_test_py_does(folders):
@@ -289,7 +289,7 @@ def test_evaluate_refuses_an_empty_metric_list_and_a_crop_that_leaves_nothing(fo
     assert "--metrics: name at least one of psnr, ssim, niqe, lpips" in capsys.readouterr().err
     assert evaluate("--gt", str(folders / "gt"), "--sr", str(folders / "sr"), "--suffix", "_x4_SR", "--crop",
                     "200") == 2
-    assert (f"error: --crop 200 removes the whole of {folders / 'sr' / 'chelsea_x4_SR.png'} (448x300, 3 channels); "
+    assert (f"error: --crop 200 removes the whole of {folders / 'sr' / 'chelsea_x4_SR.png'} (448x300); "
             "crop less") in capsys.readouterr().err
 
 

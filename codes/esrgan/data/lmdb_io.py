@@ -329,7 +329,7 @@ def create_lmdb(
         _record_sources(output_path, input_dir.resolve(),
                         {key: signature for key, signature in signatures.items() if key not in failed})
         if failed:
-            _drop_failed(env, output_path, input_dir, failed, keys)
+            raise _drop_failed(env, output_path, input_dir, failed, keys)
         # Guards against another process having written to the same LMDB meanwhile.
         entries = env.stat()["entries"]
         if entries != len(keys):
@@ -393,15 +393,15 @@ def _store(env: lmdb.Environment, todo: dict[str, Path], total: int, compress_le
 
 
 def _drop_failed(env: lmdb.Environment, output_path: Path, input_dir: Path, failed: dict[str, str],
-                 keys: dict[str, Path]) -> None:
+                 keys: dict[str, Path]) -> OSError:
     """Delete what an earlier run stored of the images that could not be read now (key -> why), and the LMDB's
-    meta_info.txt (an LMDB that lists an image with its old pixels would look complete); raise, naming them."""
+    meta_info.txt (an LMDB that lists an image with its old pixels would look complete); the error naming them."""
     with env.begin(write=True) as txn:
         for key in failed:
             txn.delete(key.encode("utf-8"))
     (output_path / META_INFO).unlink(missing_ok=True)
     noun = "image" if len(failed) == 1 else "images"
-    raise OSError(f"{len(failed)} {noun} of {input_dir} could not be stored in {output_path}:\n"
+    return OSError(f"{len(failed)} {noun} of {input_dir} could not be stored in {output_path}:\n"
                   + "".join(f"  {keys[key]}: {why}\n" for key, why in failed.items())
                   + f"The other {len(keys) - len(failed)} are stored. Replace or remove these and run again: it "
                   "stores only what is missing.")

@@ -369,7 +369,8 @@ def source_images(input_dir: Path, claims: Sequence[tuple[str | Path, dict[str, 
     """The images of a script's ``input_dir`` by stem, its output folders claimed for them (`claim_folders`);
     raises ValueError (or OSError) when there are none or a folder is refused."""
     if not Path(input_dir).is_dir():
-        raise ValueError(f"the input folder {input_dir} does not exist")
+        raise ValueError(f"the input folder {input_dir} " + ("is not a folder" if Path(input_dir).exists() else
+                                                               "does not exist"))
     files = images_by_stem(input_dir)
     if not files:
         raise ValueError(f"no images in {input_dir}")

@@ -86,9 +86,13 @@ def _fsync_directory(directory: Path) -> None:
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """torch.save, atomically."""
+    """torch.save, atomically. A write that fails (a full disk) raises OSError, as other writes do, where
+    torch.save raises RuntimeError."""
     with atomic_output(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as err:
+            raise OSError(f"torch.save failed ({error_summary(err)})") from err
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
