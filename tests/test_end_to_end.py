@@ -109,8 +109,11 @@ def test_validation_scores_the_images_it_writes_on_y_with_the_scale_as_border(tr
         logged = {e.step: e.value for e in events.Scalars(f"val/{metric}")}
         for step in (3, 4, 6):
             sr = {name: read_image(run_dir / "val_images" / name / f"{name}_{step}.png") for name in gt}
-            assert logged[step] == pytest.approx(np.mean([score(sr[n], gt[n], 4) for n in gt]), abs=1e-5)
-            assert logged[step] != pytest.approx(np.mean([score(sr[n], gt[n], 0) for n in gt]), abs=1e-4)
+            assert logged[step] == pytest.approx(np.mean([score(sr[n], gt[n], 4, test_y_channel=True) for n in gt]),
+                                                 abs=1e-5)
+            for border, y in ((0, True), (4, False)):
+                assert logged[step] != pytest.approx(np.mean([score(sr[n], gt[n], border, test_y_channel=y)
+                                                              for n in gt]), abs=1e-4)
 
 
 def test_test_script_writes_images_and_metrics_next_to_bicubic(trained, tmp_path):

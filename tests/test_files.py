@@ -54,3 +54,23 @@ def test_the_file_and_then_its_directory_are_flushed_to_disk(tmp_path, monkeypat
     atomic_write_text(tmp_path / "latest.txt", "1000\n")
     assert synced == ["file", "dir"]
     assert (tmp_path / "latest.txt").read_text(encoding="utf-8") == "1000\n"
+
+
+def test_a_torch_save_that_fails_to_write_raises_oserror_and_keeps_the_previous_file(tmp_path, monkeypatch):
+    """torch.save reports a full disk as a RuntimeError ("unexpected pos"); atomic_save makes it an OSError."""
+    atomic_save({"a": torch.zeros(1)}, tmp_path / "w.pth")
+
+    def full_disk(obj, f):
+        raise RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(files.torch, "save", full_disk)
+    with pytest.raises(OSError) as info:
+        atomic_save({"a": torch.ones(1)}, tmp_path / "w.pth")
+    assert str(info.value) == ("[Errno 5] torch.save failed (RuntimeError: [enforce fail at inline_container.cc:626] "
+                               f". unexpected pos 64 vs 0): '{tmp_path / 'w.pth'}'")
+    assert files.cannot_write(tmp_path / "w.pth", info.value) == (
+        f"cannot write {tmp_path / 'w.pth'}: torch.save failed (RuntimeError: [enforce fail at "
+        "inline_container.cc:626] . unexpected pos 64 vs 0)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.pth"]
+    assert torch.load(tmp_path / "w.pth", weights_only=True)["a"].item() == 0
+

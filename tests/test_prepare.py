@@ -420,6 +420,8 @@ def test_a_script_given_a_folder_without_images_says_so_and_claims_no_output(tmp
     assert result.returncode == 1 and result.stderr == "error: no images in hr\n"
     result = run_script(script, "--input", "nothere", "--output", "out", *args, cwd=tmp_path)
     assert result.returncode == 1 and result.stderr == "error: the input folder nothere does not exist\n"
+    result = run_script(script, "--input", "hr/notes.txt", "--output", "out", *args, cwd=tmp_path)
+    assert result.returncode == 1 and result.stderr == "error: the input folder hr/notes.txt is not a folder\n"
     assert not (tmp_path / "out").exists()
 
 

@@ -328,6 +328,9 @@ def test_upscale_does_an_image_named_twice_once(data, tmp_path, capsys):
                    str(data / "psnr.pth")) == 0
     assert "1 images upscaled x4" in capsys.readouterr().err
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["img.png"]
+    (inputs / "alias.png").symlink_to(inputs / "img.png")  # another name for it: an image of its own
+    assert upscale(str(inputs), "-o", str(tmp_path / "out2"), "--model", str(data / "psnr.pth")) == 0
+    assert sorted(p.name for p in (tmp_path / "out2").iterdir()) == ["alias.png", "img.png"]
 
 
 def test_upscale_with_nothing_readable_exits_1(data, tmp_path, capsys):

@@ -7,6 +7,7 @@ crash at any moment leaves either the old file or the new one, never a truncated
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import tempfile
@@ -91,8 +92,8 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     with atomic_output(path) as tmp:
         try:
             torch.save(obj, tmp)
-        except RuntimeError as err:
-            raise OSError(f"torch.save failed ({error_summary(err)})") from err
+        except RuntimeError as err:  # str(): "[Errno 5] torch.save failed (...): '<path>'"
+            raise OSError(errno.EIO, f"torch.save failed ({error_summary(err)})", str(path)) from err
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
