@@ -2,6 +2,8 @@
 same update as 1 process x batch 2B."""
 
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -57,7 +59,7 @@ def test_two_processes_with_batch_b_update_like_one_process_with_batch_2b(tmp_pa
     b = torch.load(tmp_path / "two" / "run" / "models" / "3_G.pth", weights_only=True)
     for key, value in a.items():
         assert torch.allclose(value, b[key], rtol=1e-4, atol=1e-6), key
-    assert "x 2:" in two.stderr + two.stdout  # the run reported two processes
+    assert "x 2:" in two.stderr and "batch 1 per process (2 in all)" in two.stderr  # the run reported both
     assert [p.name for p in (tmp_path / "two" / "run").glob("train_*.log") if "_rank" in p.name] == []  # no error
 
 
@@ -92,6 +94,35 @@ def test_a_killed_worker_is_restarted_by_torchrun_and_the_job_resumes_and_finish
     assert proc.returncode == 0, err
     assert "Resumed from" in err
     assert checkpoint.saved_iterations(run)[-1] == 30
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker processes through /proc")
+@pytest.mark.parametrize("signalled", ["workers then torchrun", "one worker"])
+def test_sigterm_under_torchrun_saves_a_state_and_the_job_does_not_pass_for_finished(tmp_path, signalled):
+    """As a scheduler does, the workers get SIGTERM and then torchrun passes its own copy on: the second SIGTERM
+    must not cut the save short. A worker signalled alone exits 143, so torchrun reports a failure, not a
+    finished job."""
+    args = [*TORCHRUN, *train_args(tmp_path, **{"train.psnr.niter": 100000, "logger.save_freq": 100000,
+                                                "datasets.train.batch_size": 1, "train.dist_timeout": 60})]
+    proc = subprocess.Popen(args, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = tmp_path / "run"
+    deadline = time.time() + 120
+    while not any("s/it" in log.read_text() for log in run.glob("train_run_*.log")):
+        assert time.time() < deadline and proc.poll() is None, "training did not start"
+        time.sleep(0.05)
+    workers = children(proc.pid)
+    assert len(workers) == 2
+    for worker in workers if signalled == "workers then torchrun" else workers[1:]:
+        os.kill(worker, signal.SIGTERM)
+    if signalled == "workers then torchrun":
+        time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0, err
+    (stopped_at,) = checkpoint.saved_iterations(run)
+    assert (run / "training_state" / f"{stopped_at}.state").is_file()
+    by = "SIGTERM" if signalled == "workers then torchrun" else "another process"  # rank 0's words
+    assert f"Stopped by {by} at iteration {stopped_at}; continue with --auto_resume" in err
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="SyncBatchNorm runs on GPUs only; needs 2 GPUs")
@@ -165,3 +196,62 @@ def test_an_error_of_a_rank_other_than_0_is_in_a_log_file_of_its_own(tmp_path):
     (rank_log,) = (tmp_path / "run").glob("train_run_*_rank1.log")
     text = rank_log.read_text(encoding="utf-8")
     assert "ERROR: error: " in text and "cannot decode image" in text and "INFO" not in text
+
+
+def test_a_rank_other_than_0_reports_only_its_errors_and_what_only_it_saw(tmp_path, capsys):
+    """Its other warnings repeat rank 0's (same options, same networks): on the console they were duplicates."""
+    import logging
+
+    from esrgan.utils.logger import RANK_LOCAL, add_log_file, setup_logging
+
+    log = logging.getLogger("esrgan.data.paired")
+    try:
+        setup_logging(logging.WARNING, own_news_only=True)
+        add_log_file(tmp_path / "rank1.log", own_news_only=True)
+        log.warning("network_F: a warning every rank gives")
+        assert not (tmp_path / "rank1.log").exists()
+        log.warning("dataset train: skipped unreadable image a.png", extra=RANK_LOCAL)
+        log.error("error: cannot decode image b.png")
+        lines = [line.split(" ", 2)[2] for line in capsys.readouterr().err.splitlines()]
+        assert lines == ["WARNING: dataset train: skipped unreadable image a.png",
+                         "ERROR: error: cannot decode image b.png"]
+        assert [line.split(" ", 2)[2] for line in (tmp_path / "rank1.log").read_text().splitlines()] == lines
+    finally:
+        setup_logging()
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"WORLD_SIZE": "2"}, "the environment sets WORLD_SIZE=2 but not RANK: start runs of several processes with "
+                          "torchrun, which sets both (or unset WORLD_SIZE for one process)"),
+    ({"WORLD_SIZE": "two"}, "the environment variable WORLD_SIZE='two' is not a whole number"),
+    ({"WORLD_SIZE": "0"}, "the environment variable WORLD_SIZE=0 must be at least 1"),
+    ({"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "x"}, "the environment variable LOCAL_RANK='x' is not a whole"),
+])
+def test_a_multi_process_environment_that_torchrun_did_not_set_is_refused_by_name(monkeypatch, env, message):
+    from esrgan.engine.distributed import init_distributed
+
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match="^" + re.escape(message)):
+        init_distributed(torch.device("cpu"))
+
+
+def test_processes_that_never_join_end_the_wait_with_one_line_after_dist_timeout(monkeypatch, capsys):
+    import socket
+
+    from esrgan.engine.distributed import init_distributed
+
+    with socket.socket() as s:  # a free port
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    for name, value in {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                        "MASTER_PORT": str(port)}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(OSError, match=r"^the 2 processes did not all join within train.dist_timeout \(1 s\) \(.*"
+                                      r"\); start runs of several processes with torchrun$"):
+        init_distributed(torch.device("cpu"), timeout_s=1)
+    assert capsys.readouterr().err == "waiting up to 1 s (train.dist_timeout) for the 2 processes of WORLD_SIZE=2 " \
+                                      "to join\n"

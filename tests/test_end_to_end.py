@@ -179,6 +179,16 @@ def test_one_set_flag_takes_several_overrides(capsys):
                                           "(given with --set)" in err
 
 
+@pytest.mark.parametrize("flag", [["--launcher", "pytorch"], ["--local-rank=1"], ["--local_rank", "0"]])
+def test_the_launch_flags_of_basicsr_and_torch_distributed_launch_point_to_torchrun(capsys, flag):
+    from esrgan.cli import train_main
+
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(["-opt", str(REPO_ROOT / "options/train_demo.yml"), *flag])
+    assert exit_info.value.code == 2
+    assert "`torchrun --nproc_per_node=N train.py ...` for several" in capsys.readouterr().err
+
+
 def test_weights_that_do_not_fit_the_network_list_the_keys(tmp_path):
     torch.save(RRDBNet(3, 3, nf=8, nb=2, gc=4).state_dict(), tmp_path / "g.pth")
     args = [sys.executable, str(REPO_ROOT / "test.py"), "-opt", str(REPO_ROOT / "options/test_demo.yml")]

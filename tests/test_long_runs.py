@@ -668,6 +668,21 @@ def test_resuming_with_other_data_settings_warns_that_the_batches_differ(tmp_pat
             "  datasets.train.dataset_enlarge_ratio: 1 in the training state, 3 now") in log_texts(run)
 
 
+def test_resuming_with_the_same_total_batch_on_another_number_of_processes_keeps_the_batches():
+    """2 processes x batch 2 draw each iteration's samples as 1 process x batch 4 does (the processes take turns in
+    one order), when the epoch is the same length for both: no warning then."""
+    from esrgan.engine.trainer import _draws
+
+    def order(batch, processes, enlarge=2, images=7):
+        return {"train.manual_seed": 10, "training images": images, "datasets.train.dataset_enlarge_ratio": enlarge,
+                "datasets.train.batch_size": batch, "datasets.train.use_shuffle": True, "processes": processes}
+
+    assert _draws(order(2, 2)) == _draws(order(4, 1))
+    assert _draws(order(2, 2)) != _draws(order(2, 1))  # half the samples per iteration
+    assert _draws(order(2, 2, enlarge=1)) != _draws(order(4, 1, enlarge=1))  # 7 samples: padded to 8 for 2
+    assert _draws(order(2, 2, images=8, enlarge=1)) == _draws(order(4, 1, images=8, enlarge=1))
+
+
 def test_a_loss_report_over_another_window_than_print_freq_says_so(tmp_path):
     sr = {"model": "sr", "train.gan.niter": 0, "logger.save_freq": 1, "logger.print_freq": 2}
     run = train(options(tmp_path, **sr, **{"train.psnr.niter": 3}))
@@ -693,17 +708,40 @@ def test_auto_resume_takes_the_runs_own_newest_state_over_path_resume_state(tmp_
     assert not list(tmp_path.glob("run_archived_*"))
 
 
-def test_a_stopped_run_exits_with_the_signals_status_but_0_for_torchrun_which_would_restart_it(monkeypatch):
+def test_a_stopped_run_exits_with_the_signals_status_also_under_torchrun(monkeypatch):
+    """Under torchrun too: a worker exiting 0 would tell it an unfinished job had finished."""
     from esrgan.cli import _run
     from esrgan.engine.trainer import TrainingStopped
 
-    def stopped():
-        raise TrainingStopped(signal.SIGINT)
+    def stopped(signum):
+        def job():
+            raise TrainingStopped(signum)
+        return job
 
     monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
-    assert _run(stopped) == 130
+    assert _run(stopped(signal.SIGINT)) == 130
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job")
-    assert _run(stopped) == 0
+    assert _run(stopped(signal.SIGTERM)) == 143
+
+
+def test_after_a_stop_signal_ctrl_c_quits_at_once_and_a_repeated_sigterm_is_ignored(monkeypatch):
+    """A scheduler signals every process of a job and torchrun passes its own SIGTERM on to its workers: a
+    worker may get SIGTERM twice (or Ctrl-C's SIGINT, then torchrun's SIGTERM) and must still save."""
+    from esrgan.engine import trainer
+
+    exits = []
+    monkeypatch.setattr(trainer.os, "_exit", exits.append)
+    for first in (signal.SIGINT, signal.SIGTERM):
+        stop = trainer.StopRequest()
+        try:
+            os.kill(os.getpid(), first)
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert stop.signal == first and exits == []
+            os.kill(os.getpid(), signal.SIGINT)
+            assert stop.signal == first and exits == [128 + signal.SIGINT]
+        finally:
+            stop.restore()
+            exits.clear()
 
 
 def test_ctrl_c_outside_the_training_loop_ends_with_one_line_and_130(capsys):

@@ -24,16 +24,17 @@ def _parser(description: str, example: str, files: str) -> argparse.ArgumentPars
 
 def _run(job: Callable[[], object]) -> int:
     """Run a job; bad input (options, files, weights) ends with a one-line message instead of a traceback, and
-    a training stopped by a signal (after saving; the log says how to continue) with 128 + its number (0 under
-    torchrun), and Ctrl-C outside the training loop (at start-up, in test.py) with 130 and one line."""
+    a training stopped by a signal (after saving; the log says how to continue) with 128 + its number, and
+    Ctrl-C outside the training loop (at start-up, in test.py) with 130 and one line."""
     from .engine.trainer import TrainingStopped
 
     try:
         job()
     except TrainingStopped as stopped:
-        # Under torchrun a worker's non-zero exit is a crash that --max-restarts restarts; the agent reports a
-        # signal it received itself.
-        return 0 if os.environ.get("TORCHELASTIC_RUN_ID") else stopped.exit_status
+        # Also under torchrun: a worker that exits 0 tells it the job is done. When torchrun itself got the
+        # signal it stops without restarting; when only its workers did, it restarts them (--max-restarts,
+        # resuming with --auto_resume) or reports the failure, as for workers the signal had ended.
+        return stopped.exit_status
     except (OptionError, ValueError, OSError, FloatingPointError) as err:
         from .utils.logger import log_error_to_file
 
@@ -62,7 +63,13 @@ def train_main(argv: list[str] | None = None) -> int:
                      "options/train_demo.yml")
     parser.add_argument("--auto_resume", "--auto-resume", action="store_true",
                         help="continue from the newest complete training state of this run, if there is one")
+    # What BasicSR's and torch.distributed.launch's command lines pass: answered with what to run instead.
+    parser.add_argument("--launcher", help=argparse.SUPPRESS)
+    parser.add_argument("--local_rank", "--local-rank", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.launcher is not None or args.local_rank is not None:
+        parser.error("--launcher and --local_rank are not needed: run `python train.py ...` for one process and "
+                     "`torchrun --nproc_per_node=N train.py ...` for several (README, 'Several GPUs')")
 
     def job() -> None:
         from .engine.trainer import train

@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..utils.image import img2tensor
+from ..utils.logger import RANK_LOCAL
 from ..utils.misc import listing
 from .imresize import bicubic_degrade, modcrop
 from .sources import Backend, ImageSource, open_source
@@ -261,7 +262,7 @@ class PairedImageDataset(Dataset):
                           "unreadable images)") from err
         self.skipped += 1
         log.warning("dataset %s: skipped unreadable image %s (%d skipped so far in this process): %s", self.name,
-                    key, self.skipped, err)
+                    key, self.skipped, err, extra=RANK_LOCAL)
 
     def _random_crop(self, rng: random.Random, gt: np.ndarray, lq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         lq_size = self.gt_size // self.scale

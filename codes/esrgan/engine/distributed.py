@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,22 +35,46 @@ class World:
 def init_distributed(device: torch.device, timeout_s: int = 1800) -> World:
     """Join the process group torchrun describes in the environment; a plain run is a world of one.
     `timeout_s` bounds every wait for the other processes (rank 0 may be saving while they wait)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = _env_int("WORLD_SIZE", "1")
+    if world_size < 1:
+        raise ValueError(f"the environment variable WORLD_SIZE={world_size} must be at least 1")
     if world_size == 1:
         return World()
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    rank, local_rank = _env_int("RANK"), _env_int("LOCAL_RANK", "0")
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
-        timeout = datetime.timedelta(seconds=timeout_s)
-        store, rank, world_size = next(dist.rendezvous("env://", rank, world_size, timeout=timeout))
-        # After an elastic restart the workers may share torchrun's store with the attempt before; a prefix per
-        # attempt keeps them from reading the dead processes' addresses (seen as gloo start-up failures).
-        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-        store = dist.PrefixStore(f"esrgan/attempt_{attempt}", store)
-        dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
+        hint = "" if os.environ.get("TORCHELASTIC_RUN_ID") else "; start runs of several processes with torchrun"
+        if hint and rank == 0:  # torchrun's agent gathers its workers itself: this wait is short under it
+            print(f"waiting up to {timeout_s} s (train.dist_timeout) for the {world_size} processes of "
+                  f"WORLD_SIZE={world_size} to join", file=sys.stderr)
+        try:
+            _join(backend, rank, world_size, datetime.timedelta(seconds=timeout_s))
+        except dist.DistStoreError as err:  # rank 0 waited for the others in vain
+            raise OSError(f"the {world_size} processes did not all join within train.dist_timeout ({timeout_s} s) "
+                          f"({err}){hint}") from err
     return World(rank, world_size, local_rank)
+
+
+def _join(backend: str, rank: int, world_size: int, timeout: datetime.timedelta) -> None:
+    store, rank, world_size = next(dist.rendezvous("env://", rank, world_size, timeout=timeout))
+    # After an elastic restart the workers may share torchrun's store with the attempt before; a prefix per
+    # attempt keeps them from reading the dead processes' addresses (seen as gloo start-up failures).
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    store = dist.PrefixStore(f"esrgan/attempt_{attempt}", store)
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
+
+
+def _env_int(name: str, default: str | None = None) -> int:
+    value = os.environ.get(name, default)
+    if value is None:
+        raise ValueError(f"the environment sets WORLD_SIZE={os.environ['WORLD_SIZE']} but not {name}: start runs of "
+                         "several processes with torchrun, which sets both (or unset WORLD_SIZE for one process)")
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"the environment variable {name}={value!r} is not a whole number") from None
 
 
 def all_mean(values: torch.Tensor, world: World) -> torch.Tensor:

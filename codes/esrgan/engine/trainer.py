@@ -271,7 +271,9 @@ class TrainingStopped(Exception):  # noqa: N818 (a requested stop, not an error)
 
 class StopRequest:
     """SIGINT / SIGTERM (what a scheduler sends before it kills a job) ask the loop to stop after the current
-    iteration and save; a second signal ends the process at once."""
+    iteration and save. After that, Ctrl-C (SIGINT) ends the process at once, while SIGTERM is ignored: it
+    often comes twice without anyone asking to quit (a scheduler signals every process of a job, and torchrun
+    passes its own copy on to its workers)."""
 
     def __init__(self) -> None:
         self.signal: int | None = None
@@ -279,12 +281,14 @@ class StopRequest:
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.signal is not None:
-            os._exit(128 + signum)
+            if signum == signal.SIGINT:
+                os._exit(128 + signum)
+            return
         self.signal = signum
         # Not the logger: a handler that logs while the interrupted code is inside a log call hits the logging
         # lock again (a "reentrant call" error). A plain write is safe; the loop logs the stop.
         os.write(2, f"\n{signal.Signals(signum).name} received: stopping after this iteration with a checkpoint "
-                    "(send it again to quit at once)\n".encode())
+                    "(Ctrl-C again to quit at once)\n".encode())
 
     def restore(self) -> None:
         for s, handler in self._previous.items():
@@ -438,7 +442,7 @@ def _report_resume(resume: Resume, model: SRModel, changed: dict[str, tuple[Any,
                                 for key, (saved, given) in changed.items()))
     saved_order = resume.state.get("data_order", data_order)  # states of earlier versions did not record it
     reordered = {k: (saved_order.get(k), v) for k, v in data_order.items() if saved_order.get(k) != v}
-    if reordered:
+    if reordered and _draws(saved_order) != _draws(data_order):
         log.warning("%s: the training batches from here on are not those the saved run would have seen, as these "
                     "differ from it (the networks and optimizers continue as saved):\n  %s", resume.source,
                     "\n  ".join(f"{key}: {saved} in the training state, {now} now"
@@ -453,6 +457,19 @@ def _data_order(o: TrainOptions, images: int, world_size: int) -> dict[str, Any]
             "datasets.train.dataset_enlarge_ratio": tr.dataset_enlarge_ratio,
             "datasets.train.batch_size": tr.batch_size, "datasets.train.use_shuffle": tr.use_shuffle,
             "processes": world_size}
+
+
+def _draws(data_order: dict[str, Any]) -> tuple | dict[str, Any]:
+    """What of `data_order` fixes the samples of each iteration. The processes take turns in one order drawn over
+    the epoch padded to a multiple of them, so 2 processes with batch B draw what 1 process with batch 2B does
+    when both epochs are the same length."""
+    try:
+        processes, images = data_order["processes"], data_order["training images"]
+        per_epoch = images * data_order["datasets.train.dataset_enlarge_ratio"]
+        return (data_order["train.manual_seed"], images, data_order["datasets.train.use_shuffle"],
+                data_order["datasets.train.batch_size"] * processes, math.ceil(per_epoch / processes) * processes)
+    except KeyError:  # a record of another version: compare it as it is
+        return data_order
 
 
 def _set_up_speed(model: SRModel, o: TrainOptions, device: torch.device, world: World) -> None:
@@ -488,7 +505,8 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
     run_root = Path(o.path.experiments_root) / o.name
     # Everything that can fail on bad input runs before the run folder is touched (an earlier run there is moved
     # aside only then); the log file gets the set-up's records afterwards.
-    setup_logging(level=logging.INFO if world.is_main else logging.WARNING, backlog=world.is_main)
+    setup_logging(level=logging.INFO if world.is_main else logging.WARNING, backlog=world.is_main,
+                  own_news_only=not world.is_main)
     resume = _load_resume(o, auto_resume, run_root)
     if resume is not None and _run_is_complete(o, resume):
         shutdown(world)
@@ -519,8 +537,8 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
     continuing = resume is not None and resume.belongs_to(run_root)
     run_dir = prepare_run_dir(o, resuming=continuing, world=world)
     start_step, best = (resume.state["iter"], resume.state["best"]) if resume is not None else (0, _no_best())
-    if not world.is_main:  # an error of this rank is told there: the run's log is rank 0's
-        add_log_file(run_dir / f"train_{o.name}_{timestamp()}_rank{world.rank}.log", errors_only=True)
+    if not world.is_main:  # what only this rank saw is told there: the run's log is rank 0's
+        add_log_file(run_dir / f"train_{o.name}_{timestamp()}_rank{world.rank}.log", own_news_only=True)
     else:
         add_log_file(run_dir / f"train_{o.name}_{timestamp()}.log")
         dump_yaml(o, run_dir / f"options_{timestamp()}.yml")
@@ -534,8 +552,8 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
             restore_best(run_dir, start_step, best["iter"])
     _set_up_speed(model, o, device, world)
     log.info("Run %s on %s x %d: %d iterations (PSNR phase %d, GAN phase %d), %d training images, batch %d per "
-             "process", o.name, device, world.world_size, o.total_iters, o.train.psnr.niter,
-             o.total_iters - o.train.psnr.niter, len(train_set), tr.batch_size)
+             "process (%d in all)", o.name, device, world.world_size, o.total_iters, o.train.psnr.niter,
+             o.total_iters - o.train.psnr.niter, len(train_set), tr.batch_size, tr.batch_size * world.world_size)
 
     with contextlib.ExitStack() as cleanup:  # each release runs, even when one before it raised
         cleanup.callback(shutdown, world)

@@ -33,12 +33,22 @@ class _Backlog(logging.Handler):
         self.records.append(record)
 
 
+RANK_LOCAL = {"rank_local": True}  # `extra=` of a warning about what only this process saw (its own data)
+
+
+def _own_news(record: logging.LogRecord) -> bool:
+    """What a process other than rank 0 reports: its errors and its `RANK_LOCAL` warnings. Its other records
+    repeat rank 0's (every process builds the same networks from the same options)."""
+    return record.levelno >= logging.ERROR or getattr(record, "rank_local", False)
+
+
 FORMAT = logging.Formatter("%(asctime)s %(levelname)s: %(message)s", datefmt="%y-%m-%d %H:%M:%S")
 
 
-def setup_logging(level: int = logging.INFO, backlog: bool = False) -> logging.Logger:
+def setup_logging(level: int = logging.INFO, backlog: bool = False, own_news_only: bool = False) -> logging.Logger:
     """Configure the package logger: console (through tqdm); a log file is added by `add_log_file`. Idempotent.
-    With `backlog` the records are also kept for `add_log_file` to write first."""
+    With `backlog` the records are also kept for `add_log_file` to write first; with `own_news_only` (ranks
+    other than 0) the console shows only errors and `RANK_LOCAL` warnings."""
     logger = logging.getLogger(ROOT_LOGGER)
     logger.setLevel(level)
     logger.propagate = False
@@ -47,21 +57,24 @@ def setup_logging(level: int = logging.INFO, backlog: bool = False) -> logging.L
         handler.close()
     console = _TqdmHandler()
     console.setFormatter(FORMAT)
+    if own_news_only:
+        console.addFilter(_own_news)
     logger.addHandler(console)
     if backlog:
         logger.addHandler(_Backlog())
     return logger
 
 
-def add_log_file(log_file: Path, errors_only: bool = False) -> None:
+def add_log_file(log_file: Path, own_news_only: bool = False) -> None:
     """Also log to `log_file`, starting with the records kept since setup_logging(backlog=True). With
-    `errors_only`, only errors go there, and the file is made only when there is one."""
+    `own_news_only`, only errors and `RANK_LOCAL` warnings go there, and the file is made only when there is
+    one."""
     logger = logging.getLogger(ROOT_LOGGER)
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    file_handler = logging.FileHandler(log_file, encoding="utf-8", delay=errors_only)
+    file_handler = logging.FileHandler(log_file, encoding="utf-8", delay=own_news_only)
     file_handler.setFormatter(FORMAT)
-    if errors_only:
-        file_handler.setLevel(logging.ERROR)
+    if own_news_only:
+        file_handler.addFilter(_own_news)
     for handler in [h for h in logger.handlers if isinstance(h, _Backlog)]:
         logger.removeHandler(handler)
         for record in handler.records:
