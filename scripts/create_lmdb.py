@@ -14,6 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "codes"))
 
 from esrgan.data.lmdb_io import META_INFO, create_lmdb
+from esrgan.data.prepare import stopped_by_ctrl_c
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,4 +56,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(stopped_by_ctrl_c(main))

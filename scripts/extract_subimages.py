@@ -27,11 +27,14 @@ from esrgan.data.prepare import (
     add_run_arguments,
     check_crop_settings,
     check_distinct_folders,
+    crop_source,
     extract_subimages,
     match_lr,
+    remove_outputs_without_source,
     report_errors,
     run_jobs,
     source_images,
+    stopped_by_ctrl_c,
 )
 from esrgan.utils.image import images_by_stem
 
@@ -51,6 +54,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--step", type=int, default=240, help="HR distance between crops (default: %(default)s)")
     parser.add_argument("--thresh-size", type=int, default=0,
                         help="edge remainder above which one more crop is taken (default: %(default)s)")
+    parser.add_argument("--remove-missing", action="store_true",
+                        help="delete the crops whose image is no longer in --input (or its LR image in --lr-input)")
     add_run_arguments(parser)
     args = parser.parse_args(argv)
 
@@ -102,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     if small:
         print(f"skipped {len(small)} image(s) smaller than the {args.crop_size}x{args.crop_size} crop: "
               + ", ".join(small))
+    if args.remove_missing:
+        removed = remove_outputs_without_source([args.output] + ([args.lr_output] if args.lr_output else []),
+                                                hr_files, crop_source)
+        print(f"deleted {len(removed)} crop(s) whose image is no longer in {args.input}")
     if results and len(small) == len(results):
         print(f"error: no image of {args.input} is as large as the {args.crop_size}x{args.crop_size} crop, so "
               "there are no crops: lower --crop-size (and --step)", file=sys.stderr)
@@ -110,4 +119,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(stopped_by_ctrl_c(main))

@@ -30,6 +30,7 @@ from esrgan.data.prepare import (
     report_errors,
     run_jobs,
     source_images,
+    stopped_by_ctrl_c,
 )
 
 
@@ -86,4 +87,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(stopped_by_ctrl_c(main))

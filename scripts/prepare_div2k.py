@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +33,22 @@ SCALE = 4
 def run(script: str, *args: str | Path) -> None:
     command = [sys.executable, str(SCRIPTS / script), *map(str, args)]
     print("+", " ".join(command), flush=True)
-    subprocess.run(command, check=True)
+    step = subprocess.Popen(command)
+    try:
+        returncode = step.wait()
+    except KeyboardInterrupt:
+        # Ctrl-C in a terminal reached the step too; a SIGINT sent to this process alone is passed on. The step
+        # is waited for, not killed: it stops its worker processes, which a killed step would leave behind.
+        try:
+            step.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            step.send_signal(signal.SIGINT)
+            step.wait()
+        raise KeyboardInterrupt from None
+    if returncode == 128 + signal.SIGINT:  # the step alone was stopped by Ctrl-C
+        raise KeyboardInterrupt
+    if returncode:
+        raise subprocess.CalledProcessError(returncode, command)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     common = ["--workers", str(args.workers), "--png-level", str(args.png_level)]
     use_div2k_lr = lr.is_dir()
     if use_div2k_lr and _made_without_lr(hr_sub):
-        # The HR crops are the same either way; DIV2K's LR images were made by MATLAB's bicubic as ours are.
+        # For DIV2K's sizes (multiples of 12) the HR crops are the same either way; DIV2K's LR images were made
+        # by MATLAB's bicubic as ours are.
         print(f"{hr_sub} was made before {lr} was there: its LR crops stay the MATLAB-compatible bicubic ones "
               f"(as DIV2K's own); delete {hr_sub} and {lr_sub} (and their .lmdb) to make them from {lr}",
               flush=True)
@@ -58,11 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if use_div2k_lr:
             run("extract_subimages.py", "--input", hr, "--output", hr_sub, "--lr-input", lr, "--lr-output", lr_sub,
-                "--scale", SCALE, *common)
+                "--scale", SCALE, "--remove-missing", *common)
         else:
             if not lr.is_dir():
                 print(f"{lr} not found: making the LR sub-images with MATLAB-compatible bicubic", flush=True)
-            run("extract_subimages.py", "--input", hr, "--output", hr_sub, *common)
+            run("extract_subimages.py", "--input", hr, "--output", hr_sub, "--remove-missing", *common)
             run("generate_lr.py", "--input", hr_sub, "--output", lr_sub, "--scale", SCALE, "--remove-missing",
                 *common)
         # The folders are this script's own: what a crop no longer made (a source image replaced by a smaller
@@ -74,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"prepare_div2k.py: a step failed (exit {err.returncode}); fix what it reported and run this "
               "command again: finished work is kept", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("prepare_div2k.py: stopped by Ctrl-C; run this command again to continue: finished work is kept",
+              file=sys.stderr)
+        return 128 + signal.SIGINT
     print(f"Done: {hr_sub}.lmdb and {lr_sub}.lmdb are ready for options/train_ESRGAN.yml")
     return 0
 

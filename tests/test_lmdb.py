@@ -503,3 +503,38 @@ def test_images_removed_from_the_folder_are_refused_or_with_remove_missing_delet
     assert create_lmdb(src, tmp_path / "out.lmdb", progress=False, remove_missing=True) == 2
     assert sorted(_stored_values(tmp_path / "out.lmdb")) == ["a", "c"]
     assert list(read_meta_info(tmp_path / "out.lmdb")) == ["a", "c"]
+
+
+def test_images_removed_from_an_lmdb_larger_than_lmdbs_default_map_are_deleted(tmp_path):
+    """py-lmdb opens with a 10 MiB map, which an existing LMDB's exact size replaces: a deletion, which copies
+    pages before freeing any, found the map full."""
+    src = _folder(tmp_path / "in", [f"{i:02d}.png" for i in range(16)], shape=(480, 480, 3))  # ~0.7 MB each
+    create_lmdb(src, tmp_path / "out.lmdb", progress=False)
+    assert (tmp_path / "out.lmdb" / "data.mdb").stat().st_size > 10 << 20
+    for name in ("03.png", "07.png", "11.png"):
+        (src / name).unlink()
+    assert create_lmdb(src, tmp_path / "out.lmdb", progress=False, remove_missing=True) == 13
+    assert len(read_meta_info(tmp_path / "out.lmdb")) == 13 and len(_stored_values(tmp_path / "out.lmdb")) == 13
+
+
+@pytest.mark.parametrize("change", ["added", "removed"])
+def test_an_interrupted_update_leaves_no_meta_info_listing_what_is_not_stored(tmp_path, monkeypatch, change):
+    src = _folder(tmp_path / "in", ["a.png", "b.png", "c.png"])
+    create_lmdb(src, tmp_path / "out.lmdb", progress=False)
+    if change == "added":
+        _folder(src, ["d.png"])
+    else:
+        (src / "b.png").unlink()
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lmdb_io, "_stored_shapes", interrupted)  # after the images are stored or deleted
+    with pytest.raises(KeyboardInterrupt):
+        create_lmdb(src, tmp_path / "out.lmdb", progress=False, remove_missing=True)
+    monkeypatch.undo()
+    with pytest.raises(FileNotFoundError, match=r"meta_info\.txt not found: the scripts/create_lmdb\.py run that "
+                                                r"writes .*out\.lmdb did not finish; run it again"):
+        read_meta_info(tmp_path / "out.lmdb")
+    create_lmdb(src, tmp_path / "out.lmdb", progress=False)
+    assert list(read_meta_info(tmp_path / "out.lmdb")) == (["a", "b", "c", "d"] if change == "added" else ["a", "c"])

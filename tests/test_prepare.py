@@ -596,3 +596,19 @@ def test_generate_lr_removes_outputs_of_removed_images_only_when_asked(tmp_path)
     assert [p.name for p in list_images(tmp_path / "lr")] == [p.name for p in list_images(tmp_path / "bic")] == \
         ["a.png"]
     assert (tmp_path / "lr" / "notes.txt").is_file()
+
+
+def test_extract_subimages_removes_the_crops_of_removed_images_only_when_asked(tmp_path):
+    """A crop's image is its name less `_s<number>`: the crops of `a_s001.png` (`a_s001_s001.png`, ...) stay when
+    `a.png`, whose crop `a_s001.png` is, goes."""
+    for name in ("a", "a_s001", "b"):
+        write_raw(tmp_path / "hr" / f"{name}.png", random_image((16, 32, 3)))
+    args = ["--input", "hr", "--output", "crops", "--crop-size", "16", "--step", "16"]  # 2 crops each
+    assert run_script("extract_subimages.py", *args, cwd=tmp_path).returncode == 0
+    (tmp_path / "hr" / "a.png").unlink()
+    (tmp_path / "hr" / "b.png").unlink()
+    assert run_script("extract_subimages.py", *args, cwd=tmp_path).returncode == 0
+    assert len(list_images(tmp_path / "crops")) == 6  # kept without the flag
+    result = run_script("extract_subimages.py", *args, "--remove-missing", cwd=tmp_path)
+    assert result.returncode == 0 and "deleted 4 crop(s) whose image is no longer in hr" in result.stdout
+    assert [p.name for p in list_images(tmp_path / "crops")] == ["a_s001_s001.png", "a_s001_s002.png"]

@@ -1,10 +1,15 @@
 """The README's DIV2K route: unzipped DIV2K folders -> prepare_div2k.py -> LMDBs -> train_ESRGAN.yml starts."""
 
+import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from esrgan.data.lmdb_io import read_meta_info
 from esrgan.options import REPO_ROOT
@@ -44,7 +49,8 @@ def test_prepared_div2k_lmdbs_train_with_the_paper_option_file(tmp_path):
 
 def test_a_source_image_replaced_by_a_smaller_one_is_prepared_again_to_the_end(tmp_path):
     """Without DIV2K's LR folder: the LR crops are made by generate_lr.py. The crop the smaller image no longer
-    has goes from the crops, the LR crops and both LMDBs, and the rerun finishes."""
+    has goes from the crops, the LR crops and both LMDBs, and the rerun finishes; so do the crops of an image
+    deleted."""
     rng = np.random.default_rng(0)
     hr = tmp_path / "DIV2K" / "DIV2K_train_HR"
     hr.mkdir(parents=True)
@@ -60,6 +66,12 @@ def test_a_source_image_replaced_by_a_smaller_one_is_prepared_again_to_the_end(t
     for folder in ("DIV2K800_sub", "DIV2K800_sub_bicLRx4"):
         assert sorted(p.stem for p in (tmp_path / "DIV2K" / folder).glob("*.png")) == expected
         assert sorted(read_meta_info(tmp_path / "DIV2K" / f"{folder}.lmdb")) == expected
+    (hr / "0002.png").unlink()  # a source image deleted: its crops go too
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for folder in ("DIV2K800_sub", "DIV2K800_sub_bicLRx4"):
+        assert sorted(p.stem for p in (tmp_path / "DIV2K" / folder).glob("*.png")) == ["0001_s001"]
+        assert sorted(read_meta_info(tmp_path / "DIV2K" / f"{folder}.lmdb")) == ["0001_s001"]
 
 
 def test_div2k_lr_images_added_after_a_first_run_keep_the_bicubic_lr_crops(tmp_path):
@@ -80,3 +92,47 @@ def test_div2k_lr_images_added_after_a_first_run_keep_the_bicubic_lr_crops(tmp_p
             "LR crops stay the MATLAB-compatible bicubic ones") in result.stdout
     assert (div2k / "DIV2K800_sub_bicLRx4" / "0001_s001.png").read_bytes() == lr_crop
     assert sorted(read_meta_info(div2k / "DIV2K800_sub_bicLRx4.lmdb")) == ["0001_s001"]
+
+
+def _process_group(pgid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[3]) == pgid:
+                    found.append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the processes through /proc")
+def test_ctrl_c_stops_every_process_with_one_line_and_a_rerun_finishes(tmp_path):
+    """As a terminal does, Ctrl-C goes to the whole process group: the step's worker processes must not be left
+    behind (a step killed at once left them waiting for ever), and the run says how to continue."""
+    rng = np.random.default_rng(0)
+    hr = tmp_path / "DIV2K" / "DIV2K_train_HR"
+    hr.mkdir(parents=True)
+    for i in range(1, 17):
+        cv2.imwrite(str(hr / f"{i:04d}.png"), rng.integers(0, 256, (720, 720, 3), dtype=np.uint8))
+    command = [sys.executable, str(REPO_ROOT / "scripts" / "prepare_div2k.py"), "--div2k", str(tmp_path / "DIV2K"),
+               "--workers", "2"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    crops = tmp_path / "DIV2K" / "DIV2K800_sub"
+    deadline = time.time() + 60
+    while not (crops.is_dir() and any(crops.glob("*.png"))):
+        assert time.time() < deadline and proc.poll() is None, "the first step did not start"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.splitlines()[-1] == ("prepare_div2k.py: stopped by Ctrl-C; run this command again to continue: "
+                                    "finished work is kept")
+    assert "Traceback" not in err
+    deadline = time.time() + 10
+    while _process_group(proc.pid):
+        assert time.time() < deadline, f"left behind: {_process_group(proc.pid)}"
+        time.sleep(0.1)
+    subprocess.run(command, check=True, capture_output=True)
+    assert len(read_meta_info(tmp_path / "DIV2K" / "DIV2K800_sub.lmdb")) == 16 * 4

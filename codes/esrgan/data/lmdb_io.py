@@ -68,6 +68,9 @@ def read_meta_info(lmdb_path: str | Path) -> dict[str, tuple[int, int, int]]:
     if not meta_path.is_file():
         old = " (this is the older mmsr layout, meta_info.pkl with raw pixels, which is not read)" if (
             Path(lmdb_path) / "meta_info.pkl").is_file() else ""
+        if (Path(lmdb_path) / _STARTED).is_file():
+            raise FileNotFoundError(f"{meta_path} not found: the scripts/create_lmdb.py run that writes {lmdb_path} "
+                                    "did not finish; run it again (it stores only what is missing)")
         raise FileNotFoundError(
             f"{meta_path} not found{old}: it lists the images of an LMDB and is needed to read one; "
             "make the LMDB with scripts/create_lmdb.py (or BasicSR's create_lmdb), which writes it"
@@ -195,6 +198,13 @@ def _encoded(paths: list[Path], compress_level: int, workers: int) -> Iterator[I
         yield pool.map(encode, paths, chunksize=_MAP_CHUNKSIZE)
 
 
+def _make_room(env: lmdb.Environment) -> None:
+    """Grow the map of an LMDB opened without a map size (py-lmdb's 10 MiB, which an existing larger LMDB
+    replaces by its exact size) so that deletions, which copy pages before freeing any, fit."""
+    used = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    env.set_mapsize(max(env.info()["map_size"], used + max(used // 8, 64 << 20)))
+
+
 def _commit(env: lmdb.Environment, batch: list[tuple[bytes, bytes]]) -> None:
     """Write `batch` in one transaction, growing the map until it fits."""
     while True:
@@ -313,6 +323,7 @@ def create_lmdb(
     written_ns = _start_run(output_path)
     env = _lmdb().open(os.fspath(output_path), meminit=False)
     try:
+        _make_room(env)
         with env.begin() as txn:
             existing = {bytes(k).decode("utf-8") for k in txn.cursor().iternext(keys=True, values=False)}
         moved = source is not None and source != str(input_dir.resolve())
@@ -324,6 +335,8 @@ def create_lmdb(
         # Missing, or changed since it was stored (without a record: since the last complete run began).
         todo = [key for key in keys if key not in existing or (
             recorded[key] != signatures[key] if key in recorded else signatures[key][1] > written_ns)]
+        if todo:  # until the run completes, the LMDB must not pass for the complete one meta_info.txt lists
+            (output_path / META_INFO).unlink(missing_ok=True)
         failed = _store(env, {key: keys[key] for key in todo}, len(keys), compress_level, workers, commit_every,
                         progress)
         _record_sources(output_path, input_dir.resolve(),
@@ -354,6 +367,7 @@ def _remove_foreign(env: lmdb.Environment, output_path: Path, input_dir: Path, f
             "was made from another folder (delete it or choose another output path), or these images have "
             "been removed from this one since (then run again with --remove-missing to delete them here too)"
         )
+    (output_path / META_INFO).unlink(missing_ok=True)  # it lists them: written again when the run completes
     with env.begin(write=True) as txn:
         for key in foreign:
             txn.delete(key.encode("utf-8"))

@@ -22,6 +22,8 @@ import contextlib
 import functools
 import json
 import os
+import re
+import signal
 import sys
 from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -168,6 +170,12 @@ def crop_names(stem: str, count: int) -> list[str]:
     return [f"{stem}_s{i:0{_digits(count)}d}.png" for i in range(1, count + 1)]
 
 
+def crop_source(crop_stem: str) -> str:
+    """The stem of the image a crop was cut from: ``a_s001`` -> ``a`` (``a_s001_s002`` -> ``a_s001``)."""
+    match = re.fullmatch(r"(.*)_s\d{3,}", crop_stem)
+    return match.group(1) if match else crop_stem
+
+
 class Extracted(NamedTuple):
     """What ``extract_subimages`` did with one image."""
 
@@ -281,11 +289,12 @@ def generate_lr(
     return True
 
 
-def remove_outputs_without_source(folders: Sequence[Path], stems: Collection[str]) -> list[Path]:
-    """Delete the PNG outputs in ``folders`` whose stem is not among the source images' ``stems`` (their image
-    was removed from the source folder); returns them."""
+def remove_outputs_without_source(folders: Sequence[Path], stems: Collection[str],
+                                  source_of: Callable[[str], str] = str) -> list[Path]:
+    """Delete the PNG outputs in ``folders`` whose source, ``source_of`` their stem, is not among the source
+    images' ``stems`` (their image was removed from the source folder); returns them."""
     removed = [path for folder in folders if folder.is_dir() for path in list_images(folder)
-               if path.suffix == ".png" and path.stem not in stems]
+               if path.suffix == ".png" and source_of(path.stem) not in stems]
     for path in removed:
         path.unlink()
     return removed
@@ -305,8 +314,9 @@ def _run_guarded(fn: Callable[..., Any], indexed_job: tuple[int, tuple]) -> tupl
 def worker_processes(workers: int, task: str) -> Iterator[ProcessPoolExecutor]:
     """A pool of `workers` processes for `task`. A worker that dies (killed for memory, a crash in a decoder)
     stops the run with an error instead of leaving it waiting for that worker for ever; an error (or Ctrl-C)
-    in the caller drops the work not yet started."""
-    pool = ProcessPoolExecutor(workers)
+    in the caller drops the work not yet started. The workers ignore Ctrl-C, which a terminal sends to them
+    too: each finishes its image and then takes the caller's order to stop."""
+    pool = ProcessPoolExecutor(workers, initializer=_ignore_ctrl_c)
     try:
         yield pool
     except BrokenProcessPool:
@@ -315,6 +325,21 @@ def worker_processes(workers: int, task: str) -> Iterator[ProcessPoolExecutor]:
                                 "image it stops at") from None
     finally:
         pool.shutdown(cancel_futures=True)
+
+
+def _ignore_ctrl_c() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def stopped_by_ctrl_c(main: Callable[[], int]) -> int:
+    """Run a preparation script's `main`; Ctrl-C ends it with one line and exit status 130 (each script keeps
+    what it finished and continues from there when run again)."""
+    try:
+        return main()
+    except KeyboardInterrupt:
+        print("stopped by Ctrl-C: what was finished is kept; run the same command again to continue",
+              file=sys.stderr)
+        return 128 + signal.SIGINT
 
 
 def run_jobs(
