@@ -48,9 +48,10 @@ def _rows(cls: type, prefix: str = "") -> list[str]:
     for f in dataclasses.fields(cls):
         key = f"{prefix}{f.name}"
         tp = hints[f.name]
-        bounds = [f"min {f.metadata['lo']}" if f.metadata.get("lo") is not None else "",
-                  f"max {f.metadata['hi']}" if f.metadata.get("hi") is not None else ""]
-        doc = f.metadata.get("doc", "") + "".join(f" ({b})" for b in bounds if b)
+        lo, hi = f.metadata.get("lo"), f.metadata.get("hi")
+        bounds = (f"{lo} to {hi}" if lo is not None and hi is not None else f"min {lo}" if lo is not None
+                  else f"max {hi}" if hi is not None else "")
+        doc = f.metadata.get("doc", "") + (f" ({bounds})" if bounds else "")
         rows.append(f"| `{key}` | {_type_name(tp)} | {_default(f)} | {doc} |")
         inner = [a for a in (typing.get_args(tp) or (tp,)) if dataclasses.is_dataclass(a)]
         if typing.get_origin(tp) is dict:

@@ -200,6 +200,13 @@ def test_bad_ma_files_are_named(tmp_path, text, message):
         read_ma_scores(tmp_path / "ma.csv")
 
 
+def test_a_ma_file_that_is_not_utf8_is_named():
+    path = REPO_ROOT / "datasets" / "demo" / "val" / "brick.png"  # binary: a PNG starts with byte 0x89
+    with pytest.raises(ValueError, match=r"^.*brick\.png: not UTF-8 text \(invalid start byte at byte 0\); save the "
+                                         r"Ma-score file as UTF-8 CSV$"):
+        read_ma_scores(path)
+
+
 # --------------------------------------------------------------------------------- scripts/evaluate.py
 def evaluate(*args: str) -> int:
     return runpy.run_path(str(REPO_ROOT / "scripts" / "evaluate.py"))["main"](list(args))

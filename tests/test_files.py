@@ -74,3 +74,12 @@ def test_a_torch_save_that_fails_to_write_raises_oserror_and_keeps_the_previous_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.pth"]
     assert torch.load(tmp_path / "w.pth", weights_only=True)["a"].item() == 0
 
+
+
+def test_a_long_error_is_cut_after_a_whole_sentence_or_marked_as_cut():
+    from esrgan.utils.files import error_summary
+
+    sentences = "A first sentence. " + "b" * 150 + ". " + "c" * 100
+    assert error_summary(RuntimeError(sentences)) == f"RuntimeError: A first sentence. {'b' * 150}."
+    assert error_summary(RuntimeError("x" * 300)) == f"RuntimeError: {'x' * 200}..."
+    assert error_summary(RuntimeError("short. second line\nmore")) == "RuntimeError: short. second line"

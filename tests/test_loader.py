@@ -4,6 +4,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 import torch
 
 from esrgan.data.loader import TrainSampler, build_train_loader, prefetch_to_device
@@ -97,3 +98,13 @@ def test_data_wait_counts_the_time_spent_waiting_for_batches():
         seen.append(batch["k"])
     assert seen == [0, 1, 2]
     assert 0.15 <= wait.seconds < 0.2
+
+
+def test_an_epoch_too_large_to_draw_its_order_in_memory_is_refused_by_the_option():
+    from esrgan.data.loader import MAX_EPOCH_SAMPLES
+
+    TrainSampler(7, seed=1, enlarge_ratio=MAX_EPOCH_SAMPLES // 7)  # within: nothing is drawn before iterating
+    with pytest.raises(ValueError, match=r"^datasets.train.dataset_enlarge_ratio: 100000000000 x 7 training images "
+                                         r"is 700,000,000,000 samples per epoch, more than the 100,000,000 an epoch's "
+                                         r"order may hold in memory; lower the ratio$"):
+        TrainSampler(7, seed=1, enlarge_ratio=10**11)

@@ -28,9 +28,11 @@ TINY = {"datasets.train.dataroot_GT": str(REPO_ROOT / "datasets" / "demo" / "val
 def options(root: Path, **overrides) -> TrainOptions:
     raw = yaml.safe_load((REPO_ROOT / "options" / "train_demo.yml").read_text())
     settings = TINY | {"name": "run", "path.experiments_root": str(root)} | overrides
-    apply_overrides(raw, [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
-                          for k, v in settings.items()])
-    return parse_options(TrainOptions, raw)
+    return parse_options(TrainOptions, apply_overrides(raw, [f"{k}={as_yaml(v)}" for k, v in settings.items()]))
+
+
+def as_yaml(value) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
@@ -355,6 +357,24 @@ def test_a_state_file_that_would_run_code_is_refused_without_torchs_advice_to_un
     assert "weights_only" not in str(info.value)
 
 
+def test_a_damaged_newest_state_under_auto_resume_says_how_to_continue_from_the_one_before(tmp_path):
+    sr = {"model": "sr", "train.gan.niter": 0, "logger.save_freq": 1}
+    run = train(options(tmp_path, **sr, **{"train.psnr.niter": 2}))
+    newest = run / "training_state" / "2.state"
+    newest.write_bytes(newest.read_bytes()[:1000])  # cut short: not a zip archive any more
+    with pytest.raises(ValueError) as info:
+        train(options(tmp_path, **sr, **{"train.psnr.niter": 3}), auto_resume=True)
+    message = str(info.value)
+    # torch's long message is cut after a whole sentence
+    assert "(RuntimeError: PytorchStreamReader failed reading zip archive: failed finding central directory. This " \
+           "is an internal miniz error.). Training states are" in message
+    assert message.endswith(f"; to continue from the state before it, move {newest} out of the way (--auto_resume "
+                            "then takes training_state/1.state)")
+    newest.rename(tmp_path / "damaged.state")
+    train(options(tmp_path, **sr, **{"train.psnr.niter": 3}), auto_resume=True)
+    assert checkpoint.saved_iterations(run) == [1, 2, 3]
+
+
 def test_weights_given_as_a_training_state_say_what_a_state_is(tmp_path, saved_state):
     weights_file = saved_state.parent.parent / "models" / "3_G.pth"
     with pytest.raises(ValueError, match=r"3_G\.pth is not a training state \(no iter, model, rng, best\): "
@@ -417,18 +437,41 @@ def test_the_pace_leaves_out_validation_and_checkpoints():
     assert pace.step == 12 and pace.paused == 0.0
 
 
-def test_resuming_an_older_state_puts_its_best_generator_back(tmp_path, package_log):
-    from esrgan.engine.checkpoint import restore_best
+def test_resuming_an_older_state_sets_the_later_files_aside_and_puts_its_best_generator_back(tmp_path, package_log):
+    import numpy as np
 
-    for step in (3, 6):
+    from esrgan.engine.checkpoint import restore_best, set_aside_later
+    from esrgan.utils.image import write_image
+
+    for step in (3, 6, 10):
         checkpoint.save_checkpoint(tmp_path, step, {"G": torch.nn.Linear(1, 1)}, {"iter": step})
+        write_image(tmp_path / "val_images" / "a_1" / f"a_1_{step}.png", np.zeros((2, 2, 3), np.uint8))
+    write_image(tmp_path / "val_images" / "a_1" / "a_1_x.png", np.zeros((2, 2, 3), np.uint8))  # not an iteration's
     best_file = tmp_path / "models" / "best_G.pth"
     torch.save({"weight": torch.zeros(1, 1)}, best_file)  # the best of the abandoned continuation
-    restore_best(tmp_path, 3, 3)
-    assert weights(best_file).keys() == weights(tmp_path / "models" / "3_G.pth").keys()
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    aside, later = set_aside_later(tmp_path, 3)
+    assert later == [6, 10] and aside.parent == tmp_path and aside.name.startswith("abandoned_")
+    moved = {p.relative_to(aside): p.read_bytes() for p in aside.rglob("*") if p.is_file()}
+    assert sorted(map(str, moved)) == sorted(
+        ["models/best_G.pth", "models/latest_G.pth", "models/6_G.pth", "models/10_G.pth", "training_state/6.state",
+         "training_state/10.state", "val_images/a_1/a_1_6.png", "val_images/a_1/a_1_10.png"])
+    assert all(before[path] == data for path, data in moved.items())  # as they lay
+    assert (tmp_path / "training_state" / "latest").read_text() == "3\n"
+    assert (tmp_path / "models" / "latest_G.pth").read_bytes() != before[Path("models/latest_G.pth")]
+    assert all(torch.equal(v, weights(tmp_path / "models" / "3_G.pth")[k])
+               for k, v in weights(tmp_path / "models" / "latest_G.pth").items())
+    assert (tmp_path / "val_images" / "a_1" / "a_1_x.png").is_file()
+    assert checkpoint.find_resume_state(tmp_path) == tmp_path / "training_state" / "3.state"
+    assert set_aside_later(tmp_path, 3) is None  # nothing later now
+    restore_best(tmp_path, 3)
     assert all(torch.equal(v, weights(tmp_path / "models" / "3_G.pth")[k]) for k, v in weights(best_file).items())
-    restore_best(tmp_path, 3, 0)  # no validation before the resumed state
-    assert "best_G.pth may come from the later states of this folder (iterations [6])" in package_log.text
+    best_file.unlink()
+    restore_best(tmp_path, 0)  # no validation before the resumed state: no best file
+    assert not best_file.exists()
+    restore_best(tmp_path, 2)
+    assert not best_file.exists()
+    assert "best_G.pth: the resumed run's best generator (iteration 2) is no longer saved" in package_log.text
 
 
 def test_the_best_record_is_kept_per_phase_and_a_nan_psnr_never_wins():
@@ -561,7 +604,25 @@ def test_resuming_an_older_gan_phase_state_before_its_first_validation_leaves_no
     with pytest.raises(RuntimeError, match="killed"):
         train(options(tmp_path, **settings, **{"path.resume_state": str(run / "training_state" / "3.state")}))
     assert not (run / "models" / "best_G.pth").exists()
-    assert "best_G.pth deleted: the GAN phase keeps its own best" in log_texts(run)
+    (aside,) = run.glob("abandoned_*")  # the straight run's best, with its later checkpoints
+    assert (aside / "models" / "best_G.pth").is_file() and checkpoint.saved_iterations(aside) == [4, 5, 6]
+
+
+def test_resuming_an_older_state_of_the_run_keeps_the_later_checkpoints_it_would_overwrite(tmp_path):
+    val = {"name": "v", "dataroot_GT": str(REPO_ROOT / "datasets" / "demo" / "val")}
+    sr = {"model": "sr", "train.gan.niter": 0, "train.psnr.niter": 4, "logger.save_freq": 2, "train.val_freq": 2,
+          "datasets.val": val}
+    run = train(options(tmp_path, **sr))
+    later = {name: (run / name).read_bytes() for name in ("models/4_G.pth", "training_state/4.state")}
+    train(options(tmp_path, **sr, **{"train.manual_seed": 5,
+                                      "path.resume_state": str(run / "training_state" / "2.state")}))
+    (aside,) = run.glob("abandoned_*")
+    assert all((aside / name).read_bytes() == data for name, data in later.items())
+    assert (run / "models" / "4_G.pth").read_bytes() != later["models/4_G.pth"]  # the resumed run's own
+    assert sorted(p.name for p in (aside / "val_images").rglob("*.png")) == ["brick_4.png", "grass_4.png",
+                                                                                "gravel_4.png"]
+    assert (f"path.resume_state: this run had gone on past iteration 2; the checkpoints and validation images of "
+            f"its iterations 4 (and its latest and best generators) were moved to {aside}") in log_texts(run)
 
 def test_validation_images_that_cannot_be_written_are_reported_and_training_goes_on(tmp_path, monkeypatch):
     from esrgan.engine import trainer
@@ -592,6 +653,26 @@ def test_training_data_inside_the_run_folder_a_new_run_would_move_aside_is_refus
                                    "datasets.train.dataroot_GT": str(data)}))
     assert [p.name for p in tmp_path.iterdir()] == ["run"] and [p.name for p in (tmp_path / "run").iterdir()] == \
         ["crops"]
+
+
+def test_an_option_file_or_vgg_weights_inside_the_run_folder_a_new_run_would_move_aside_is_refused(tmp_path):
+    """A copy of the options kept in the run folder (as BasicSR keeps its own) and run again would be moved into
+    the archive, and the same command would fail the next time."""
+    from esrgan.cli import train_main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    settings = {**TINY, "name": "run", "path.experiments_root": str(tmp_path), "model": "sr", "train.gan.niter": 0}
+    options_file = run / "my.yml"
+    options_file.write_text((REPO_ROOT / "options" / "train_demo.yml").read_text())
+    args = ["-opt", str(options_file), "--set", *[f"{k}={as_yaml(v)}" for k, v in settings.items()]]
+    assert train_main(args) == 2
+    import torchvision
+
+    torch.save(torchvision.models.vgg19().features[:9].state_dict(), run / "vgg.pth")  # TINY's feature_layer 8
+    with pytest.raises(ValueError, match=r"^network_F\.weights \(.*/run/vgg\.pth\) inside .*/run, the folder"):
+        train(options(tmp_path, **{"network_F.weights": str(run / "vgg.pth")}))
+    assert sorted(p.name for p in run.iterdir()) == ["my.yml", "vgg.pth"]
 
 
 def test_a_stop_whose_checkpoint_does_not_fit_names_no_state_that_is_not_there(tmp_path, monkeypatch):

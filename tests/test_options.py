@@ -175,15 +175,34 @@ def test_the_original_codes_names_get_their_counterpart(key, value, message):
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("datasets.train.data_type", "img", "datasets.train.data_type: 'img' is not one of 'auto', 'folder', 'lmdb'. "
-                                        "'img' is written 'folder' here."),
-    ("train.gan.gan_type", "vanilla", "train.gan.gan_type: 'vanilla' is not one of 'gan', 'ragan', 'lsgan'. "
-                                      "'vanilla' is written 'gan' here."),
-    ("train.gan.gan_type", "hinge", "train.gan.gan_type: 'hinge' is not one of 'gan', 'ragan', 'lsgan'. "
-                                    "valid values: gan, ragan, lsgan"),
+    ("datasets.train.data_type", "img", "datasets.train.data_type: 'img' is not one of 'auto', 'folder', 'lmdb'; "
+                                        "'img' is written 'folder' here"),
+    ("train.gan.gan_type", "vanilla", "train.gan.gan_type: 'vanilla' is not one of 'gan', 'ragan', 'lsgan'; "
+                                      "'vanilla' is written 'gan' here"),
+    ("train.gan.gan_type", "hinge", "train.gan.gan_type: 'hinge' is not one of 'gan', 'ragan', 'lsgan'"),
+    ("train.gan.gan_type", "ragn", "train.gan.gan_type: 'ragn' is not one of 'gan', 'ragan', 'lsgan'; did you mean "
+                                   "ragan?"),
 ])
 def test_values_of_other_codes_get_their_counterpart(key, value, message):
     assert error_of(with_value(minimal_train(), key, value)) == message
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("speed.tf32", False, "speed.tf32: False is not one of 'conv', 'all', 'none' (YAML reads yes, no, on, off, true "
+                          "and false as booleans): quote the value, e.g. 'on'"),
+    ("network_G.nb", None, "network_G.nb: ~ (null) is not a value of this option: give one (or leave the key out, "
+                           "where the option has a default)"),
+    ("train.manual_seed", 10**20, "train.manual_seed: 100000000000000000000 is out of range; it must be in "
+                                  "[0, 4294967295]"),
+])
+def test_a_boolean_or_null_or_too_large_value_is_named_as_such(key, value, message):
+    assert error_of(with_value(minimal_train(), key, value)) == message
+
+
+def test_integers_beyond_2_to_the_53_are_read_exactly():
+    raw = apply_overrides(minimal_train(), ["logger.print_freq=9007199254740993", "train.gan.niter=1e3"])
+    o = parse_options(TrainOptions, raw, check_paths=False)
+    assert o.logger.print_freq == 2**53 + 1 and o.train.gan.niter == 1000
 
 
 def test_basicsr_tile_names_point_to_the_tile_options():
@@ -388,7 +407,7 @@ def test_numbers_given_to_string_options_keep_how_they_were_written():
 def test_a_boolean_given_to_a_string_option_says_to_quote_it():
     assert error_of({**minimal_train(), **load_yaml("name: yes")}) == (
         "name: expected a string, got True (YAML reads yes, no, on, off, true and false as booleans): quote the "
-        "value, e.g. 'yes'")
+        "value, e.g. 'on'")
 
 
 # ------------------------------------------------------------------------------------------ --set overrides
@@ -742,3 +761,78 @@ def test_the_papers_option_file_holds_the_papers_schedule():
         assert (adam.beta1, adam.beta2) == (0.9, 0.999)
     assert (gan.pixel_weight, gan.feature_weight, gan.gan_weight, gan.gan_type) == (1e-2, 1.0, 5e-3, "ragan")
     assert (gan.pixel_criterion, gan.feature_criterion) == ("l1", "l1")
+
+
+def test_set_changes_only_the_key_it_names_where_the_file_shares_a_section_through_an_alias(tmp_path):
+    (tmp_path / "train.yml").write_text(
+        f"name: t\ndatasets:\n  train: {{dataroot_GT: {DEMO_TRAIN}}}\n"
+        "train:\n  gan:\n    niter: 5\n    optim_G: &adam {lr: 0.0001, beta1: 0.5}\n    optim_D: *adam\n")
+    o = load_options(TrainOptions, tmp_path / "train.yml", ["train.gan.optim_G.lr=0.5"])
+    assert (o.train.gan.optim_G.lr, o.train.gan.optim_D.lr) == (0.5, 0.0001)
+    assert o.train.gan.optim_D.beta1 == 0.5  # what the alias shares stays shared
+    raw = load_yaml("name: t\npath: {pretrain_model_G: g.pth}\ndatasets:\n"
+                    "  a: &shared {dataroot_GT: datasets/demo/val}\n  b: *shared\n")
+    raw = apply_overrides(raw, ["datasets.b.degradation=cv2_bicubic"])
+    tested = parse_options(OptionsOfTest, raw, check_paths=False)
+    assert (tested.datasets["a"].degradation, tested.datasets["b"].degradation) == ("matlab_bicubic", "cv2_bicubic")
+
+
+@pytest.mark.parametrize(("cls", "key", "message"), [
+    (TrainOptions, "path.experiments_root", "path.experiments_root: '' is not a path; give one (or leave the key out "
+                                            "for 'experiments')"),
+    (OptionsOfTest, "path.results_root", "path.results_root: '' is not a path; give one (or leave the key out for "
+                                         "'results')"),
+    (OptionsOfTest, "path.pretrain_model_G", "path.pretrain_model_G: '' is not a path; give one"),
+])
+def test_an_empty_path_with_a_default_or_required_is_refused_not_read_as_the_current_folder(cls, key, message):
+    raw = minimal_train() if cls is TrainOptions else {
+        "name": "t", "path": {"pretrain_model_G": "g.pth"}, "datasets": {"a": {"dataroot_GT": DEMO_VAL}}}
+    assert error_of(with_value(raw, key, ""), cls, check_paths=False) == message
+    # an optional path left empty is left out
+    assert parse_options(TrainOptions, with_value(minimal_train(), "path.pretrain_model_D", "")
+                         ).path.pretrain_model_D is None
+
+
+def test_a_name_too_long_for_the_files_named_after_it_is_refused():
+    assert error_of(with_value(minimal_train(), "name", "n" * 201)) == (
+        "name: 201 bytes long; give a name of at most 200 (it names folders and files, e.g. train_<name>_<time>.log)")
+    assert parse_options(TrainOptions, with_value(minimal_train(), "name", "n" * 200)).name == "n" * 200
+
+
+@pytest.mark.parametrize("name", ["summary.csv", "test_x_261207-101010.log", "options_1.yml"])
+def test_a_test_set_named_as_a_file_test_py_writes_is_refused(name):
+    raw = {"name": "t", "path": {"pretrain_model_G": "g.pth"}, "datasets": {name: {"dataroot_GT": DEMO_VAL}}}
+    assert error_of(raw, OptionsOfTest, check_paths=False) == (
+        f"datasets.{name}.name: {name!r} is also the name of a file test.py writes into results/<name>/ beside the "
+        "sets' folders; give the set another name")
+
+
+@pytest.mark.parametrize(("key", "value", "bounds"), [
+    ("network_G.nf", 100000, "[1, 1024]"), ("network_G.nb", 10**20, "[1, 1000]"), ("network_G.gc", 2048, "[1, 1024]"),
+    ("network_D.nf", 1024, "[1, 512]"), ("network_G.in_nc", 10**9, "[1, 64]"),
+])
+def test_network_sizes_are_bounded_so_that_a_typo_does_not_exhaust_memory_or_hang(key, value, bounds):
+    message = f"{key}: {value} is out of range; it must be in {bounds}"
+    assert error_of(with_value(minimal_train(), key, value)) == message
+
+
+def test_an_output_root_or_run_folder_that_is_a_file_is_refused_by_its_key(tmp_path):
+    (tmp_path / "file").write_text("")
+    assert error_of(with_value(minimal_train(), "path.experiments_root", str(tmp_path / "file"))) == (
+        f"path.experiments_root: {tmp_path / 'file'} is a file; the results go to a folder there, so give another "
+        "folder")
+    raw = {"name": "file", "path": {"pretrain_model_G": "g.pth", "results_root": str(tmp_path)},
+           "datasets": {"a": {"dataroot_GT": DEMO_VAL}}}
+    assert error_of(raw, OptionsOfTest, check_paths=False) == (
+        f"name: {tmp_path / 'file'} is a file; the results go to a folder there, so give another name")
+
+
+def test_a_vgg_weights_name_in_other_case_is_not_taken_for_a_file():
+    assert error_of(with_value(minimal_train(), "network_F.weights", "ImageNet")) == (
+        "network_F.weights: 'ImageNet' is not a file; did you mean 'imagenet'?")
+
+
+def test_milestones_that_do_not_increase_are_refused():
+    assert error_of(with_value(minimal_train(), "train.gan.scheduler.milestones", [5, 5])) == (
+        "train.gan.scheduler.milestones: [5, 5] do not increase; give each iteration once, in order (PyTorch would "
+        "apply gamma at a repeated one once per repetition)")

@@ -439,7 +439,13 @@ def test_the_interpolation_sweep_reports_psnr_and_niqe_per_alpha(photos, tmp_pat
 
 def test_ma_scores_must_cover_the_set(photos, tmp_path):
     (tmp_path / "ma.csv").write_text("name,ma\nchelsea,6\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"ma.csv: no Ma score for 1 of the 2 images of photos: coffee"):
+    with pytest.raises(ValueError, match=r"^ma_scores of dataset photos: .*ma.csv: no Ma score for 1 of the 2 "
+                                         r"images: coffee"):
+        run_test(perceptual_opts(photos, tmp_path, datasets={"photos": {
+            "dataroot_GT": str(photos / "gt"), "metrics": ["niqe"], "ma_scores": str(tmp_path / "ma.csv")}}))
+    (tmp_path / "ma.csv").write_text("name,score\nchelsea,6\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"^ma_scores of dataset photos: .*ma.csv: a Ma-score file needs the "
+                                         r"columns name and ma"):
         run_test(perceptual_opts(photos, tmp_path, datasets={"photos": {
             "dataroot_GT": str(photos / "gt"), "metrics": ["niqe"], "ma_scores": str(tmp_path / "ma.csv")}}))
 

@@ -7,6 +7,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 
 from .options import OptionError, TestOptions, TrainOptions, load_options
 
@@ -74,7 +75,8 @@ def train_main(argv: list[str] | None = None) -> int:
     def job() -> None:
         from .engine.trainer import train
 
-        train(load_options(TrainOptions, args.opt, args.set), auto_resume=args.auto_resume)
+        train(load_options(TrainOptions, args.opt, args.set), auto_resume=args.auto_resume,
+              option_file=Path(args.opt))
 
     return _run(job)
 

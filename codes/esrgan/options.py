@@ -61,19 +61,19 @@ def opt(default: Any = dataclasses.MISSING, doc: str = "", *, lo: float | None =
 @dataclass
 class NetworkGOpt:
     which_model_G: Literal["RRDBNet"] = opt("RRDBNet", "generator architecture")
-    in_nc: int = opt(3, "input channels (3: training reads RGB)", lo=1)
-    out_nc: int = opt(3, "output channels (3: training reads RGB)", lo=1)
-    nf: int = opt(64, "feature channels of the trunk", lo=1)
-    nb: int = opt(23, "number of RRDB blocks", lo=1)
-    gc: int = opt(32, "growth channels inside each dense block", lo=1)
+    in_nc: int = opt(3, "input channels (3: training reads RGB)", lo=1, hi=64)
+    out_nc: int = opt(3, "output channels (3: training reads RGB)", lo=1, hi=64)
+    nf: int = opt(64, "feature channels of the trunk", lo=1, hi=1024)
+    nb: int = opt(23, "number of RRDB blocks", lo=1, hi=1000)
+    gc: int = opt(32, "growth channels inside each dense block", lo=1, hi=1024)
 
 
 @dataclass
 class NetworkDOpt:
     which_model_D: Literal["discriminator_vgg_128"] = opt("discriminator_vgg_128",
                                                           "discriminator architecture (128x128 input)")
-    in_nc: int = opt(3, "input channels (3: training reads RGB)", lo=1)
-    nf: int = opt(64, "channels of the first conv; later stages use 2x, 4x, 8x, 8x", lo=1)
+    in_nc: int = opt(3, "input channels (3: training reads RGB)", lo=1, hi=64)
+    nf: int = opt(64, "channels of the first conv; later stages use 2x, 4x, 8x, 8x", lo=1, hi=512)
     sync_bn: bool = opt(False, "multi-GPU: batch-norm statistics over the whole batch of all processes "
                                "(SyncBatchNorm) instead of each process's own share")
 
@@ -263,9 +263,8 @@ class LoggerOpt:
     tb_images: int = opt(4, "validation images shown in TensorBoard (SR next to GT)", lo=0)
     save_safetensors: bool = opt(False, "also write models/latest_G.safetensors (needs pip install safetensors), "
                                         "with the architecture and scale in its metadata")
-    keep_last: int = opt(0, "keep only the newest keep_last checkpoints up to the one just saved (pruned after it "
-                            "is complete; later ones left by a run resumed from an older state are kept, and so is "
-                            "the checkpoint of the PSNR phase's end); 0 keeps all", lo=0)
+    keep_last: int = opt(0, "keep only the newest keep_last checkpoints (pruned after the one just saved is "
+                            "complete; the checkpoint of the PSNR phase's end is kept too); 0 keeps all", lo=0)
 
 
 @dataclass
@@ -311,11 +310,12 @@ class TrainOptions:
 @dataclass
 class TestNetworkGOpt:
     which_model_G: Literal["RRDBNet"] = opt("RRDBNet", "generator architecture")
-    in_nc: int | None = opt(None, "input channels; ~: read from the weights", lo=1)
-    out_nc: int | None = opt(None, "output channels; ~: read from the weights", lo=1)
-    nf: int | None = opt(None, "feature channels of the trunk; ~: read from the weights", lo=1)
-    nb: int | None = opt(None, "number of RRDB blocks; ~: read from the weights", lo=1)
-    gc: int | None = opt(None, "growth channels inside each dense block; ~: read from the weights", lo=1)
+    in_nc: int | None = opt(None, "input channels; ~: read from the weights", lo=1, hi=64)
+    out_nc: int | None = opt(None, "output channels; ~: read from the weights", lo=1, hi=64)
+    nf: int | None = opt(None, "feature channels of the trunk; ~: read from the weights", lo=1, hi=1024)
+    nb: int | None = opt(None, "number of RRDB blocks; ~: read from the weights", lo=1, hi=1000)
+    gc: int | None = opt(None, "growth channels inside each dense block; ~: read from the weights", lo=1,
+                           hi=1024)
 
 
 @dataclass
@@ -371,11 +371,12 @@ def _closest(key: str, valid: list[str], cutoff: float) -> str | None:
 
 
 def _suggest(value: str, valid: list[str]) -> str:
-    """The hint of a value that is not one of `valid`: its counterpart here, or the nearest, or all of them."""
+    """The hint of a value that is not one of `valid` (which the message lists): its counterpart here, or the
+    nearest, or none."""
     if VALUE_NAMES.get(value) in valid:
-        return f" {value!r} is written {VALUE_NAMES[value]!r} here."
+        return f"; {value!r} is written {VALUE_NAMES[value]!r} here"
     close = _closest(value, valid, 0.6)
-    return f" did you mean {close}?" if close else f" valid values: {', '.join(valid)}"
+    return f"; did you mean {close}?" if close else ""
 
 
 # BasicSR's names for what these option files call otherwise (its ESRGAN option files, key by key), for the
@@ -552,10 +553,14 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             return None
         (inner,) = [a for a in args if a is not type(None)]
         return _convert(value, inner, key)
+    if value is None:
+        raise OptionError(f"{key}: ~ (null) is not a value of this option: give one (or leave the key out, "
+                          "where the option has a default)")
     if origin is Literal:
         if value not in args:
-            raise OptionError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}."
-                              + (_suggest(str(value), [str(a) for a in args]) if isinstance(value, str) else ""))
+            hint = (_suggest(str(value), [str(a) for a in args]) if isinstance(value, str)
+                    else _BOOLEAN_HINT if isinstance(value, bool) else "")
+            raise OptionError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}{hint}")
         return args[args.index(value)]
     if origin is list:
         if not isinstance(value, list):
@@ -582,6 +587,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise OptionError(f"{key}: expected true or false, got {value!r}")
         return value
     if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return int(value)  # exactly, also beyond 2**53
         # YAML reads `5e3` as a string and `5e3`-style numbers are common in option files: accept integral ones.
         number = _as_number(value)
         if number is None or not math.isfinite(number) or float(number) != int(number):
@@ -593,16 +600,15 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise OptionError(f"{key}: expected a finite number, got {value!r}")
         return float(number)
     if tp is str:
-        if value is None:
-            raise OptionError(f"{key}: ~ (null) is not a value of this option: give one (or leave the key out, "
-                              "where the option has a default)")
         if isinstance(value, bool):
-            raise OptionError(f"{key}: expected a string, got {value!r} (YAML reads yes, no, on, off, true and "
-                              "false as booleans): quote the value, e.g. 'yes'")
+            raise OptionError(f"{key}: expected a string, got {value!r}{_BOOLEAN_HINT}")
         if not isinstance(value, str | int | float):
             raise OptionError(f"{key}: expected a string, got {value!r}")
         return _as_written(value)
     raise TypeError(f"unsupported option type {tp} at {key}")
+
+
+_BOOLEAN_HINT = " (YAML reads yes, no, on, off, true and false as booleans): quote the value, e.g. 'on'"
 
 
 def _as_written(value: Any) -> str:
@@ -733,7 +739,11 @@ def load_yaml(stream: Any) -> Any:
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """Apply `dotted.key=value` strings (value parsed as YAML) to the raw option tree."""
+    """Apply `dotted.key=value` strings (value parsed as YAML) to the raw option tree; returns it. Sections that
+    the file shares through YAML aliases (`b: *a`) are copied apart first: an override changes only the key
+    named."""
+    for key, value in raw.items():
+        raw[key] = _unshared(value)
     for item in overrides:
         dotted, _, text = item.partition("=")
         parts = dotted.strip().split(".")
@@ -763,6 +773,15 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
+def _unshared(node: Any) -> Any:
+    """A copy of a raw tree whose mappings and lists appear once each (copy.deepcopy would keep the sharing)."""
+    if isinstance(node, dict):
+        return {key: _unshared(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_unshared(value) for value in node]
+    return node
+
+
 def _trailing_comment(text: str) -> str:
     """What YAML would drop as a comment at the end of a --set value (`name=run #2` would give 'run')."""
     try:
@@ -774,19 +793,22 @@ def _trailing_comment(text: str) -> str:
     return rest if rest.startswith("#") else ""
 
 
-def _resolve_paths(obj: Any, root: Path) -> None:
+def _resolve_paths(obj: Any, root: Path, prefix: str = "") -> None:
     for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        if f.metadata.get("path") and value == "" and f.default is None:
+        value, key = getattr(obj, f.name), _join(prefix, f.name)
+        if f.metadata.get("path") and isinstance(value, str) and not value.strip():
+            if f.default is not None:  # "" would be the current folder, wherever that is
+                default = f" (or leave the key out for {f.default!r})" if isinstance(f.default, str) else ""
+                raise OptionError(f"{key}: {value!r} is not a path; give one{default}")
             setattr(obj, f.name, None)  # an optional path left empty is left out, as ~
-        elif f.metadata.get("path") and isinstance(value, str) and value:
+        elif f.metadata.get("path") and isinstance(value, str):
             setattr(obj, f.name, str((root / Path(value).expanduser()).resolve()))
         elif dataclasses.is_dataclass(value):
-            _resolve_paths(value, root)
+            _resolve_paths(value, root, key)
         elif isinstance(value, dict):
-            for entry in value.values():
+            for name, entry in value.items():
                 if dataclasses.is_dataclass(entry):
-                    _resolve_paths(entry, root)
+                    _resolve_paths(entry, root, _join(key, name))
 
 
 def _require_dir(path: str | None, key: str, check: bool) -> None:
@@ -794,6 +816,13 @@ def _require_dir(path: str | None, key: str, check: bool) -> None:
         raise OptionError(f"{key}: {path} is a file; give the folder (of images, or an LMDB) that holds it")
     if check and path is not None and not Path(path).is_dir():
         raise OptionError(f"{key}: folder {path} does not exist (relative paths start at {ROOT_NAME})")
+
+
+def _require_output_dir(root: str, name: str, key: str) -> None:
+    """The folder results go to, <root>/<name>, must be (or become) a folder."""
+    for path, what, other in ((Path(root), key, "folder"), (Path(root) / name, "name", "name")):
+        if path.exists() and not path.is_dir():
+            raise OptionError(f"{what}: {path} is a file; the results go to a folder there, so give another {other}")
 
 
 def _require_file(path: str | None, key: str, check: bool, missing_hint: str = "") -> None:
@@ -820,6 +849,7 @@ def _check_train(o: TrainOptions, check: bool) -> None:
 
     if o.scale not in SUPPORTED_SCALES:
         raise OptionError(f"scale: {o.scale} is not supported; RRDBNet upscales by {SUPPORTED_SCALES}")
+    _require_output_dir(o.path.experiments_root, o.name, "path.experiments_root")
     for key, channels in (("network_G.in_nc", o.network_G.in_nc), ("network_G.out_nc", o.network_G.out_nc),
                           ("network_D.in_nc", o.network_D.in_nc)):
         if channels != 3:
@@ -872,6 +902,7 @@ def _check_test(o: TestOptions, check: bool) -> None:
         raise OptionError(f"scale: {o.scale} is not supported; RRDBNet upscales by {SUPPORTED_SCALES}")
     if not o.datasets:
         raise OptionError("datasets: name at least one test set")
+    _require_output_dir(o.path.results_root, o.name, "path.results_root")
     named: dict[str, str] = {}
     for key, ds in o.datasets.items():
         ds.name = ds.name or key
@@ -880,6 +911,9 @@ def _check_test(o: TestOptions, check: bool) -> None:
             raise OptionError(f"datasets.{key}.name: {ds.name!r} is also the name of datasets.{named[ds.name]}; "
                               "each test set's results go to results/<name>/<set name>, so give each its own")
         named[ds.name] = key
+        if ds.name == "summary.csv" or re.fullmatch(r"test_.*\.log|options_.*\.yml", ds.name):
+            raise OptionError(f"datasets.{key}.name: {ds.name!r} is also the name of a file test.py writes into "
+                              "results/<name>/ beside the sets' folders; give the set another name")
         _check_dataset(ds, f"datasets.{key}", need_gt=False, check=check)
         if ds.ma_scores is not None:
             if "niqe" not in ds.metrics:
@@ -904,6 +938,9 @@ def _check_test(o: TestOptions, check: bool) -> None:
 
 
 def _check_scheduler(o: SchedulerOpt, key: str) -> None:
+    if any(b <= a for a, b in zip(o.milestones, o.milestones[1:], strict=False)):
+        raise OptionError(f"{key}.milestones: {o.milestones} do not increase; give each iteration once, in order "
+                          "(PyTorch would apply gamma at a repeated one once per repetition)")
     if o.type == "CosineAnnealingRestartLR":
         if not o.periods:
             raise OptionError(f"{key}.periods: CosineAnnealingRestartLR needs at least one period")
@@ -912,12 +949,18 @@ def _check_scheduler(o: SchedulerOpt, key: str) -> None:
                               f"{len(o.periods)} periods; give one per period or none")
 
 
+MAX_NAME_BYTES = 200
+
+
 def _check_name(name: str, key: str = "name") -> None:
     """A run (or test set) name is one folder name: experiments/<name> (results/<name>/<set name>) must not be
     the root itself or outside it, since an earlier folder of that path is moved aside."""
     if name.strip() in ("", ".", "..") or "/" in name or "\\" in name:
         raise OptionError(f"{key}: {name!r} is not a folder name; the results go to a folder of this name, so give "
                           "a name such as 'ESRGAN_x4_DIV2K' (no '/', not empty, '.' or '..')")
+    if len(name.encode()) > MAX_NAME_BYTES:  # file systems allow 255 bytes, and the log files' names add ~40
+        raise OptionError(f"{key}: {len(name.encode())} bytes long; give a name of at most {MAX_NAME_BYTES} "
+                          "(it names folders and files, e.g. train_<name>_<time>.log)")
 
 
 def parse_options(cls: type, raw: dict, root: Path = REPO_ROOT, check_paths: bool = True,
@@ -937,8 +980,12 @@ def parse_options(cls: type, raw: dict, root: Path = REPO_ROOT, check_paths: boo
     _check_name(options.name)
     _resolve_paths(options, root)
     if isinstance(options, TrainOptions):
-        if options.network_F.weights not in ("imagenet", "random"):
-            options.network_F.weights = str((root / Path(options.network_F.weights).expanduser()).resolve())
+        weights = options.network_F.weights
+        if weights not in ("imagenet", "random"):
+            if weights.strip().lower() in ("imagenet", "random") and not (root / weights).exists():
+                raise OptionError(f"network_F.weights: {weights!r} is not a file; did you mean "
+                                  f"{weights.strip().lower()!r}?")
+            options.network_F.weights = str((root / Path(weights).expanduser()).resolve())
         options.datasets.train.name = options.datasets.train.name or "train"
         if options.datasets.val is not None:
             options.datasets.val.name = options.datasets.val.name or "val"

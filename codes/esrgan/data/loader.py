@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+MAX_EPOCH_SAMPLES = 10**8
+
 
 class TrainSampler(Sampler[tuple[int, int]]):
     """Shuffled (or ordered) indices, repeated `enlarge_ratio` times per epoch, sharded across `world_size`
@@ -38,6 +40,10 @@ class TrainSampler(Sampler[tuple[int, int]]):
         self.epoch = 0
         self.start = 0  # position within the epoch to start from (for resuming)
         self.per_rank = math.ceil(dataset_len * enlarge_ratio / world_size)
+        if self.per_rank * world_size > MAX_EPOCH_SAMPLES:  # the epoch's order is drawn whole: 16 bytes a sample
+            raise ValueError(f"datasets.train.dataset_enlarge_ratio: {enlarge_ratio} x {dataset_len} training images "
+                             f"is {dataset_len * enlarge_ratio:,} samples per epoch, more than the "
+                             f"{MAX_EPOCH_SAMPLES:,} an epoch's order may hold in memory; lower the ratio")
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.epoch = epoch

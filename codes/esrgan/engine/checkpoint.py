@@ -12,6 +12,7 @@ Layout of a run folder:
 
 from __future__ import annotations
 
+import glob
 import logging
 import re
 import shutil
@@ -21,6 +22,7 @@ from typing import Any
 import torch
 
 from ..utils.files import atomic_save, atomic_write_text, error_summary
+from ..utils.misc import timestamp, unused_path
 
 log = logging.getLogger(__name__)
 
@@ -94,21 +96,47 @@ def drop_psnr_best(run_dir: Path, psnr_end: int) -> None:
                  BEST_G, psnr_end)
 
 
-def restore_best(run_dir: Path, step: int, best_iter: int) -> None:
-    """Resumed at `step` from a state older than the run's newest: models/best_G.pth may be a later (abandoned)
-    continuation's. Put back the generator of the resumed best record (of iteration `best_iter`, 0 for none) when
-    that iteration's file is there."""
-    later = [i for i in saved_iterations(run_dir) if i > step]
-    best_file = run_dir / "models" / BEST_G
-    if not later or not best_file.is_file():
-        return
+def restore_best(run_dir: Path, best_iter: int) -> None:
+    """Resumed from a state older than the run's newest, whose best_G.pth `set_aside_later` moved away: put back
+    the generator of the resumed best record (of iteration `best_iter`, 0 for none) when that iteration's file
+    is there."""
     saved = run_dir / "models" / f"{best_iter}_G.pth"
     if best_iter and saved.is_file():
-        atomic_save(torch.load(saved, map_location="cpu", weights_only=True), best_file)
+        atomic_save(torch.load(saved, map_location="cpu", weights_only=True), run_dir / "models" / BEST_G)
         log.info("models/%s: the generator of iteration %d again, the best of the resumed run", BEST_G, best_iter)
-    else:
-        log.warning("models/%s may come from the later states of this folder (iterations %s), not from the resumed "
-                    "run, until a validation of this run beats the resumed record", BEST_G, later)
+    elif best_iter:
+        log.warning("models/%s: the resumed run's best generator (iteration %d) is no longer saved; the file comes "
+                    "back at this run's next best validation", BEST_G, best_iter)
+
+
+def set_aside_later(run_dir: Path, step: int) -> tuple[Path, list[int]] | None:
+    """Resumed at `step` from a state older than the run's newest: move the later continuation's checkpoints,
+    validation images, latest and best generators into <run>/abandoned_<time>/ (as they lay), so that this
+    run's saves of the same iterations do not overwrite them; models/latest_G.pth becomes iteration `step`'s
+    generator again (and `restore_best` puts back the resumed run's best).
+    Returns the folder and the later iterations, or None when there are none."""
+    later: dict[Path, int] = {}  # file -> its iteration
+    for folder, pattern in ((run_dir / "training_state", _STATE_NAME), (run_dir / "models", _MODEL_NAME)):
+        later |= {p: int(m.group(1)) for p in folder.iterdir() if (m := pattern.match(p.name))}
+    val_images = run_dir / "val_images"
+    for image_dir in val_images.iterdir() if val_images.is_dir() else []:
+        for p in image_dir.glob(f"{glob.escape(image_dir.name)}_*.png"):
+            if (number := p.stem.removeprefix(f"{image_dir.name}_")).isdigit():
+                later[p] = int(number)
+    later = {p: i for p, i in later.items() if i > step}
+    if not later:
+        return None
+    aside = unused_path(run_dir / f"abandoned_{timestamp()}")
+    for path in [*later, *(run_dir / "models" / name for name in ("latest_G.pth", "latest_G.safetensors", BEST_G))]:
+        if path.is_file():
+            target = aside / path.relative_to(run_dir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            path.rename(target)
+    if (run_dir / "models" / f"{step}_G.pth").is_file():
+        atomic_save(torch.load(run_dir / "models" / f"{step}_G.pth", map_location="cpu", weights_only=True),
+                    run_dir / "models" / "latest_G.pth")
+    atomic_write_text(run_dir / "training_state" / LATEST, f"{step}\n")
+    return aside, sorted(set(later.values()))
 
 
 def saved_iterations(run_dir: Path) -> list[int]:
@@ -121,8 +149,8 @@ def saved_iterations(run_dir: Path) -> list[int]:
 
 def prune(run_dir: Path, keep_last: int, newest: int, protected: tuple[int, ...] = ()) -> None:
     """Delete the states and per-iteration model files of all but the `keep_last` iterations up to `newest` (the
-    one just saved) and the `protected` ones. Later ones, left by the run that an older state was resumed from,
-    are not counted and not touched: the `latest` marker says which state is current."""
+    one just saved) and the `protected` ones. Later ones are not counted and not touched (a resume from an older
+    state moves them away first: `set_aside_later`)."""
     saved = saved_iterations(run_dir)
     keep = set([i for i in saved if i <= newest][-keep_last:] + [i for i in saved if i > newest]) | set(protected)
     for folder, pattern in ((run_dir / "training_state", _STATE_NAME), (run_dir / "models", _MODEL_NAME)):

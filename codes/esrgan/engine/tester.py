@@ -180,11 +180,14 @@ def _ma_scores(ds: TestSetOpt, dataset: PairedImageDataset) -> dict[str, float] 
             log.info("%s: no Ma scores (datasets.<key>.ma_scores), so the perceptual index PI = ((10 - Ma) + NIQE) "
                      "/ 2 is not computed and NIQE is reported alone", ds.name)
         return None
-    scores = read_ma_scores(ds.ma_scores)
+    try:
+        scores = read_ma_scores(ds.ma_scores)
+    except ValueError as err:
+        raise ValueError(f"ma_scores of dataset {ds.name}: {err}") from None
     missing = [name for name in dataset.keys if name not in scores]
     if missing:
-        raise ValueError(f"{ds.ma_scores}: no Ma score for {len(missing)} of the {len(dataset)} images of "
-                         f"{ds.name}: {listing(missing)}")
+        raise ValueError(f"ma_scores of dataset {ds.name}: {ds.ma_scores}: no Ma score for {len(missing)} of the "
+                         f"{len(dataset)} images: {listing(missing)}")
     return scores
 
 

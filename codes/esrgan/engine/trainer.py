@@ -53,6 +53,8 @@ from .checkpoint import (
     restore_best,
     save_best,
     save_checkpoint,
+    saved_iterations,
+    set_aside_later,
 )
 from .distributed import (
     World,
@@ -124,14 +126,18 @@ def build_datasets(o: TrainOptions, world_size: int = 1) -> tuple[PairedImageDat
     return train_set, val_set
 
 
-def prepare_run_dir(o: TrainOptions, resuming: bool, world: World) -> Path:
+def prepare_run_dir(o: TrainOptions, resuming: bool, world: World, option_file: Path | None = None) -> Path:
+    """The run's folder, made (an earlier run there moved aside first) or continued in."""
     run_dir = Path(o.path.experiments_root) / o.name
     if not resuming:  # on every rank, so that all of them stop
         sets = {"train": o.datasets.train, "val": o.datasets.val}
+        vgg = o.network_F.weights if o.network_F.weights not in ("imagenet", "random") else None
         refuse_inputs_inside(run_dir, {f"datasets.{key}.{field}": getattr(ds, field) for key, ds in sets.items()
                                        if ds is not None for field in ("dataroot_GT", "dataroot_LQ")}
                              | {"path.pretrain_model_G": o.path.pretrain_model_G,
-                                "path.pretrain_model_D": o.path.pretrain_model_D})
+                                "path.pretrain_model_D": o.path.pretrain_model_D, "network_F.weights": vgg,
+                                "metric_options.lpips_weights": o.metric_options.lpips_weights,
+                                "the option file": str(option_file) if option_file is not None else None})
     if world.is_main:
         if not resuming:
             archived = archive_existing(run_dir)
@@ -385,7 +391,16 @@ def _load_resume(o: TrainOptions, auto_resume: bool, run_root: Path) -> Resume |
             path, source = str(found), "--auto_resume"
         elif not path:
             log.info("--auto_resume: no training state in %s, starting from scratch", run_root)
-    return Resume(load_training_state(path, source=source), path, source) if path else None
+    if not path:
+        return None
+    try:
+        return Resume(load_training_state(path, source=source), path, source)
+    except ValueError as err:
+        others = [i for i in saved_iterations(run_root) if Path(path).name != f"{i}.state"]
+        if source != "--auto_resume" or not others:
+            raise
+        raise ValueError(f"{err}; to continue from the state before it, move {path} out of the way (--auto_resume "
+                         f"then takes training_state/{others[-1]}.state)") from None
 
 
 def _run_is_complete(o: TrainOptions, resume: Resume) -> bool:
@@ -449,6 +464,13 @@ def _report_resume(resume: Resume, model: SRModel, changed: dict[str, tuple[Any,
                                 for key, (saved, now) in reordered.items()))
 
 
+def _iterations(iterations: list[int]) -> str:
+    """4, 6, 8; a long list as 4, 6, ..., 100 (50 in all)."""
+    if len(iterations) <= 6:
+        return ", ".join(map(str, iterations))
+    return f"{iterations[0]}, {iterations[1]}, ..., {iterations[-1]} ({len(iterations)} in all)"
+
+
 def _data_order(o: TrainOptions, images: int, world_size: int) -> dict[str, Any]:
     """What fixes the training batches of each iteration: a resumed run sees the batches the uninterrupted run
     would have seen only if these are those of the saved run."""
@@ -495,9 +517,9 @@ def _set_up_speed(model: SRModel, o: TrainOptions, device: torch.device, world: 
             log.warning("speed.cuda_graph: training eagerly, %s", reason)
 
 
-def train(o: TrainOptions, auto_resume: bool = False) -> Path:
-    """Run (or resume) the training described by `o`; returns the run folder. A stop signal (SIGINT, SIGTERM)
-    ends it early with a complete state saved, raising TrainingStopped."""
+def train(o: TrainOptions, auto_resume: bool = False, option_file: Path | None = None) -> Path:
+    """Run (or resume) the training described by `o` (read from `option_file`); returns the run folder. A stop
+    signal (SIGINT, SIGTERM) ends it early with a complete state saved, raising TrainingStopped."""
     device = select_device(o.device)
     world = init_distributed(device, o.train.dist_timeout)
     if world.distributed and device.type == "cuda":
@@ -535,7 +557,7 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
     # A state of this run's own folder continues it there; one from elsewhere (another run's) starts a new folder,
     # an earlier run of this name being moved aside as for any new run, so that its checkpoints stay as they are.
     continuing = resume is not None and resume.belongs_to(run_root)
-    run_dir = prepare_run_dir(o, resuming=continuing, world=world)
+    run_dir = prepare_run_dir(o, resuming=continuing, world=world, option_file=option_file)
     start_step, best = (resume.state["iter"], resume.state["best"]) if resume is not None else (0, _no_best())
     if not world.is_main:  # what only this rank saw is told there: the run's log is rank 0's
         add_log_file(run_dir / f"train_{o.name}_{timestamp()}_rank{world.rank}.log", own_news_only=True)
@@ -546,10 +568,15 @@ def train(o: TrainOptions, auto_resume: bool = False) -> Path:
             log.warning("%s", note)
         if resume is not None:
             _report_resume(resume, model, changed, data_order)
+        aside = set_aside_later(run_dir, start_step) if continuing else None
+        if aside is not None:
+            log.warning("%s: this run had gone on past iteration %d; the checkpoints and validation images of its "
+                        "iterations %s (and its latest and best generators) were moved to %s, so that this run's "
+                        "saves do not overwrite them", resume.source, start_step, _iterations(aside[1]), aside[0])
         if continuing and best.get("phase") == "psnr" and model.phase(start_step + 1) == "gan":
             drop_psnr_best(run_dir, o.train.psnr.niter)  # resumed in the GAN phase before its first validation
-        elif continuing:
-            restore_best(run_dir, start_step, best["iter"])
+        elif aside is not None:
+            restore_best(run_dir, best["iter"])
     _set_up_speed(model, o, device, world)
     log.info("Run %s on %s x %d: %d iterations (PSNR phase %d, GAN phase %d), %d training images, batch %d per "
              "process (%d in all)", o.name, device, world.world_size, o.total_iters, o.train.psnr.niter,

@@ -23,6 +23,14 @@ def read_ma_scores(path: str | Path) -> dict[str, float]:
     """Ma scores by image name (file name without extension) from a CSV file with the columns `name` and `ma`
     (any case, other columns ignored), e.g. exported from the PIRM evaluation's results table."""
     path = Path(path)
+    try:
+        return _read_ma_scores(path)
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); save the Ma-score file as "
+                         "UTF-8 CSV") from None
+
+
+def _read_ma_scores(path: Path) -> dict[str, float]:
     with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         columns = {c.strip().lower(): c for c in reader.fieldnames or []}

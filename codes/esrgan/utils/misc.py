@@ -87,10 +87,14 @@ def archive_existing(path: Path) -> Path | None:
     """Move an existing folder aside as <name>_archived_<time> so that a new run never overwrites it."""
     if not path.exists():
         return None
-    target = path.with_name(f"{path.name}_archived_{timestamp()}")
-    suffix = 1
-    while target.exists():
-        target = path.with_name(f"{path.name}_archived_{timestamp()}_{suffix}")
-        suffix += 1
+    target = unused_path(path.with_name(f"{path.name}_archived_{timestamp()}"))
     path.rename(target)
+    return target
+
+
+def unused_path(path: Path) -> Path:
+    """`path`, or `path`_1, _2, ... when it exists."""
+    target, suffix = path, 1
+    while target.exists():
+        target, suffix = path.with_name(f"{path.name}_{suffix}"), suffix + 1
     return target
