@@ -2,6 +2,7 @@
 
 import logging
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -46,3 +47,21 @@ class _ShellCommand:
 @pytest.fixture
 def code_running_pickle() -> _ShellCommand:
     return _ShellCommand()
+
+
+@pytest.fixture
+def find_processes():
+    """The processes (pids, from Linux's /proc) of a parent or of a process group."""
+
+    def find(*, parent: int | None = None, group: int | None = None) -> list[int]:
+        found = []
+        for entry in (e for e in Path("/proc").iterdir() if e.name.isdigit()):
+            try:  # stat: pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses
+                _, ppid, pgrp = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:3]
+            except (OSError, ValueError):
+                continue
+            if (parent is None or int(ppid) == parent) and (group is None or int(pgrp) == group):
+                found.append(int(entry.name))
+        return found
+
+    return find

@@ -63,20 +63,8 @@ def test_two_processes_with_batch_b_update_like_one_process_with_batch_2b(tmp_pa
     assert [p.name for p in (tmp_path / "two" / "run").glob("train_*.log") if "_rank" in p.name] == []  # no error
 
 
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    found.append(int(entry.name))
-            except (OSError, IndexError, ValueError):
-                continue
-    return found
-
-
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker processes through /proc")
-def test_a_killed_worker_is_restarted_by_torchrun_and_the_job_resumes_and_finishes(tmp_path):
+def test_a_killed_worker_is_restarted_by_torchrun_and_the_job_resumes_and_finishes(tmp_path, find_processes):
     args = [*TORCHRUN[:-1], "--nproc_per_node=2", "--max-restarts=1",
             *train_args(tmp_path, **{"train.psnr.niter": 30, "logger.save_freq": 1, "datasets.train.batch_size": 1,
                                      "train.dist_timeout": 60}),
@@ -87,7 +75,7 @@ def test_a_killed_worker_is_restarted_by_torchrun_and_the_job_resumes_and_finish
     while not checkpoint.saved_iterations(run):
         assert time.time() < deadline and proc.poll() is None, "training did not start"
         time.sleep(0.05)
-    workers = children(proc.pid)
+    workers = find_processes(parent=proc.pid)
     assert len(workers) == 2
     os.kill(workers[1], 9)
     _, err = proc.communicate(timeout=300)
@@ -98,7 +86,8 @@ def test_a_killed_worker_is_restarted_by_torchrun_and_the_job_resumes_and_finish
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker processes through /proc")
 @pytest.mark.parametrize("signalled", ["workers then torchrun", "one worker"])
-def test_sigterm_under_torchrun_saves_a_state_and_the_job_does_not_pass_for_finished(tmp_path, signalled):
+def test_sigterm_under_torchrun_saves_a_state_and_the_job_does_not_pass_for_finished(tmp_path, signalled,
+                                                                                     find_processes):
     """As a scheduler does, the workers get SIGTERM and then torchrun passes its own copy on: the second SIGTERM
     must not cut the save short. A worker signalled alone exits 143, so torchrun reports a failure, not a
     finished job."""
@@ -110,7 +99,7 @@ def test_sigterm_under_torchrun_saves_a_state_and_the_job_does_not_pass_for_fini
     while not any("s/it" in log.read_text() for log in run.glob("train_run_*.log")):
         assert time.time() < deadline and proc.poll() is None, "training did not start"
         time.sleep(0.05)
-    workers = children(proc.pid)
+    workers = find_processes(parent=proc.pid)
     assert len(workers) == 2
     for worker in workers if signalled == "workers then torchrun" else workers[1:]:
         os.kill(worker, signal.SIGTERM)

@@ -94,20 +94,8 @@ def test_div2k_lr_images_added_after_a_first_run_keep_the_bicubic_lr_crops(tmp_p
     assert sorted(read_meta_info(div2k / "DIV2K800_sub_bicLRx4.lmdb")) == ["0001_s001"]
 
 
-def _process_group(pgid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[3]) == pgid:
-                    found.append(int(entry.name))
-            except (OSError, IndexError, ValueError):
-                continue
-    return found
-
-
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the processes through /proc")
-def test_ctrl_c_stops_every_process_with_one_line_and_a_rerun_finishes(tmp_path):
+def test_ctrl_c_stops_every_process_with_one_line_and_a_rerun_finishes(tmp_path, find_processes):
     """As a terminal does, Ctrl-C goes to the whole process group: the step's worker processes must not be left
     behind (a step killed at once left them waiting for ever), and the run says how to continue."""
     rng = np.random.default_rng(0)
@@ -131,8 +119,8 @@ def test_ctrl_c_stops_every_process_with_one_line_and_a_rerun_finishes(tmp_path)
                                     "finished work is kept")
     assert "Traceback" not in err
     deadline = time.time() + 10
-    while _process_group(proc.pid):
-        assert time.time() < deadline, f"left behind: {_process_group(proc.pid)}"
+    while find_processes(group=proc.pid):
+        assert time.time() < deadline, f"left behind: {find_processes(group=proc.pid)}"
         time.sleep(0.1)
     subprocess.run(command, check=True, capture_output=True)
     assert len(read_meta_info(tmp_path / "DIV2K" / "DIV2K800_sub.lmdb")) == 16 * 4
