@@ -55,7 +55,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--thresh-size", type=int, default=0,
                         help="edge remainder above which one more crop is taken (default: %(default)s)")
     parser.add_argument("--remove-missing", action="store_true",
-                        help="delete the crops whose image is no longer in --input (or its LR image in --lr-input)")
+                        help="delete the crops (and LR crops) whose HR image is no longer in --input")
     add_run_arguments(parser)
     args = parser.parse_args(argv)
 

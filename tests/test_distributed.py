@@ -242,5 +242,20 @@ def test_processes_that_never_join_end_the_wait_with_one_line_after_dist_timeout
     with pytest.raises(OSError, match=r"^the 2 processes did not all join within train.dist_timeout \(1 s\) \(.*"
                                       r"\); start runs of several processes with torchrun$"):
         init_distributed(torch.device("cpu"), timeout_s=1)
+    monkeypatch.setenv("RANK", "1")  # waiting for a rank 0 that never comes up: another error of the same kind
+    with pytest.raises(OSError, match=r"^the 2 processes did not all join within train.dist_timeout \(1 s\)"):
+        init_distributed(torch.device("cpu"), timeout_s=1)
     assert capsys.readouterr().err == "waiting up to 1 s (train.dist_timeout) for the 2 processes of WORLD_SIZE=2 " \
                                       "to join\n"
+
+
+def test_image_conversion_warnings_are_what_only_this_rank_saw(monkeypatch, package_log):
+    """Each process reads its own share of the images: a gray one read by rank 1 only is told by rank 1."""
+    import numpy as np
+
+    from esrgan.utils import image
+
+    monkeypatch.setattr(image, "_warned", set())
+    image.to_float_rgb(np.zeros((2, 2), np.uint8), "gray.png")
+    records = [r for r in package_log.records if r.getMessage().startswith("grayscale image gray.png")]
+    assert records and all(r.rank_local for r in records)

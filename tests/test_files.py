@@ -82,4 +82,5 @@ def test_a_long_error_is_cut_after_a_whole_sentence_or_marked_as_cut():
     sentences = "A first sentence. " + "b" * 150 + ". " + "c" * 100
     assert error_summary(RuntimeError(sentences)) == f"RuntimeError: A first sentence. {'b' * 150}."
     assert error_summary(RuntimeError("x" * 300)) == f"RuntimeError: {'x' * 200}..."
+    assert error_summary(RuntimeError("Bad. " + "x" * 300)) == f"RuntimeError: Bad. {'x' * 195}..."  # too short
     assert error_summary(RuntimeError("short. second line\nmore")) == "RuntimeError: short. second line"

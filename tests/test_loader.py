@@ -105,6 +105,7 @@ def test_an_epoch_too_large_to_draw_its_order_in_memory_is_refused_by_the_option
 
     TrainSampler(7, seed=1, enlarge_ratio=MAX_EPOCH_SAMPLES // 7)  # within: nothing is drawn before iterating
     with pytest.raises(ValueError, match=r"^datasets.train.dataset_enlarge_ratio: 100000000000 x 7 training images "
-                                         r"is 700,000,000,000 samples per epoch, more than the 100,000,000 an epoch's "
-                                         r"order may hold in memory; lower the ratio$"):
-        TrainSampler(7, seed=1, enlarge_ratio=10**11)
+                                         r"is 700,000,000,002 samples per epoch \(padded to a multiple of the 3 "
+                                         r"processes\), more than the 100,000,000 an epoch's order may hold in "
+                                         r"memory; lower the ratio$"):
+        TrainSampler(7, seed=1, enlarge_ratio=10**11, world_size=3)

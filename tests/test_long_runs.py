@@ -457,21 +457,56 @@ def test_resuming_an_older_state_sets_the_later_files_aside_and_puts_its_best_ge
         ["models/best_G.pth", "models/latest_G.pth", "models/6_G.pth", "models/10_G.pth", "training_state/6.state",
          "training_state/10.state", "val_images/a_1/a_1_6.png", "val_images/a_1/a_1_10.png"])
     assert all(before[path] == data for path, data in moved.items())  # as they lay
+    assert best_file.read_bytes() == before[Path("models/best_G.pth")]  # copied: restore_best decides
     assert (tmp_path / "training_state" / "latest").read_text() == "3\n"
-    assert (tmp_path / "models" / "latest_G.pth").read_bytes() != before[Path("models/latest_G.pth")]
     assert all(torch.equal(v, weights(tmp_path / "models" / "3_G.pth")[k])
                for k, v in weights(tmp_path / "models" / "latest_G.pth").items())
     assert (tmp_path / "val_images" / "a_1" / "a_1_x.png").is_file()
     assert checkpoint.find_resume_state(tmp_path) == tmp_path / "training_state" / "3.state"
     assert set_aside_later(tmp_path, 3) is None  # nothing later now
+
+    restore_best(tmp_path, 2)  # the resumed best was not saved as a model: kept, with a warning
+    assert best_file.read_bytes() == before[Path("models/best_G.pth")]
+    assert "best_G.pth may be the abandoned continuation's: the resumed run's best (iteration 2) was not saved as " \
+           "models/2_G.pth" in package_log.text
     restore_best(tmp_path, 3)
     assert all(torch.equal(v, weights(tmp_path / "models" / "3_G.pth")[k]) for k, v in weights(best_file).items())
-    best_file.unlink()
-    restore_best(tmp_path, 0)  # no validation before the resumed state: no best file
+    restore_best(tmp_path, 0)  # no validation before the resumed state: best_G.pth was the continuation's
     assert not best_file.exists()
-    restore_best(tmp_path, 2)
-    assert not best_file.exists()
-    assert "best_G.pth: the resumed run's best generator (iteration 2) is no longer saved" in package_log.text
+
+
+def test_auto_resume_after_a_stop_between_a_validation_and_the_next_save_keeps_the_best_generator(tmp_path,
+                                                                                                  monkeypatch):
+    """Validation images of the iterations after the newest state are set aside, but best_G.pth, of a validation
+    before that state and never saved as a model of its own, stays."""
+    from esrgan.engine import trainer
+
+    check_health, validate, crash_at = trainer._check_health, trainer.validate, [6]
+
+    def crash(model, max_nonfinite, step):
+        check_health(model, max_nonfinite, step)
+        if step in crash_at:
+            raise RuntimeError("killed")
+
+    def best_at_3(model, dataset, evaluator, scale, step, *args, **kwargs):
+        return validate(model, dataset, evaluator, scale, step, *args, **kwargs) | {"psnr": 30.0 if step == 3 else 10.0}
+
+    monkeypatch.setattr(trainer, "_check_health", crash)
+    monkeypatch.setattr(trainer, "validate", best_at_3)
+    val = {"name": "v", "dataroot_GT": str(REPO_ROOT / "datasets" / "demo" / "val")}
+    sr = {"model": "sr", "train.gan.niter": 0, "train.psnr.niter": 8, "train.val_freq": 1, "logger.save_freq": 4,
+          "datasets.val": val}
+    with pytest.raises(RuntimeError, match="killed"):
+        train(options(tmp_path, **sr))
+    run = tmp_path / "run"
+    best = (run / "models" / "best_G.pth").read_bytes()  # iteration 3's, not saved as models/3_G.pth
+    crash_at.clear()
+    train(options(tmp_path, **sr), auto_resume=True)
+    assert (run / "models" / "best_G.pth").read_bytes() == best
+    (aside,) = run.glob("abandoned_*")
+    assert sorted(p.name for p in (aside / "val_images").rglob("*.png")) == [
+        f"{name}_5.png" for name in ("brick", "grass", "gravel")]  # iteration 6 stopped before its validation
+    assert (aside / "models" / "best_G.pth").read_bytes() == best
 
 
 def test_the_best_record_is_kept_per_phase_and_a_nan_psnr_never_wins():
@@ -621,8 +656,9 @@ def test_resuming_an_older_state_of_the_run_keeps_the_later_checkpoints_it_would
     assert (run / "models" / "4_G.pth").read_bytes() != later["models/4_G.pth"]  # the resumed run's own
     assert sorted(p.name for p in (aside / "val_images").rglob("*.png")) == ["brick_4.png", "grass_4.png",
                                                                                 "gravel_4.png"]
-    assert (f"path.resume_state: this run had gone on past iteration 2; the checkpoints and validation images of "
-            f"its iterations 4 (and its latest and best generators) were moved to {aside}") in log_texts(run)
+    assert (f"path.resume_state: this run had gone on past iteration 2; what it wrote for iterations 4 "
+            f"(checkpoints, validation images, its latest generator and a copy of best_G.pth) was moved to {aside}"
+            ) in log_texts(run)
 
 def test_validation_images_that_cannot_be_written_are_reported_and_training_goes_on(tmp_path, monkeypatch):
     from esrgan.engine import trainer
@@ -655,7 +691,8 @@ def test_training_data_inside_the_run_folder_a_new_run_would_move_aside_is_refus
         ["crops"]
 
 
-def test_an_option_file_or_vgg_weights_inside_the_run_folder_a_new_run_would_move_aside_is_refused(tmp_path):
+def test_an_option_file_or_vgg_weights_inside_the_run_folder_a_new_run_would_move_aside_is_refused(tmp_path,
+                                                                                                     capsys):
     """A copy of the options kept in the run folder (as BasicSR keeps its own) and run again would be moved into
     the archive, and the same command would fail the next time."""
     from esrgan.cli import train_main
@@ -667,6 +704,8 @@ def test_an_option_file_or_vgg_weights_inside_the_run_folder_a_new_run_would_mov
     options_file.write_text((REPO_ROOT / "options" / "train_demo.yml").read_text())
     args = ["-opt", str(options_file), "--set", *[f"{k}={as_yaml(v)}" for k, v in settings.items()]]
     assert train_main(args) == 2
+    assert f"error: the option file ({options_file}) inside {run}, the folder of an earlier run" in \
+        capsys.readouterr().err
     import torchvision
 
     torch.save(torchvision.models.vgg19().features[:9].state_dict(), run / "vgg.pth")  # TINY's feature_layer 8
@@ -762,6 +801,16 @@ def test_resuming_with_the_same_total_batch_on_another_number_of_processes_keeps
     assert _draws(order(2, 2)) != _draws(order(2, 1))  # half the samples per iteration
     assert _draws(order(2, 2, enlarge=1)) != _draws(order(4, 1, enlarge=1))  # 7 samples: padded to 8 for 2
     assert _draws(order(2, 2, images=8, enlarge=1)) == _draws(order(4, 1, images=8, enlarge=1))
+
+    from esrgan.data.loader import TrainSampler
+
+    def iterations(batch, processes, enlarge):  # each iteration's (image, augmentation seed) pairs, all ranks
+        shares = [list(TrainSampler(7, 10, True, enlarge, rank, processes)) for rank in range(processes)]
+        return [sorted(x for share in shares for x in share[i * batch:(i + 1) * batch])
+                for i in range(len(shares[0]) // batch)]
+
+    assert iterations(2, 2, enlarge=2) == iterations(4, 1, enlarge=2)  # what _draws says
+    assert iterations(2, 2, enlarge=1)[0] != iterations(4, 1, enlarge=1)[0]
 
 
 def test_a_loss_report_over_another_window_than_print_freq_says_so(tmp_path):

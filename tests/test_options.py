@@ -836,3 +836,10 @@ def test_milestones_that_do_not_increase_are_refused():
     assert error_of(with_value(minimal_train(), "train.gan.scheduler.milestones", [5, 5])) == (
         "train.gan.scheduler.milestones: [5, 5] do not increase; give each iteration once, in order (PyTorch would "
         "apply gamma at a repeated one once per repetition)")
+
+
+def test_a_yaml_alias_to_a_node_that_holds_it_is_refused_by_key():
+    raw = load_yaml("name: t\ntrain:\n  psnr:\n    scheduler:\n      milestones: &m [*m]\n")
+    with pytest.raises(OptionError, match=r"^train\.psnr\.scheduler\.milestones\[0\]: the YAML alias here refers to "
+                                          r"a node that holds it; an option cannot hold itself$"):
+        apply_overrides(raw, [])

@@ -187,6 +187,20 @@ def test_a_set_with_no_readable_image_is_named_and_the_sets_before_it_are_kept(d
     assert not (out / "broken" / "metrics.csv").exists()
 
 
+def test_an_option_file_inside_the_results_folder_it_would_move_aside_is_refused(data, tmp_path):
+    """A copy of the options kept in the results folder and run again would go into the archive, and the same
+    command would then fail."""
+    from esrgan.engine.tester import test
+
+    option_file = tmp_path / "results" / "spec" / "mine.yml"
+    option_file.parent.mkdir(parents=True)
+    option_file.write_text("name: spec\n")
+    with pytest.raises(ValueError, match=r"^the option file \(.*mine\.yml\) inside .*spec, the folder of an "
+                                         r"earlier run of this name"):
+        test(opts(data, tmp_path / "results"), option_file=option_file)
+    assert option_file.is_file()
+
+
 def test_test_data_inside_the_results_folder_it_would_move_aside_is_refused_and_nothing_moves(data, tmp_path):
     gt = tmp_path / "results" / "spec" / "s"  # an earlier run's output, or data put there by mistake
     for name in "ab":
@@ -439,12 +453,12 @@ def test_the_interpolation_sweep_reports_psnr_and_niqe_per_alpha(photos, tmp_pat
 
 def test_ma_scores_must_cover_the_set(photos, tmp_path):
     (tmp_path / "ma.csv").write_text("name,ma\nchelsea,6\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"^ma_scores of dataset photos: .*ma.csv: no Ma score for 1 of the 2 "
-                                         r"images: coffee"):
+    with pytest.raises(ValueError, match=r"^datasets\.photos\.ma_scores: .*ma.csv: no Ma score for 1 of the 2 "
+                                         r"images of photos: coffee"):
         run_test(perceptual_opts(photos, tmp_path, datasets={"photos": {
             "dataroot_GT": str(photos / "gt"), "metrics": ["niqe"], "ma_scores": str(tmp_path / "ma.csv")}}))
     (tmp_path / "ma.csv").write_text("name,score\nchelsea,6\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"^ma_scores of dataset photos: .*ma.csv: a Ma-score file needs the "
+    with pytest.raises(ValueError, match=r"^datasets\.photos\.ma_scores: .*ma.csv: a Ma-score file needs the "
                                          r"columns name and ma"):
         run_test(perceptual_opts(photos, tmp_path, datasets={"photos": {
             "dataroot_GT": str(photos / "gt"), "metrics": ["niqe"], "ma_scores": str(tmp_path / "ma.csv")}}))

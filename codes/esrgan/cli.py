@@ -88,6 +88,6 @@ def test_main(argv: list[str] | None = None) -> int:
     def job() -> None:
         from .engine.tester import test
 
-        test(load_options(TestOptions, args.opt, args.set))
+        test(load_options(TestOptions, args.opt, args.set), option_file=Path(args.opt))
 
     return _run(job)

@@ -743,7 +743,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     the file shares through YAML aliases (`b: *a`) are copied apart first: an override changes only the key
     named."""
     for key, value in raw.items():
-        raw[key] = _unshared(value)
+        raw[key] = _unshared(value, key)
     for item in overrides:
         dotted, _, text = item.partition("=")
         parts = dotted.strip().split(".")
@@ -773,12 +773,18 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
-def _unshared(node: Any) -> Any:
-    """A copy of a raw tree whose mappings and lists appear once each (copy.deepcopy would keep the sharing)."""
+def _unshared(node: Any, key: str, inside: frozenset[int] = frozenset()) -> Any:
+    """A copy of the raw tree `node` (at option `key`) whose mappings and lists appear once each (copy.deepcopy
+    would keep the sharing); a node that holds itself (`a: &x [*x]`) is refused."""
+    if isinstance(node, dict | list):
+        if id(node) in inside:
+            raise OptionError(f"{key}: the YAML alias here refers to a node that holds it; an option cannot hold "
+                              "itself")
+        inside = inside | {id(node)}
     if isinstance(node, dict):
-        return {key: _unshared(value) for key, value in node.items()}
+        return {name: _unshared(value, _join(key, str(name)), inside) for name, value in node.items()}
     if isinstance(node, list):
-        return [_unshared(value) for value in node]
+        return [_unshared(value, f"{key}[{i}]", inside) for i, value in enumerate(node)]
     return node
 
 

@@ -42,8 +42,9 @@ class TrainSampler(Sampler[tuple[int, int]]):
         self.per_rank = math.ceil(dataset_len * enlarge_ratio / world_size)
         if self.per_rank * world_size > MAX_EPOCH_SAMPLES:  # the epoch's order is drawn whole: 16 bytes a sample
             raise ValueError(f"datasets.train.dataset_enlarge_ratio: {enlarge_ratio} x {dataset_len} training images "
-                             f"is {dataset_len * enlarge_ratio:,} samples per epoch, more than the "
-                             f"{MAX_EPOCH_SAMPLES:,} an epoch's order may hold in memory; lower the ratio")
+                             f"is {self.per_rank * world_size:,} samples per epoch (padded to a multiple of the "
+                             f"{world_size} processes), more than the {MAX_EPOCH_SAMPLES:,} an epoch's order may "
+                             "hold in memory; lower the ratio")
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.epoch = epoch

@@ -8,6 +8,7 @@ Layout of a run folder:
     training_state/<iter>.state                 everything needed to resume (weights, optimizers, schedulers,
                                                 RNG states, iteration, best metrics)
     training_state/latest                       the iteration of the newest complete state (written last)
+    abandoned_<time>/                           what the run wrote after the state it was resumed from
 """
 
 from __future__ import annotations
@@ -96,25 +97,12 @@ def drop_psnr_best(run_dir: Path, psnr_end: int) -> None:
                  BEST_G, psnr_end)
 
 
-def restore_best(run_dir: Path, best_iter: int) -> None:
-    """Resumed from a state older than the run's newest, whose best_G.pth `set_aside_later` moved away: put back
-    the generator of the resumed best record (of iteration `best_iter`, 0 for none) when that iteration's file
-    is there."""
-    saved = run_dir / "models" / f"{best_iter}_G.pth"
-    if best_iter and saved.is_file():
-        atomic_save(torch.load(saved, map_location="cpu", weights_only=True), run_dir / "models" / BEST_G)
-        log.info("models/%s: the generator of iteration %d again, the best of the resumed run", BEST_G, best_iter)
-    elif best_iter:
-        log.warning("models/%s: the resumed run's best generator (iteration %d) is no longer saved; the file comes "
-                    "back at this run's next best validation", BEST_G, best_iter)
-
-
 def set_aside_later(run_dir: Path, step: int) -> tuple[Path, list[int]] | None:
-    """Resumed at `step` from a state older than the run's newest: move the later continuation's checkpoints,
-    validation images, latest and best generators into <run>/abandoned_<time>/ (as they lay), so that this
-    run's saves of the same iterations do not overwrite them; models/latest_G.pth becomes iteration `step`'s
-    generator again (and `restore_best` puts back the resumed run's best).
-    Returns the folder and the later iterations, or None when there are none."""
+    """Resumed at `step` from a state older than what the run wrote after it (later checkpoints, or validation
+    images of a run stopped before its next save): move those files and the latest generators into
+    <run>/abandoned_<time>/ (as they lay), with a copy of models/best_G.pth, so that this run's writes overwrite
+    none of them; models/latest_G.pth becomes iteration `step`'s generator again (`restore_best` sees to
+    best_G.pth). Returns the folder and the later iterations, or None when there are none."""
     later: dict[Path, int] = {}  # file -> its iteration
     for folder, pattern in ((run_dir / "training_state", _STATE_NAME), (run_dir / "models", _MODEL_NAME)):
         later |= {p: int(m.group(1)) for p in folder.iterdir() if (m := pattern.match(p.name))}
@@ -127,16 +115,38 @@ def set_aside_later(run_dir: Path, step: int) -> tuple[Path, list[int]] | None:
     if not later:
         return None
     aside = unused_path(run_dir / f"abandoned_{timestamp()}")
-    for path in [*later, *(run_dir / "models" / name for name in ("latest_G.pth", "latest_G.safetensors", BEST_G))]:
+    (aside / "models").mkdir(parents=True)
+    for path in [*later, *(run_dir / "models" / name for name in ("latest_G.pth", "latest_G.safetensors"))]:
         if path.is_file():
             target = aside / path.relative_to(run_dir)
             target.parent.mkdir(parents=True, exist_ok=True)
             path.rename(target)
+    if (run_dir / "models" / BEST_G).is_file():
+        shutil.copy2(run_dir / "models" / BEST_G, aside / "models" / BEST_G)
     if (run_dir / "models" / f"{step}_G.pth").is_file():
         atomic_save(torch.load(run_dir / "models" / f"{step}_G.pth", map_location="cpu", weights_only=True),
                     run_dir / "models" / "latest_G.pth")
     atomic_write_text(run_dir / "training_state" / LATEST, f"{step}\n")
     return aside, sorted(set(later.values()))
+
+
+def restore_best(run_dir: Path, best_iter: int) -> None:
+    """After `set_aside_later`: models/best_G.pth may be the abandoned continuation's (a copy is set aside). Make
+    it the generator of the resumed best record (of iteration `best_iter`, 0 for none) where that iteration's
+    file is there; without a record it goes; otherwise it stays, with a warning."""
+    best_file, saved = run_dir / "models" / BEST_G, run_dir / "models" / f"{best_iter}_G.pth"
+    if not best_file.is_file():
+        return
+    if best_iter and saved.is_file():
+        atomic_save(torch.load(saved, map_location="cpu", weights_only=True), best_file)
+        log.info("models/%s: the generator of iteration %d again, the best of the resumed run", BEST_G, best_iter)
+    elif not best_iter:
+        best_file.unlink()
+        log.info("models/%s deleted: the resumed run had no validation yet", BEST_G)
+    else:
+        log.warning("models/%s may be the abandoned continuation's: the resumed run's best (iteration %d) was not "
+                    "saved as models/%d_G.pth; it is replaced when a validation of this run beats that record",
+                    BEST_G, best_iter, best_iter)
 
 
 def saved_iterations(run_dir: Path) -> list[int]:

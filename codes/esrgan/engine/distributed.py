@@ -51,7 +51,7 @@ def init_distributed(device: torch.device, timeout_s: int = 1800) -> World:
                   f"WORLD_SIZE={world_size} to join", file=sys.stderr)
         try:
             _join(backend, rank, world_size, datetime.timedelta(seconds=timeout_s))
-        except dist.DistStoreError as err:  # rank 0 waited for the others in vain
+        except dist.DistError as err:  # rank 0 waited for the others in vain, or another rank for rank 0
             raise OSError(f"the {world_size} processes did not all join within train.dist_timeout ({timeout_s} s) "
                           f"({err}){hint}") from err
     return World(rank, world_size, local_rank)

@@ -83,8 +83,9 @@ def _gan_state(net: nn.Module, path: str) -> dict[str, torch.Tensor]:
     return gan
 
 
-def test(o: TestOptions) -> Path:
-    """Run every test set of `o` (at every interpolation alpha); returns the results folder."""
+def test(o: TestOptions, option_file: Path | None = None) -> Path:
+    """Run every test set of `o` (read from `option_file`) at every interpolation alpha; returns the results
+    folder."""
     # What can fail on bad input runs before the results folder is touched (earlier results there are moved
     # aside only then); the log file gets these records afterwards.
     setup_logging(backlog=True)
@@ -102,7 +103,8 @@ def test(o: TestOptions) -> Path:
                                    scored=bool(set(ds.metrics) - NO_REFERENCE))
                 for ds in o.datasets.values()]
     gan = _gan_state(net_g, o.path.interp_gan_model) if o.path.interp_gan_model else None
-    ma_scores = {ds.name: _ma_scores(ds, dataset) for ds, dataset in zip(o.datasets.values(), datasets, strict=True)}
+    ma_scores = {ds.name: _ma_scores(ds, f"datasets.{key}.ma_scores", dataset)
+                 for (key, ds), dataset in zip(o.datasets.items(), datasets, strict=True)}
     m = o.metric_options
     evaluator = Evaluator([k for k in METRICS if any(k in ds.metrics for ds in o.datasets.values())], scale,
                           m.niqe_channel, m.lpips_net, m.lpips_weights, device)
@@ -111,7 +113,9 @@ def test(o: TestOptions) -> Path:
     refuse_inputs_inside(out_dir, {f"datasets.{key}.{field}": getattr(ds, field) for key, ds in o.datasets.items()
                                    for field in ("dataroot_GT", "dataroot_LQ", "ma_scores")}
                          | {"path.pretrain_model_G": o.path.pretrain_model_G,
-                            "path.interp_gan_model": o.path.interp_gan_model})
+                            "path.interp_gan_model": o.path.interp_gan_model,
+                            "metric_options.lpips_weights": o.metric_options.lpips_weights,
+                            "the option file": str(option_file) if option_file is not None else None})
     archived = archive_existing(out_dir)
     out_dir.mkdir(parents=True)
     add_log_file(out_dir / f"test_{o.name}_{timestamp()}.log")
@@ -173,8 +177,9 @@ def _batches(dataset: PairedImageDataset, batch_size: int) -> Iterator[list[dict
     yield from pending.values()
 
 
-def _ma_scores(ds: TestSetOpt, dataset: PairedImageDataset) -> dict[str, float] | None:
-    """The Ma scores of a set's images (for the perceptual index), checked to cover every image."""
+def _ma_scores(ds: TestSetOpt, key: str, dataset: PairedImageDataset) -> dict[str, float] | None:
+    """The Ma scores of a set's images (for the perceptual index; `key` names the option), checked to cover every
+    image."""
     if ds.ma_scores is None:
         if "niqe" in ds.metrics:
             log.info("%s: no Ma scores (datasets.<key>.ma_scores), so the perceptual index PI = ((10 - Ma) + NIQE) "
@@ -183,11 +188,11 @@ def _ma_scores(ds: TestSetOpt, dataset: PairedImageDataset) -> dict[str, float] 
     try:
         scores = read_ma_scores(ds.ma_scores)
     except ValueError as err:
-        raise ValueError(f"ma_scores of dataset {ds.name}: {err}") from None
+        raise ValueError(f"{key}: {err}") from None
     missing = [name for name in dataset.keys if name not in scores]
     if missing:
-        raise ValueError(f"ma_scores of dataset {ds.name}: {ds.ma_scores}: no Ma score for {len(missing)} of the "
-                         f"{len(dataset)} images: {listing(missing)}")
+        raise ValueError(f"{key}: {ds.ma_scores}: no Ma score for {len(missing)} of the {len(dataset)} images of "
+                         f"{ds.name}: {listing(missing)}")
     return scores
 
 

@@ -570,9 +570,13 @@ def train(o: TrainOptions, auto_resume: bool = False, option_file: Path | None =
             _report_resume(resume, model, changed, data_order)
         aside = set_aside_later(run_dir, start_step) if continuing else None
         if aside is not None:
-            log.warning("%s: this run had gone on past iteration %d; the checkpoints and validation images of its "
-                        "iterations %s (and its latest and best generators) were moved to %s, so that this run's "
-                        "saves do not overwrite them", resume.source, start_step, _iterations(aside[1]), aside[0])
+            log.warning("%s: this run had gone on past iteration %d; what it wrote for iterations %s "
+                        "(checkpoints, validation images, its latest generator and a copy of best_G.pth) was moved "
+                        "to %s, so that this run's saves do not overwrite it", resume.source, start_step,
+                        _iterations(aside[1]), aside[0])
+            if o.logger.save_safetensors:
+                save_generator_state(model.deployable_generator().state_dict(),
+                                     run_dir / "models" / "latest_G.safetensors")
         if continuing and best.get("phase") == "psnr" and model.phase(start_step + 1) == "gan":
             drop_psnr_best(run_dir, o.train.psnr.niter)  # resumed in the GAN phase before its first validation
         elif aside is not None:

@@ -115,8 +115,9 @@ def error_summary(err: Exception) -> str:
     if needed:
         return f"{type(err).__name__}: it asks for {needed}, which could run arbitrary code"
     text = str(err).splitlines()[0] if str(err) else ""
-    if len(text) > 200:  # whole sentences where there are any
-        text = text[: text.rfind(". ", 0, 200) + 1] or text[:200] + "..."
+    if len(text) > 200:  # whole sentences where they make up most of it
+        end = text.rfind(". ", 80, 200)
+        text = text[: end + 1] if end > 0 else text[:200] + "..."
     return f"{type(err).__name__}: {text}" if text and "weights_only" not in text else type(err).__name__
 
 

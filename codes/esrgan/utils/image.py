@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from .files import atomic_output
+from .logger import RANK_LOCAL
 from .misc import listing
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ _warned: set[str] = set()
 def _warn_once(kind: str, message: str) -> None:
     if kind not in _warned:
         _warned.add(kind)
-        log.warning(message)
+        log.warning(message, extra=RANK_LOCAL)  # each process reads its own images
 
 
 def list_images(folder: str | Path) -> list[Path]:
