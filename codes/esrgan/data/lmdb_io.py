@@ -331,12 +331,15 @@ def create_lmdb(
             # The same folder moved (mv, rsync -a) keeps every image's size and time; another one does not.
             raise ValueError(f"{output_path} was made from {source}, not from {input_dir}: choose another output "
                              f"path, or delete {output_path} to make it again from {input_dir}")
-        _remove_foreign(env, output_path, input_dir, sorted(existing - keys.keys()), remove_missing)
+        foreign = sorted(existing - keys.keys())
+        if foreign and not remove_missing:
+            raise _foreign_refused(output_path, input_dir, foreign)
         # Missing, or changed since it was stored (without a record: since the last complete run began).
         todo = [key for key in keys if key not in existing or (
             recorded[key] != signatures[key] if key in recorded else signatures[key][1] > written_ns)]
-        if todo:  # until the run completes, the LMDB must not pass for the complete one meta_info.txt lists
+        if foreign or todo:  # until the run completes, the LMDB must not pass for the complete one meta_info.txt lists
             (output_path / META_INFO).unlink(missing_ok=True)
+        _remove_foreign(env, output_path, input_dir, foreign)
         failed = _store(env, {key: keys[key] for key in todo}, len(keys), compress_level, workers, commit_every,
                         progress)
         _record_sources(output_path, input_dir.resolve(),
@@ -356,18 +359,19 @@ def create_lmdb(
     return len(keys)
 
 
-def _remove_foreign(env: lmdb.Environment, output_path: Path, input_dir: Path, foreign: list[str],
-                    remove_missing: bool) -> None:
-    """Delete the keys of images no longer in `input_dir` (with `remove_missing`), else refuse them."""
+def _foreign_refused(output_path: Path, input_dir: Path, foreign: list[str]) -> ValueError:
+    """The error for images of the LMDB no longer in `input_dir`, without --remove-missing."""
+    return ValueError(
+        f"{output_path} holds {len(foreign)} images that are not in {input_dir} ({listing(foreign, 5)}): it "
+        "was made from another folder (delete it or choose another output path), or these images have "
+        "been removed from this one since (then run again with --remove-missing to delete them here too)"
+    )
+
+
+def _remove_foreign(env: lmdb.Environment, output_path: Path, input_dir: Path, foreign: list[str]) -> None:
+    """Delete the keys of the images no longer in `input_dir`."""
     if not foreign:
         return
-    if not remove_missing:
-        raise ValueError(
-            f"{output_path} holds {len(foreign)} images that are not in {input_dir} ({listing(foreign, 5)}): it "
-            "was made from another folder (delete it or choose another output path), or these images have "
-            "been removed from this one since (then run again with --remove-missing to delete them here too)"
-        )
-    (output_path / META_INFO).unlink(missing_ok=True)  # it lists them: written again when the run completes
     with env.begin(write=True) as txn:
         for key in foreign:
             txn.delete(key.encode("utf-8"))
@@ -408,12 +412,11 @@ def _store(env: lmdb.Environment, todo: dict[str, Path], total: int, compress_le
 
 def _drop_failed(env: lmdb.Environment, output_path: Path, input_dir: Path, failed: dict[str, str],
                  keys: dict[str, Path]) -> OSError:
-    """Delete what an earlier run stored of the images that could not be read now (key -> why), and the LMDB's
-    meta_info.txt (an LMDB that lists an image with its old pixels would look complete); the error naming them."""
+    """Delete what an earlier run stored of the images that could not be read now (key -> why): an LMDB that
+    holds an image with its old pixels would look complete once meta_info.txt is written; the error naming them."""
     with env.begin(write=True) as txn:
         for key in failed:
             txn.delete(key.encode("utf-8"))
-    (output_path / META_INFO).unlink(missing_ok=True)
     noun = "image" if len(failed) == 1 else "images"
     return OSError(f"{len(failed)} {noun} of {input_dir} could not be stored in {output_path}:\n"
                   + "".join(f"  {keys[key]}: {why}\n" for key, why in failed.items())

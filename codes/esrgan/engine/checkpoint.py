@@ -103,9 +103,7 @@ def set_aside_later(run_dir: Path, step: int) -> tuple[Path, list[int]] | None:
     <run>/abandoned_<time>/ (as they lay), with a copy of models/best_G.pth, so that this run's writes overwrite
     none of them; models/latest_G.pth becomes iteration `step`'s generator again (`restore_best` sees to
     best_G.pth). Returns the folder and the later iterations, or None when there are none."""
-    later: dict[Path, int] = {}  # file -> its iteration
-    for folder, pattern in ((run_dir / "training_state", _STATE_NAME), (run_dir / "models", _MODEL_NAME)):
-        later |= {p: int(m.group(1)) for p in folder.iterdir() if (m := pattern.match(p.name))}
+    later = _checkpoint_files(run_dir)
     val_images = run_dir / "val_images"
     for image_dir in val_images.iterdir() if val_images.is_dir() else []:
         for p in image_dir.glob(f"{glob.escape(image_dir.name)}_*.png"):
@@ -163,11 +161,16 @@ def prune(run_dir: Path, keep_last: int, newest: int, protected: tuple[int, ...]
     state moves them away first: `set_aside_later`)."""
     saved = saved_iterations(run_dir)
     keep = set([i for i in saved if i <= newest][-keep_last:] + [i for i in saved if i > newest]) | set(protected)
-    for folder, pattern in ((run_dir / "training_state", _STATE_NAME), (run_dir / "models", _MODEL_NAME)):
-        for path in folder.iterdir():
-            match = pattern.match(path.name)
-            if match and int(match.group(1)) not in keep:
-                path.unlink()
+    for path, iteration in _checkpoint_files(run_dir).items():
+        if iteration not in keep:
+            path.unlink()
+
+
+def _checkpoint_files(run_dir: Path) -> dict[Path, int]:
+    """Every training state and per-iteration model file of a run, with its iteration."""
+    return {p: int(m.group(1)) for folder, pattern in ((run_dir / "training_state", _STATE_NAME),
+                                                       (run_dir / "models", _MODEL_NAME))
+            for p in folder.iterdir() if (m := pattern.match(p.name))}
 
 
 def find_resume_state(run_dir: Path) -> Path | None:

@@ -36,6 +36,7 @@ from ..utils.image import tensor2img, write_image
 from ..utils.logger import add_log_file, setup_logging
 from ..utils.misc import (
     archive_existing,
+    listing,
     refuse_inputs_inside,
     rng_state,
     select_device,
@@ -464,13 +465,6 @@ def _report_resume(resume: Resume, model: SRModel, changed: dict[str, tuple[Any,
                                 for key, (saved, now) in reordered.items()))
 
 
-def _iterations(iterations: list[int]) -> str:
-    """4, 6, 8; a long list as 4, 6, ..., 100 (50 in all)."""
-    if len(iterations) <= 6:
-        return ", ".join(map(str, iterations))
-    return f"{iterations[0]}, {iterations[1]}, ..., {iterations[-1]} ({len(iterations)} in all)"
-
-
 def _data_order(o: TrainOptions, images: int, world_size: int) -> dict[str, Any]:
     """What fixes the training batches of each iteration: a resumed run sees the batches the uninterrupted run
     would have seen only if these are those of the saved run."""
@@ -573,7 +567,7 @@ def train(o: TrainOptions, auto_resume: bool = False, option_file: Path | None =
             log.warning("%s: this run had gone on past iteration %d; what it wrote for iterations %s "
                         "(checkpoints, validation images, its latest generator and a copy of best_G.pth) was moved "
                         "to %s, so that this run's saves do not overwrite it", resume.source, start_step,
-                        _iterations(aside[1]), aside[0])
+                        listing([str(i) for i in aside[1]], 6), aside[0])
             if o.logger.save_safetensors:
                 save_generator_state(model.deployable_generator().state_dict(),
                                      run_dir / "models" / "latest_G.safetensors")
