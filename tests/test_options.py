@@ -105,6 +105,15 @@ def test_every_unknown_key_is_listed_at_once_with_basicsrs_names_translated():
         "--nproc_per_node=N train.py -opt ..."]
 
 
+def test_a_key_yaml_reads_as_null_or_a_boolean_is_named_as_written():
+    raw = minimal_train() | {None: 3, True: 4}
+    assert error_of(raw) == ("2 unknown options:\n"
+                             "  unknown option null: valid keys here are name, model, scale, device, datasets, "
+                             "network_G, network_D, network_F, path, train, logger, speed, metric_options\n"
+                             "  unknown option true: valid keys here are name, model, scale, device, datasets, "
+                             "network_G, network_D, network_F, path, train, logger, speed, metric_options")
+
+
 def test_unknown_keys_inside_named_test_sets_are_found():
     raw = {"name": "t", "path": {"pretrain_model_G": "x.pth"},
            "datasets": {"a": {"dataroot_GT": "x", "metricz": ["psnr"]}}}
@@ -194,6 +203,8 @@ def test_values_of_other_codes_get_their_counterpart(key, value, message):
                            "where the option has a default)"),
     ("train.manual_seed", 10**20, "train.manual_seed: 100000000000000000000 is out of range; it must be in "
                                   "[0, 4294967295]"),
+    # as written, not as its 301 digits
+    ("network_G.nf", "1e300", "network_G.nf: 1e300 is out of range; it must be in [1, 1024]"),
 ])
 def test_a_boolean_or_null_or_too_large_value_is_named_as_such(key, value, message):
     assert error_of(with_value(minimal_train(), key, value)) == message

@@ -521,9 +521,10 @@ def _unknown_keys(cls: type, raw: Any, prefix: str, root_cls: type, overridden: 
     hints = typing.get_type_hints(cls)
     messages = []
     for key, value in raw.items():
-        name, path = key, _join(prefix, str(key))
+        shown = "null" if key is None else str(key).lower() if isinstance(key, bool) else str(key)
+        name, path = key, _join(prefix, shown)
         if key not in fields:
-            message = _unknown_key_message(root_cls, prefix, str(key), list(fields))
+            message = _unknown_key_message(root_cls, prefix, shown, list(fields))
             messages.append(message + (" (given with --set)" if _from_set(path, overridden) else ""))
             same_but_case = [f for f in fields if f.lower() == str(key).lower()]
             if not same_but_case:
@@ -650,11 +651,14 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
             problems += _messages(err)
             continue
         lo, hi = f.metadata.get("lo"), f.metadata.get("hi")
-        for item in value if isinstance(value, list) else [value]:
+        given = raw[name] if isinstance(raw[name], list) else [raw[name]]
+        for item, written in zip(value if isinstance(value, list) else [value], given, strict=True):
             numeric = isinstance(item, int | float) and not isinstance(item, bool)
             if numeric and ((lo is not None and item < lo) or (hi is not None and item > hi)):
                 bounds = f">= {lo}" if hi is None else f"in [{lo}, {hi}]" if lo is not None else f"<= {hi}"
-                problems.append(f"{key}: {item!r} is out of range; it must be {bounds}")
+                # As written: 1e300 for an integer option, not its 301 digits
+                shown = _as_written(written) if isinstance(written, str | int | float) else repr(item)
+                problems.append(f"{key}: {shown} is out of range; it must be {bounds}")
                 break
         values[name] = value
     if problems:
