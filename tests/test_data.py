@@ -72,6 +72,26 @@ def test_training_crops_of_gt_and_lq_are_aligned(tmp_path, scale):
         assert any(np.array_equal(lq, pose) for win in windows for pose in dihedral_poses(win))
 
 
+@pytest.mark.parametrize("replacement, problem", [
+    ("lq", "{lq} is too small for GT_size 32: its LQ is 6x5, smaller than 8x8"),
+    ("gt", "im1 ({gt} is 32x40, {lq} is 9x10; GT must be 4 x LQ)"),
+])
+def test_an_image_replaced_during_the_run_by_one_that_does_not_fit_is_named(tmp_path, replacement, problem):
+    """The sizes are checked at the start, from the files' headers; a crop of a smaller image was an error of
+    random.randrange that named no file."""
+    gt_dir, lq_dir, _ = make_pairs(tmp_path, 4, [(12, 16), (10, 9)])
+    ds = PairedImageDataset("t", 4, gt_dir, lq_dir, gt_size=32)
+    if replacement == "lq":
+        write_rgb(tmp_path / "LQ" / "im1.png", random_rgb(5, 6, seed=5))
+    else:
+        write_rgb(tmp_path / "GT" / "im1.png", random_rgb(40, 32, seed=5))
+    assert ds[(0, 1)]["LQ"].shape == (3, 8, 8)
+    with pytest.raises(ValueError) as info:
+        ds[(1, 1)]
+    assert str(info.value) == "dataset t: an image changed since the run started: " + problem.format(
+        lq=tmp_path / "LQ" / "im1.png", gt=tmp_path / "GT" / "im1.png")
+
+
 def lq_patch_counts(tmp_path: Path, use_flip: bool, use_rot: bool, draws: int = 200) -> Counter[bytes]:
     """How often each LQ patch comes, drawn from one 8x8 image cropped to 8x8: only the augmentation can change
     them."""
@@ -424,7 +444,7 @@ def test_an_image_that_fails_to_decode_during_training_names_file_and_dataset(tm
     assert "a.png" in str(info.value) and "skip_corrupt" in str(info.value)
 
 
-def test_skip_corrupt_replaces_an_undecodable_image_and_counts_it(tmp_path):
+def test_skip_corrupt_replaces_an_undecodable_image_and_counts_it_and_reports_it_once(tmp_path, package_log):
     write_rgb(tmp_path / "GT" / "a.png", random_rgb(32, 32, seed=0))
     write_rgb(tmp_path / "GT" / "b.png", random_rgb(32, 32, seed=1))
     truncate_pixels(tmp_path / "GT" / "a.png")
@@ -432,6 +452,11 @@ def test_skip_corrupt_replaces_an_undecodable_image_and_counts_it(tmp_path):
     sample = ds[(0, 123)]
     # a, then a again (the retry is a seeded random pick among all images), then b
     assert sample["name"] == "b" and ds.skipped == 2
+    assert ds[(0, 5)]["name"] == "b" and ds.skipped > 2  # the next epoch draws it again
+    # (a set: caplog may see a record twice, through the package logger and through the root logger)
+    warnings = sorted({r.getMessage() for r in package_log.records if r.levelname == "WARNING"})
+    assert len(warnings) == 1 and warnings[0].startswith("dataset t: skipped unreadable image a (1 skipped so far "
+                                                         "in this process, each image reported once): ")
 
 
 def test_a_sample_seed_fixes_crop_and_augmentation(tmp_path):

@@ -97,6 +97,7 @@ class PairedImageDataset(Dataset):
         self.degradation = degradation
         self.skip_corrupt = skip_corrupt
         self.skipped = 0
+        self.reported: set[str] = set()
         self.gt: ImageSource | None = open_source(dataroot_GT, data_type) if dataroot_GT else None
         self.lq: ImageSource | None = open_source(dataroot_LQ, data_type) if dataroot_LQ else None
         self.keys = sorted((self.gt or self.lq).keys())
@@ -230,6 +231,10 @@ class PairedImageDataset(Dataset):
         else:
             raise OSError(f"dataset {self.name}: {MAX_SKIPS + 1} unreadable images in a row; check the data")
         if self.gt_size is not None:
+            # The sizes were checked at the start, from the files' headers; an image replaced since may not fit.
+            problems, _ = self._size_problems([key], {} if gt is None else {key: gt.shape[:2]}, {key: lq.shape[:2]})
+            if problems:
+                raise ValueError(f"dataset {self.name}: an image changed since the run started: {problems[0]}")
             gt, lq = self._random_crop(rng, gt, lq)
             if self.use_flip or self.use_rot:
                 # As the original code: the horizontal flip comes with use_flip, the vertical flip and the
@@ -261,8 +266,10 @@ class PairedImageDataset(Dataset):
             raise OSError(f"dataset {self.name}: {err} (set skip_corrupt: true in the dataset options to skip "
                           "unreadable images)") from err
         self.skipped += 1
-        log.warning("dataset %s: skipped unreadable image %s (%d skipped so far in this process): %s", self.name,
-                    key, self.skipped, err, extra=RANK_LOCAL)
+        if key not in self.reported:  # a training set draws it again every epoch
+            self.reported.add(key)
+            log.warning("dataset %s: skipped unreadable image %s (%d skipped so far in this process, each image "
+                        "reported once): %s", self.name, key, self.skipped, err, extra=RANK_LOCAL)
 
     def _random_crop(self, rng: random.Random, gt: np.ndarray, lq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         lq_size = self.gt_size // self.scale
