@@ -17,6 +17,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 import warnings
 from pathlib import Path
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "codes"))
 
 from esrgan.archs.layouts import describe_hparams, load_generator_state, save_generator_state
 from esrgan.archs.rrdbnet import RRDBNet
-from esrgan.utils.files import atomic_output, cannot_write, output_problem
+from esrgan.utils.files import atomic_output, atomic_write_bytes, cannot_write, output_problem
 
 TOLERANCE = 1e-4
 EXPORT_SIZE = (16, 16)
@@ -80,13 +81,19 @@ def export_onnx(net: RRDBNet, in_nc: int, path: Path) -> str:
 def export_torchscript(net: RRDBNet, in_nc: int, path: Path) -> str:
     """Write `net` as a traced TorchScript module and say how it was checked."""
     # torch.jit is deprecated upstream (torch >= 2.10) but its files still load with torch.jit.load and libtorch.
-    with warnings.catch_warnings(), atomic_output(path) as tmp:
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit")
         # torch's own trace check reruns the example input; the check below on another size is the stronger one.
         traced = torch.jit.trace(net, torch.rand(1, in_nc, *EXPORT_SIZE), check_trace=False)
-        torch.jit.save(traced, tmp)
+        # In memory, then written by atomic_write_bytes: torch.jit.save's own writer aborts the process on a full
+        # disk (an uncaught C++ exception).
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer)
         x = torch.rand(1, in_nc, *CHECK_SIZE)
-        return check(max_difference(torch.jit.load(tmp)(x), net(x)), "TorchScript")
+        buffer.seek(0)
+        note = check(max_difference(torch.jit.load(buffer)(x), net(x)), "TorchScript")
+    atomic_write_bytes(path, buffer.getbuffer())
+    return note
 
 
 def main(argv: list[str] | None = None) -> int:

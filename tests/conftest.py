@@ -1,5 +1,7 @@
 """Suite-wide settings."""
 
+import errno
+import io
 import logging
 import os
 from pathlib import Path
@@ -65,3 +67,30 @@ def find_processes():
         return found
 
     return find
+
+
+class _FullDisk(io.FileIO):
+    """A file on a disk that fills after `room` bytes, as a write reports it: OSError ENOSPC without a file name."""
+
+    def __init__(self, path, mode: str, room: int) -> None:
+        super().__init__(path, mode.replace("b", ""))
+        self.room = room
+
+    def write(self, data) -> int:
+        if len(data) > self.room:
+            super().write(bytes(data)[: self.room])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= len(data)
+        return super().write(data)
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    """Call it to fill the disk for the atomic writes of esrgan.utils.files (checkpoints, weights files, markers,
+    logs' option files): from then on, each such file fails to write after `room` bytes."""
+    from esrgan.utils import files
+
+    def fill(room: int = 10) -> None:
+        monkeypatch.setattr(files, "open", lambda path, mode: _FullDisk(path, mode, room), raising=False)
+
+    return fill

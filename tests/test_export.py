@@ -42,6 +42,18 @@ def test_an_export_that_cannot_be_written_says_so_in_one_line(tmp_path, tiny, ca
     assert capsys.readouterr().err == f"error: cannot write {out}: File exists ({tmp_path / 'taken'})\n"
 
 
+@pytest.mark.parametrize("fmt, name", [("torchscript", "g.pt"), ("safetensors", "g.safetensors")])
+def test_an_export_to_a_full_disk_says_so_in_one_line_and_leaves_no_temporary(tmp_path, tiny, capsys, full_disk,
+                                                                               fmt, name):
+    """torch.jit.save's own writer aborted the process (an uncaught C++ exception) on a full disk."""
+    if fmt == "safetensors":
+        pytest.importorskip("safetensors")
+    full_disk()
+    assert export_main()([str(tmp_path / "g.pth"), "--format", fmt, "-o", str(tmp_path / name)]) == 1
+    assert capsys.readouterr().err == f"error: cannot write {tmp_path / name}: No space left on device\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.pth"]
+
+
 def test_safetensors_export_holds_the_weights_and_hyperparameters(tmp_path, tiny):
     safetensors = pytest.importorskip("safetensors")
     assert export_main()([str(tmp_path / "g.pth"), "--format", "safetensors", "-o", str(tmp_path / "g.safetensors")]) \

@@ -1,11 +1,14 @@
 """Atomic writes (utils/files.py): a failed write leaves the previous file whole, a finished one is on disk."""
 
+import errno
 import os
 import stat
 
 import pytest
 import torch
 
+from esrgan.archs.layouts import save_generator_state
+from esrgan.archs.rrdbnet import RRDBNet
 from esrgan.utils import files
 from esrgan.utils.files import atomic_output, atomic_save, atomic_write_text
 
@@ -56,24 +59,36 @@ def test_the_file_and_then_its_directory_are_flushed_to_disk(tmp_path, monkeypat
     assert (tmp_path / "latest.txt").read_text(encoding="utf-8") == "1000\n"
 
 
-def test_a_torch_save_that_fails_to_write_raises_oserror_and_keeps_the_previous_file(tmp_path, monkeypatch):
-    """torch.save reports a full disk as a RuntimeError ("unexpected pos"); atomic_save makes it an OSError."""
-    atomic_save({"a": torch.zeros(1)}, tmp_path / "w.pth")
-
-    def full_disk(obj, f):
-        raise RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 64 vs 0")
-
-    monkeypatch.setattr(files.torch, "save", full_disk)
+@pytest.mark.parametrize("name, write", [
+    ("w.pth", lambda path: atomic_save({"a": torch.ones(1000)}, path)),
+    ("latest", lambda path: atomic_write_text(path, "x" * 1000)),
+    ("g.safetensors", lambda path: save_generator_state(RRDBNet(3, 3, 4, 1, 2).state_dict(), path)),
+])
+def test_a_full_disk_is_an_oserror_naming_the_file_and_the_previous_file_stays(tmp_path, full_disk, name, write):
+    """torch.save's own writer reports a full disk as a RuntimeError about stream positions and safetensors as a
+    SafetensorError; atomic writes serialise in memory and write the bytes themselves."""
+    if name.endswith(".safetensors"):
+        pytest.importorskip("safetensors")
+    target = tmp_path / name
+    write(target)
+    before = target.read_bytes()
+    full_disk()
     with pytest.raises(OSError) as info:
-        atomic_save({"a": torch.ones(1)}, tmp_path / "w.pth")
-    assert str(info.value) == ("[Errno 5] torch.save failed (RuntimeError: [enforce fail at inline_container.cc:626] "
-                               f". unexpected pos 64 vs 0): '{tmp_path / 'w.pth'}'")
-    assert files.cannot_write(tmp_path / "w.pth", info.value) == (
-        f"cannot write {tmp_path / 'w.pth'}: torch.save failed (RuntimeError: [enforce fail at "
-        "inline_container.cc:626] . unexpected pos 64 vs 0)")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.pth"]
-    assert torch.load(tmp_path / "w.pth", weights_only=True)["a"].item() == 0
+        write(target)
+    assert str(info.value) == f"[Errno 28] No space left on device: '{target}'"
+    assert files.cannot_write(target, info.value) == f"cannot write {target}: No space left on device"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]
+    assert target.read_bytes() == before
 
+
+def test_a_temporary_that_cannot_be_made_is_reported_as_the_file(tmp_path, monkeypatch):
+    def refused(prefix, suffix, dir):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), f"{dir}/{prefix}abc{suffix}")
+
+    monkeypatch.setattr(files.tempfile, "mkstemp", refused)
+    with pytest.raises(PermissionError) as info:
+        atomic_write_text(tmp_path / "latest", "1\n")
+    assert str(info.value) == f"[Errno 13] Permission denied: '{tmp_path / 'latest'}'"
 
 
 def test_a_long_error_is_cut_after_a_whole_sentence_or_marked_as_cut():

@@ -233,6 +233,34 @@ def test_interrupted_run_keeps_committed_batches_and_a_rerun_finishes(tmp_path, 
     assert len(read_meta_info(tmp_path / "out.lmdb")) == 10
 
 
+def test_a_disk_that_fills_says_so_in_one_error_naming_the_lmdb_and_a_rerun_finishes(tmp_path, monkeypatch):
+    """LMDB reports a full disk as a commit's I/O error (lmdb.Error), which used to end in a traceback."""
+    src = _folder(tmp_path / "in", [f"{i:02d}.png" for i in range(10)])
+    real_commit, commits = lmdb_io._commit, []
+
+    class FullDisk:
+        def __init__(self, env: lmdb.Environment) -> None:
+            self.path = env.path
+
+        def begin(self, write: bool):
+            raise lmdb.Error("mdb_txn_commit: Input/output error")
+
+    def fills_at_the_second(env, batch):
+        commits.append(len(batch))
+        real_commit(FullDisk(env) if len(commits) == 2 else env, batch)
+
+    monkeypatch.setattr(lmdb_io, "_ESTIMATE_SAMPLES", 2)
+    monkeypatch.setattr(lmdb_io, "_commit", fills_at_the_second)
+    with pytest.raises(OSError) as info:
+        create_lmdb(src, tmp_path / "out.lmdb", commit_every=2, progress=False)
+    assert str(info.value) == (f"cannot write the LMDB {tmp_path / 'out.lmdb'} (mdb_txn_commit: Input/output error); "
+                               "if its disk is full, free some space and run the same command again: it keeps the "
+                               "images already stored")
+    assert len(_stored_values(tmp_path / "out.lmdb")) == 2
+    monkeypatch.setattr(lmdb_io, "_commit", real_commit)
+    assert create_lmdb(src, tmp_path / "out.lmdb", progress=False) == 10
+
+
 def test_map_grows_when_the_size_estimate_is_too_small(tmp_path, monkeypatch):
     # Random pixels do not compress: three 128x128 RGB images take about 150 KB, more than twice the 64 KiB map.
     src = _folder(tmp_path / "in", ["a.png", "b.png", "c.png"], shape=(128, 128, 3))

@@ -164,14 +164,16 @@ def test_a_checkpoint_is_models_then_state_then_marker_each_atomic_and_pruning_c
 def test_a_crash_while_the_state_is_written_leaves_the_previous_checkpoint_current(tmp_path, monkeypatch):
     net = torch.nn.Linear(1, 1)
     checkpoint.save_checkpoint(tmp_path, 1, {"G": net}, {"iter": 1}, keep_last=1)
-    real_save = torch.save
+    from esrgan.utils import files
 
-    def save(obj, path, *args, **kwargs):
-        real_save(obj, path, *args, **kwargs)
-        if str(path).endswith(".state"):
+    real_replace = files.os.replace
+
+    def replace(source, target):
+        if str(target).endswith(".state"):
             raise OSError("disk gone")  # the state's bytes are out, the rename has not happened
+        real_replace(source, target)
 
-    monkeypatch.setattr(torch, "save", save)
+    monkeypatch.setattr(files.os, "replace", replace)
     with pytest.raises(OSError, match="disk gone"):
         checkpoint.save_checkpoint(tmp_path, 2, {"G": net}, {"iter": 2}, keep_last=1)
     states = tmp_path / "training_state"
@@ -226,9 +228,14 @@ def test_after_resuming_an_older_state_keep_last_never_prunes_what_was_just_save
 
 def test_a_save_without_enough_disk_space_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda _: type("U", (), {"free": 1000})())
-    with pytest.raises(checkpoint.DiskFullError, match="MiB free"):
+    with pytest.raises(checkpoint.DiskFullError) as info:
         checkpoint.save_checkpoint(tmp_path, 1, {"G": torch.nn.Linear(100, 100)}, {"iter": 1})
+    # 1.2 x the weights' 40,400 bytes twice (models/1_G.pth and latest_G.pth)
+    assert str(info.value) == (f"only 1.0 KiB free in {tmp_path}, a checkpoint needs about 95 KiB: free some space "
+                               "or set logger.keep_last (to keep only the newest states)")
     assert not (tmp_path / "models").exists() or not list((tmp_path / "models").iterdir())
+    with pytest.raises(checkpoint.DiskFullError, match=r"free some space or lower logger\.keep_last$"):
+        checkpoint.save_checkpoint(tmp_path, 1, {"G": torch.nn.Linear(100, 100)}, {"iter": 1}, keep_last=3)
 
 
 def test_training_state_holds_only_safely_loadable_data(tmp_path):
@@ -736,7 +743,7 @@ def test_a_stop_whose_checkpoint_does_not_fit_names_no_state_that_is_not_there(t
         train(o)
     assert checkpoint.saved_iterations(tmp_path / "run") == [1]
     text = log_text(tmp_path / "run")
-    assert "checkpoint of iteration 2 NOT saved: 3 MiB free" in text
+    assert "checkpoint of iteration 2 NOT saved (3 MiB free); training goes on, and the next save tries again" in text
     assert "Stopped by SIGINT at iteration 2 without its checkpoint (see above); --auto_resume continues from the " \
            "newest state that was saved" in text
     assert "2.state" not in text
@@ -745,8 +752,10 @@ def test_a_stop_whose_checkpoint_does_not_fit_names_no_state_that_is_not_there(t
 def test_the_temporaries_of_a_save_killed_midway_are_deleted_when_the_run_continues(tmp_path):
     sr = {"model": "sr", "train.gan.niter": 0, "logger.save_freq": 1}
     run = train(options(tmp_path, **sr, **{"train.psnr.niter": 1}))
-    leftovers = [run / "models" / ".2_G.k3j9_x.tmp.pth", run / "training_state" / ".2.q81hz0.tmp.state"]
+    leftovers = [run / "models" / ".2_G.k3j9_x.tmp.pth", run / "training_state" / ".2.q81hz0.tmp.state",
+                 run / "val_images" / "baboon" / ".baboon_2.u7f2c9.tmp.png"]
     for path in leftovers:
+        path.parent.mkdir(exist_ok=True)
         path.write_bytes(b"half a checkpo")  # what kill -9 during a save leaves: atomic_output's clean-up never ran
     train(options(tmp_path, **sr, **{"train.psnr.niter": 2}), auto_resume=True)
     assert not any(path.exists() for path in leftovers)
@@ -882,3 +891,59 @@ def test_ctrl_c_outside_the_training_loop_ends_with_one_line_and_130(capsys):
 
     assert _run(interrupted_start_up) == 130
     assert capsys.readouterr().err == "stopped by Ctrl-C (SIGINT)\n"
+
+
+# ------------------------------------------------------------------------------------------ write failures mid-run
+def test_a_disk_that_fills_during_a_save_is_logged_and_training_goes_on(tmp_path, monkeypatch):
+    """The free-space check passed, and then the disk filled while the state was written (another process)."""
+    from esrgan.engine import trainer
+
+    real_save = checkpoint.atomic_save
+
+    def fills_at_2(obj, path):
+        if Path(path).name == "2.state":
+            raise OSError(28, "No space left on device", str(path))
+        real_save(obj, path)
+
+    monkeypatch.setattr(checkpoint, "atomic_save", fills_at_2)
+    run = train(options(tmp_path, **{"model": "sr", "train.gan.niter": 0, "train.psnr.niter": 3,
+                                     "logger.save_freq": 1}))
+    assert checkpoint.saved_iterations(run) == [1, 3]
+    assert (f"checkpoint of iteration 2 NOT saved ({run / 'training_state' / '2.state'}: No space left on device); "
+            "training goes on, and the next save tries again") in log_text(run)
+    assert trainer.find_resume_state(run) == run / "training_state" / "3.state"
+
+
+def test_a_best_model_that_cannot_be_written_is_logged_and_training_goes_on(tmp_path, monkeypatch):
+    from esrgan.engine import trainer
+
+    def full(run_dir, net):
+        raise OSError(28, "No space left on device", str(run_dir / "models" / "best_G.pth"))
+
+    monkeypatch.setattr(trainer, "save_best", full)
+    run = train(options(tmp_path, **{"model": "sr", "train.gan.niter": 0, "train.psnr.niter": 2,
+                                     "train.val_freq": 1, "datasets.val.dataroot_GT": TINY[
+                                         "datasets.train.dataroot_GT"]}))
+    assert checkpoint.saved_iterations(run) == [2]
+    assert (f"models/best_G.pth NOT updated to iteration 1 ({run / 'models' / 'best_G.pth'}: No space left on "
+            "device); it holds an earlier best, and training goes on") in log_text(run)
+
+
+def test_a_run_folder_moved_during_the_run_stops_it_instead_of_starting_a_bare_one(tmp_path, monkeypatch):
+    from esrgan.engine import trainer
+
+    check_health = trainer._check_health
+
+    def move_at_2(model, max_nonfinite, step):
+        check_health(model, max_nonfinite, step)
+        if step == 2:
+            (tmp_path / "run").rename(tmp_path / "moved")
+
+    monkeypatch.setattr(trainer, "_check_health", move_at_2)
+    with pytest.raises(OSError) as info:
+        train(options(tmp_path, **{"model": "sr", "train.gan.niter": 0, "train.psnr.niter": 3,
+                                   "logger.save_freq": 1}))
+    assert str(info.value) == (f"the run folder {tmp_path / 'run'} was moved or deleted during the run; put it back "
+                               "and continue with --auto_resume")
+    assert not (tmp_path / "run").exists()
+    assert checkpoint.saved_iterations(tmp_path / "moved") == [1]

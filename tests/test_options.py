@@ -854,3 +854,17 @@ def test_a_yaml_alias_to_a_node_that_holds_it_is_refused_by_key():
     with pytest.raises(OptionError, match=r"^train\.psnr\.scheduler\.milestones\[0\]: the YAML alias here refers to "
                                           r"a node that holds it; an option cannot hold itself$"):
         apply_overrides(raw, [])
+
+
+def test_the_resolved_options_are_written_whole_or_not_at_all(tmp_path, full_disk):
+    """A full disk left an empty options_<time>.yml, with an error that named no file."""
+    from esrgan.options import dump_yaml
+
+    o = parse_options(TrainOptions, minimal_train())
+    dump_yaml(o, tmp_path / "options.yml")
+    assert yaml.safe_load((tmp_path / "options.yml").read_text())["name"] == "spec"
+    full_disk()
+    with pytest.raises(OSError) as info:
+        dump_yaml(o, tmp_path / "options_2.yml")
+    assert str(info.value) == f"[Errno 28] No space left on device: '{tmp_path / 'options_2.yml'}'"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["options.yml"]

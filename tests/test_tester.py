@@ -123,6 +123,29 @@ def test_tiled_runs_score_as_untiled_ones(plain_run, data, tmp_path):
     assert min(differences) > 10
 
 
+def test_batches_hold_consecutive_images_of_one_size_and_never_wait_for_images_further_on():
+    """A set of mixed sizes used to be decoded whole before its first batch (images waited for others of their
+    size), holding every image in memory and writing nothing until the set's end."""
+    from esrgan.engine.tester import _batches
+
+    shapes = [(3, 4, 4), (3, 4, 4), (3, 4, 5), None, (3, 4, 5), (3, 4, 5), (3, 4, 4), (3, 6, 6)]
+    decoded = []
+
+    class Mixed:
+        def __len__(self) -> int:
+            return len(shapes)
+
+        def whole_image(self, i: int):
+            decoded.append(i)
+            return None if shapes[i] is None else {"LQ": torch.zeros(shapes[i]), "name": str(i)}
+
+    names = []
+    for batch in _batches(Mixed(), 2):
+        names.append([s["name"] for s in batch])
+        assert len(decoded) <= int(batch[-1]["name"]) + 2  # at most the next image decoded ahead
+    assert names == [["0", "1"], ["2", "4"], ["5"], ["6"], ["7"]]
+
+
 def test_batches_of_same_size_images_give_the_same_results(plain_run, data, tmp_path):
     batched = run_test(opts(data, tmp_path, test={"batch_size": 2}))
     plain = metrics(plain_run / "gt" / "metrics.csv")
@@ -158,6 +181,31 @@ def test_a_run_stopped_partway_keeps_the_scores_and_summary_it_finished(plain_ru
     (log_file,) = out.glob("test_spec_*.log")
     stopped = "gt stopped after 2 of its 3 images" if stop_at == "c" else "lq stopped after 0 of its 1 images"
     assert stopped in log_file.read_text(encoding="utf-8")
+
+
+def test_a_disk_that_fills_reports_the_write_that_failed_and_leaves_no_empty_csv(data, tmp_path, monkeypatch,
+                                                                                   full_disk):
+    """The CSVs written on the way out (in `finally`) used to fail too, leaving an empty summary.csv, and their
+    error took the place of the image's."""
+    from esrgan.engine import tester
+
+    def fills_at_b(path, image):
+        if path.name == "b.png":
+            full_disk()
+            raise OSError(28, "No space left on device", str(path))
+        write_image(path, image)
+
+    monkeypatch.setattr(tester, "write_image", fills_at_b)
+    with pytest.raises(OSError) as info:
+        run_test(opts(data, tmp_path, lq_only=True))
+    out = tmp_path / "spec"
+    assert str(info.value) == f"[Errno 28] No space left on device: '{out / 'gt' / 'b.png'}'"
+    assert sorted(p.name for p in (out / "gt").iterdir()) == ["a.png"] and not (out / "summary.csv").exists()
+    (log_file,) = out.glob("test_spec_*.log")
+    text = log_file.read_text(encoding="utf-8")
+    assert (f"{out / 'gt' / 'metrics.csv'} not written ({out / 'gt' / 'metrics.csv'}: No space left on device)\n"
+            in text)
+    assert "gt stopped after 1 of its 3 images\n" in text
 
 
 def test_an_unreadable_image_with_skip_corrupt_is_left_out_once(data, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -42,7 +43,7 @@ def _run(job: Callable[[], object]) -> int:
         log_error_to_file(f"error: {err}")
         if os.environ.get("ESRGAN_TRACEBACK"):
             raise
-        print(f"error: {err}\n(set ESRGAN_TRACEBACK=1 to see the traceback)", file=sys.stderr)
+        print(f"error: {_message(err)}\n(set ESRGAN_TRACEBACK=1 to see the traceback)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C where the training loop's stop handling is not installed: start-up, test.py
         from .utils.logger import log_error_to_file
@@ -56,6 +57,17 @@ def _run(job: Callable[[], object]) -> int:
         log_error_to_file(f"error: the run ended with an unexpected error\n{traceback.format_exc()}")
         raise
     return 0
+
+
+def _message(err: Exception) -> str:
+    """An error's message; for one raised in a data-loader worker, which the DataLoader re-raises with the
+    worker's whole traceback as its message, the worker's own message and the worker's number."""
+    text = str(err)
+    worker = re.match(r"Caught \w+ in DataLoader worker process (\d+)\.\nOriginal Traceback", text)
+    if worker is None:
+        return text
+    own = re.sub(r"^[\w.]+: ", "", text.rstrip().splitlines()[-1], count=1)  # "OSError: <its message>"
+    return f"{own} (in data-loader worker {worker.group(1)})"
 
 
 def train_main(argv: list[str] | None = None) -> int:

@@ -340,7 +340,7 @@ class TestRunOpt:
     channels_last: bool = opt(False, "run the generator in the channels_last memory format")
     self_ensemble: bool = opt(False, "x8 geometric self-ensemble: average the outputs of the 8 flipped and "
                                      "transposed inputs (the '+' results of SR papers; 8 times slower)")
-    batch_size: int = opt(1, "images of the same size super-resolved together", lo=1)
+    batch_size: int = opt(1, "consecutive images of the same size super-resolved together", lo=1)
     interp_alphas: list[float] = opt(factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
                                      doc="with path.interp_gan_model: the alphas (weight of the GAN model) to "
                                          "test", lo=0, hi=1)
@@ -1107,5 +1107,6 @@ def to_dict(options: Any) -> dict:
 
 
 def dump_yaml(options: Any, path: Path) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        yaml.safe_dump(to_dict(options), fh, sort_keys=False)
+    from .utils.files import atomic_write_text  # (utils.files imports torch, which parsing options does not need)
+
+    atomic_write_text(path, yaml.safe_dump(to_dict(options), sort_keys=False))

@@ -34,7 +34,7 @@ from typing import Any, Literal, get_args
 
 import torch
 
-from ..utils.files import atomic_output, atomic_save, blocked_global, error_summary
+from ..utils.files import atomic_save, atomic_write_bytes, blocked_global, error_summary
 from ..utils.misc import listing
 from .rrdbnet import RRDBNet
 
@@ -377,11 +377,11 @@ def save_generator_state(sd: Mapping[str, torch.Tensor], path: str | Path, layou
         atomic_save({"params": state} if layout == "basicsr" else state, path)
         return
     try:
-        from safetensors.torch import save_file
+        from safetensors.torch import save
     except ImportError:
         raise ValueError(f"{path}: writing .safetensors files needs the optional safetensors package: "
                          "pip install safetensors") from None
     metadata = {name: str(value) for name, value in infer_hparams(sd).items()} | {"layout": layout}
-    with atomic_output(path) as tmp:
-        # safetensors stores each tensor as one contiguous buffer.
-        save_file({k: v.contiguous() for k, v in state.items()}, tmp, metadata=metadata)
+    # Serialised in memory and written by atomic_write_bytes, whose failures (a full disk) are OSErrors naming
+    # `path`. safetensors stores each tensor as one contiguous buffer.
+    atomic_write_bytes(path, save({k: v.contiguous() for k, v in state.items()}, metadata=metadata))

@@ -219,6 +219,9 @@ def _commit(env: lmdb.Environment, batch: list[tuple[bytes, bytes]]) -> None:
             new_size = env.info()["map_size"] * 2
             log.info("LMDB map full; growing it to %.1f MiB", new_size / 2**20)
             env.set_mapsize(new_size)
+        except _lmdb().Error as err:  # a full disk reads "mdb_txn_commit: Input/output error"
+            raise OSError(f"cannot write the LMDB {env.path()} ({err}); if its disk is full, free some space and "
+                          "run the same command again: it keeps the images already stored") from err
 
 
 def _keys_of(folder: str | Path) -> dict[str, Path]:

@@ -49,11 +49,21 @@ def tensor_bytes(obj: Any) -> int:
     return 0
 
 
-def check_disk_space(folder: Path, needed: int) -> None:
+def check_disk_space(folder: Path, needed: int, keep_last: int = 0) -> None:
     free = shutil.disk_usage(folder).free
     if free < needed * DISK_HEADROOM:
-        raise DiskFullError(f"only {free / 2**20:.0f} MiB free in {folder}, a checkpoint needs about "
-                            f"{needed * DISK_HEADROOM / 2**20:.0f} MiB: free some space or lower logger.keep_last")
+        fewer = "lower logger.keep_last" if keep_last > 0 else "set logger.keep_last (to keep only the newest states)"
+        raise DiskFullError(f"only {_size(free)} free in {folder}, a checkpoint needs about "
+                            f"{_size(needed * DISK_HEADROOM)}: free some space or {fewer}")
+
+
+def _size(n_bytes: float) -> str:
+    """Bytes in the unit that shows them best: 930 KiB, 2.5 MiB, 1300 GiB."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n_bytes >= scale or unit == "KiB":
+            value = n_bytes / scale
+            return f"{value:.1f} {unit}" if value < 10 else f"{value:.0f} {unit}"
+    raise AssertionError("unreachable")
 
 
 def cpu_state(net: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -68,7 +78,7 @@ def save_checkpoint(run_dir: Path, step: int, networks: dict[str, torch.nn.Modul
     marked state is complete."""
     weights = {name: cpu_state(net) for name, net in networks.items()}
     run_dir.mkdir(parents=True, exist_ok=True)
-    check_disk_space(run_dir, tensor_bytes(state) + tensor_bytes(weights) * 2)
+    check_disk_space(run_dir, tensor_bytes(state) + tensor_bytes(weights) * 2, keep_last)
     models = run_dir / "models"
     for name, sd in weights.items():
         atomic_save(sd, models / f"{step}_{name}.pth")

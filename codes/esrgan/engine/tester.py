@@ -8,9 +8,10 @@ ESRGAN paper section 4.4). The log ends with a summary table, also written as `r
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from ..data.paired import PairedImageDataset
 from ..metrics import perceptual_index, read_ma_scores
 from ..models.networks import build_generator, infer_generator_options, load_weights
 from ..options import NetworkGOpt, TestOptions, TestRunOpt, TestSetOpt, dump_yaml
+from ..utils.files import atomic_write_text, os_problem
 from ..utils.image import tensor2img, write_image
 from ..utils.logger import add_log_file, setup_logging
 from ..utils.misc import archive_existing, listing, refuse_inputs_inside, select_device, timestamp
@@ -153,28 +155,35 @@ def test(o: TestOptions, option_file: Path | None = None) -> Path:
     finally:  # a run stopped partway (Ctrl-C) keeps the summary of the sets it finished
         order = [ds.name for ds in o.datasets.values()]
         summaries.sort(key=lambda s: order.index(s.set))  # stable: a set's alphas stay in the given order
-        if summaries:
-            _write_summary_csv(out_dir / "summary.csv", summaries)
-        if not finished:
+        written = bool(summaries) and _write_after(lambda: _write_summary_csv(out_dir / "summary.csv", summaries),
+                                                   out_dir / "summary.csv", finished)
+        if not finished and written:
             log.warning("Stopped: %s holds the %d sets finished", out_dir / "summary.csv", len(summaries))
+        elif not finished and not summaries:
+            log.warning("Stopped before a set was finished")
     _log_summary(summaries, scale, evaluator)
     log.info("Summary in %s", out_dir / "summary.csv")
     return out_dir
 
 
 def _batches(dataset: PairedImageDataset, batch_size: int) -> Iterator[list[dict]]:
-    """Samples of `dataset` in batches of up to `batch_size` images of one LQ size (images of other sizes wait in
-    their own batches), in dataset order as far as the sizes allow."""
-    pending: dict[tuple[int, ...], list[dict]] = {}
+    """Samples of `dataset` in dataset order, in batches of up to `batch_size` consecutive images of one LQ size: a
+    batch ends early where the size changes, so that at most one batch of decoded images waits (a set of mixed
+    sizes held whole in memory, and wrote nothing until its end, when images waited for others of their size)."""
+    batch: list[dict] = []
     for i in range(len(dataset)):
         sample = dataset.whole_image(i)
         if sample is None:  # unreadable, with skip_corrupt: left out
             continue
-        batch = pending.setdefault(tuple(sample["LQ"].shape), [])
+        if batch and sample["LQ"].shape != batch[0]["LQ"].shape:
+            yield batch
+            batch = []
         batch.append(sample)
         if len(batch) == batch_size:
-            yield pending.pop(tuple(sample["LQ"].shape))
-    yield from pending.values()
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _ma_scores(ds: TestSetOpt, key: str, dataset: PairedImageDataset) -> dict[str, float] | None:
@@ -228,11 +237,11 @@ def _test_set(net: nn.Module, dataset: PairedImageDataset, ds_opt: TestSetOpt, s
         finished = True
     finally:  # a run stopped partway (Ctrl-C) keeps the rows of the images it finished
         ordered = [rows[name] for name in dataset.keys if name in rows]
-        if ordered:
-            _write_csv(set_dir / "metrics.csv", ordered)
+        written = bool(ordered) and _write_after(lambda: _write_csv(set_dir / "metrics.csv", ordered),
+                                                 set_dir / "metrics.csv", finished)
         if not finished:
-            log.warning("%s stopped after %d of its %d images; their rows are in %s", label, len(ordered),
-                        len(dataset), set_dir / "metrics.csv")
+            log.warning("%s stopped after %d of its %d images%s", label, len(ordered), len(dataset),
+                        f"; their rows are in {set_dir / 'metrics.csv'}" if written else "")
     if not ordered:
         raise dataset.none_read()
     columns = [k for k in ordered[0] if k not in ("name", "seconds")]
@@ -285,19 +294,33 @@ def _write_summary_csv(path: Path, summaries: list[SetSummary]) -> None:
     sweep = summaries[0].alpha is not None
     columns = _summary_columns(summaries)
     fields = ["set", *(["alpha"] if sweep else []), "images", *columns, "seconds_per_image"]
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields)
-        writer.writeheader()
-        for s in summaries:
-            row = {"set": s.set, "alpha": s.alpha, "images": s.images, "seconds_per_image": s.seconds_per_image}
-            writer.writerow({k: v for k, v in row.items() if k in fields} | {k: s.means.get(k, "") for k in columns})
+    rows = [{k: v for k, v in {"set": s.set, "alpha": s.alpha, "images": s.images,
+                               "seconds_per_image": s.seconds_per_image}.items() if k in fields}
+            | {k: s.means.get(k, "") for k in columns} for s in summaries]
+    _write_rows(path, fields, rows)
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-        if len(rows[0]) > 2:  # metrics besides name and seconds
-            writer.writerow(mean_row(rows))
+    _write_rows(path, list(rows[0]), rows + ([mean_row(rows)] if len(rows[0]) > 2 else []))  # metrics: a mean row
+
+
+def _write_rows(path: Path, fields: list[str], rows: list[dict]) -> None:
+    """A CSV file, written atomically: an earlier one stays whole when the disk is full."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, text.getvalue())
+
+
+def _write_after(write: Callable[[], None], path: Path, finished: bool) -> bool:
+    """`write` (of `path`) in a `finally` block: where the block ends with an error already (not `finished`), a
+    failure of the write is logged rather than put in that error's place. Whether it wrote."""
+    try:
+        write()
+    except OSError as err:
+        if finished:
+            raise
+        log.error("%s not written (%s)", path, os_problem(err))
+        return False
+    return True

@@ -31,9 +31,9 @@ from ..data.paired import PairedImageDataset
 from ..models.esrgan import ESRGANModel, SRModel, changed_settings
 from ..models.networks import build_discriminator, build_feature_extractor, build_generator, load_weights
 from ..options import TrainOptions, dump_yaml
-from ..utils.files import remove_temporaries
+from ..utils.files import os_problem, remove_temporaries
 from ..utils.image import tensor2img, write_image
-from ..utils.logger import add_log_file, setup_logging
+from ..utils.logger import TensorBoard, add_log_file, setup_logging
 from ..utils.misc import (
     archive_existing,
     listing,
@@ -45,7 +45,7 @@ from ..utils.misc import (
     timestamp,
 )
 from .checkpoint import (
-    DiskFullError,
+    BEST_G,
     check_iterations_left,
     check_phase_split,
     drop_psnr_best,
@@ -146,8 +146,9 @@ def prepare_run_dir(o: TrainOptions, resuming: bool, world: World, option_file: 
                 log.warning("An earlier run %s was moved to %s", run_dir, archived)
         for sub in ("models", "training_state", "val_images", "tb_logger"):
             (run_dir / sub).mkdir(parents=True, exist_ok=True)
-        for sub in ("models", "training_state"):  # a save the previous process was killed in
-            for leftover in remove_temporaries(run_dir / sub):
+        # what the previous process was killed in the middle of writing: a save, a validation image
+        for folder in [run_dir / "models", run_dir / "training_state", *(run_dir / "val_images").iterdir()]:
+            for leftover in remove_temporaries(folder) if folder.is_dir() else []:
                 log.info("Deleted %s, the unfinished write of an interrupted save", leftover)
     barrier(world)
     return run_dir
@@ -331,6 +332,15 @@ def _release_finished_graphs(graphs: GraphedSteps, o: TrainOptions, step: int) -
 def _no_best() -> dict[str, Any]:
     """The best-validation record before any validation (of the run, or of its GAN phase)."""
     return {"psnr": -math.inf, "ssim": -math.inf, "iter": 0}
+
+
+def _identity(folder: Path) -> tuple[int, int] | None:
+    """What tells a folder from another one put at its path later: its device and inode."""
+    try:
+        info = folder.stat()
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def _track_best(best: dict[str, Any], result: dict[str, float], step: int, phase: str
@@ -605,10 +615,9 @@ class _Run:
         # whatever val_freq, save_freq and keep_last: its model is the one to fine-tune from or interpolate with
         # (paper, 4.4).
         self.psnr_end = o.train.psnr.niter if o.model == "esrgan" and o.train.psnr.niter > 0 else None
-        self.writer = None
-        if o.logger.use_tb_logger and world.is_main:
-            from torch.utils.tensorboard import SummaryWriter
-            self.writer = SummaryWriter(log_dir=str(run_dir / "tb_logger"), purge_step=step + 1)
+        self.writer = TensorBoard(run_dir / "tb_logger", purge_step=step + 1) if o.logger.use_tb_logger \
+            and world.is_main else None
+        self.run_dir_id = _identity(run_dir)
         if val_set is not None:
             m = o.metric_options
             self.evaluator = Evaluator(o.train.val_metrics, o.scale, m.niqe_channel, m.lpips_net, m.lpips_weights,
@@ -705,6 +714,7 @@ class _Run:
         """Validate, log and keep the best model of the phase. NIQE is scored at every val_niqe_every-th
         validation, counted from the iteration so that a resumed run keeps the rhythm, and at a phase's end."""
         o, model = self.o, self.model
+        self._check_run_dir()
         niqe_now = (step // o.train.val_freq) % o.train.val_niqe_every == 0 or phase_end
         result = validate(model, self.val_set, self.evaluator, o.scale, step, self.run_dir, self.writer,
                           o.logger.tb_images if o.logger.use_tb_logger else 0, self.world, o.train.val_tile,
@@ -717,14 +727,26 @@ class _Run:
                 self.writer.add_scalar(f"val/{key}_bicubic", self.bicubic[key], step)
         self.best, improved = _track_best(self.best, result, step, model.phase(step))
         if improved and self.world.is_main:
-            save_best(self.run_dir, model.deployable_generator())
+            try:
+                save_best(self.run_dir, model.deployable_generator())
+            except OSError as err:
+                log.error("models/%s NOT updated to iteration %d (%s); it holds an earlier best, and training goes "
+                          "on", BEST_G, step, os_problem(err))
         log.info("Best validation of the %s phase: PSNR %.2f dB%s at iter %d", model.phase(step), self.best["psnr"],
                  f", SSIM {self.best['ssim']:.4f}" if "ssim" in result else "", self.best["iter"])
+
+    def _check_run_dir(self) -> None:
+        """Stop when the run folder was moved or deleted: writing on would make a bare folder of its name, and
+        split the run's checkpoints between the two."""
+        if self.world.is_main and _identity(self.run_dir) != self.run_dir_id:
+            raise OSError(f"the run folder {self.run_dir} was moved or deleted during the run; put it back and "
+                          "continue with --auto_resume")
 
     def save(self, step: int) -> bool:
         """Save the checkpoint of `step`; False on every rank (after logging why) when it did not fit on the
         disk."""
         o, model, world = self.o, self.model, self.world
+        self._check_run_dir()
         state = {"iter": step, "phase": model.phase(step), "psnr_niter": o.train.psnr.niter,
                  "model": model.state_dict(), "rng": rng_state(), "best": self.best, "data_order": self.data_order,
                  "epoch_position": list(divmod(step, self.iters_per_epoch))}  # for a reader: resuming derives it
@@ -739,10 +761,11 @@ class _Run:
                     save_generator_state(nets["G"].state_dict(), self.run_dir / "models" / "latest_G.safetensors")
                 log.info("Saved %s and training_state/%d.state", ", ".join(f"models/{step}_{n}.pth" for n in nets),
                          step)
-            except DiskFullError as err:
+            except OSError as err:  # a full disk (found before writing, or while), no permission
                 if step == self.total:
                     raise
-                log.error("checkpoint of iteration %d NOT saved: %s", step, err)
+                log.error("checkpoint of iteration %d NOT saved (%s); training goes on, and the next save tries "
+                          "again", step, os_problem(err))
                 saved = False
         # Rank 0's answer for every rank; the all-reduce also holds them until its save is done.
         return not any_rank(not saved, world, model.device)

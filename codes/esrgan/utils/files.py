@@ -7,7 +7,7 @@ crash at any moment leaves either the old file or the new one, never a truncated
 
 from __future__ import annotations
 
-import errno
+import io
 import os
 import re
 import tempfile
@@ -28,12 +28,13 @@ def _umask() -> int:
 @contextmanager
 def atomic_output(path: str | Path) -> Iterator[Path]:
     """A temporary path to write (it keeps `path`'s extension, which some writers need); it replaces `path`
-    only when the block ends without error."""
+    only when the block ends without error. An OSError of the temporary (a full disk) names `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+        os.close(fd)
         yield Path(tmp)
         # mkstemp makes owner-only files, and so do writers that replace the file themselves (safetensors):
         # the usual permissions, once written.
@@ -42,8 +43,15 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
         _fsync_directory(path.parent)
+    except OSError as err:
+        if err.filename is not None and not _is_temporary(Path(err.filename), path):
+            raise  # about another file (a file where a folder must be made)
+        if err.errno is None:
+            raise OSError(f"cannot write {path}: {err}") from err
+        raise OSError(err.errno, err.strerror, str(path)) from err
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
 
 
 def cannot_write(path: str | Path, err: OSError) -> str:
@@ -51,9 +59,18 @@ def cannot_write(path: str | Path, err: OSError) -> str:
     the error concerns when that is another one (a file where a folder must be made), never the temporary."""
     path = Path(path)
     concerns = Path(err.filename) if err.filename else path
-    temporary = concerns.parent == path.parent and concerns.name.startswith(f".{path.stem}.")
-    other = "" if concerns == path or temporary else f" ({concerns})"
+    other = "" if concerns == path or _is_temporary(concerns, path) else f" ({concerns})"
     return f"cannot write {path}: {err.strerror or err}{other}"
+
+
+def os_problem(err: OSError) -> str:
+    """'<file>: <reason>' for an OSError that names its file, else its text."""
+    return f"{err.filename}: {err.strerror}" if err.filename and err.strerror else str(err)
+
+
+def _is_temporary(name: Path, path: Path) -> bool:
+    """Whether `name` is (or would have been) a temporary file of `atomic_output(path)`."""
+    return name.parent == path.parent and name.name.startswith(f".{path.stem}.")
 
 
 def output_problem(output: Path, source: Path) -> str | None:
@@ -86,19 +103,22 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> None:
+    with atomic_output(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+
+
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """torch.save, atomically. A write that fails (a full disk) raises OSError, as other writes do, where
-    torch.save raises RuntimeError."""
-    with atomic_output(path) as tmp:
-        try:
-            torch.save(obj, tmp)
-        except RuntimeError as err:  # str(): "[Errno 5] torch.save failed (...): '<path>'"
-            raise OSError(errno.EIO, f"torch.save failed ({error_summary(err)})", str(path)) from err
+    """torch.save, atomically. It serialises in memory and writes the bytes itself, so that a write that fails (a
+    full disk) raises the OSError that says why, naming `path`; torch.save's own file writer reports it as a
+    RuntimeError about stream positions."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getbuffer())
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    with atomic_output(path) as tmp:
-        tmp.write_text(text, encoding="utf-8", newline="\n")
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def blocked_global(err: Exception) -> str | None:

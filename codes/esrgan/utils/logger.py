@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -65,13 +67,30 @@ def setup_logging(level: int = logging.INFO, backlog: bool = False, own_news_onl
     return logger
 
 
+class _LogFile(logging.FileHandler):
+    """A log file that, once it cannot be written (a full disk), says so once on the console and is left
+    alone, where logging would print a traceback for every record."""
+
+    failed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        self.failed = True
+        err = sys.exc_info()[1]
+        tqdm.write(f"{FORMAT.formatTime(record, FORMAT.datefmt)} ERROR: cannot write the log file {self.baseFilename} "
+                   f"({err}); the console goes on logging", file=sys.stderr)
+
+
 def add_log_file(log_file: Path, own_news_only: bool = False) -> None:
     """Also log to `log_file`, starting with the records kept since setup_logging(backlog=True). With
     `own_news_only`, only errors and `RANK_LOCAL` warnings go there, and the file is made only when there is
     one."""
     logger = logging.getLogger(ROOT_LOGGER)
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    file_handler = logging.FileHandler(log_file, encoding="utf-8", delay=own_news_only)
+    file_handler = _LogFile(log_file, encoding="utf-8", delay=own_news_only)
     file_handler.setFormatter(FORMAT)
     if own_news_only:
         file_handler.addFilter(_own_news)
@@ -89,3 +108,41 @@ def log_error_to_file(message: str) -> None:
     for handler in logger.handlers:
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)
+
+
+class TensorBoard:
+    """TensorBoard's SummaryWriter for the few calls training makes, where a write that fails (a full disk)
+    stops TensorBoard logging with one error, and training goes on, rather than the run with a traceback."""
+
+    def __init__(self, log_dir: Path, purge_step: int) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.log_dir = log_dir
+        self.writer: Any = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
+        # Its writes happen in a thread, which prints the error's traceback before the next call raises it.
+        self._thread_hook = threading.excepthook
+        threading.excepthook = self._quiet_writer_thread
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        self._call("add_scalar", tag, value, step)
+
+    def add_image(self, tag: str, image: Any, step: int, dataformats: str) -> None:
+        self._call("add_image", tag, image, step, dataformats=dataformats)
+
+    def close(self) -> None:
+        self._call("close")
+        threading.excepthook = self._thread_hook
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> None:
+        if self.writer is None:
+            return
+        try:
+            getattr(self.writer, method)(*args, **kwargs)
+        except Exception as err:
+            self.writer = None
+            logging.getLogger(ROOT_LOGGER).error("TensorBoard logging stopped: cannot write %s (%s); training goes on "
+                                                 "(the log file has the figures)", self.log_dir, err)
+
+    def _quiet_writer_thread(self, args: threading.ExceptHookArgs) -> None:
+        if type(args.thread).__name__ != "_AsyncWriterThread":
+            self._thread_hook(args)
