@@ -66,7 +66,7 @@ def test_the_file_and_then_its_directory_are_flushed_to_disk(tmp_path, monkeypat
 ])
 def test_a_full_disk_is_an_oserror_naming_the_file_and_the_previous_file_stays(tmp_path, full_disk, name, write):
     """torch.save's own writer reports a full disk as a RuntimeError about stream positions and safetensors as a
-    SafetensorError; atomic writes serialise in memory and write the bytes themselves."""
+    SafetensorError; atomic writes write through a Python file (torch.save) or write the bytes themselves."""
     if name.endswith(".safetensors"):
         pytest.importorskip("safetensors")
     target = tmp_path / name

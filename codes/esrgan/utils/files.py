@@ -7,7 +7,7 @@ crash at any moment leaves either the old file or the new one, never a truncated
 
 from __future__ import annotations
 
-import io
+import errno
 import os
 import re
 import tempfile
@@ -109,12 +109,14 @@ def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> None:
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """torch.save, atomically. It serialises in memory and writes the bytes itself, so that a write that fails (a
-    full disk) raises the OSError that says why, naming `path`; torch.save's own file writer reports it as a
-    RuntimeError about stream positions."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    atomic_write_bytes(path, buffer.getbuffer())
+    """torch.save, atomically. It writes through a Python file, so that a write that fails (a full disk) raises
+    the OSError that says why, naming `path`; torch.save's own writer of a path reports it as a RuntimeError
+    about stream positions."""
+    with atomic_output(path) as tmp, open(tmp, "wb") as fh:
+        try:
+            torch.save(obj, fh)
+        except RuntimeError as err:  # should a torch release wrap the file's error
+            raise OSError(errno.EIO, f"torch.save failed ({error_summary(err)})") from err
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
