@@ -85,8 +85,7 @@ def export_torchscript(net: RRDBNet, in_nc: int, path: Path) -> str:
         warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit")
         # torch's own trace check reruns the example input; the check below on another size is the stronger one.
         traced = torch.jit.trace(net, torch.rand(1, in_nc, *EXPORT_SIZE), check_trace=False)
-        # In memory, then written by atomic_write_bytes: torch.jit.save's own writer aborts the process on a full
-        # disk (an uncaught C++ exception).
+        # In memory, then written by Python: torch.jit.save's own writer aborts the process on a full disk.
         buffer = io.BytesIO()
         torch.jit.save(traced, buffer)
         x = torch.rand(1, in_nc, *CHECK_SIZE)

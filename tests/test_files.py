@@ -3,6 +3,9 @@
 import errno
 import os
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -99,3 +102,38 @@ def test_a_long_error_is_cut_after_a_whole_sentence_or_marked_as_cut():
     assert error_summary(RuntimeError("x" * 300)) == f"RuntimeError: {'x' * 200}..."
     assert error_summary(RuntimeError("Bad. " + "x" * 300)) == f"RuntimeError: Bad. {'x' * 195}..."  # too short
     assert error_summary(RuntimeError("short. second line\nmore")) == "RuntimeError: short. second line"
+
+
+WRITE_OVER_THE_LIMIT = """
+import resource, signal, sys, torch
+sys.path.insert(0, {codes!r})
+from esrgan.archs.layouts import save_generator_state
+from esrgan.archs.rrdbnet import RRDBNet
+from esrgan.utils.files import atomic_save
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+try:
+    {write}
+except OSError as err:
+    print(err)
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="a file size limit (RLIMIT_FSIZE) is POSIX")
+@pytest.mark.parametrize("name, write", [
+    ("w.pth", "atomic_save({{'a': torch.ones(10_000)}}, {path!r})"),
+    ("g.safetensors", "save_generator_state(RRDBNet(3, 3, 8, 2, 4).state_dict(), {path!r})"),
+])
+def test_writers_that_hit_a_real_limit_raise_the_oserror_naming_the_file(tmp_path, name, write):
+    """The real writers, not a stand-in: a file size limit fails a write as a full disk does (with EFBIG)."""
+    if name.endswith(".safetensors"):
+        pytest.importorskip("safetensors")
+    target = tmp_path / name
+    target.write_bytes(b"the previous file")
+    script = WRITE_OVER_THE_LIMIT.format(codes=str(Path(files.__file__).parents[2]),
+                                         write=write.format(path=str(target)))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"[Errno 27] File too large: '{target}'\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+    assert target.read_bytes() == b"the previous file"

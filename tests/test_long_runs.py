@@ -925,8 +925,47 @@ def test_a_best_model_that_cannot_be_written_is_logged_and_training_goes_on(tmp_
                                      "train.val_freq": 1, "datasets.val.dataroot_GT": TINY[
                                          "datasets.train.dataroot_GT"]}))
     assert checkpoint.saved_iterations(run) == [2]
+    text = log_text(run)
     assert (f"models/best_G.pth NOT updated to iteration 1 ({run / 'models' / 'best_G.pth'}: No space left on "
-            "device); it holds an earlier best, and training goes on") in log_text(run)
+            "device); it keeps the best so far, and training goes on\n") in text
+    assert "No best validation of the psnr phase yet\n" in text
+    # the record is what best_G.pth holds: none was written, so the state holds none either
+    assert torch.load(run / "training_state" / "2.state", weights_only=True)["best"]["iter"] == 0
+
+
+def test_a_latest_safetensors_that_cannot_be_written_leaves_the_checkpoint_saved(tmp_path, monkeypatch):
+    pytest.importorskip("safetensors")
+    from esrgan.engine import trainer
+
+    def full(sd, path):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(trainer, "save_generator_state", full)
+    run = train(options(tmp_path, **{"model": "sr", "train.gan.niter": 0, "train.psnr.niter": 2,
+                                     "logger.save_freq": 1, "logger.save_safetensors": True}))
+    assert checkpoint.saved_iterations(run) == [1, 2]
+    text = log_text(run)
+    assert (f"models/latest_G.safetensors NOT updated ({run / 'models' / 'latest_G.safetensors'}: No space left on "
+            "device); the checkpoint of iteration 1 is saved\n") in text
+    assert "NOT saved" not in text
+
+
+def test_only_a_folder_that_is_gone_or_another_one_counts_as_moved(tmp_path, monkeypatch):
+    from esrgan.engine.trainer import _identity, _moved
+
+    (tmp_path / "run").mkdir()
+    identity = _identity(tmp_path / "run")
+    assert not _moved(tmp_path / "run", identity)
+    (tmp_path / "run").rename(tmp_path / "moved")
+    assert _moved(tmp_path / "run", identity)  # gone
+    (tmp_path / "run").mkdir()
+    assert _moved(tmp_path / "run", identity)  # another folder of its name
+
+    def stale(self, **kwargs):
+        raise OSError(116, "Stale file handle", str(self))
+
+    monkeypatch.setattr(Path, "stat", stale)
+    assert not _moved(tmp_path / "moved", identity)  # a passing error of a network file system
 
 
 def test_a_run_folder_moved_during_the_run_stops_it_instead_of_starting_a_bare_one(tmp_path, monkeypatch):

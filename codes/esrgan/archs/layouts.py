@@ -382,6 +382,6 @@ def save_generator_state(sd: Mapping[str, torch.Tensor], path: str | Path, layou
         raise ValueError(f"{path}: writing .safetensors files needs the optional safetensors package: "
                          "pip install safetensors") from None
     metadata = {name: str(value) for name, value in infer_hparams(sd).items()} | {"layout": layout}
-    # Serialised in memory and written by atomic_write_bytes, whose failures (a full disk) are OSErrors naming
-    # `path`. safetensors stores each tensor as one contiguous buffer.
+    # In memory, then written by Python (safetensors' own writer fails with a SafetensorError). safetensors
+    # stores each tensor as one contiguous buffer.
     atomic_write_bytes(path, save({k: v.contiguous() for k, v in state.items()}, metadata=metadata))

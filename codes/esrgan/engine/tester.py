@@ -155,8 +155,7 @@ def test(o: TestOptions, option_file: Path | None = None) -> Path:
     finally:  # a run stopped partway (Ctrl-C) keeps the summary of the sets it finished
         order = [ds.name for ds in o.datasets.values()]
         summaries.sort(key=lambda s: order.index(s.set))  # stable: a set's alphas stay in the given order
-        written = bool(summaries) and _write_after(lambda: _write_summary_csv(out_dir / "summary.csv", summaries),
-                                                   out_dir / "summary.csv", finished)
+        written = bool(summaries) and _write_after(_write_summary_csv, out_dir / "summary.csv", summaries, finished)
         if not finished and written:
             log.warning("Stopped: %s holds the %d sets finished", out_dir / "summary.csv", len(summaries))
         elif not finished and not summaries:
@@ -237,8 +236,7 @@ def _test_set(net: nn.Module, dataset: PairedImageDataset, ds_opt: TestSetOpt, s
         finished = True
     finally:  # a run stopped partway (Ctrl-C) keeps the rows of the images it finished
         ordered = [rows[name] for name in dataset.keys if name in rows]
-        written = bool(ordered) and _write_after(lambda: _write_csv(set_dir / "metrics.csv", ordered),
-                                                 set_dir / "metrics.csv", finished)
+        written = bool(ordered) and _write_after(_write_csv, set_dir / "metrics.csv", ordered, finished)
         if not finished:
             log.warning("%s stopped after %d of its %d images%s", label, len(ordered), len(dataset),
                         f"; their rows are in {set_dir / 'metrics.csv'}" if written else "")
@@ -313,11 +311,11 @@ def _write_rows(path: Path, fields: list[str], rows: list[dict]) -> None:
     atomic_write_text(path, text.getvalue())
 
 
-def _write_after(write: Callable[[], None], path: Path, finished: bool) -> bool:
-    """`write` (of `path`) in a `finally` block: where the block ends with an error already (not `finished`), a
+def _write_after(write: Callable[[Path, list], None], path: Path, rows: list, finished: bool) -> bool:
+    """`write(path, rows)` in a `finally` block: where the block ends with an error already (not `finished`), a
     failure of the write is logged rather than put in that error's place. Whether it wrote."""
     try:
-        write()
+        write(path, rows)
     except OSError as err:
         if finished:
             raise

@@ -149,7 +149,7 @@ def prepare_run_dir(o: TrainOptions, resuming: bool, world: World, option_file: 
         # what the previous process was killed in the middle of writing: a save, a validation image
         for folder in [run_dir / "models", run_dir / "training_state", *(run_dir / "val_images").iterdir()]:
             for leftover in remove_temporaries(folder) if folder.is_dir() else []:
-                log.info("Deleted %s, the unfinished write of an interrupted save", leftover)
+                log.info("Deleted %s, the unfinished write of an interrupted run", leftover)
     barrier(world)
     return run_dir
 
@@ -334,13 +334,21 @@ def _no_best() -> dict[str, Any]:
     return {"psnr": -math.inf, "ssim": -math.inf, "iter": 0}
 
 
-def _identity(folder: Path) -> tuple[int, int] | None:
+def _identity(folder: Path) -> tuple[int, int]:
     """What tells a folder from another one put at its path later: its device and inode."""
-    try:
-        info = folder.stat()
-    except OSError:
-        return None
+    info = folder.stat()
     return info.st_dev, info.st_ino
+
+
+def _moved(folder: Path, identity: tuple[int, int]) -> bool:
+    """Whether `folder` is no longer the folder of `identity` (gone, or another one); a passing error of a network
+    file system (ESTALE, EIO) is not taken for that."""
+    try:
+        return _identity(folder) != identity
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
 
 
 def _track_best(best: dict[str, Any], result: dict[str, float], step: int, phase: str
@@ -615,8 +623,8 @@ class _Run:
         # whatever val_freq, save_freq and keep_last: its model is the one to fine-tune from or interpolate with
         # (paper, 4.4).
         self.psnr_end = o.train.psnr.niter if o.model == "esrgan" and o.train.psnr.niter > 0 else None
-        self.writer = TensorBoard(run_dir / "tb_logger", purge_step=step + 1) if o.logger.use_tb_logger \
-            and world.is_main else None
+        tensorboard = o.logger.use_tb_logger and world.is_main
+        self.writer = TensorBoard(run_dir / "tb_logger", purge_step=step + 1) if tensorboard else None
         self.run_dir_id = _identity(run_dir)
         if val_set is not None:
             m = o.metric_options
@@ -725,20 +733,30 @@ class _Run:
             for key, value in result.items():
                 self.writer.add_scalar(f"val/{key}", value, step)
                 self.writer.add_scalar(f"val/{key}_bicubic", self.bicubic[key], step)
-        self.best, improved = _track_best(self.best, result, step, model.phase(step))
+        best, improved = _track_best(self.best, result, step, model.phase(step))
+        failed = False
         if improved and self.world.is_main:
             try:
                 save_best(self.run_dir, model.deployable_generator())
             except OSError as err:
-                log.error("models/%s NOT updated to iteration %d (%s); it holds an earlier best, and training goes "
+                log.error("models/%s NOT updated to iteration %d (%s); it keeps the best so far, and training goes "
                           "on", BEST_G, step, os_problem(err))
-        log.info("Best validation of the %s phase: PSNR %.2f dB%s at iter %d", model.phase(step), self.best["psnr"],
-                 f", SSIM {self.best['ssim']:.4f}" if "ssim" in result else "", self.best["iter"])
+                failed = True
+        if improved and any_rank(failed, self.world, model.device):
+            # The record is what models/best_G.pth holds: the phase's record without this result.
+            best, _ = _track_best(self.best, {"psnr": math.nan}, step, model.phase(step))
+        self.best = best
+        if best["iter"] == 0:  # NaN, or a first best that could not be written
+            log.info("No best validation of the %s phase yet", model.phase(step))
+            return
+        log.info("Best validation of the %s phase: PSNR %.2f dB%s at iter %d", model.phase(step), best["psnr"],
+                 f", SSIM {best['ssim']:.4f}" if "ssim" in result else "", best["iter"])
 
     def _check_run_dir(self) -> None:
-        """Stop when the run folder was moved or deleted: writing on would make a bare folder of its name, and
-        split the run's checkpoints between the two."""
-        if self.world.is_main and _identity(self.run_dir) != self.run_dir_id:
+        """Stop, on every rank, when rank 0 finds the run folder moved or deleted: writing on would make a bare
+        folder of its name, and split the run's checkpoints between the two."""
+        gone = self.world.is_main and _moved(self.run_dir, self.run_dir_id)
+        if any_rank(gone, self.world, self.model.device):
             raise OSError(f"the run folder {self.run_dir} was moved or deleted during the run; put it back and "
                           "continue with --auto_resume")
 
@@ -757,8 +775,6 @@ class _Run:
             try:
                 save_checkpoint(self.run_dir, step, nets, state, o.logger.keep_last,
                                 keep=(self.psnr_end,) if self.psnr_end else ())
-                if o.logger.save_safetensors:
-                    save_generator_state(nets["G"].state_dict(), self.run_dir / "models" / "latest_G.safetensors")
                 log.info("Saved %s and training_state/%d.state", ", ".join(f"models/{step}_{n}.pth" for n in nets),
                          step)
             except OSError as err:  # a full disk (found before writing, or while), no permission
@@ -767,6 +783,12 @@ class _Run:
                 log.error("checkpoint of iteration %d NOT saved (%s); training goes on, and the next save tries "
                           "again", step, os_problem(err))
                 saved = False
+            if saved and o.logger.save_safetensors:
+                try:
+                    save_generator_state(nets["G"].state_dict(), self.run_dir / "models" / "latest_G.safetensors")
+                except OSError as err:
+                    log.error("models/latest_G.safetensors NOT updated (%s); the checkpoint of iteration %d is "
+                              "saved", os_problem(err), step)
         # Rank 0's answer for every rank; the all-reduce also holds them until its save is done.
         return not any_rank(not saved, world, model.device)
 

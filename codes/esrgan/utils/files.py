@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -28,30 +28,49 @@ def _umask() -> int:
 @contextmanager
 def atomic_output(path: str | Path) -> Iterator[Path]:
     """A temporary path to write (it keeps `path`'s extension, which some writers need); it replaces `path`
-    only when the block ends without error. An OSError of the temporary (a full disk) names `path`."""
+    only when the block ends without error. An OSError about the temporary names `path` instead."""
     path = Path(path)
     tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-        os.close(fd)
-        yield Path(tmp)
-        # mkstemp makes owner-only files, and so do writers that replace the file themselves (safetensors):
-        # the usual permissions, once written.
-        os.chmod(tmp, 0o666 & ~_umask())
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        _fsync_directory(path.parent)
-    except OSError as err:
-        if err.filename is not None and not _is_temporary(Path(err.filename), path):
-            raise  # about another file (a file where a folder must be made)
-        if err.errno is None:
-            raise OSError(f"cannot write {path}: {err}") from err
-        raise OSError(err.errno, err.strerror, str(path)) from err
+        with _naming(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+            os.close(fd)
+        try:
+            yield Path(tmp)
+        except OSError as err:
+            if err.filename is None or not _is_temporary(Path(err.filename), path):
+                raise  # about another file, or about none: the caller's to say
+            raise _named(err, path) from err
+        with _naming(path):
+            # mkstemp makes owner-only files, and so do writers that replace the file themselves (safetensors):
+            # the usual permissions, once written.
+            os.chmod(tmp, 0o666 & ~_umask())
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+            _fsync_directory(path.parent)
     finally:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
+
+
+@contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """OSErrors of writing `path` (through its temporary) name `path`: a full disk's, which name no file, and
+    those about the temporary. One about another file (a file where a folder must be made) passes as it is."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename is not None and not _is_temporary(Path(err.filename), path):
+            raise
+        raise _named(err, path) from err
+
+
+def _named(err: OSError, path: Path) -> OSError:
+    if err.errno is None:
+        return OSError(f"cannot write {path}: {err}")
+    return OSError(err.errno, err.strerror, str(path))
 
 
 def cannot_write(path: str | Path, err: OSError) -> str:
@@ -104,19 +123,40 @@ def _fsync_directory(directory: Path) -> None:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> None:
-    with atomic_output(path) as tmp, open(tmp, "wb") as fh:
+    with atomic_output(path) as tmp, _naming(Path(path)), open(tmp, "wb") as fh:
         fh.write(data)
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """torch.save, atomically. It writes through a Python file, so that a write that fails (a full disk) raises
-    the OSError that says why, naming `path`; torch.save's own writer of a path reports it as a RuntimeError
+    """torch.save, atomically. A write that fails (a full disk) raises the OSError that says why, naming `path`:
+    torch.save writes through a Python file here that keeps the error, which torch reports as a RuntimeError
     about stream positions."""
-    with atomic_output(path) as tmp, open(tmp, "wb") as fh:
+    with atomic_output(path) as tmp, _naming(Path(path)), open(tmp, "wb") as fh:
+        writes = _KeptErrors(fh)
         try:
-            torch.save(obj, fh)
-        except RuntimeError as err:  # should a torch release wrap the file's error
+            torch.save(obj, writes)
+        except RuntimeError as err:
+            if writes.error is not None:
+                raise writes.error from err
             raise OSError(errno.EIO, f"torch.save failed ({error_summary(err)})") from err
+
+
+class _KeptErrors:
+    """A file whose last write error is kept."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self.fh = fh
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.fh.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self.fh.flush()
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

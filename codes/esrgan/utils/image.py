@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .files import atomic_output
+from .files import atomic_write_bytes
 from .logger import RANK_LOCAL
 from .misc import listing
 
@@ -159,9 +159,7 @@ def write_raw(path: str | Path, img: np.ndarray, png_level: int | None = None) -
     if not ok:
         raise OSError(f"could not write image {path}: OpenCV cannot encode a {img.dtype} {img.shape} image as "
                       f"{path.suffix or 'a file without extension'}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(path) as tmp:
-        tmp.write_bytes(encoded.tobytes())
+    atomic_write_bytes(path, encoded.data)
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import threading
@@ -117,11 +118,9 @@ class TensorBoard:
     def __init__(self, log_dir: Path, purge_step: int) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
+        _quiet_writer_threads()
         self.log_dir = log_dir
         self.writer: Any = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
-        # Its writes happen in a thread, which prints the error's traceback before the next call raises it.
-        self._thread_hook = threading.excepthook
-        threading.excepthook = self._quiet_writer_thread
 
     def add_scalar(self, tag: str, value: float, step: int) -> None:
         self._call("add_scalar", tag, value, step)
@@ -131,18 +130,31 @@ class TensorBoard:
 
     def close(self) -> None:
         self._call("close")
-        threading.excepthook = self._thread_hook
+        self.writer = None
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> None:
         if self.writer is None:
             return
         try:
             getattr(self.writer, method)(*args, **kwargs)
-        except Exception as err:
-            self.writer = None
-            logging.getLogger(ROOT_LOGGER).error("TensorBoard logging stopped: cannot write %s (%s); training goes on "
-                                                 "(the log file has the figures)", self.log_dir, err)
+        except OSError as err:
+            writer, self.writer = self.writer, None
+            logging.getLogger(ROOT_LOGGER).error("TensorBoard logging stopped: cannot write %s (%s); training goes "
+                                                 "on", self.log_dir, err)
+            with contextlib.suppress(OSError):
+                writer.close()
 
-    def _quiet_writer_thread(self, args: threading.ExceptHookArgs) -> None:
+
+def _quiet_writer_threads() -> None:
+    """Leave an error of TensorBoard's writer thread to the next call, which raises it (and `TensorBoard` reports
+    it once): the thread would print its traceback first. Installed once, over the hook there was."""
+    previous = threading.excepthook
+    if getattr(previous, "quiets_tensorboard", False):
+        return
+
+    def hook(args: threading.ExceptHookArgs) -> None:
         if type(args.thread).__name__ != "_AsyncWriterThread":
-            self._thread_hook(args)
+            previous(args)
+
+    hook.quiets_tensorboard = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
