@@ -137,3 +137,44 @@ def test_writers_that_hit_a_real_limit_raise_the_oserror_naming_the_file(tmp_pat
     assert done.stdout == f"[Errno 27] File too large: '{target}'\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]
     assert target.read_bytes() == b"the previous file"
+
+
+HOLD = """
+import sys, time
+sys.path.insert(0, {codes!r})
+from pathlib import Path
+from esrgan.utils.files import claimed
+with claimed(Path({folder!r}), "train.py"):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="folders are claimed with POSIX locks")
+def test_a_folder_another_process_holds_is_refused_with_its_process_id_until_it_ends(tmp_path):
+    folder = tmp_path / "experiments" / "run"
+    script = HOLD.format(codes=str(Path(files.__file__).parents[2]), folder=str(folder))
+    holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(OSError) as info, files.claimed(folder, "train.py"):
+            pass
+        assert str(info.value) == (f"{folder} is in use by another train.py (process {holder.pid}); wait for it to "
+                                   "end or stop it, or give this one another name")
+    finally:
+        holder.kill()
+        holder.wait()
+    with files.claimed(folder, "train.py"):  # a killed holder's lock is gone with it
+        assert (tmp_path / "experiments" / ".run.lock").read_text() == f"{os.getpid()}\n"
+    assert not (tmp_path / "experiments" / ".run.lock").exists()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="folders are claimed with POSIX locks")
+def test_a_claim_leaves_no_trace_and_removes_the_folders_it_made_for_its_lock(tmp_path):
+    (tmp_path / "kept").mkdir()
+    with files.claimed(tmp_path / "a" / "b" / "run", "test.py"):
+        assert (tmp_path / "a" / "b" / ".run.lock").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]
+    with files.claimed(tmp_path / "a" / "b" / "run", "test.py"):
+        (tmp_path / "a" / "b" / "run").mkdir()  # what the holder wrote stays, and so do the folders above it
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["a", "a/b", "a/b/run", "kept"]

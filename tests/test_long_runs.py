@@ -986,3 +986,22 @@ def test_a_run_folder_moved_during_the_run_stops_it_instead_of_starting_a_bare_o
                                "and continue with --auto_resume")
     assert not (tmp_path / "run").exists()
     assert checkpoint.saved_iterations(tmp_path / "moved") == [1]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="run folders are claimed with POSIX locks")
+def test_a_second_training_of_a_run_that_is_running_is_refused_and_moves_nothing(tmp_path):
+    """Started twice (a re-queued job while the first still runs): the second moved the first's folder aside
+    under it, or with --auto_resume wrote the same checkpoints."""
+    from esrgan.utils.files import claimed
+
+    sr = {"model": "sr", "train.gan.niter": 0, "train.psnr.niter": 1}
+    run = train(options(tmp_path, **sr))
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    with claimed(run, "train.py"):  # the running one (this process holds it through another file description)
+        for auto_resume in (False, True):
+            with pytest.raises(OSError) as info:
+                train(options(tmp_path, **sr | {"train.psnr.niter": 2}), auto_resume=auto_resume)
+            assert str(info.value) == (f"{run} is in use by another train.py (process {os.getpid()}); wait for it "
+                                       "to end or stop it, or give this one another name")
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]

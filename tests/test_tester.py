@@ -263,6 +263,17 @@ def test_test_data_inside_the_results_folder_it_would_move_aside_is_refused_and_
     assert [p.name for p in (tmp_path / "results").iterdir()] == ["spec"]
 
 
+@pytest.mark.skipif(os.name != "posix", reason="results folders are claimed with POSIX locks")
+def test_a_second_test_of_a_results_folder_in_use_is_refused(data, tmp_path):
+    from esrgan.utils.files import claimed
+
+    with claimed(tmp_path / "results" / "spec", "test.py"), pytest.raises(OSError) as info:
+        run_test(opts(data, tmp_path / "results"))
+    assert str(info.value) == (f"{tmp_path / 'results' / 'spec'} is in use by another test.py (process "
+                               f"{os.getpid()}); wait for it to end or stop it, or give this one another name")
+    assert not (tmp_path / "results").exists()  # nothing written, and the lock's folder removed again
+
+
 def test_fp16_on_the_cpu_stops_before_any_image_is_written(data, tmp_path):
     with pytest.raises(ValueError, match="precision fp16 needs a CUDA device"):
         run_test(opts(data, tmp_path, test={"precision": "fp16"}))

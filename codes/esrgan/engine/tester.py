@@ -24,7 +24,7 @@ from ..data.paired import PairedImageDataset
 from ..metrics import perceptual_index, read_ma_scores
 from ..models.networks import build_generator, infer_generator_options, load_weights
 from ..options import NetworkGOpt, TestOptions, TestRunOpt, TestSetOpt, dump_yaml
-from ..utils.files import atomic_write_text, os_problem
+from ..utils.files import atomic_write_text, claimed, os_problem
 from ..utils.image import tensor2img, write_image
 from ..utils.logger import add_log_file, setup_logging
 from ..utils.misc import archive_existing, listing, refuse_inputs_inside, select_device, timestamp
@@ -87,7 +87,12 @@ def _gan_state(net: nn.Module, path: str) -> dict[str, torch.Tensor]:
 
 def test(o: TestOptions, option_file: Path | None = None) -> Path:
     """Run every test set of `o` (read from `option_file`) at every interpolation alpha; returns the results
-    folder."""
+    folder. Another test.py on the same results folder is refused."""
+    with claimed(Path(o.path.results_root) / o.name, "test.py"):
+        return _test(o, option_file)
+
+
+def _test(o: TestOptions, option_file: Path | None) -> Path:
     # What can fail on bad input runs before the results folder is touched (earlier results there are moved
     # aside only then); the log file gets these records afterwards.
     setup_logging(backlog=True)

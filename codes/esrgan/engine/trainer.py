@@ -31,7 +31,7 @@ from ..data.paired import PairedImageDataset
 from ..models.esrgan import ESRGANModel, SRModel, changed_settings
 from ..models.networks import build_discriminator, build_feature_extractor, build_generator, load_weights
 from ..options import TrainOptions, dump_yaml
-from ..utils.files import os_problem, remove_temporaries
+from ..utils.files import claimed, os_problem, remove_temporaries
 from ..utils.image import tensor2img, write_image
 from ..utils.logger import TensorBoard, add_log_file, setup_logging
 from ..utils.misc import (
@@ -531,7 +531,14 @@ def _set_up_speed(model: SRModel, o: TrainOptions, device: torch.device, world: 
 
 def train(o: TrainOptions, auto_resume: bool = False, option_file: Path | None = None) -> Path:
     """Run (or resume) the training described by `o` (read from `option_file`); returns the run folder. A stop
-    signal (SIGINT, SIGTERM) ends it early with a complete state saved, raising TrainingStopped."""
+    signal (SIGINT, SIGTERM) ends it early with a complete state saved, raising TrainingStopped. Another
+    train.py on the same run folder is refused (rank 0 holds it; torchrun's other ranks write nothing there)."""
+    main = int(os.environ.get("RANK", "0")) == 0
+    with claimed(Path(o.path.experiments_root) / o.name, "train.py") if main else contextlib.nullcontext():
+        return _train(o, auto_resume, option_file)
+
+
+def _train(o: TrainOptions, auto_resume: bool, option_file: Path | None) -> Path:
     device = select_device(o.device)
     world = init_distributed(device, o.train.dist_timeout)
     if world.distributed and device.type == "cuda":

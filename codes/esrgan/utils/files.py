@@ -73,6 +73,53 @@ def _named(err: OSError, path: Path) -> OSError:
     return OSError(err.errno, err.strerror, str(path))
 
 
+@contextmanager
+def claimed(folder: Path, program: str) -> Iterator[None]:
+    """Hold `folder` (a run's or a results folder) for this process while the block runs: a second process that
+    would write there (a job started twice, a scheduler's restart while the first still runs) is refused rather
+    than moving the folder aside under the first, or writing the same files. The lock is on the hidden file
+    `.<folder name>.lock` beside the folder (which a run moves aside, and so cannot hold it), with the holder's
+    process id for the message, and is deleted on release. POSIX only; elsewhere, nothing is held."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    made = [p for p in [folder.parent, *folder.parent.parents] if not p.exists()]  # to remove again if unused
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    lock = folder.parent / f".{folder.name}.lock"
+    while True:
+        fh = open(lock, "a+", encoding="utf-8")  # noqa: SIM115 (held open until the release below)
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            fh.close()
+            raise OSError(f"{folder} is in use by another {program} (process {holder}); wait for it to end or stop "
+                          "it, or give this one another name") from None
+        try:
+            if os.fstat(fh.fileno()).st_ino == os.stat(lock).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        fh.close()  # its holder deleted it as this process opened it: lock the one at the path now
+    try:
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        fh.close()
+        for parent in made:  # innermost first; a folder that holds something stays
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+
+
 def cannot_write(path: str | Path, err: OSError) -> str:
     """'cannot write <path>: <reason>' for an OSError of writing `path` through `atomic_output`, naming the file
     the error concerns when that is another one (a file where a folder must be made), never the temporary."""
