@@ -178,3 +178,16 @@ def test_a_claim_leaves_no_trace_and_removes_the_folders_it_made_for_its_lock(tm
     with files.claimed(tmp_path / "a" / "b" / "run", "test.py"):
         (tmp_path / "a" / "b" / "run").mkdir()  # what the holder wrote stays, and so do the folders above it
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["a", "a/b", "a/b/run", "kept"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="folders are claimed with POSIX locks")
+def test_on_a_file_system_without_locks_a_claim_holds_nothing_and_does_not_stop_the_run(tmp_path, monkeypatch):
+    import fcntl
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOSYS, "Function not implemented")  # Lustre mounted without -o flock
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with files.claimed(tmp_path / "run", "train.py"):
+        (tmp_path / "run").mkdir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TextIO
 
 import torch
 
@@ -79,17 +79,34 @@ def claimed(folder: Path, program: str) -> Iterator[None]:
     would write there (a job started twice, a scheduler's restart while the first still runs) is refused rather
     than moving the folder aside under the first, or writing the same files. The lock is on the hidden file
     `.<folder name>.lock` beside the folder (which a run moves aside, and so cannot hold it), with the holder's
-    process id for the message, and is deleted on release. POSIX only; elsewhere, nothing is held."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
+    process id for the message, and is deleted on release. Where there are no such locks (not POSIX, a file
+    system without them), nothing is held."""
     made = [p for p in [folder.parent, *folder.parent.parents] if not p.exists()]  # to remove again if unused
     folder.parent.mkdir(parents=True, exist_ok=True)
     lock = folder.parent / f".{folder.name}.lock"
+    fh = _locked(lock, folder, program)
+    try:
+        yield
+    finally:
+        if fh is not None:
+            lock.unlink(missing_ok=True)
+            fh.close()
+        for parent in made:  # innermost first; a folder that holds something stays
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+
+
+def _locked(lock: Path, folder: Path, program: str) -> TextIO | None:
+    """The file `lock`, open and exclusively locked, with this process's id in it; None where locks are not
+    to be had."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
     while True:
-        fh = open(lock, "a+", encoding="utf-8")  # noqa: SIM115 (held open until the release below)
+        fh = open(lock, "a+", encoding="utf-8")  # noqa: SIM115 (held open until the claim's release)
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -98,26 +115,21 @@ def claimed(folder: Path, program: str) -> Iterator[None]:
             fh.close()
             raise OSError(f"{folder} is in use by another {program} (process {holder}); wait for it to end or stop "
                           "it, or give this one another name") from None
+        except OSError:  # a file system without flock (Lustre without -o flock, some FUSE mounts)
+            fh.close()
+            lock.unlink(missing_ok=True)
+            return None
         try:
             if os.fstat(fh.fileno()).st_ino == os.stat(lock).st_ino:
                 break
         except FileNotFoundError:
             pass
         fh.close()  # its holder deleted it as this process opened it: lock the one at the path now
-    try:
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"{os.getpid()}\n")
-        fh.flush()
-        yield
-    finally:
-        lock.unlink(missing_ok=True)
-        fh.close()
-        for parent in made:  # innermost first; a folder that holds something stays
-            try:
-                parent.rmdir()
-            except OSError:
-                break
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"{os.getpid()}\n")
+    fh.flush()
+    return fh
 
 
 def cannot_write(path: str | Path, err: OSError) -> str:
