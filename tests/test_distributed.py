@@ -259,3 +259,18 @@ def test_image_conversion_warnings_are_what_only_this_rank_saw(monkeypatch, pack
     image.to_float_rgb(np.zeros((2, 2), np.uint8), "gray.png")
     records = [r for r in package_log.records if r.getMessage().startswith("grayscale image gray.png")]
     assert records and all(r.rank_local for r in records)
+
+
+@pytest.mark.parametrize("env, main", [
+    ({}, True), ({"RANK": "1"}, True), ({"WORLD_SIZE": "1", "RANK": "3"}, True),  # a world of one, whatever RANK
+    ({"WORLD_SIZE": "2", "RANK": "0"}, True), ({"WORLD_SIZE": "2", "RANK": "1"}, False),
+])
+def test_the_process_that_claims_the_run_folder_is_rank_0_of_the_world_the_environment_describes(monkeypatch,
+                                                                                                 env, main):
+    from esrgan.engine.distributed import launched_as_main
+
+    for name in ("WORLD_SIZE", "RANK"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert launched_as_main() is main

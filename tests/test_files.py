@@ -2,6 +2,7 @@
 
 import errno
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -165,7 +166,7 @@ def test_a_folder_another_process_holds_is_refused_with_its_process_id_until_it_
         holder.kill()
         holder.wait()
     with files.claimed(folder, "train.py"):  # a killed holder's lock is gone with it
-        assert (tmp_path / "experiments" / ".run.lock").read_text() == f"{os.getpid()}\n"
+        assert (tmp_path / "experiments" / ".run.lock").read_text() == f"{os.getpid()} {socket.gethostname()}\n"
     assert not (tmp_path / "experiments" / ".run.lock").exists()
 
 
@@ -191,3 +192,28 @@ def test_on_a_file_system_without_locks_a_claim_holds_nothing_and_does_not_stop_
     with files.claimed(tmp_path / "run", "train.py"):
         (tmp_path / "run").mkdir()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="folders are claimed with POSIX locks")
+def test_a_holder_on_another_host_is_named_with_its_host(tmp_path, monkeypatch):
+    """On a shared file system the process id alone would point at a process of this host."""
+    with files.claimed(tmp_path / "run", "train.py"):
+        (tmp_path / ".run.lock").write_text("4242 gpu-node-07\n")
+        with pytest.raises(OSError, match=r"in use by another train\.py \(process 4242 on gpu-node-07\); wait"), \
+                files.claimed(tmp_path / "run", "train.py"):
+            pass
+
+
+@pytest.mark.skipif(os.name != "posix", reason="folders are claimed with POSIX locks")
+def test_a_lock_file_this_process_cannot_open_leaves_the_run_unguarded_not_stopped(tmp_path, monkeypatch):
+    """A stale lock file of another user in a shared root (EACCES), or a read-only root."""
+    real_open = open
+
+    def refused(path, *args, **kwargs):
+        if str(path).endswith(".lock"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", refused)
+    with files.claimed(tmp_path / "run", "train.py"):
+        pass

@@ -960,6 +960,8 @@ def test_only_a_folder_that_is_gone_or_another_one_counts_as_moved(tmp_path, mon
     assert _moved(tmp_path / "run", identity)  # gone
     (tmp_path / "run").mkdir()
     assert _moved(tmp_path / "run", identity)  # another folder of its name
+    (tmp_path / "file").write_text("")
+    assert _moved(tmp_path / "file" / "run", identity)  # a file where a folder above it was
 
     def stale(self, **kwargs):
         raise OSError(116, "Stale file handle", str(self))

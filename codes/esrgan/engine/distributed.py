@@ -66,6 +66,11 @@ def _join(backend: str, rank: int, world_size: int, timeout: datetime.timedelta)
     dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
 
 
+def launched_as_main() -> bool:
+    """Whether this process is rank 0 of the world the environment describes (known before joining it)."""
+    return _env_int("WORLD_SIZE", "1") <= 1 or _env_int("RANK") == 0
+
+
 def _env_int(name: str, default: str | None = None) -> int:
     value = os.environ.get(name, default)
     if value is None:

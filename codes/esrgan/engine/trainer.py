@@ -66,6 +66,7 @@ from .distributed import (
     gather_objects,
     global_mean,
     init_distributed,
+    launched_as_main,
     shutdown,
 )
 from .evaluate import Evaluator, bicubic_image, describe, format_value, mean_scores
@@ -345,7 +346,7 @@ def _moved(folder: Path, identity: tuple[int, int]) -> bool:
     file system (ESTALE, EIO) is not taken for that."""
     try:
         return _identity(folder) != identity
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return True
     except OSError:
         return False
@@ -532,8 +533,8 @@ def _set_up_speed(model: SRModel, o: TrainOptions, device: torch.device, world: 
 def train(o: TrainOptions, auto_resume: bool = False, option_file: Path | None = None) -> Path:
     """Run (or resume) the training described by `o` (read from `option_file`); returns the run folder. A stop
     signal (SIGINT, SIGTERM) ends it early with a complete state saved, raising TrainingStopped. Another
-    train.py on the same run folder is refused (rank 0 holds it; torchrun's other ranks write nothing there)."""
-    main = int(os.environ.get("RANK", "0")) == 0
+    train.py on the same run folder is refused (rank 0 holds it for all ranks)."""
+    main = launched_as_main()
     with claimed(Path(o.path.experiments_root) / o.name, "train.py") if main else contextlib.nullcontext():
         return _train(o, auto_resume, option_file)
 

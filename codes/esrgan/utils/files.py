@@ -7,9 +7,12 @@ crash at any moment leaves either the old file or the new one, never a truncated
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import logging
 import os
 import re
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +20,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 import torch
+
+log = logging.getLogger(__name__)
 
 
 def _umask() -> int:
@@ -79,17 +84,18 @@ def claimed(folder: Path, program: str) -> Iterator[None]:
     would write there (a job started twice, a scheduler's restart while the first still runs) is refused rather
     than moving the folder aside under the first, or writing the same files. The lock is on the hidden file
     `.<folder name>.lock` beside the folder (which a run moves aside, and so cannot hold it), with the holder's
-    process id for the message, and is deleted on release. Where there are no such locks (not POSIX, a file
-    system without them), nothing is held."""
+    process id and host for the message, and is deleted on release. Where no lock can be had (not POSIX, a file
+    system without locks, a folder this process cannot write), nothing is held."""
     made = [p for p in [folder.parent, *folder.parent.parents] if not p.exists()]  # to remove again if unused
-    folder.parent.mkdir(parents=True, exist_ok=True)
     lock = folder.parent / f".{folder.name}.lock"
-    fh = _locked(lock, folder, program)
+    fh = None
     try:
+        fh = _locked(lock, folder, program)
         yield
     finally:
         if fh is not None:
-            lock.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                lock.unlink(missing_ok=True)
             fh.close()
         for parent in made:  # innermost first; a folder that holds something stays
             try:
@@ -99,37 +105,48 @@ def claimed(folder: Path, program: str) -> Iterator[None]:
 
 
 def _locked(lock: Path, folder: Path, program: str) -> TextIO | None:
-    """The file `lock`, open and exclusively locked, with this process's id in it; None where locks are not
-    to be had."""
+    """The file `lock`, open and exclusively locked, with this process's id and host in it; None where no lock
+    can be had."""
     try:
         import fcntl
     except ImportError:
         return None
-    while True:
-        fh = open(lock, "a+", encoding="utf-8")  # noqa: SIM115 (held open until the claim's release)
+    for _ in range(100):  # each round lost to another process's release, which removes its file and folders
+        try:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(lock, "a+", encoding="utf-8")  # noqa: SIM115 (held open until the claim's release)
+        except FileNotFoundError:
+            continue
+        except OSError as err:  # a read-only root; a stale lock file of another user
+            log.debug("cannot open %s (%s): runs of this name are not guarded", lock, err)
+            return None
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             fh.seek(0)
-            holder = fh.read().strip() or "unknown"
+            holder = fh.read().split() or ["unknown"]
             fh.close()
-            raise OSError(f"{folder} is in use by another {program} (process {holder}); wait for it to end or stop "
-                          "it, or give this one another name") from None
-        except OSError:  # a file system without flock (Lustre without -o flock, some FUSE mounts)
+            where = f" on {holder[1]}" if len(holder) > 1 and holder[1] != socket.gethostname() else ""
+            raise OSError(f"{folder} is in use by another {program} (process {holder[0]}{where}); wait for it to "
+                          "end or stop it, or give this one another name") from None
+        except OSError as err:  # a file system without flock (Lustre without -o flock, some FUSE mounts)
             fh.close()
-            lock.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                lock.unlink(missing_ok=True)
+            log.warning("cannot lock %s (%s): a second run of this name at the same time would not be refused",
+                        lock, err)
             return None
         try:
             if os.fstat(fh.fileno()).st_ino == os.stat(lock).st_ino:
-                break
+                fh.seek(0)
+                fh.truncate()
+                fh.write(f"{os.getpid()} {socket.gethostname()}\n")
+                fh.flush()
+                return fh
         except FileNotFoundError:
             pass
         fh.close()  # its holder deleted it as this process opened it: lock the one at the path now
-    fh.seek(0)
-    fh.truncate()
-    fh.write(f"{os.getpid()}\n")
-    fh.flush()
-    return fh
+    raise OSError(f"cannot claim {folder}: {lock} keeps changing; is another {program} starting and stopping there?")
 
 
 def cannot_write(path: str | Path, err: OSError) -> str:
