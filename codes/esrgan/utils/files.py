@@ -1,7 +1,9 @@
-"""Files: atomic writes, and what a load error or a cached download is called.
+"""Files: atomic writes, claimed output folders, and what a load error or a cached download is called.
 
 Atomic writes write a hidden temporary file beside the target, flush it to disk and rename it over the target: a
-crash at any moment leaves either the old file or the new one, never a truncated one. `blocked_global` and
+crash at any moment leaves either the old file or the new one, never a truncated one; a write that fails (a full
+disk) raises the OSError that says why, naming the target. `claimed` keeps a second process out of a run's or
+results folder while one writes there. `blocked_global` and
 `error_summary` turn a refused or failed `torch.load` into one line for an error message;
 `torch_hub_cache_file` is where torch.hub keeps a downloaded file."""
 
