@@ -59,11 +59,9 @@ def check_disk_space(folder: Path, needed: int, keep_last: int = 0) -> None:
 
 def _size(n_bytes: float) -> str:
     """Bytes in the unit that shows them best: 930 KiB, 2.5 MiB, 1300 GiB."""
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n_bytes >= scale or unit == "KiB":
-            value = n_bytes / scale
-            return f"{value:.1f} {unit}" if value < 10 else f"{value:.0f} {unit}"
-    raise AssertionError("unreachable")
+    unit, scale = ("GiB", 2**30) if n_bytes >= 2**30 else ("MiB", 2**20) if n_bytes >= 2**20 else ("KiB", 2**10)
+    value = n_bytes / scale
+    return f"{value:.1f} {unit}" if value < 10 else f"{value:.0f} {unit}"
 
 
 def cpu_state(net: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -297,9 +297,8 @@ def _write_summary_csv(path: Path, summaries: list[SetSummary]) -> None:
     sweep = summaries[0].alpha is not None
     columns = _summary_columns(summaries)
     fields = ["set", *(["alpha"] if sweep else []), "images", *columns, "seconds_per_image"]
-    rows = [{k: v for k, v in {"set": s.set, "alpha": s.alpha, "images": s.images,
-                               "seconds_per_image": s.seconds_per_image}.items() if k in fields}
-            | {k: s.means.get(k, "") for k in columns} for s in summaries]
+    rows = [{"set": s.set, **({"alpha": s.alpha} if sweep else {}), "images": s.images,
+             "seconds_per_image": s.seconds_per_image} | {k: s.means.get(k, "") for k in columns} for s in summaries]
     _write_rows(path, fields, rows)
 
 
