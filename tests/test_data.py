@@ -459,6 +459,16 @@ def test_skip_corrupt_replaces_an_undecodable_image_and_counts_it_and_reports_it
                                                          "in this process, each image reported once): ")
 
 
+def test_skip_corrupt_gives_up_after_eleven_unreadable_images_in_a_row_as_it_says(tmp_path):
+    for name in "ab":
+        write_rgb(tmp_path / "GT" / f"{name}.png", random_rgb(32, 32, seed=0))
+        truncate_pixels(tmp_path / "GT" / f"{name}.png")
+    ds = PairedImageDataset("t", 4, str(tmp_path / "GT"), None, gt_size=32, skip_corrupt=True)
+    with pytest.raises(OSError, match="dataset t: 11 unreadable images in a row; check the data"):
+        ds[(0, 1)]
+    assert ds.skipped == 11
+
+
 def test_a_sample_seed_fixes_crop_and_augmentation(tmp_path):
     gt_dir, lq_dir, _ = make_pairs(tmp_path, 4, [(20, 24)])
     ds = PairedImageDataset("t", 4, gt_dir, lq_dir, gt_size=16, use_flip=True, use_rot=True)

@@ -48,6 +48,31 @@ def test_ranks_hold_identical_finite_weights_after_ddp_steps_even_when_one_rank_
         assert float(rank["global_mean_grad"]) == pytest.approx(float(theta.grad), rel=1e-12)
 
 
+COLLECTIVES_WORKER = """
+import sys, torch
+from esrgan.engine.distributed import all_mean, any_rank, gather_objects, init_distributed, shutdown
+world = init_distributed(torch.device("cpu"))
+values = torch.tensor([1.0, 10.0]) * (world.rank + 1)  # rank 0: 1, 10; rank 1: 2, 20
+cpu = torch.device("cpu")
+result = {"mean": all_mean(values, world), "values": values, "any": any_rank(world.rank == 1, world, cpu),
+          "none": any_rank(False, world, cpu), "gathered": gather_objects(world.rank * 2, world)}
+torch.save(result, f"{sys.argv[1]}/rank{world.rank}.pt")
+shutdown(world)
+"""
+
+
+def test_the_collectives_give_every_rank_the_mean_and_the_any_of_all_ranks(tmp_path):
+    """What the loss reports (all_mean) and the agreed decisions (any_rank: stop, a failed save) rest on."""
+    (tmp_path / "worker.py").write_text(COLLECTIVES_WORKER)
+    subprocess.run([*TORCHRUN, str(tmp_path / "worker.py"), str(tmp_path)], check=True, env=ENV, capture_output=True,
+                   timeout=300)
+    for rank in (0, 1):
+        result = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        assert result["mean"].tolist() == [1.5, 15.0]
+        assert result["values"].tolist() == [1.0 * (rank + 1), 10.0 * (rank + 1)]  # all_mean leaves its input
+        assert (result["any"], result["none"], result["gathered"]) == (True, False, [0, 2])
+
+
 def test_two_processes_with_batch_b_update_like_one_process_with_batch_2b(tmp_path):
     one = subprocess.run([sys.executable, *train_args(tmp_path / "one", **{"datasets.train.batch_size": 2})],
                          env=ENV, capture_output=True, text=True, timeout=300)
@@ -224,6 +249,16 @@ def test_a_multi_process_environment_that_torchrun_did_not_set_is_refused_by_nam
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(ValueError, match="^" + re.escape(message)):
+        init_distributed(torch.device("cpu"))
+
+
+@pytest.mark.parametrize("value", ["2.0", "2.5", "1e0"])
+def test_a_world_size_that_is_not_written_as_a_whole_number_is_refused(monkeypatch, value):
+    from esrgan.engine.distributed import init_distributed
+
+    monkeypatch.setenv("WORLD_SIZE", value)
+    with pytest.raises(ValueError, match=f"^the environment variable WORLD_SIZE='{re.escape(value)}' is not a whole "
+                                         "number$"):
         init_distributed(torch.device("cpu"))
 
 

@@ -63,6 +63,27 @@ def test_the_file_and_then_its_directory_are_flushed_to_disk(tmp_path, monkeypat
     assert (tmp_path / "latest.txt").read_text(encoding="utf-8") == "1000\n"
 
 
+@pytest.mark.skipif(os.name != "posix", reason="directories are fsynced on POSIX only")
+def test_the_file_is_flushed_before_the_rename_and_the_directory_after_it(tmp_path, monkeypatch):
+    """The directory's fsync makes the rename durable: before the rename it would flush the old entry."""
+    steps: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def record_fsync(fd: int) -> None:
+        steps.append("fsync dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync file")
+        real_fsync(fd)
+
+    def record_replace(src, dst) -> None:
+        steps.append("rename")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(files.os, "fsync", record_fsync)
+    monkeypatch.setattr(files.os, "replace", record_replace)
+    atomic_write_text(tmp_path / "latest", "2000\n")
+    assert steps == ["fsync file", "rename", "fsync dir"]
+    assert (tmp_path / "latest").read_text(encoding="utf-8") == "2000\n"
+
+
 @pytest.mark.parametrize("name, write", [
     ("w.pth", lambda path: atomic_save({"a": torch.ones(1000)}, path)),
     ("latest", lambda path: atomic_write_text(path, "x" * 1000)),
@@ -95,6 +116,20 @@ def test_a_temporary_that_cannot_be_made_is_reported_as_the_file(tmp_path, monke
     assert str(info.value) == f"[Errno 13] Permission denied: '{tmp_path / 'latest'}'"
 
 
+def test_an_oserror_about_the_temporary_in_the_block_names_the_file_and_one_about_another_file_passes(tmp_path):
+    """A writer given the temporary (an exporter writing it itself) fails naming it: the error names the target;
+    an error about some other file is the caller's and passes unchanged."""
+    target = tmp_path / "g.onnx"
+    with pytest.raises(OSError) as info, atomic_output(target) as tmp:
+        raise OSError(errno.EFBIG, os.strerror(errno.EFBIG), str(tmp))
+    assert info.value.filename == str(target) and info.value.errno == errno.EFBIG
+    other = tmp_path / "weights.pth"
+    with pytest.raises(OSError) as info, atomic_output(target):
+        raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), str(other))
+    assert info.value.filename == str(other)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_long_error_is_cut_after_a_whole_sentence_or_marked_as_cut():
     from esrgan.utils.files import error_summary
 
@@ -103,6 +138,24 @@ def test_a_long_error_is_cut_after_a_whole_sentence_or_marked_as_cut():
     assert error_summary(RuntimeError("x" * 300)) == f"RuntimeError: {'x' * 200}..."
     assert error_summary(RuntimeError("Bad. " + "x" * 300)) == f"RuntimeError: Bad. {'x' * 195}..."  # too short
     assert error_summary(RuntimeError("short. second line\nmore")) == "RuntimeError: short. second line"
+
+
+def test_cannot_write_names_another_file_the_error_concerns_but_never_the_temporary(tmp_path):
+    target = tmp_path / "g.onnx"
+    temporary = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / ".g.x1y2.tmp.onnx"))
+    assert files.cannot_write(target, temporary) == f"cannot write {target}: No space left on device"
+    blocking = OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(tmp_path / "file"))
+    assert files.cannot_write(target, blocking) == f"cannot write {target}: Not a directory ({tmp_path / 'file'})"
+
+
+def test_a_load_error_that_mentions_weights_only_is_summarised_by_its_type_alone():
+    """torch's refusals end with advice to retry with weights_only=False, which would unpickle whatever the file
+    holds: the summary never repeats it."""
+    from esrgan.utils.files import error_summary
+
+    advice = ("Weights only load failed. Re-running `torch.load` with `weights_only` set to `False` will likely "
+              "succeed, but it can result in arbitrary code execution.")
+    assert error_summary(RuntimeError(advice)) == "RuntimeError"
 
 
 WRITE_OVER_THE_LIMIT = """

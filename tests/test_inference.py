@@ -52,6 +52,14 @@ def test_output_is_float32_on_the_cpu_scale_times_larger_and_the_mode_is_restore
     net.eval()
 
 
+def test_a_network_in_eval_mode_stays_in_eval_mode():
+    """Validation runs the training generator: whatever mode it came in is the one it leaves in."""
+    net = tiny_net()
+    net.eval()
+    super_resolve(net, torch.rand(1, 3, 5, 6), 4)
+    assert not net.training
+
+
 def test_images_of_a_batch_are_super_resolved_independently(net):
     batch = torch.rand(2, 3, 6, 7, generator=torch.Generator().manual_seed(2))
     out = super_resolve(net, batch, 4)
@@ -76,11 +84,38 @@ def test_tiles_without_overlap_show_seams(net, lq, plain):
     assert (tiled - plain).abs().max() > ONE_LEVEL
 
 
+class _RecordingNearest(nn.Module):
+    """x2 nearest-neighbour upscaling (no reach: tiles join exactly) that records the size of each input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[tuple[int, int]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(tuple(x.shape[-2:]))
+        return nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+
+
+def test_each_tile_runs_with_overlap_pixels_of_context_on_every_side_cut_at_the_image_border():
+    """A 10x12 image in 4x4 tiles with 3 pixels of overlap: rows 0-3 run with rows 0-6, rows 4-7 with 1-9, rows
+    8-9 with 5-9; columns 0-3 with 0-6, 4-7 with 1-10, 8-11 with 5-11."""
+    recorder = _RecordingNearest()
+    lq = torch.rand(1, 3, 10, 12, generator=torch.Generator().manual_seed(3))
+    out = super_resolve(recorder, lq, 2, tile=4, tile_overlap=3)
+    assert recorder.sizes == [(h, w) for h in (7, 9, 5) for w in (7, 10, 7)]
+    assert torch.equal(out, nn.functional.interpolate(lq, scale_factor=2, mode="nearest"))
+
+
 @pytest.mark.parametrize("tile", [24, 64], ids=lambda t: f"tile{t}")
 def test_any_tile_size_works_including_ones_that_do_not_divide_the_image_or_exceed_it(net, lq, plain, tile):
     tiled = super_resolve(net, lq, 4, tile=tile, tile_overlap=16)
     assert tiled.shape == plain.shape
     assert (tiled - plain).abs().max() <= ONE_LEVEL
+
+
+def test_a_negative_tile_overlap_is_refused(net, lq):
+    with pytest.raises(ValueError, match=r"tile \(8\) and tile_overlap \(-1\) must be >= 0"):
+        super_resolve(net, lq, 4, tile=8, tile_overlap=-1)
 
 
 # ---------------------------------------------------------------------------------------------- precision
@@ -225,6 +260,14 @@ def test_the_result_of_an_rgba_input_needs_its_alpha(tmp_path):
     rgb, info = read_for_inference(tmp_path / "in.png")
     with pytest.raises(ValueError, match="alpha_sr must be given exactly when the input had an alpha channel"):
         write_inference_result(tmp_path / "out.png", sr_of(rgb), info)
+
+
+def test_an_alpha_of_another_size_than_the_result_is_refused_naming_both_sizes(tmp_path):
+    cv2.imwrite(str(tmp_path / "in.png"), np.dstack([bgr(RGB), np.full((2, 2), 255, np.uint8)]))
+    rgb, info = read_for_inference(tmp_path / "in.png")
+    with pytest.raises(ValueError, match=r"alpha_sr is \(2, 2\), the image \(4, 4\)"):
+        write_inference_result(tmp_path / "out.png", sr_of(rgb), info, info.alpha)
+    assert not (tmp_path / "out.png").exists()
 
 
 def test_a_jpeg_is_read_as_8bit_rgb_and_turned_upright_by_its_exif_orientation(tmp_path):

@@ -44,6 +44,16 @@ def test_starting_within_an_epoch_continues_where_it_stopped():
     assert list(sampler) == full[6:] and len(sampler) == 4
 
 
+def test_a_rank_starting_within_an_epoch_continues_with_its_own_share_where_it_stopped():
+    """`start` counts this rank's samples: rank 1 of 2 resumed at its 3rd sample skips 3 of its own, not 3 of
+    the whole permutation."""
+    sampler = TrainSampler(10, seed=4, rank=1, world_size=2)
+    sampler.set_epoch(1)
+    full = list(sampler)
+    sampler.set_epoch(1, start=3)
+    assert list(sampler) == full[3:] and len(sampler) == 2
+
+
 def test_unshuffled_order_is_sequential():
     assert [i for i, _ in TrainSampler(4, seed=0, shuffle=False)] == [0, 1, 2, 3]
 
@@ -67,6 +77,15 @@ def test_batches_do_not_depend_on_the_number_of_workers(tmp_path):
     workers = batches(build_train_loader(ds, 2, 2, seed=5, shuffle=True, enlarge_ratio=2, pin_memory=False))
     assert len(inline) == 6
     assert all(torch.equal(a, b) for a, b in zip(inline, workers, strict=True))
+
+
+def test_an_incomplete_last_batch_is_dropped_so_that_every_batch_has_one_shape(tmp_path):
+    """6 images in batches of 4: one batch; the 2 images left over would make a batch of another shape, which
+    captured steps (speed.cuda_graph) cannot take."""
+    loader = build_train_loader(make_dataset(tmp_path), 4, 0, seed=5, shuffle=True, enlarge_ratio=1,
+                                pin_memory=False)
+    assert len(loader) == 1
+    assert [b.shape[0] for b in batches(loader)] == [4]
 
 
 def test_another_seed_gives_other_batches(tmp_path):

@@ -56,6 +56,19 @@ def test_stop_and_resume_gives_bitwise_the_same_weights_as_a_straight_run(tmp_pa
                    for k, v in weights(straight / "models" / name).items())
 
 
+def test_resuming_inside_an_epoch_continues_with_its_next_batch(tmp_path):
+    """3 images visited 4 times an epoch in batches of 2: 6 iterations an epoch, and iteration 3's state resumes
+    at the epoch's 7th sample (its 4th batch), not at its 4th sample."""
+    settings = {"model": "sr", "train.psnr.niter": 6, "train.gan.niter": 0, "logger.save_freq": 3,
+                "datasets.train.dataset_enlarge_ratio": 4}
+    straight = train(options(tmp_path / "a", **settings))
+    resumed = train(options(tmp_path / "b", **settings,
+                            **{"path.resume_state": str(straight / "training_state" / "3.state")}))
+    assert checkpoint.load_training_state(straight / "training_state" / "3.state")["epoch_position"] == [0, 3]
+    a, b = weights(straight / "models" / "6_G.pth"), weights(resumed / "models" / "6_G.pth")
+    assert all(torch.equal(value, b[key]) for key, value in a.items())
+
+
 def final_networks(run: Path) -> dict[str, dict[str, torch.Tensor]]:
     return checkpoint.load_training_state(run / "training_state" / "6.state")["model"]["networks"]
 
@@ -236,6 +249,15 @@ def test_a_save_without_enough_disk_space_says_so(tmp_path, monkeypatch):
     assert not (tmp_path / "models").exists() or not list((tmp_path / "models").iterdir())
     with pytest.raises(checkpoint.DiskFullError, match=r"free some space or lower logger\.keep_last$"):
         checkpoint.save_checkpoint(tmp_path, 1, {"G": torch.nn.Linear(100, 100)}, {"iter": 1}, keep_last=3)
+
+
+def test_a_save_needs_a_fifth_more_room_than_the_tensors_take(tmp_path, monkeypatch):
+    """The weights' 80,800 bytes (two files) fit in 90,000 free bytes, but with the margin for the encoding they
+    need about 97,000: refused before anything is written."""
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda _: type("U", (), {"free": 90_000})())
+    with pytest.raises(checkpoint.DiskFullError, match=r"^only 88 KiB free in .*, a checkpoint needs about 95 KiB"):
+        checkpoint.save_checkpoint(tmp_path, 1, {"G": torch.nn.Linear(100, 100)}, {"iter": 1})
+    assert checkpoint.saved_iterations(tmp_path) == []
 
 
 def test_training_state_holds_only_safely_loadable_data(tmp_path):
@@ -514,6 +536,28 @@ def test_auto_resume_after_a_stop_between_a_validation_and_the_next_save_keeps_t
     assert sorted(p.name for p in (aside / "val_images").rglob("*.png")) == [
         f"{name}_5.png" for name in ("brick", "grass", "gravel")]  # iteration 6 stopped before its validation
     assert (aside / "models" / "best_G.pth").read_bytes() == best
+
+
+def test_resuming_an_older_state_of_the_run_puts_that_states_best_generator_back(tmp_path, monkeypatch):
+    """The run went on to a better iteration 6 after the state of iteration 3 (its best); resumed from that state,
+    whose later validations do not beat it, models/best_G.pth is iteration 3's generator again."""
+    from esrgan.engine import trainer
+
+    validate, scores = trainer.validate, {3: 30.0, 6: 40.0}
+
+    def best_at_3_then_6(model, dataset, evaluator, scale, step, *args, **kwargs):
+        return validate(model, dataset, evaluator, scale, step, *args, **kwargs) | {"psnr": scores.get(step, 10.0)}
+
+    monkeypatch.setattr(trainer, "validate", best_at_3_then_6)
+    val = {"name": "v", "dataroot_GT": str(REPO_ROOT / "datasets" / "demo" / "val")}
+    sr = {"model": "sr", "train.gan.niter": 0, "train.psnr.niter": 6, "train.val_freq": 3, "logger.save_freq": 3,
+          "datasets.val": val}
+    run = train(options(tmp_path, **sr))
+    assert (run / "models" / "best_G.pth").read_bytes() != (run / "models" / "3_G.pth").read_bytes()
+    scores.clear()
+    train(options(tmp_path, **sr, **{"path.resume_state": str(run / "training_state" / "3.state")}))
+    best, at_3 = weights(run / "models" / "best_G.pth"), weights(run / "models" / "3_G.pth")
+    assert all(torch.equal(value, best[key]) for key, value in at_3.items())
 
 
 def test_the_best_record_is_kept_per_phase_and_a_nan_psnr_never_wins():
@@ -822,6 +866,27 @@ def test_resuming_with_the_same_total_batch_on_another_number_of_processes_keeps
     assert iterations(2, 2, enlarge=1)[0] != iterations(4, 1, enlarge=1)[0]
 
 
+def test_a_resume_warns_of_other_batches_only_when_the_samples_of_each_iteration_change(package_log):
+    from esrgan.engine.trainer import Resume, _report_resume
+
+    def order(batch, processes):
+        return {"train.manual_seed": 10, "training images": 7, "datasets.train.dataset_enlarge_ratio": 2,
+                "datasets.train.batch_size": batch, "datasets.train.use_shuffle": True, "processes": processes}
+
+    class Model:
+        def phase(self, step: int) -> str:
+            return "psnr"
+
+    saved = Resume({"iter": 3, "data_order": order(2, 2)}, "3.state", "path.resume_state")
+    _report_resume(saved, Model(), {}, order(4, 1))  # the same samples per iteration: no warning
+    assert not [r for r in package_log.records if r.levelname == "WARNING"]
+    _report_resume(saved, Model(), {}, order(2, 1))
+    (warning,) = {r.getMessage() for r in package_log.records if r.levelname == "WARNING"}
+    assert warning.startswith("path.resume_state: the training batches from here on are not those the saved run "
+                              "would have seen")
+    assert "processes: 2 in the training state, 1 now" in warning
+
+
 def test_a_loss_report_over_another_window_than_print_freq_says_so(tmp_path):
     sr = {"model": "sr", "train.gan.niter": 0, "logger.save_freq": 1, "logger.print_freq": 2}
     run = train(options(tmp_path, **sr, **{"train.psnr.niter": 3}))
@@ -912,6 +977,22 @@ def test_a_disk_that_fills_during_a_save_is_logged_and_training_goes_on(tmp_path
     assert (f"checkpoint of iteration 2 NOT saved ({run / 'training_state' / '2.state'}: No space left on device); "
             "training goes on, and the next save tries again") in log_text(run)
     assert trainer.find_resume_state(run) == run / "training_state" / "3.state"
+
+
+def test_a_disk_that_fills_during_the_last_save_stops_the_run_with_the_error(tmp_path, monkeypatch):
+    """No later save would try again: a run whose last checkpoint is not on disk does not end as a finished one."""
+    real_save = checkpoint.atomic_save
+
+    def fills_at_3(obj, path):
+        if Path(path).name == "3.state":
+            raise OSError(28, "No space left on device", str(path))
+        real_save(obj, path)
+
+    monkeypatch.setattr(checkpoint, "atomic_save", fills_at_3)
+    with pytest.raises(OSError) as info:
+        train(options(tmp_path, **{"model": "sr", "train.gan.niter": 0, "train.psnr.niter": 3, "logger.save_freq": 2}))
+    assert info.value.filename == str(tmp_path / "run" / "training_state" / "3.state")
+    assert checkpoint.saved_iterations(tmp_path / "run") == [2]
 
 
 def test_a_best_model_that_cannot_be_written_is_logged_and_training_goes_on(tmp_path, monkeypatch):

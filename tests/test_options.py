@@ -75,6 +75,17 @@ def test_misspelled_top_level_section_suggests_the_section():
     assert "did you mean network_G" in message
 
 
+def test_a_key_of_several_sections_suggests_each_of_them():
+    message = error_of(with_value(minimal_train(), "train.niter", 10))
+    assert "unknown option train.niter: did you mean train.psnr.niter or train.gan.niter?" in message
+
+
+def test_a_section_name_in_capitals_suggests_the_section_as_spelled_here():
+    raw = minimal_train()
+    raw["NETWORK_G"] = {"nf": 32}
+    assert "unknown option NETWORK_G: did you mean network_G?" in error_of(raw)
+
+
 def test_misspelled_key_suggests_the_nearest_key_of_the_same_section():
     message = error_of(with_value(minimal_train(), "train.gan.gan_wieght", 1e-3))
     assert "unknown option train.gan.gan_wieght" in message
@@ -381,6 +392,17 @@ def test_scale_3_is_rejected():
     assert "not supported" in message
 
 
+def test_an_esrgan_patch_larger_than_the_discriminators_input_is_refused():
+    assert error_of(with_value(minimal_train(), "datasets.train.GT_size", 192)) == (
+        "datasets.train.GT_size: 192 differs from the discriminator's input size 128 (network_D.which_model_D = "
+        "discriminator_vgg_128)")
+
+
+def test_validation_metrics_without_psnr_are_refused_since_psnr_picks_the_best_model():
+    assert error_of(with_value(minimal_train(), "train.val_metrics", ["ssim"])) == (
+        "train.val_metrics: ['ssim'] lacks psnr, which picks the best model; add it")
+
+
 def test_a_feature_layer_beyond_the_vgg19_in_use_is_rejected():
     message = error_of(with_value(minimal_train(), "network_F.feature_layer", 37))
     assert "network_F.feature_layer: 37 is not a layer of VGG19 (0 to 36; conv5_4 before its ReLU is 34)" in message
@@ -577,6 +599,21 @@ def test_a_wrong_value_given_with_set_says_so_and_one_from_the_file_does_not(tmp
     assert str(info.value) == f"{path}: datasets.train.GT_size: 130 is not a multiple of scale 4 (given with --set)"
 
 
+def test_a_wrong_list_item_given_with_set_says_so(tmp_path):
+    path = write_yaml(tmp_path / "ok.yml", minimal_train())
+    with pytest.raises(OptionError) as info:
+        load_options(TrainOptions, path, ["train.psnr.scheduler.milestones=[5, often]"])
+    assert str(info.value) == (f"{path}: train.psnr.scheduler.milestones[1]: expected an integer, got 'often' "
+                               "(given with --set)")
+
+
+def test_a_wrong_value_inside_a_section_given_with_set_says_so(tmp_path):
+    path = write_yaml(tmp_path / "ok.yml", minimal_train())
+    with pytest.raises(OptionError) as info:
+        load_options(TrainOptions, path, ["train.gan={niter: -1}"])
+    assert str(info.value) == f"{path}: train.gan.niter: -1 is out of range; it must be >= 0 (given with --set)"
+
+
 def test_every_problem_of_a_file_is_listed_at_once():
     raw = with_value(with_value(minimal_train(), "train.val_freq", "often"), "datasets.train.batch_size", 0)
     raw = with_value(raw, "logger.print_frq", 10)
@@ -603,6 +640,17 @@ def test_files_that_are_no_training_option_file_say_what_they_are(tmp_path, text
     with pytest.raises(OptionError) as info:
         load_options(TrainOptions, path)
     assert str(info.value).startswith(f"{path}{':' if not message.startswith('is ') else ''} {message}")
+
+
+def test_a_training_file_of_a_training_set_alone_is_not_taken_for_a_test_option_file(tmp_path):
+    """datasets.train is a training set even without a train section (all of its options left to the defaults
+    or to --set): the message is about the training options, not about the kind of file."""
+    path = tmp_path / "o.yml"
+    path.write_text(f"name: a\ndatasets: {{train: {{dataroot_GT: {DEMO_TRAIN}}}}}\n", encoding="utf-8")
+    with pytest.raises(OptionError) as info:
+        load_options(TrainOptions, path)
+    assert str(info.value) == (f"{path}: train.gan.niter: model 'esrgan' needs a GAN phase (niter > 0); use model "
+                               "sr for PSNR-only training")
 
 
 def test_a_training_file_with_a_test_key_is_not_taken_for_a_test_option_file():
@@ -810,6 +858,11 @@ def test_a_name_too_long_for_the_files_named_after_it_is_refused():
     assert parse_options(TrainOptions, with_value(minimal_train(), "name", "n" * 200)).name == "n" * 200
 
 
+def test_a_name_is_measured_in_bytes_not_characters():
+    assert error_of(with_value(minimal_train(), "name", "\u00e9" * 101)) == (
+        "name: 202 bytes long; give a name of at most 200 (it names folders and files, e.g. train_<name>_<time>.log)")
+
+
 @pytest.mark.parametrize("name", ["summary.csv", "test_x_261207-101010.log", "options_1.yml"])
 def test_a_test_set_named_as_a_file_test_py_writes_is_refused(name):
     raw = {"name": "t", "path": {"pretrain_model_G": "g.pth"}, "datasets": {name: {"dataroot_GT": DEMO_VAL}}}
@@ -841,6 +894,20 @@ def test_an_output_root_or_run_folder_that_is_a_file_is_refused_by_its_key(tmp_p
 def test_a_vgg_weights_name_in_other_case_is_not_taken_for_a_file():
     assert error_of(with_value(minimal_train(), "network_F.weights", "ImageNet")) == (
         "network_F.weights: 'ImageNet' is not a file; did you mean 'imagenet'?")
+
+
+def test_a_vgg_weights_file_named_like_a_keyword_in_other_case_is_taken_for_the_file(tmp_path):
+    (tmp_path / "ImageNet").write_bytes(b"weights")
+    raw = with_value(minimal_train(), "network_F.weights", "ImageNet")
+    raw["datasets"]["train"]["dataroot_GT"] = str(REPO_ROOT / DEMO_TRAIN)
+    assert parse_options(TrainOptions, raw, root=tmp_path).network_F.weights == str(tmp_path / "ImageNet")
+
+
+def test_restart_weights_must_be_one_per_period():
+    raw = with_value(minimal_train(), "train.psnr.scheduler", {"type": "CosineAnnealingRestartLR",
+                                                              "periods": [5, 5], "restart_weights": [1.0]})
+    assert error_of(raw) == ("train.psnr.scheduler.restart_weights: 1 weights for 2 periods; give one per period "
+                             "or none")
 
 
 def test_milestones_that_do_not_increase_are_refused():

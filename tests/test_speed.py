@@ -549,6 +549,37 @@ def test_finished_graphs_are_released_at_the_phase_switch_and_after_d_init_iters
     assert kept[5:] == [["gan_g_d"]] * 2  # from GAN step 3 on, every step updates G
 
 
+def test_with_a_d_update_ratio_the_d_only_graph_is_kept_after_d_init_iters():
+    """With D_update_ratio 2, every other GAN step after D_init_iters is D-only: its graph stays captured."""
+    from esrgan.engine.fast import GraphedSteps
+    from esrgan.engine.trainer import _release_finished_graphs
+    from esrgan.options import TrainOptions
+
+    o = TrainOptions(name="x")
+    o.train.psnr.niter, o.train.gan.D_init_iters, o.train.gan.D_update_ratio = 3, 2, 2
+    runner = GraphedSteps(CPU, graph_factory=RerunGraph)
+    runner.graphs = {"psnr": RerunGraph(), "gan_d": RerunGraph(), "gan_g_d": RerunGraph()}
+    for step in range(1, 10):
+        _release_finished_graphs(runner, o, step)
+    assert sorted(runner.graphs) == ["gan_d", "gan_g_d"]
+
+
+def test_a_released_graph_hands_its_memory_pool_back_only_when_no_graph_of_its_phase_is_left():
+    """The GAN kinds share one pool: releasing the D-only step must leave it to the G+D step that still replays."""
+    from esrgan.engine.fast import GraphedSteps
+
+    runner = GraphedSteps(CPU, graph_factory=RerunGraph)
+    runner.graphs = {"psnr": RerunGraph(), "gan_d": RerunGraph(), "gan_g_d": RerunGraph()}
+    runner.outputs = {key: {"loss": key} for key in runner.graphs}
+    runner._pools = {"psnr": "psnr pool", "gan": "gan pool"}
+    runner.release("gan_d")
+    assert runner._pools == {"psnr": "psnr pool", "gan": "gan pool"} and sorted(runner.outputs) == ["gan_g_d", "psnr"]
+    runner.release("psnr")
+    assert runner._pools == {"gan": "gan pool"}
+    runner.release("gan_g_d")
+    assert runner._pools == {} and runner.graphs == {} and runner.outputs == {}
+
+
 @pytest.mark.parametrize(("tf32", "conv", "matmul"), [("conv", True, False), ("all", True, True),
                                                        ("none", False, False)])
 def test_backend_flags_follow_the_speed_options(tf32, conv, matmul):

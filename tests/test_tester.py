@@ -153,6 +153,24 @@ def test_batches_of_same_size_images_give_the_same_results(plain_run, data, tmp_
         assert (psnr, ssim) == pytest.approx(plain[name], abs=1e-4)
 
 
+def test_the_seconds_of_a_batch_are_shared_out_over_its_images(data, tmp_path, monkeypatch):
+    """Each batch takes one (fake) second: a and b, batched together, 0.5 s each; c, alone, 1 s."""
+    from esrgan.engine import tester
+
+    class OneSecondPerCall:
+        now = 0.0
+
+        def perf_counter(self) -> float:
+            self.now += 1.0
+            return self.now
+
+    monkeypatch.setattr(tester, "time", OneSecondPerCall())
+    out = run_test(opts(data, tmp_path, test={"batch_size": 2}))
+    rows = read_csv(out / "gt" / "metrics.csv")
+    assert [(r["name"], float(r["seconds"])) for r in rows[:3]] == [("a", 0.5), ("b", 0.5), ("c", 1.0)]
+    assert float(read_csv(out / "summary.csv")[0]["seconds_per_image"]) == pytest.approx(2 / 3)
+
+
 @pytest.mark.parametrize("stop_at", ["c", "d"], ids=["inside-a-set", "in-the-second-set"])
 def test_a_run_stopped_partway_keeps_the_scores_and_summary_it_finished(plain_run, data, tmp_path, monkeypatch,
                                                                        stop_at):
@@ -206,6 +224,47 @@ def test_a_disk_that_fills_reports_the_write_that_failed_and_leaves_no_empty_csv
     assert (f"{out / 'gt' / 'metrics.csv'} not written ({out / 'gt' / 'metrics.csv'}: No space left on device)\n"
             in text)
     assert "gt stopped after 1 of its 3 images\n" in text
+
+
+def test_a_metrics_csv_that_cannot_be_written_after_its_set_finished_stops_the_run(data, tmp_path, monkeypatch):
+    """Only a run already stopped by another error logs a failed CSV write instead of raising it; a finished set's
+    metrics.csv that cannot be written is the run's error."""
+    from esrgan.engine import tester
+    from esrgan.utils.files import atomic_write_text
+
+    def disk_full_for_metrics(path, text):
+        if path.name == "metrics.csv":
+            raise OSError(28, "No space left on device", str(path))
+        atomic_write_text(path, text)
+
+    monkeypatch.setattr(tester, "atomic_write_text", disk_full_for_metrics)
+    with pytest.raises(OSError) as info:
+        run_test(opts(data, tmp_path))
+    out = tmp_path / "spec"
+    assert info.value.filename == str(out / "gt" / "metrics.csv")
+    assert not (out / "summary.csv").exists()
+
+
+def test_sets_with_images_of_the_same_names_each_get_their_own_bicubic_scores(data, tmp_path):
+    """The bicubic baseline is computed once per image for all alphas: per set and image, not per image name."""
+    other = tmp_path / "other"
+    write_image(other / "a.png", smooth_image(np.random.default_rng(7), 48, 64))
+    alone = run_test(opts(data, tmp_path / "alone", datasets={"gt": {"dataroot_GT": str(other)}}))
+    both = run_test(opts(data, tmp_path / "both", datasets={"other": {"dataroot_GT": str(other)}}))
+    expected = read_csv(alone / "gt" / "metrics.csv")[0]
+    got = {r["name"]: r for r in read_csv(both / "other" / "metrics.csv")}["a"]
+    theirs = {r["name"]: r for r in read_csv(both / "gt" / "metrics.csv")}["a"]
+    assert float(got["psnr_bicubic"]) == pytest.approx(float(expected["psnr_bicubic"]), abs=1e-9)
+    assert float(got["psnr_bicubic"]) != pytest.approx(float(theirs["psnr_bicubic"]), abs=0.1)
+
+
+def test_a_set_without_full_reference_metrics_upscales_gt_images_too_small_to_score(data, tmp_path):
+    """A GT image of 8x8 has a 2x2 LQ: too small for PSNR and SSIM after the border crop, but a set without
+    those metrics only upscales it."""
+    write_image(tmp_path / "tiny" / "t.png", smooth_image(np.random.default_rng(3), 8, 8))
+    out = run_test(opts(data, tmp_path / "results", datasets={"gt": {"dataroot_GT": str(tmp_path / "tiny"),
+                                                                     "metrics": []}}))
+    assert cv2.imread(str(out / "gt" / "t.png")).shape == (8, 8, 3)
 
 
 def test_an_unreadable_image_with_skip_corrupt_is_left_out_once(data, tmp_path):
@@ -332,6 +391,20 @@ def test_alpha_0_is_the_psnr_model_and_alpha_1_the_gan_model(sweep, plain_run, d
     gan_run = run_test(opts(data, tmp_path, path={"pretrain_model_G": str(data / "gan.pth")}))
     for name, scores in metrics(sweep / "gt" / "alpha_1" / "metrics.csv").items():
         assert scores == pytest.approx(metrics(gan_run / "gt" / "metrics.csv")[name], abs=1e-4)
+
+
+def test_every_alpha_of_a_sweep_blends_the_psnr_model_as_loaded_not_the_blend_before_it(data, tmp_path):
+    """alpha 0.6 after alpha 0.5 is 0.4 * PSNR + 0.6 * GAN, the file net_interp.py would write, not a blend of the
+    previous blend."""
+    from esrgan.archs.layouts import interpolate_states
+
+    psnr, gan = (torch.load(data / f"{name}.pth", weights_only=True) for name in ("psnr", "gan"))
+    torch.save(interpolate_states(psnr, gan, 0.6), tmp_path / "blend.pth")
+    blend = run_test(opts(data, tmp_path / "blend", path={"pretrain_model_G": str(tmp_path / "blend.pth")}))
+    sweep = run_test(opts(data, tmp_path / "sweep", test={"interp_alphas": [0.5, 0.6]},
+                          path={"interp_gan_model": str(data / "gan.pth")}))
+    for name, scores in metrics(sweep / "gt" / "alpha_0.6" / "metrics.csv").items():
+        assert scores == pytest.approx(metrics(blend / "gt" / "metrics.csv")[name], abs=1e-4)
 
 
 def test_a_gan_model_of_another_size_cannot_be_interpolated(data, tmp_path):
