@@ -231,8 +231,8 @@ def test_both_gan_schedules_count_every_gan_iteration_also_those_without_a_g_ste
     rates = []
     for step in (1, 2, 3):
         model.optimize_parameters(step)
-        rates.append((model.log_dict["lr_G"], model.log_dict["lr_D"]))
-    assert rates == pytest.approx([(1e-3, 1e-3), (5e-4, 5e-4), (2.5e-4, 2.5e-4)])
+        rates += [model.log_dict["lr_G"], model.log_dict["lr_D"]]
+    assert rates == pytest.approx([1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 2.5e-4])  # G's and D's rate at steps 1, 2, 3
     assert model.schedulers["G"].last_epoch == model.schedulers["D"].last_epoch == 3
 
 
