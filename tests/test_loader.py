@@ -30,6 +30,13 @@ def test_enlarge_ratio_visits_every_image_that_many_times():
     assert sorted(indices) == sorted(list(range(5)) * 3)
 
 
+def test_an_enlarged_epoch_shuffles_the_copies_together_rather_than_repeating_one_order():
+    """As BasicSR's EnlargedSampler: one permutation of all 5 x 3 visits, so an image may come again before another
+    has come once (a repeated permutation of the 5 would never do that)."""
+    firsts = [[i for i, _ in TrainSampler(5, seed=seed, enlarge_ratio=3)][:5] for seed in range(10)]
+    assert any(len(set(first)) < 5 for first in firsts)
+
+
 def test_ranks_get_disjoint_shares_of_the_same_permutation():
     whole = list(TrainSampler(8, seed=3))
     shares = [list(TrainSampler(8, seed=3, rank=r, world_size=2)) for r in (0, 1)]

@@ -376,6 +376,16 @@ def test_a_state_that_does_not_fit_the_run_is_refused_before_anything_is_written
     assert not (tmp_path / "run").exists()
 
 
+def test_a_state_saved_at_the_end_of_the_psnr_phase_resumes_under_another_psnr_schedule(tmp_path):
+    """The PSNR phase is over at that state: its schedule's type (which a started schedule keeps) may differ."""
+    esrgan = {"train.psnr.niter": 2, "train.gan.niter": 1, "logger.save_freq": 2}
+    run = train(options(tmp_path, **esrgan))
+    cosine = {"train.psnr.scheduler.type": "CosineAnnealingRestartLR", "train.psnr.scheduler.periods": [2],
+              "path.resume_state": str(run / "training_state" / "2.state")}
+    train(options(tmp_path, **esrgan, **cosine))
+    assert checkpoint.saved_iterations(run) == [2, 3]
+
+
 def test_a_state_file_that_would_run_code_is_refused_without_torchs_advice_to_unpickle_it(tmp_path,
                                                                                            code_running_pickle):
     torch.save({"iter": code_running_pickle}, tmp_path / "evil.state")

@@ -687,6 +687,15 @@ def test_leaving_out_a_test_set_the_file_does_not_have_is_refused(tmp_path, over
                                f"(the file's are set5, set14); did you mean {hint}?")
 
 
+def test_leaving_out_a_test_set_by_its_name_suggests_the_key_that_holds_it(tmp_path):
+    path = write_yaml(tmp_path / "t.yml", {"name": "t", "path": {"pretrain_model_G": "g.pth"}, "datasets": {
+        "bsd": {"name": "BSD100", "dataroot_GT": DEMO_VAL}, "s14": {"name": "Set14", "dataroot_GT": DEMO_VAL}}})
+    with pytest.raises(OptionError) as info:
+        load_options(OptionsOfTest, path, ["datasets.Set14=null"])
+    assert str(info.value) == ("--set datasets.Set14=null: there is no test set datasets.Set14 to leave out (the "
+                               "file's are bsd, s14); did you mean datasets.s14?")
+
+
 def test_an_empty_optional_path_is_left_out_and_a_required_string_needs_a_value():
     raw = with_value(minimal_train(), "datasets.train.dataroot_LQ", "")
     assert parse_options(TrainOptions, raw).datasets.train.dataroot_LQ is None

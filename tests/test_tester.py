@@ -414,6 +414,7 @@ def test_a_gan_model_of_another_size_cannot_be_interpolated(data, tmp_path):
 
 
 @pytest.mark.parametrize("alphas, message", [([], "give at least one alpha"), ([0.5, 0.50], "repeats a value"),
+                                             ([0.5, 0.5000001], r"\[0.5, 0.5000001\] repeats a value \(each alpha"),
                                              ([1.5], r"1.5 is out of range; it must be in \[0, 1\]")])
 def test_sweep_alphas_are_checked_with_the_options(data, tmp_path, alphas, message):
     with pytest.raises(options.OptionError, match=message):
