@@ -78,6 +78,7 @@ class Evaluator:
         self.crop_border = crop_border
         self.niqe_channel = niqe_channel
         self.unavailable: dict[str, str] = {}
+        self._too_small: set[str] = set()  # the windowed metrics an image was already too small for
         self._lpips = None
         if "lpips" in self.metrics:
             from ..metrics.lpips import MetricUnavailableError, load_lpips
@@ -108,13 +109,17 @@ class Evaluator:
             from ..metrics.lpips import calculate_lpips
 
             return calculate_lpips(self._lpips, img, gt, self.crop_border)
-        # Windowed metrics need a few pixels: a smaller image is n/a (nan) for them, as a missing value.
+        # Windowed metrics need a few pixels: a smaller image is n/a (nan) for them, as a missing value. Said once
+        # per metric: a set of small images would repeat it for every image at every validation.
         try:
             if metric == "ssim":
                 return calculate_ssim(img, gt, self.crop_border)
             return calculate_niqe(img, self.crop_border, self.niqe_channel)
         except (SSIMImageTooSmallError, NIQEImageTooSmallError) as err:
-            log.warning("%s: %s is n/a: %s", name or "image", LABELS[metric], err)
+            if metric not in self._too_small:
+                self._too_small.add(metric)
+                log.warning("%s: %s is n/a: %s (said for the first image too small for it only)", name or "image",
+                            LABELS[metric], err)
             return math.nan
 
 
