@@ -227,12 +227,45 @@ def test_integers_beyond_2_to_the_53_are_read_exactly():
     assert o.logger.print_freq == 2**53 + 1 and o.train.gan.niter == 1000
 
 
+def test_basicsr_names_in_a_test_option_file_point_to_the_test_options():
+    raw = {"name": "t", "model_type": "ESRGANModel", "num_gpu": 1, "path": {"pretrain_model_G": "g.pth"},
+           "datasets": {"a": {"dataroot_GT": DEMO_VAL}}, "val": {"save_img": True, "metrics": {"psnr": {}}}}
+    assert error_of(raw, OptionsOfTest, check_paths=False).splitlines()[1:] == [
+        "  unknown option model_type (a BasicSR name): not needed: test.py tests the generator of "
+        "path.pretrain_model_G",
+        "  unknown option num_gpu (a BasicSR name): not needed: test.py runs on one device (device: cuda:N)",
+        "  unknown option val (a BasicSR name): not needed: each test set is scored by its datasets.<set>.metrics"]
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("datasets.train.lq_size", 32, "unknown option datasets.train.lq_size (a traiNNer-redux name): use "
+                                   "datasets.train.GT_size, the HR patch: lq_size x scale (128, the discriminator's "
+                                   "input)"),
+    ("use_amp", True, "unknown option use_amp (a traiNNer-redux name): use speed.precision (bf16 or fp16)"),
+    ("logger.save_checkpoint_format", "safetensors", "unknown option logger.save_checkpoint_format (a traiNNer-redux "
+                                                     "name): use logger.save_safetensors: true"),
+    ("fast_matmul", True, "unknown option fast_matmul (a traiNNer-redux name): use speed.tf32: all"),
+])
+def test_trainner_redux_names_get_their_counterpart(key, value, message):
+    assert error_of(with_value(minimal_train(), key, value)).startswith(message)
+
+
+def test_trainner_redux_names_in_a_test_option_file_point_to_the_test_options():
+    raw = {"name": "t", "use_amp": True, "use_channels_last": True, "path": {"pretrain_model_G": "g.pth"},
+           "datasets": {"a": {"dataroot_GT": DEMO_VAL}}}
+    assert error_of(raw, OptionsOfTest, check_paths=False).splitlines()[1:] == [
+        "  unknown option use_amp (a traiNNer-redux name): use test.precision (bf16 or fp16)",
+        "  unknown option use_channels_last (a traiNNer-redux name): use test.channels_last"]
+
+
 def test_basicsr_tile_names_point_to_the_tile_options():
     raw = {"name": "t", "path": {"pretrain_model_G": "g.pth"}, "datasets": {"a": {"dataroot_GT": DEMO_VAL}},
            "test": {"tile_size": 256, "tile_pad": 10}}
     assert error_of(raw, OptionsOfTest, check_paths=False) == (
         "2 unknown options:\n  unknown option test.tile_size (a BasicSR name): use test.tile (LR pixels)\n"
         "  unknown option test.tile_pad (a BasicSR name): use test.tile_overlap (LR pixels)")
+    assert error_of(with_value(minimal_train(), "train.tile_size", 64)) == (
+        "unknown option train.tile_size (a BasicSR name): use train.val_tile (LR pixels)")
 
 
 # ------------------------------------------------------------------------------------------ ranges
@@ -622,6 +655,23 @@ def test_every_problem_of_a_file_is_listed_at_once():
         "  unknown option logger.print_frq: did you mean logger.print_freq?",
         "  datasets.train.batch_size: 0 is out of range; it must be >= 1",
         "  train.val_freq: expected an integer, got 'often'"]
+
+
+def test_every_wrong_item_of_a_list_is_listed():
+    assert error_of(with_value(minimal_train(), "train.val_metrics", ["psnr", "PSNR", "fid"])).splitlines() == [
+        "2 problems with the options:",
+        "  train.val_metrics[1]: 'PSNR' is not one of 'psnr', 'ssim', 'niqe', 'lpips'; did you mean psnr?",
+        "  train.val_metrics[2]: 'fid' is not one of 'psnr', 'ssim', 'niqe', 'lpips'"]
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda0", "cuda:x", "CPU"])
+def test_a_device_that_is_not_written_as_one_is_refused_with_the_options(tmp_path, device):
+    path = write_yaml(tmp_path / "o.yml", minimal_train())
+    with pytest.raises(OptionError) as info:
+        load_options(TrainOptions, path, [f"device={device}"])
+    assert str(info.value) == (f"{path}: device: {device!r} is not a device; use auto, cpu, cuda or cuda:N (given "
+                               "with --set)")
+    assert parse_options(TrainOptions, with_value(minimal_train(), "device", "cuda:1")).device == "cuda:1"
 
 
 @pytest.mark.parametrize(("text", "message"), [

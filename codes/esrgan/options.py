@@ -416,12 +416,41 @@ BASICSR_NAMES = {
     "betas": "use beta1 and beta2",
     "type": "not needed here: the section says what it builds (network_G.which_model_G and network_D.which_model_D "
             "name the architectures; datasets are paired GT/LQ sets)",
-    "tile_size": "use test.tile (LR pixels)",
-    "tile_pad": "use test.tile_overlap (LR pixels)",
+    "tile_size": "use train.val_tile (LR pixels)",
+    "tile_pad": "use train.val_tile_overlap (LR pixels)",
     "save_checkpoint_freq": "use logger.save_freq",
     "save_img": "not needed: validation images go to TensorBoard (logger.tb_images)",
     "metrics": "use train.val_metrics (datasets.<set>.metrics in test option files)",
     "wandb": "not needed: the logs go to TensorBoard (logger.use_tb_logger)",
+}
+
+# Where a test option file has other counterparts (BasicSR's test option files use the same names).
+BASICSR_TEST_NAMES = {
+    "model_type": "not needed: test.py tests the generator of path.pretrain_model_G",
+    "num_gpu": "not needed: test.py runs on one device (device: cuda:N)",
+    "val": "not needed: each test set is scored by its datasets.<set>.metrics",
+    "metrics": "use datasets.<set>.metrics",
+    "save_img": "not needed: test.py writes every super-resolved image",
+    "tile_size": "use test.tile (LR pixels)",
+    "tile_pad": "use test.tile_overlap (LR pixels)",
+}
+
+# traiNNer-redux's names with a counterpart here (its other names are BasicSR's), in training option files; in
+# test option files only those of TRAINNER_TEST_NAMES have one.
+TRAINNER_NAMES = {
+    "lq_size": "use datasets.train.GT_size, the HR patch: lq_size x scale (128, the discriminator's input)",
+    "use_amp": "use speed.precision (bf16 or fp16)",
+    "amp_bf16": "use speed.precision: bf16",
+    "use_channels_last": "use speed.channels_last",
+    "fast_matmul": "use speed.tf32: all",
+    "save_checkpoint_format": "use logger.save_safetensors: true (models/latest_G.safetensors beside the .pth files)",
+    "losses": "use train.<phase>.pixel_criterion and train.gan's pixel_weight, feature_criterion, feature_weight, "
+              "gan_type and gan_weight",
+}
+TRAINNER_TEST_NAMES = {
+    "use_amp": "use test.precision (bf16 or fp16)",
+    "amp_bf16": "use test.precision: bf16",
+    "use_channels_last": "use test.channels_last",
 }
 
 # The names of the original ESRGAN code's option files (mmsr's), likewise, by the top-level section they stand in
@@ -487,13 +516,16 @@ def _schema_keys(cls: type, prefix: str = "") -> list[str]:
 
 
 def _unknown_key_message(root_cls: type, prefix: str, key: str, valid: list[str]) -> str:
-    """Suggest the key of the same section that differs only in case, else BasicSR's name's counterpart, else the
-    keys of exactly this name in other sections, else the nearest key of the same section, else the nearest key
-    of the same name anywhere."""
+    """Suggest the key of the same section that differs only in case, else the counterpart of BasicSR's or
+    traiNNer-redux's name (in a test option file its own where it has one), else the keys of exactly this name in
+    other sections, else the nearest key of the same section, else the nearest key of the same name anywhere."""
     full = _join(prefix, key)
     same = [v for v in valid if v.lower() == key.lower()]
-    if key in BASICSR_NAMES and not same:
-        return f"unknown option {full} (a BasicSR name): {BASICSR_NAMES[key]}"
+    testing = root_cls is TestOptions
+    for other, names in (("BasicSR", BASICSR_TEST_NAMES if testing else {}), ("BasicSR", BASICSR_NAMES),
+                         ("traiNNer-redux", TRAINNER_TEST_NAMES if testing else TRAINNER_NAMES)):
+        if key in names and not same:
+            return f"unknown option {full} (a {other} name): {names[key]}"
     if key in MMSR_NAMES and not same and MMSR_NAMES[key][0] == prefix.split(".")[0]:
         return f"unknown option {full} (a name of the original ESRGAN code): {MMSR_NAMES[key][1]}"
     by_leaf: dict[str, list[str]] = {}
@@ -566,7 +598,15 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if origin is list:
         if not isinstance(value, list):
             raise OptionError(f"{key}: expected a list, got {value!r}")
-        return [_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+        items, problems = [], []
+        for i, v in enumerate(value):  # every wrong item, not only the first
+            try:
+                items.append(_convert(v, args[0], f"{key}[{i}]"))
+            except OptionError as err:
+                problems += _messages(err)
+        if problems:
+            raise OptionListError(problems)
+        return items
     if origin is dict:
         if not isinstance(value, dict):
             raise OptionError(f"{key}: expected a mapping of names to entries, got {value!r}")
@@ -988,6 +1028,8 @@ def parse_options(cls: type, raw: dict, root: Path = REPO_ROOT, check_paths: boo
     if unknown:
         raise OptionListError(unknown, "unknown options")
     _check_name(options.name)
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", options.device):  # whether it is there is checked where it is used
+        raise OptionError(f"device: {options.device!r} is not a device; use auto, cpu, cuda or cuda:N")
     _resolve_paths(options, root)
     if isinstance(options, TrainOptions):
         weights = options.network_F.weights
