@@ -25,6 +25,7 @@ Files are read without arbitrary unpickling (``torch.load(weights_only=True)``) 
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import re
 import warnings
@@ -245,9 +246,22 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise ValueError(f"cannot read weights file {path}: {err}") from None
 
 
+# The first bytes of the image formats a weights option is most often given by mistake (an input for a model).
+IMAGE_SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"BM": "BMP", b"II*\x00": "TIFF",
+                    b"MM\x00*": "TIFF", b"GIF8": "GIF"}
+
+
 def _read_torch(path: Path) -> Any:
     if path.is_file() and path.stat().st_size == 0:
         raise ValueError(f"cannot read weights file {path}: the file is empty")
+    with contextlib.suppress(OSError):  # the load below says what is wrong with a file that cannot be opened
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+        image = next((kind for magic, kind in IMAGE_SIGNATURES.items() if head.startswith(magic)),
+                     "WebP" if head[:4] == b"RIFF" and head[8:12] == b"WEBP" else None)
+        if image:
+            raise ValueError(f"cannot read weights file {path}: it is a {image} image, not weights; give the "
+                             "generator's .pth or .safetensors file")
     try:
         # An open file, not the path: torch.load hands a path ending in .safetensors to safetensors.
         with open(path, "rb") as fh, warnings.catch_warnings():
