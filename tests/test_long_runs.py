@@ -3,6 +3,7 @@
 import logging
 import math
 import os
+import platform
 import random
 import signal
 import subprocess
@@ -258,6 +259,25 @@ def test_a_save_needs_a_fifth_more_room_than_the_tensors_take(tmp_path, monkeypa
     with pytest.raises(checkpoint.DiskFullError, match=r"^only 88 KiB free in .*, a checkpoint needs about 95 KiB"):
         checkpoint.save_checkpoint(tmp_path, 1, {"G": torch.nn.Linear(100, 100)}, {"iter": 1})
     assert checkpoint.saved_iterations(tmp_path) == []
+
+
+def test_the_log_names_the_networks_with_their_parameter_counts_and_the_generator_validation_scores(tmp_path):
+    """Counted by hand: G nf 8, nb 1, gc 4 x4 = conv_first 224 + one RRDB 3 x 3,768 + trunk_conv, upconv1/2,
+    HRconv 4 x 584 + conv_last 219 = 14,083; D nf 4 = 53,880 in its convolutions and batch norms + the linear
+    layers 51,300 + 101 = 105,281."""
+    def networks_line(run: Path) -> str:
+        (log_file,) = run.glob("train_run_*.log")
+        (line,) = [line for line in log_file.read_text(encoding="utf-8").splitlines() if " INFO: G: " in line]
+        return line.partition(" INFO: ")[2]
+
+    run = train(options(tmp_path / "esrgan", **{"train.psnr.niter": 1, "train.gan.niter": 1,
+                                                "train.ema_decay": 0.5}))
+    assert networks_line(run) == (
+        "G: RRDBNet nf 8, nb 1, gc 4, x4, 14,083 parameters; D: discriminator_vgg_128 nf 4, 105,281 parameters; "
+        f"validation and best_G score the EMA of G (train.ema_decay 0.5); PyTorch {torch.__version__}, Python "
+        f"{platform.python_version()}")
+    run = train(options(tmp_path / "sr", **{"model": "sr", "train.psnr.niter": 1, "train.gan.niter": 0}))
+    assert networks_line(run).startswith("G: RRDBNet nf 8, nb 1, gc 4, x4, 14,083 parameters; PyTorch ")
 
 
 def test_training_state_holds_only_safely_loadable_data(tmp_path):

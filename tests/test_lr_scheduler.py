@@ -101,6 +101,9 @@ def test_schedule_settings_that_cannot_act_within_their_phase_are_named():
         "train.psnr.scheduler.warmup_iters 1000000: the lr warms up for the whole phase of 1000000 iterations",
         "train.gan.scheduler.milestones [100000, 200000, 300000] never take effect: milestones count from the "
         "start of the phase, which has 100000 iterations (train.gan.niter)"]
+    # A run resumed in the GAN phase hears only of that phase's settings.
+    assert schedule_warnings(o, resumed_at=o.train.psnr.niter) == schedule_warnings(o)[1:]
+    assert schedule_warnings(o, resumed_at=o.train.psnr.niter - 1) == schedule_warnings(o)
 
 
 def test_a_gan_phase_from_a_random_generator_is_warned_about_unless_resumed():
@@ -116,6 +119,6 @@ def test_a_gan_phase_from_a_random_generator_is_warned_about_unless_resumed():
         "train.psnr.niter is 0 and path.pretrain_model_G is not set: the GAN phase starts from a RANDOM generator. "
         "The paper's starts from the PSNR-oriented model: give it as path.pretrain_model_G, or train phase 1 "
         "(train.psnr.niter)"]
-    assert schedule_warnings(o, resuming=True) == []
+    assert schedule_warnings(o, resumed_at=0) == []
     o.path.pretrain_model_G = "RRDB_PSNR_x4.pth"
     assert schedule_warnings(o) == []

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import math
 import os
+import platform
 import signal
 import sys
 import time
@@ -375,19 +376,36 @@ class Resume(NamedTuple):
         return Path(self.path).resolve().parent == (run_root / "training_state").resolve()
 
 
-def schedule_warnings(o: TrainOptions, resuming: bool = False) -> list[str]:
+def _describe_networks(model: SRModel, o: TrainOptions) -> str:
+    """The networks trained and their parameter counts (what published results are compared by), and which
+    generator validation scores."""
+    def parameters(net: torch.nn.Module) -> int:
+        return sum(p.numel() for p in net.parameters())
+
+    g = o.network_G
+    parts = [f"G: {g.which_model_G} nf {g.nf}, nb {g.nb}, gc {g.gc}, x{o.scale}, {parameters(model.net_g):,} "
+             "parameters"]
+    if isinstance(model, ESRGANModel):
+        parts.append(f"D: {o.network_D.which_model_D} nf {o.network_D.nf}, {parameters(model.net_d):,} parameters")
+    if model.net_g_ema is not None:
+        parts.append(f"validation and best_G score the EMA of G (train.ema_decay {o.train.ema_decay:g})")
+    return "; ".join(parts)
+
+
+def schedule_warnings(o: TrainOptions, resumed_at: int | None = None) -> list[str]:
     """Schedule settings that cannot act within their phase: a milestone at or past the phase's last iteration
     (they count from the phase's start, where BasicSR's count from the run's), a warm-up as long as the phase;
-    and a GAN phase that starts from a random generator."""
+    and a GAN phase that starts from a random generator. A run resumed at iteration `resumed_at` is not told
+    about a phase it has finished."""
     notes = []
-    if o.model == "esrgan" and o.train.psnr.niter == 0 and o.path.pretrain_model_G is None and not resuming:
+    if o.model == "esrgan" and o.train.psnr.niter == 0 and o.path.pretrain_model_G is None and resumed_at is None:
         notes.append("train.psnr.niter is 0 and path.pretrain_model_G is not set: the GAN phase starts from a "
                      "RANDOM generator. The paper's starts from the PSNR-oriented model: give it as "
                      "path.pretrain_model_G, or train phase 1 (train.psnr.niter)")
     for phase in ("psnr", "gan") if o.model == "esrgan" else ("psnr",):
         p = getattr(o.train, phase)
         key = f"train.{phase}.scheduler"
-        if p.niter == 0:
+        if p.niter == 0 or (phase == "psnr" and resumed_at is not None and resumed_at >= p.niter):
             continue
         late = [m for m in p.scheduler.milestones if m >= p.niter] if p.scheduler.type == "MultiStepLR" else []
         if late:
@@ -584,7 +602,7 @@ def _train(o: TrainOptions, auto_resume: bool, option_file: Path | None) -> Path
     else:
         add_log_file(run_dir / f"train_{o.name}_{timestamp()}.log")
         dump_yaml(o, run_dir / f"options_{timestamp()}.yml")
-        for note in schedule_warnings(o, resuming=resume is not None):
+        for note in schedule_warnings(o, None if resume is None else start_step):
             log.warning("%s", note)
         if resume is not None:
             _report_resume(resume, model, changed, data_order)
@@ -605,6 +623,7 @@ def _train(o: TrainOptions, auto_resume: bool, option_file: Path | None) -> Path
     log.info("Run %s on %s x %d: %d iterations (PSNR phase %d, GAN phase %d), %d training images, batch %d per "
              "process (%d in all)", o.name, device, world.world_size, o.total_iters, o.train.psnr.niter,
              o.total_iters - o.train.psnr.niter, len(train_set), tr.batch_size, tr.batch_size * world.world_size)
+    log.info("%s; PyTorch %s, Python %s", _describe_networks(model, o), torch.__version__, platform.python_version())
 
     with contextlib.ExitStack() as cleanup:  # each release runs, even when one before it raised
         cleanup.callback(shutdown, world)
