@@ -224,6 +224,25 @@ def test_a_folder_another_process_holds_is_refused_with_its_process_id_until_it_
 
 
 @pytest.mark.skipif(os.name != "posix", reason="folders are claimed with POSIX locks")
+def test_a_file_in_a_claimed_folder_names_the_folder_and_its_holder_while_the_claim_is_held(tmp_path):
+    run = tmp_path / "experiments" / "run"
+    weights = run / "models" / "latest_G.pth"
+    assert files.claimed_by(weights) is None
+    with files.claimed(run, "train.py"):
+        assert files.claimed_by(weights) == (run, f"process {os.getpid()}")
+        with files.claimed(run.parent, "x"):  # the innermost claimed folder is named
+            assert files.claimed_by(weights) == (run, f"process {os.getpid()}")
+    assert files.claimed_by(weights) is None
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock = tmp_path / "experiments" / ".run.lock"
+    lock.parent.mkdir()  # the claim removed the folder it had made
+    lock.write_text(f"{dead.stdout.strip()} {socket.gethostname()}\n")  # what a killed holder leaves
+    assert files.claimed_by(weights) is None
+    lock.write_text("4242 gpu-node-7\n")  # a holder on another machine cannot be looked at: taken as held
+    assert files.claimed_by(weights) == (run, "process 4242 on gpu-node-7")
+
+
+@pytest.mark.skipif(os.name != "posix", reason="folders are claimed with POSIX locks")
 def test_a_claim_leaves_no_trace_and_removes_the_folders_it_made_for_its_lock(tmp_path):
     (tmp_path / "kept").mkdir()
     with files.claimed(tmp_path / "a" / "b" / "run", "test.py"):

@@ -4,6 +4,7 @@ import csv
 import importlib.util
 import os
 import runpy
+import shutil
 import subprocess
 import sys
 
@@ -224,6 +225,21 @@ def test_a_disk_that_fills_reports_the_write_that_failed_and_leaves_no_empty_csv
     assert (f"{out / 'gt' / 'metrics.csv'} not written ({out / 'gt' / 'metrics.csv'}: No space left on device)\n"
             in text)
     assert "gt stopped after 1 of its 3 images\n" in text
+
+
+def test_weights_of_a_run_still_training_are_tested_with_a_warning_that_says_so(data, tmp_path):
+    from esrgan.utils.files import claimed
+
+    run = tmp_path / "experiments" / "busy"
+    (run / "models").mkdir(parents=True)
+    shutil.copy(data / "psnr.pth", run / "models" / "latest_G.pth")
+    with claimed(run, "train.py"):  # as train.py holds its run folder while it runs
+        out = run_test(opts(data, tmp_path / "results", path={"pretrain_model_G": str(run / "models" /
+                                                                                     "latest_G.pth")}))
+    (log_file,) = out.glob("test_spec_*.log")
+    assert (f"WARNING: path.pretrain_model_G: {run / 'models' / 'latest_G.pth'} is in {run}, which a run (process "
+            f"{os.getpid()}) is still writing: these are its weights of this moment") in log_file.read_text()
+    assert [r["name"] for r in read_csv(out / "gt" / "metrics.csv")] == ["a", "b", "c", "mean"]
 
 
 def test_a_metrics_csv_that_cannot_be_written_after_its_set_finished_stops_the_run(data, tmp_path, monkeypatch):

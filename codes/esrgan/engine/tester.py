@@ -24,7 +24,7 @@ from ..data.paired import PairedImageDataset
 from ..metrics import perceptual_index, read_ma_scores
 from ..models.networks import build_generator, infer_generator_options, load_weights
 from ..options import NetworkGOpt, TestOptions, TestRunOpt, TestSetOpt, dump_yaml
-from ..utils.files import atomic_write_text, claimed, os_problem
+from ..utils.files import atomic_write_text, claimed, claimed_by, os_problem
 from ..utils.image import tensor2img, write_image
 from ..utils.logger import add_log_file, setup_logging
 from ..utils.misc import archive_existing, listing, refuse_inputs_inside, select_device, timestamp
@@ -103,6 +103,10 @@ def _test(o: TestOptions, option_file: Path | None) -> Path:
         raise ValueError(f"{o.path.pretrain_model_G}: the network maps {net_opt.in_nc} to {net_opt.out_nc} channels; "
                          "test sets are read and scored as RGB, which needs 3 to 3")
     net_g = build_generator(net_opt, scale)
+    for key in ("pretrain_model_G", "interp_gan_model"):
+        if (weights := getattr(o.path, key)) and (busy := claimed_by(weights)):
+            log.warning("path.%s: %s is in %s, which a run (%s) is still writing: these are its weights of this "
+                        "moment", key, weights, *busy)
     load_weights(net_g, o.path.pretrain_model_G, o.path.strict_load, "generator")
     net_g.to(device)
     datasets = [PairedImageDataset(ds.name, scale, ds.dataroot_GT, ds.dataroot_LQ, data_type=ds.data_type,

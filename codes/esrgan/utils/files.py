@@ -151,6 +151,30 @@ def _locked(lock: Path, folder: Path, program: str) -> TextIO | None:
     raise OSError(f"cannot claim {folder}: {lock} keeps changing; is another {program} starting and stopping there?")
 
 
+def claimed_by(path: str | Path) -> tuple[Path, str] | None:
+    """The claimed folder that `path` lies in and its holder ('process N', with ' on <host>' for another host)
+    while the claim is held, else None. Read from the lock file alone, never locked: a probe must not make the
+    holder's own claim fail. A claim that a killed process left behind is not taken for a held one (on this host:
+    on another its process cannot be looked at)."""
+    for folder in Path(path).absolute().parents:
+        try:
+            holder = (folder.parent / f".{folder.name}.lock").read_text(encoding="utf-8").split()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if not holder or not holder[0].isdigit():
+            continue
+        if len(holder) > 1 and holder[1] != socket.gethostname():
+            return folder, f"process {holder[0]} on {holder[1]}"
+        try:
+            os.kill(int(holder[0]), 0)
+        except ProcessLookupError:
+            continue
+        except (PermissionError, OverflowError):  # another user's process; a pid no process can have
+            pass
+        return folder, f"process {holder[0]}"
+    return None
+
+
 def cannot_write(path: str | Path, err: OSError) -> str:
     """'cannot write <path>: <reason>' for an OSError of writing `path` through `atomic_output`, naming the file
     the error concerns when that is another one (a file where a folder must be made), never the temporary."""
