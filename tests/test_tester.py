@@ -179,10 +179,10 @@ def test_a_run_stopped_partway_keeps_the_scores_and_summary_it_finished(plain_ru
 
     score = Evaluator.score
 
-    def ctrl_c(self, sr, gt, name, skip=()):
+    def ctrl_c(self, sr, gt, name, skip=(), **kwargs):
         if name == stop_at:
             raise KeyboardInterrupt
-        return score(self, sr, gt, name, skip)
+        return score(self, sr, gt, name, skip, **kwargs)
 
     monkeypatch.setattr(Evaluator, "score", ctrl_c)
     with pytest.raises(KeyboardInterrupt):

@@ -78,7 +78,7 @@ class Evaluator:
         self.crop_border = crop_border
         self.niqe_channel = niqe_channel
         self.unavailable: dict[str, str] = {}
-        self._too_small: set[str] = set()  # the windowed metrics an image was already too small for
+        self._too_small: set[tuple[str, str]] = set()  # (metric, set) already reported as too small
         self._lpips = None
         if "lpips" in self.metrics:
             from ..metrics.lpips import MetricUnavailableError, load_lpips
@@ -89,20 +89,23 @@ class Evaluator:
                 self.unavailable["lpips"] = str(err)
                 log.warning("LPIPS is unavailable and reported as n/a: %s", err)
 
-    def score(self, img: np.ndarray, gt: np.ndarray | None, name: str = "",
-              skip: Collection[str] = ()) -> dict[str, float]:
+    def score(self, img: np.ndarray, gt: np.ndarray | None, name: str = "", skip: Collection[str] = (),
+              group: str | None = "") -> dict[str, float]:
         """The metrics of a uint8 RGB image, against `gt` (uint8, same size) where they need one.
 
-        Without `gt` only the no-reference metrics are computed; metrics in `skip` are left out.
+        Without `gt` only the no-reference metrics are computed; metrics in `skip` are left out. An image too
+        small for a windowed metric gets n/a, with a warning for the first such image of its `group` (its set)
+        only; none with `group` None (a bicubic baseline, whose SR image is as small).
         """
-        return {metric: math.nan if metric in self.unavailable else self._compute(metric, img, gt, name)
+        return {metric: math.nan if metric in self.unavailable else self._compute(metric, img, gt, name, group)
                 for metric in self.applicable(gt is not None, skip)}
 
     def applicable(self, has_gt: bool, skip: Collection[str] = ()) -> tuple[str, ...]:
         """The metrics `score` computes for an image with or without GT, `skip` left out."""
         return tuple(m for m in self.metrics if m not in skip and (has_gt or m in NO_REFERENCE))
 
-    def _compute(self, metric: str, img: np.ndarray, gt: np.ndarray | None, name: str) -> float:
+    def _compute(self, metric: str, img: np.ndarray, gt: np.ndarray | None, name: str, group: str | None
+                 ) -> float:
         if metric == "psnr":
             return calculate_psnr(img, gt, self.crop_border)
         if metric == "lpips":
@@ -110,16 +113,17 @@ class Evaluator:
 
             return calculate_lpips(self._lpips, img, gt, self.crop_border)
         # Windowed metrics need a few pixels: a smaller image is n/a (nan) for them, as a missing value. Said once
-        # per metric: a set of small images would repeat it for every image at every validation.
+        # per set: a set of small images would repeat it for every image at every validation.
         try:
             if metric == "ssim":
                 return calculate_ssim(img, gt, self.crop_border)
             return calculate_niqe(img, self.crop_border, self.niqe_channel)
         except (SSIMImageTooSmallError, NIQEImageTooSmallError) as err:
-            if metric not in self._too_small:
-                self._too_small.add(metric)
-                log.warning("%s: %s is n/a: %s (said for the first image too small for it only)", name or "image",
-                            LABELS[metric], err)
+            if group is not None and (metric, group) not in self._too_small:
+                self._too_small.add((metric, group))
+                further = f" of {group}" if group else ""
+                log.warning("%s: %s is n/a: %s (further images%s too small for it are not reported)",
+                            name or "image", LABELS[metric], err, further)
             return math.nan
 
 

@@ -230,13 +230,14 @@ def _test_set(net: nn.Module, dataset: PairedImageDataset, ds_opt: TestSetOpt, s
                 name = sample["name"]
                 sr = tensor2img(sr_tensor)
                 gt = tensor2img(sample["GT"]) if "GT" in sample else None
-                ours = evaluator.score(sr, gt, name, skip)
+                ours = evaluator.score(sr, gt, name, skip, group=ds_opt.name)
                 if ma_scores is not None:
                     ours |= {"ma": ma_scores[name], "pi": perceptual_index(ma_scores[name], ours["niqe"])}
                 key = (ds_opt.name, name)
                 if key not in bicubic:
                     bicubic[key] = (evaluator.score(bicubic_image(sample["LQ"], scale), gt, f"{name} (bicubic)",
-                                                    skip) if evaluator.applicable(gt is not None, skip) else {})
+                                                    skip, group=None)
+                                    if evaluator.applicable(gt is not None, skip) else {})
                 write_image(set_dir / f"{name}.png", sr)  # after its scores: an image on disk has its row
                 rows[name] = {"name": name, "seconds": seconds} | ours | {f"{k}_bicubic": v
                                                                           for k, v in bicubic[key].items()}

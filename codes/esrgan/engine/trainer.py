@@ -253,7 +253,7 @@ def validate(model: SRModel, dataset: PairedImageDataset, evaluator: Evaluator, 
             write_failed = True
         if i < tb_images:
             panels.append((i, name, np.concatenate([sr, gt], axis=1)))
-        rows.append(evaluator.score(sr, gt, name, skip))
+        rows.append(evaluator.score(sr, gt, name, skip, group=dataset.name))
     means = _means_over_ranks(rows, world, [m for m in evaluator.metrics if m not in skip], dataset)
     if tb_images:
         shown = sorted((p for part in gather_objects(panels, world) for p in part), key=lambda p: p[0])
@@ -266,7 +266,7 @@ def validate(model: SRModel, dataset: PairedImageDataset, evaluator: Evaluator, 
 def bicubic_baseline(dataset: PairedImageDataset, evaluator: Evaluator, scale: int, world: World) -> dict[str, float]:
     """The validation metrics of bicubic upscaling, shared out over the ranks like `validate`."""
     rows = [evaluator.score(bicubic_image(sample["LQ"], scale), tensor2img(sample["GT"]), f"{sample['name']} "
-                            "(bicubic)") for _, sample in _own_share(dataset, world)]
+                            "(bicubic)", group=None) for _, sample in _own_share(dataset, world)]
     return _means_over_ranks(rows, world, evaluator.metrics, dataset)
 
 
