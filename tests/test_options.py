@@ -282,15 +282,15 @@ def test_adam_beta1_of_one_or_more_is_out_of_range():
     assert "in [0, 0.999999]" in message
 
 
-@pytest.mark.parametrize("key, value, bounds", [
-    ("train.psnr.scheduler.periods", [100, 0], ">= 1"),  # a cycle of 0 iterations divides by zero
-    ("train.gan.scheduler.milestones", [-5], ">= 1"),
-    ("train.gan.scheduler.restart_weights", [-0.5], ">= 0"),
-    ("train.manual_seed", 2**32, "in [0, 4294967295]"),  # NumPy's seeds
+@pytest.mark.parametrize("key, value, where, bounds", [
+    ("train.psnr.scheduler.periods", [100, 0], "[1]", ">= 1"),  # a cycle of 0 iterations divides by zero
+    ("train.gan.scheduler.milestones", [-5], "[0]", ">= 1"),
+    ("train.gan.scheduler.restart_weights", [-0.5], "[0]", ">= 0"),
+    ("train.manual_seed", 2**32, "", "in [0, 4294967295]"),  # NumPy's seeds
 ])
-def test_list_items_and_seeds_out_of_range_name_their_key(key, value, bounds):
+def test_list_items_and_seeds_out_of_range_name_their_key(key, value, where, bounds):
     message = error_of(with_value(minimal_train(), key, value))
-    assert message.startswith(f"{key}: ") and f"out of range; it must be {bounds}" in message
+    assert message.startswith(f"{key}{where}: ") and f"out of range; it must be {bounds}" in message
 
 
 @pytest.mark.parametrize("name", ["", " ", ".", "..", "a/b", "..\\x"])
@@ -625,7 +625,7 @@ def test_a_wrong_value_given_with_set_says_so_and_one_from_the_file_does_not(tmp
     assert str(info.value) == (
         f"{path}: 3 problems with the options:\n"
         "  train.psnr.niter: -3 is out of range; it must be >= 0\n"
-        "  train.psnr.scheduler.milestones: -2 is out of range; it must be >= 1 (given with --set)\n"
+        "  train.psnr.scheduler.milestones[1]: -2 is out of range; it must be >= 1 (given with --set)\n"
         "  train.gan.niter: -1 is out of range; it must be >= 0 (given with --set)")
     with pytest.raises(OptionError) as info:  # a check across options, after the values
         load_options(TrainOptions, write_yaml(tmp_path / "ok.yml", minimal_train()), ["datasets.train.GT_size=130"])
@@ -662,16 +662,25 @@ def test_every_wrong_item_of_a_list_is_listed():
         "2 problems with the options:",
         "  train.val_metrics[1]: 'PSNR' is not one of 'psnr', 'ssim', 'niqe', 'lpips'; did you mean psnr?",
         "  train.val_metrics[2]: 'fid' is not one of 'psnr', 'ssim', 'niqe', 'lpips'"]
+    raw = {"name": "t", "path": {"pretrain_model_G": "g.pth", "interp_gan_model": "h.pth"},
+           "datasets": {"a": {"dataroot_GT": DEMO_VAL}}, "test": {"interp_alphas": [1.5, 0.5, -1]}}
+    assert error_of(raw, OptionsOfTest, check_paths=False).splitlines() == [
+        "2 problems with the options:",
+        "  test.interp_alphas[0]: 1.5 is out of range; it must be in [0, 1]",
+        "  test.interp_alphas[2]: -1 is out of range; it must be in [0, 1]"]
 
 
-@pytest.mark.parametrize("device", ["gpu", "cuda0", "cuda:x", "CPU"])
-def test_a_device_that_is_not_written_as_one_is_refused_with_the_options(tmp_path, device):
+@pytest.mark.parametrize("device", ["gpu", "cuda0", "cuda:x", "CPU", "cuda:01", "cuda:\u0661"])
+def test_a_device_that_is_not_written_as_one_is_listed_with_the_other_problems(tmp_path, device):
     path = write_yaml(tmp_path / "o.yml", minimal_train())
     with pytest.raises(OptionError) as info:
-        load_options(TrainOptions, path, [f"device={device}"])
-    assert str(info.value) == (f"{path}: device: {device!r} is not a device; use auto, cpu, cuda or cuda:N (given "
-                               "with --set)")
-    assert parse_options(TrainOptions, with_value(minimal_train(), "device", "cuda:1")).device == "cuda:1"
+        load_options(TrainOptions, path, [f"device={device}", "train.val_freq=often"])
+    assert str(info.value).splitlines() == [
+        f"{path}: 2 problems with the options:",
+        f"  device: {device!r} is not a device; use auto, cpu, cuda or cuda:N (given with --set)",
+        "  train.val_freq: expected an integer, got 'often' (given with --set)"]
+    for device in ("auto", "cpu", "cuda", "cuda:0", "cuda:10"):
+        assert parse_options(TrainOptions, with_value(minimal_train(), "device", device)).device == device
 
 
 @pytest.mark.parametrize(("text", "message"), [

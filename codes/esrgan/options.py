@@ -49,12 +49,17 @@ def _messages(err: OptionError) -> list[str]:
 
 
 def opt(default: Any = dataclasses.MISSING, doc: str = "", *, lo: float | None = None, hi: float | None = None,
-        path: bool = False, factory: Any = dataclasses.MISSING) -> Any:
-    """A documented option field. `lo`/`hi` bound numbers (inclusive); `path` marks repo-relative paths."""
-    meta = {"doc": doc, "lo": lo, "hi": hi, "path": path}
+        path: bool = False, factory: Any = dataclasses.MISSING, pattern: tuple[str, str] | None = None) -> Any:
+    """A documented option field. `lo`/`hi` bound numbers (inclusive); `path` marks repo-relative paths;
+    `pattern` is (a regular expression a string must match whole, what a value that does not is told)."""
+    meta = {"doc": doc, "lo": lo, "hi": hi, "path": path, "pattern": pattern}
     if factory is not dataclasses.MISSING:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
+
+
+# The devices an option file may name; whether one is there is checked where it is used.
+DEVICE = ("auto|cpu|cuda(:(0|[1-9][0-9]*))?", "is not a device; use auto, cpu, cuda or cuda:N")
 
 
 # --------------------------------------------------------------------------------------------- networks
@@ -291,7 +296,7 @@ class TrainOptions:
     name: str = opt(doc="run name: the folder experiments/<name>/")
     model: Literal["esrgan", "sr"] = opt("esrgan", "esrgan: PSNR phase then GAN phase; sr: PSNR phase only")
     scale: int = opt(4, "upscaling factor (2 or 4)", lo=2, hi=4)
-    device: str = opt("auto", "auto (CUDA when available, else CPU), cpu, cuda or cuda:N")
+    device: str = opt("auto", "auto (CUDA when available, else CPU), cpu, cuda or cuda:N", pattern=DEVICE)
     datasets: TrainDatasetsOpt = opt(factory=TrainDatasetsOpt, doc="training and validation data")
     network_G: NetworkGOpt = opt(factory=NetworkGOpt, doc="the generator")
     network_D: NetworkDOpt = opt(factory=NetworkDOpt, doc="the discriminator (model esrgan)")
@@ -350,7 +355,7 @@ class TestRunOpt:
 class TestOptions:
     name: str = opt(doc="test run name: the folder results/<name>/")
     scale: int | None = opt(None, "upscaling factor of the model (2 or 4); ~: read from the weights", lo=2, hi=4)
-    device: str = opt("auto", "auto (CUDA when available, else CPU), cpu, cuda or cuda:N")
+    device: str = opt("auto", "auto (CUDA when available, else CPU), cpu, cuda or cuda:N", pattern=DEVICE)
     datasets: dict[str, TestSetOpt] = opt(factory=dict, doc="test sets by key: GT+LQ folders, GT only "
                                                             "(bicubic LQ made on the fly) or LQ only (no-reference "
                                                             "metrics only); a set given as null (~) is left out, "
@@ -690,16 +695,19 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
         except OptionError as err:
             problems += _messages(err)
             continue
-        lo, hi = f.metadata.get("lo"), f.metadata.get("hi")
-        given = raw[name] if isinstance(raw[name], list) else [raw[name]]
-        for item, written in zip(value if isinstance(value, list) else [value], given, strict=True):
+        lo, hi, pattern = f.metadata.get("lo"), f.metadata.get("hi"), f.metadata.get("pattern")
+        listed = isinstance(value, list)
+        for i, (item, written) in enumerate(zip(value if listed else [value], raw[name] if listed else [raw[name]],
+                                                strict=True)):
+            where = f"{key}[{i}]" if listed else key
             numeric = isinstance(item, int | float) and not isinstance(item, bool)
             if numeric and ((lo is not None and item < lo) or (hi is not None and item > hi)):
                 bounds = f">= {lo}" if hi is None else f"in [{lo}, {hi}]" if lo is not None else f"<= {hi}"
                 # As written: 1e300 for an integer option, not its 301 digits
                 shown = _as_written(written) if isinstance(written, str | int | float) else repr(item)
-                problems.append(f"{key}: {shown} is out of range; it must be {bounds}")
-                break
+                problems.append(f"{where}: {shown} is out of range; it must be {bounds}")
+            if pattern and isinstance(item, str) and not re.fullmatch(pattern[0], item, re.ASCII):
+                problems.append(f"{where}: {item!r} {pattern[1]}")
         values[name] = value
     if problems:
         raise OptionListError(problems)
@@ -1028,8 +1036,6 @@ def parse_options(cls: type, raw: dict, root: Path = REPO_ROOT, check_paths: boo
     if unknown:
         raise OptionListError(unknown, "unknown options")
     _check_name(options.name)
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", options.device):  # whether it is there is checked where it is used
-        raise OptionError(f"device: {options.device!r} is not a device; use auto, cpu, cuda or cuda:N")
     _resolve_paths(options, root)
     if isinstance(options, TrainOptions):
         weights = options.network_F.weights
