@@ -64,8 +64,9 @@ shutdown(world)
 def test_the_collectives_give_every_rank_the_mean_and_the_any_of_all_ranks(tmp_path):
     """What the loss reports (all_mean) and the agreed decisions (any_rank: stop, a failed save) rest on."""
     (tmp_path / "worker.py").write_text(COLLECTIVES_WORKER)
-    subprocess.run([*TORCHRUN, str(tmp_path / "worker.py"), str(tmp_path)], check=True, env=ENV, capture_output=True,
-                   timeout=300)
+    done = subprocess.run([*TORCHRUN, str(tmp_path / "worker.py"), str(tmp_path)], env=ENV, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
     for rank in (0, 1):
         result = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
         assert result["mean"].tolist() == [1.5, 15.0]

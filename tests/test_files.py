@@ -240,6 +240,12 @@ def test_a_file_in_a_claimed_folder_names_the_folder_and_its_holder_while_the_cl
     assert files.claimed_by(weights) is None
     lock.write_text("4242 gpu-node-7\n")  # a holder on another machine cannot be looked at: taken as held
     assert files.claimed_by(weights) == (run, "process 4242 on gpu-node-7")
+    alias = tmp_path / "alias"
+    alias.symlink_to(run, target_is_directory=True)  # weights named through a link to the run: its claim
+    assert files.claimed_by(alias / "models" / "latest_G.pth") == (run, "process 4242 on gpu-node-7")
+    for text in ("4242\n", "99999999999999999999 " + socket.gethostname(), "\u00b2 " + socket.gethostname(), ""):
+        lock.write_text(text)  # not what a claim writes, or a pid no process has: not a held claim
+        assert files.claimed_by(weights) is None, text
 
 
 @pytest.mark.skipif(os.name != "posix", reason="folders are claimed with POSIX locks")

@@ -362,18 +362,19 @@ def test_a_mismatch_lists_the_tensors_and_says_what_the_file_holds(tmp_path):
     assert "tensors of another shape (file vs network): RRDB_trunk.0.RDB1.conv1.weight (4, 8, 3, 3) vs (8, 8, 3, 3)" \
         in message
     assert message.endswith("The file holds nf=8, nb=2, gc=4, scale 4 (in_nc=3, out_nc=3): set the network_G "
-                            "options and scale to match (a test option file may leave them out, ~: they are then "
-                            "read from the weights).")
+                            "options and scale to match (in a test option file, leave nf, nb and gc out, or set "
+                            "them to ~, to read them from the weights).")
 
 
 @pytest.mark.parametrize(("head", "kind"), [(b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff\xe0", "JPEG"),
-                                           (b"RIFF\x10\x00\x00\x00WEBPVP8 ", "WebP")])
+                                           (b"RIFF\x10\x00\x00\x00WEBPVP8 ", "WebP"), (b"BM6\x00", "BMP"),
+                                           (b"II*\x00\x08", "TIFF"), (b"MM\x00*\x00", "TIFF"), (b"GIF89a", "GIF")])
 def test_an_image_given_as_weights_is_named_as_an_image(tmp_path, head, kind):
     (tmp_path / "photo.pth").write_bytes(head + bytes(64))
     with pytest.raises(ValueError) as info:
         load_weights(tiny_net(), tmp_path / "photo.pth", what="generator")
     assert str(info.value) == (f"cannot read weights file {tmp_path / 'photo.pth'}: it is a {kind} image, not "
-                               "weights; give the generator's .pth or .safetensors file")
+                               "weights; give a .pth or .safetensors weights file")
 
 
 def test_the_discriminator_is_unwrapped_but_not_renamed(tmp_path):

@@ -241,7 +241,8 @@ def test_basicsr_names_in_a_test_option_file_point_to_the_test_options():
     ("datasets.train.lq_size", 32, "unknown option datasets.train.lq_size (a traiNNer-redux name): use "
                                    "datasets.train.GT_size, the HR patch: lq_size x scale (128, the discriminator's "
                                    "input)"),
-    ("use_amp", True, "unknown option use_amp (a traiNNer-redux name): use speed.precision (bf16 or fp16)"),
+    ("use_amp", True, "unknown option use_amp (a traiNNer-redux name): use speed.precision: fp16 (bf16 with "
+                      "amp_bf16)"),
     ("logger.save_checkpoint_format", "safetensors", "unknown option logger.save_checkpoint_format (a traiNNer-redux "
                                                      "name): use logger.save_safetensors: true"),
     ("fast_matmul", True, "unknown option fast_matmul (a traiNNer-redux name): use speed.tf32: all"),
@@ -254,7 +255,7 @@ def test_trainner_redux_names_in_a_test_option_file_point_to_the_test_options():
     raw = {"name": "t", "use_amp": True, "use_channels_last": True, "path": {"pretrain_model_G": "g.pth"},
            "datasets": {"a": {"dataroot_GT": DEMO_VAL}}}
     assert error_of(raw, OptionsOfTest, check_paths=False).splitlines()[1:] == [
-        "  unknown option use_amp (a traiNNer-redux name): use test.precision (bf16 or fp16)",
+        "  unknown option use_amp (a traiNNer-redux name): use test.precision: fp16 (bf16 with amp_bf16)",
         "  unknown option use_channels_last (a traiNNer-redux name): use test.channels_last"]
 
 

@@ -238,7 +238,7 @@ def test_weights_of_a_run_still_training_are_tested_with_a_warning_that_says_so(
                                                                                      "latest_G.pth")}))
     (log_file,) = out.glob("test_spec_*.log")
     assert (f"WARNING: path.pretrain_model_G: {run / 'models' / 'latest_G.pth'} is in {run}, which a run (process "
-            f"{os.getpid()}) is still writing: these are its weights of this moment") in log_file.read_text()
+            f"{os.getpid()}) holds: it may still be training and writing these weights") in log_file.read_text()
     assert [r["name"] for r in read_csv(out / "gt" / "metrics.csv")] == ["a", "b", "c", "mean"]
 
 

@@ -444,16 +444,17 @@ BASICSR_TEST_NAMES = {
 # test option files only those of TRAINNER_TEST_NAMES have one.
 TRAINNER_NAMES = {
     "lq_size": "use datasets.train.GT_size, the HR patch: lq_size x scale (128, the discriminator's input)",
-    "use_amp": "use speed.precision (bf16 or fp16)",
+    "use_amp": "use speed.precision: fp16 (bf16 with amp_bf16)",
     "amp_bf16": "use speed.precision: bf16",
     "use_channels_last": "use speed.channels_last",
     "fast_matmul": "use speed.tf32: all",
-    "save_checkpoint_format": "use logger.save_safetensors: true (models/latest_G.safetensors beside the .pth files)",
+    "save_checkpoint_format": "use logger.save_safetensors: true for a safetensors copy of the generator "
+                              "(models/latest_G.safetensors; the .pth files are always written)",
     "losses": "use train.<phase>.pixel_criterion and train.gan's pixel_weight, feature_criterion, feature_weight, "
               "gan_type and gan_weight",
 }
 TRAINNER_TEST_NAMES = {
-    "use_amp": "use test.precision (bf16 or fp16)",
+    "use_amp": "use test.precision: fp16 (bf16 with amp_bf16)",
     "amp_bf16": "use test.precision: bf16",
     "use_channels_last": "use test.channels_last",
 }

@@ -260,8 +260,8 @@ def _read_torch(path: Path) -> Any:
         image = next((kind for magic, kind in IMAGE_SIGNATURES.items() if head.startswith(magic)),
                      "WebP" if head[:4] == b"RIFF" and head[8:12] == b"WEBP" else None)
         if image:
-            raise ValueError(f"cannot read weights file {path}: it is a {image} image, not weights; give the "
-                             "generator's .pth or .safetensors file")
+            raise ValueError(f"cannot read weights file {path}: it is a {image} image, not weights; give a .pth "
+                             "or .safetensors weights file")
     try:
         # An open file, not the path: torch.load hands a path ending in .safetensors to safetensors.
         with open(path, "rb") as fh, warnings.catch_warnings():

@@ -105,8 +105,8 @@ def _test(o: TestOptions, option_file: Path | None) -> Path:
     net_g = build_generator(net_opt, scale)
     for key in ("pretrain_model_G", "interp_gan_model"):
         if (weights := getattr(o.path, key)) and (busy := claimed_by(weights)):
-            log.warning("path.%s: %s is in %s, which a run (%s) is still writing: these are its weights of this "
-                        "moment", key, weights, *busy)
+            log.warning("path.%s: %s is in %s, which a run (%s) holds: it may still be training and writing "
+                        "these weights", key, weights, *busy)
     load_weights(net_g, o.path.pretrain_model_G, o.path.strict_load, "generator")
     net_g.to(device)
     datasets = [PairedImageDataset(ds.name, scale, ds.dataroot_GT, ds.dataroot_LQ, data_type=ds.data_type,

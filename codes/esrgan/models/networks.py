@@ -85,8 +85,8 @@ def load_weights(net: nn.Module, path: str | Path, strict: bool = True, what: st
     if differences:
         if generator:
             hint = (f"The file holds {describe_hparams(infer_hparams(state))}: set the network_G options and "
-                    "scale to match (a test option file may leave them out, ~: they are then read from the "
-                    "weights).")
+                    "scale to match (in a test option file, leave nf, nb and gc out, or set them to ~, to read "
+                    "them from the weights).")
         elif _is_generator_file(state):
             hint = "It is a generator's file: give a discriminator's (models/<iter>_D.pth) here."
         else:

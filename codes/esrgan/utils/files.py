@@ -126,11 +126,10 @@ def _locked(lock: Path, folder: Path, program: str) -> TextIO | None:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             fh.seek(0)
-            holder = fh.read().split() or ["unknown"]
+            pid, *host = fh.read().split() or ["unknown"]
             fh.close()
-            where = f" on {holder[1]}" if len(holder) > 1 and holder[1] != socket.gethostname() else ""
-            raise OSError(f"{folder} is in use by another {program} (process {holder[0]}{where}); wait for it to "
-                          "end or stop it, or give this one another name") from None
+            raise OSError(f"{folder} is in use by another {program} ({_holder(pid, host[0] if host else None)}); "
+                          "wait for it to end or stop it, or give this one another name") from None
         except OSError as err:  # a file system without flock (Lustre without -o flock, some FUSE mounts)
             fh.close()
             with contextlib.suppress(OSError):
@@ -152,27 +151,36 @@ def _locked(lock: Path, folder: Path, program: str) -> TextIO | None:
 
 
 def claimed_by(path: str | Path) -> tuple[Path, str] | None:
-    """The claimed folder that `path` lies in and its holder ('process N', with ' on <host>' for another host)
-    while the claim is held, else None. Read from the lock file alone, never locked: a probe must not make the
-    holder's own claim fail. A claim that a killed process left behind is not taken for a held one (on this host:
-    on another its process cannot be looked at)."""
-    for folder in Path(path).absolute().parents:
+    """The claimed folder that `path` lies in (as given, or with its links resolved) and its holder ('process N',
+    ' on <host>' for another host) while the claim is held, else None. Read from the lock file alone, never
+    locked: a probe must not make the holder's own claim fail. A claim of a process gone from this host (killed)
+    is not taken for a held one; one of another host, whose processes cannot be looked at, is."""
+    if os.name != "posix":  # claims are POSIX locks (and os.kill would end the process elsewhere)
+        return None
+    path = Path(path).absolute()
+    for folder in dict.fromkeys([*path.parents, *path.resolve().parents]):
         try:
-            holder = (folder.parent / f".{folder.name}.lock").read_text(encoding="utf-8").split()
-        except (OSError, UnicodeDecodeError):
+            pid, host = (folder.parent / f".{folder.name}.lock").read_text(encoding="utf-8").split()
+            alive = host != socket.gethostname() or _running(int(pid))
+        except (OSError, UnicodeDecodeError, ValueError):  # no lock file, or not one a claim wrote
             continue
-        if not holder or not holder[0].isdigit():
-            continue
-        if len(holder) > 1 and holder[1] != socket.gethostname():
-            return folder, f"process {holder[0]} on {holder[1]}"
-        try:
-            os.kill(int(holder[0]), 0)
-        except ProcessLookupError:
-            continue
-        except (PermissionError, OverflowError):  # another user's process; a pid no process can have
-            pass
-        return folder, f"process {holder[0]}"
+        if alive:
+            return folder, _holder(pid, host)
     return None
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # another user's
+        pass
+    return True
+
+
+def _holder(pid: str, host: str | None) -> str:
+    return f"process {pid}" + (f" on {host}" if host and host != socket.gethostname() else "")
 
 
 def cannot_write(path: str | Path, err: OSError) -> str:
