@@ -989,18 +989,23 @@ def test_ctrl_c_outside_the_training_loop_ends_with_one_line_and_130(capsys):
 
 
 # ------------------------------------------------------------------------------------------ write failures mid-run
+def disk_fills_at(monkeypatch, name: str) -> None:
+    """Saving the file `name` fails as on a disk that filled after the free-space check (another process)."""
+    real_save = checkpoint.atomic_save
+
+    def save(obj, path):
+        if Path(path).name == name:
+            raise OSError(28, "No space left on device", str(path))
+        real_save(obj, path)
+
+    monkeypatch.setattr(checkpoint, "atomic_save", save)
+
+
 def test_a_disk_that_fills_during_a_save_is_logged_and_training_goes_on(tmp_path, monkeypatch):
     """The free-space check passed, and then the disk filled while the state was written (another process)."""
     from esrgan.engine import trainer
 
-    real_save = checkpoint.atomic_save
-
-    def fills_at_2(obj, path):
-        if Path(path).name == "2.state":
-            raise OSError(28, "No space left on device", str(path))
-        real_save(obj, path)
-
-    monkeypatch.setattr(checkpoint, "atomic_save", fills_at_2)
+    disk_fills_at(monkeypatch, "2.state")
     run = train(options(tmp_path, **{"model": "sr", "train.gan.niter": 0, "train.psnr.niter": 3,
                                      "logger.save_freq": 1}))
     assert checkpoint.saved_iterations(run) == [1, 3]
@@ -1011,14 +1016,7 @@ def test_a_disk_that_fills_during_a_save_is_logged_and_training_goes_on(tmp_path
 
 def test_a_disk_that_fills_during_the_last_save_stops_the_run_with_the_error(tmp_path, monkeypatch):
     """No later save would try again: a run whose last checkpoint is not on disk does not end as a finished one."""
-    real_save = checkpoint.atomic_save
-
-    def fills_at_3(obj, path):
-        if Path(path).name == "3.state":
-            raise OSError(28, "No space left on device", str(path))
-        real_save(obj, path)
-
-    monkeypatch.setattr(checkpoint, "atomic_save", fills_at_3)
+    disk_fills_at(monkeypatch, "3.state")
     with pytest.raises(OSError) as info:
         train(options(tmp_path, **{"model": "sr", "train.gan.niter": 0, "train.psnr.niter": 3, "logger.save_freq": 2}))
     assert info.value.filename == str(tmp_path / "run" / "training_state" / "3.state")
