@@ -25,7 +25,6 @@ Files are read without arbitrary unpickling (``torch.load(weights_only=True)``) 
 
 from __future__ import annotations
 
-import contextlib
 import pickle
 import re
 import warnings
@@ -254,14 +253,6 @@ IMAGE_SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"BM":
 def _read_torch(path: Path) -> Any:
     if path.is_file() and path.stat().st_size == 0:
         raise ValueError(f"cannot read weights file {path}: the file is empty")
-    with contextlib.suppress(OSError):  # the load below says what is wrong with a file that cannot be opened
-        with open(path, "rb") as fh:
-            head = fh.read(12)
-        image = next((kind for magic, kind in IMAGE_SIGNATURES.items() if head.startswith(magic)),
-                     "WebP" if head[:4] == b"RIFF" and head[8:12] == b"WEBP" else None)
-        if image:
-            raise ValueError(f"cannot read weights file {path}: it is a {image} image, not weights; give a .pth "
-                             "or .safetensors weights file")
     try:
         # An open file, not the path: torch.load hands a path ending in .safetensors to safetensors.
         with open(path, "rb") as fh, warnings.catch_warnings():
@@ -292,19 +283,23 @@ def _read_torch(path: Path) -> Any:
 
 
 def _starts_like(path: Path) -> str | None:
-    """'safetensors' or 'torch' when the file's first bytes are those of that format, else None: a safetensors
-    file opens with its header's length (8 bytes, little-endian, within the file) and the header's '{'; a
-    torch.save file is a zip archive, or with the legacy format a pickle (protocol 2 to 5)."""
+    """'safetensors' or 'torch' when the file's first bytes are those of that format, an image format's name
+    (IMAGE_SIGNATURES, 'WebP') for an image, else None: a safetensors file opens with its header's length
+    (8 bytes, little-endian, within the file) and the header's '{'; a torch.save file is a zip archive, or with
+    the legacy format a pickle (protocol 2 to 5)."""
     try:
         with open(path, "rb") as fh:
-            head = fh.read(9)
+            head = fh.read(12)
         size = path.stat().st_size
     except OSError:
         return None
-    if len(head) == 9 and head[8:] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= size - 8:
+    if len(head) >= 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= size - 8:
         return "safetensors"
     legacy = head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")
-    return "torch" if head.startswith(b"PK\x03\x04") or legacy else None
+    if head.startswith(b"PK\x03\x04") or legacy:
+        return "torch"
+    return next((kind for magic, kind in IMAGE_SIGNATURES.items() if head.startswith(magic)),
+                "WebP" if head[:4] == b"RIFF" and head[8:12] == b"WEBP" else None)
 
 
 def read_weights_file(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
@@ -313,6 +308,9 @@ def read_weights_file(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
     file that is neither."""
     path = Path(path)
     kind = _starts_like(path) or ("safetensors" if path.suffix == ".safetensors" else "torch")
+    if kind not in ("safetensors", "torch"):
+        raise ValueError(f"cannot read weights file {path}: it is a {kind} image, not weights; give a .pth or "
+                         ".safetensors weights file")
     obj = _read_safetensors(path) if kind == "safetensors" else _read_torch(path)
     try:
         return unwrap(obj)
